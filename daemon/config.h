@@ -1,0 +1,47 @@
+/* config.h: billing.yaml loaded into one struct, with defaults and env overrides. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stddef.h>
+
+#define CFG_STR 256
+#define CFG_URL 1024
+
+struct cfg_gateway {
+	char base_url[CFG_URL];
+	char mch_id[31];
+	char job_no[13];
+	char merchant_key_file[CFG_STR];
+	char merchant_key[CFG_STR]; /* never logged, never printed */
+	long timeout_ms;
+	long connect_timeout_ms;
+	char ca_file[CFG_STR];
+	int max_in_flight;
+};
+
+struct cfg {
+	char path[CFG_STR];
+	struct cfg_gateway gateway;
+	char database_url[CFG_URL];
+	char timezone[64];
+	char order_prefix[9];
+	int lease_seconds;     /* a claimed charge not finished by then is unknown */
+	int batch_size;        /* subscriptions claimed per transaction */
+	long poll_interval_ms; /* idle sleep between passes */
+	char listen_address[CFG_STR];
+	char return_url[201];
+	char success_url[CFG_URL];
+	char failure_url[CFG_URL];
+	int enrolment_expiry_hours;
+	char plans_dir[CFG_STR];
+};
+
+/* Fills c with defaults, then path's values, then the environment
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY). On error returns -1 with one line in
+ * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* Sets the process timezone (TZ) to c->timezone; -1 if it is unknown. */
+int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,121 @@
+/* db.c: libpq connection and parameterised query helpers.
+ *
+ * Every error becomes one line: libpq's messages span several lines, and a
+ * caller prints ours as "billctl: <line>". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+static _Thread_local char last_sqlstate[6];
+
+/* First non-empty line of a libpq message, without "ERROR:  " noise. */
+static void one_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+	size_t n;
+
+	if (!msg)
+		msg = "";
+	while (*msg == '\n' || *msg == ' ')
+		msg++;
+	if (strncmp(msg, "ERROR:  ", 8) == 0)
+		msg += 8;
+	n = strcspn(msg, "\n");
+	snprintf(err, errlen, "%s%.*s", prefix, (int)n, msg);
+}
+
+PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
+{
+	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+	const char *vals[] = {url, actor, "10", NULL};
+	const char *p[1] = {actor};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+	if (!c) {
+		snprintf(err, errlen, "database: out of memory");
+		return NULL;
+	}
+	if (PQstatus(c) != CONNECTION_OK) {
+		one_line(err, errlen, "database: ", PQerrorMessage(c));
+		PQfinish(c);
+		return NULL;
+	}
+	if (db_exec(c, "SELECT set_config('billing.actor', $1, false), "
+		       "set_config('TimeZone', 'UTC', false)",
+		    1, p, err, errlen) < 0) {
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
+		   size_t errlen)
+{
+	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+	last_sqlstate[0] = '\0';
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return r;
+	if (r && PQresultErrorField(r, PG_DIAG_SQLSTATE))
+		snprintf(last_sqlstate, sizeof(last_sqlstate), "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	one_line(err, errlen, "database: ", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+	if (err[0] && strcmp(err, "database: ") == 0)
+		one_line(err, errlen, "database: ", PQerrorMessage(c));
+	PQclear(r);
+	return NULL;
+}
+
+int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
+	    size_t errlen)
+{
+	PGresult *r = db_query(c, sql, nparams, params, err, errlen);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+int db_begin(PGconn *c, char *err, size_t errlen)
+{
+	return db_exec(c, "BEGIN", 0, NULL, err, errlen);
+}
+
+int db_commit(PGconn *c, char *err, size_t errlen)
+{
+	return db_exec(c, "COMMIT", 0, NULL, err, errlen);
+}
+
+void db_rollback(PGconn *c)
+{
+	PQclear(PQexec(c, "ROLLBACK"));
+}
+
+const char *db_last_sqlstate(void)
+{
+	return last_sqlstate;
+}
+
+int db_is_down(PGconn *c)
+{
+	return !c || PQstatus(c) != CONNECTION_OK;
+}
+
+const char *db_str(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col);
+}
+
+int64_t db_i64(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+int db_isnull(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col);
+}

@@ -1,0 +1,105 @@
+/* gateway.h: client for the IOTPay Credit Card API V2 (every endpoint), with
+ * a three-way outcome, and verification of the signed messages it sends us. */
+#ifndef GATEWAY_H
+#define GATEWAY_H
+
+#include <stddef.h>
+#include "config.h"
+#include "sign.h"
+
+enum gw_outcome {
+	GW_INVALID = -1, /* refused before sending: nothing left this process */
+	GW_SUCCESS = 0,  /* definite success (query: order found; isbinding: bound) */
+	GW_FAIL = 1,     /* definite failure (query: order proven absent; isbinding: not bound) */
+	GW_UNKNOWN = 2   /* may or may not have happened: resolve with cc_query */
+};
+
+enum gw_call {
+	GW_PURCHASE,       /* cc_purchase: hosted one-off payment page (payUrl) */
+	GW_ADDUSER,        /* cc_adduser: hosted card enrolment page (payUrl) */
+	GW_PURCHASE_TOKEN, /* cc_purchasewithtoken */
+	GW_REFUND,         /* cc_refund */
+	GW_VOID,           /* cc_void */
+	GW_QUERY,          /* cc_query by mch_order_no or pay_order_id */
+	GW_ISBINDING       /* cc_isbinding */
+};
+
+/* mchId, jobNo/loginName and currency (CAD) come from the client's config. */
+struct gw_request {
+	enum gw_call call;
+	const char *mch_order_no;  /* purchase, purchase_token, query */
+	const char *customer_id;   /* purchase, adduser, purchase_token, isbinding */
+	long amount;               /* cents: purchase, purchase_token, refund */
+	const char *subject;       /* optional: purchase, purchase_token */
+	const char *body;          /* optional: purchase, purchase_token */
+	const char *notify_url;    /* purchase */
+	const char *return_url;    /* purchase, adduser */
+	const char *mch_refund_no; /* refund, void */
+	const char *pay_order_id;  /* refund, void, query */
+};
+
+struct gw_order {
+	char pay_order_id[64];
+	char mch_order_no[64];
+	char trans_id[64];
+	char pay_succ_time[64];
+	char original_order_id[64];
+	char pay_type[16];
+	int status;  /* -1 when absent; 2 or 3 is success */
+	long amount; /* -1 when absent */
+};
+
+struct gw_result {
+	enum gw_outcome outcome;
+	char ret_msg[256];  /* the gateway's retMsg */
+	char pay_url[1024]; /* purchase, adduser */
+	int has_order;
+	struct gw_order order;
+	char detail[256]; /* one line: why INVALID or UNKNOWN */
+	long http_status; /* 0 when no response */
+	double seconds;   /* time taken */
+};
+
+struct gw_client;
+struct gw_multi;
+
+/* The client keeps the merchant key and a pool of keep-alive connections. */
+struct gw_client *gw_client_new(const struct cfg_gateway *gc, char *err, size_t errlen);
+void gw_client_free(struct gw_client *c);
+
+/* Synchronous call (the same code path as gw_multi with one request). */
+enum gw_outcome gw_call(struct gw_client *c, const struct gw_request *req, struct gw_result *res);
+
+/* Asynchronous calls: one thread keeps up to max_in_flight requests going. */
+typedef void (*gw_done_fn)(void *udata, const struct gw_result *res);
+struct gw_multi *gw_multi_new(struct gw_client *c, int max_in_flight);
+void gw_multi_free(struct gw_multi *m);
+/* Validates, signs and queues req (its strings are copied). Returns GW_INVALID
+ * with res->detail filled when refused (done is not called), else 0. */
+int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn done, void *udata,
+		    struct gw_result *res);
+/* Requests submitted and not yet completed. */
+int gw_multi_pending(const struct gw_multi *m);
+/* Drives transfers for up to timeout_ms, calling done for each completed
+ * request; returns how many completed, -1 on an internal error. */
+int gw_multi_run(struct gw_multi *m, int timeout_ms);
+
+/* Signed messages from the gateway (notify POST body, returnUrl query). */
+#define GW_MAX_FIELDS 32
+struct gw_fields {
+	int n;
+	struct sign_kv kv[GW_MAX_FIELDS];
+	char *buf; /* owns the strings */
+};
+/* Parse "a=1&b=2" (URL-decoded) or a flat JSON object into f. 0 / -1
+ * (malformed, too many fields). Free with gw_fields_free. */
+int gw_fields_from_query(const char *qs, struct gw_fields *f, char *err, size_t errlen);
+int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char *err, size_t errlen);
+void gw_fields_free(struct gw_fields *f);
+const char *gw_fields_get(const struct gw_fields *f, const char *key); /* NULL if absent */
+/* 1 when f carries a "sign" field that matches the other fields. */
+int gw_fields_verify(const struct gw_fields *f, const char *merchant_key);
+
+const char *gw_outcome_name(enum gw_outcome o); /* "success", "fail", ... */
+
+#endif

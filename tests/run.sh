@@ -1,0 +1,35 @@
+#!/bin/sh
+# Runs every unit and integration test against a throwaway PostgreSQL and
+# ends with one line: "N passed, N failed".  TESTS=pattern runs a subset.
+set -u
+B=${B:-build}
+export B
+eval "$(sh tests/pg.sh start)" || exit 1
+trap 'sh tests/pg.sh stop "$PGTMP"' EXIT INT TERM
+export CMOCKA_MESSAGE_OUTPUT=TAP
+passed=0
+failed=0
+log=$(mktemp)
+for t in "$B"/tests/unit/test_* "$B"/tests/it/test_* tests/it/test_*.sh; do
+	[ -e "$t" ] || continue
+	case "$t" in *.o) continue ;; esac
+	if [ -n "${TESTS:-}" ] && ! echo "$t" | grep -q -- "$TESTS"; then continue; fi
+	echo "== $t"
+	case "$t" in
+	*.sh) timeout 1200 sh "$t" >"$log" 2>&1 ;;
+	*) timeout 1200 "$t" >"$log" 2>&1 ;;
+	esac
+	rc=$?
+	cat "$log"
+	ok=$(grep -c '^ok ' "$log")
+	nok=$(grep -c '^not ok ' "$log")
+	passed=$((passed + ok))
+	failed=$((failed + nok))
+	if [ $rc -ne 0 ] && [ "$nok" -eq 0 ]; then
+		echo "not ok - $t exited with status $rc"
+		failed=$((failed + 1))
+	fi
+done
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

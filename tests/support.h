@@ -1,0 +1,60 @@
+/* support.h: fixtures shared by the tests: a fresh migrated database per test
+ * program (in the throwaway cluster of tests/pg.sh) and the fake gateway
+ * (build/fakegw) as a subprocess over real HTTP. */
+#ifndef SUPPORT_H
+#define SUPPORT_H
+
+#include <sys/types.h>
+#include <libpq-fe.h>
+#include <cjson/cJSON.h>
+
+#include "config.h"
+
+/* Creates database "t_<name>" (dropped first if it exists) in the cluster of
+ * $DATABASE_URL, applies the migrations and returns its URL (static buffer,
+ * valid until the next call). Aborts the test program on failure. */
+const char *ts_db_new(const char *name);
+/* Connects or aborts. */
+PGconn *ts_db_connect(const char *url);
+/* Runs SQL and returns the first column of the first row as a long (or
+ * -1 when there is no row); aborts on error. */
+long ts_db_long(PGconn *c, const char *sql);
+
+/* Path of a built binary: ts_bin("billctl") -> "$B/billctl". */
+const char *ts_bin(const char *name);
+
+#define TS_KEY    "TESTKEY0123456789abcdef"
+#define TS_MCH_ID "10000701"
+#define TS_JOB_NO "jack123"
+
+struct ts_fakegw {
+	pid_t pid;
+	int port;
+	char base_url[128]; /* http://127.0.0.1:PORT/v2 */
+};
+
+/* Starts $B/fakegw on an ephemeral port with TS_KEY and TS_MCH_ID; extra
+ * arguments (may be NULL) such as "--latency-ms 20". Aborts on failure. */
+void ts_fakegw_start(struct ts_fakegw *g, const char *extra_args);
+void ts_fakegw_stop(struct ts_fakegw *g);
+/* POSTs json to http://127.0.0.1:PORT/_fake/<path>; returns the HTTP status
+ * and, when resp is not NULL, the body (malloc'd). */
+long ts_fakegw_post(const struct ts_fakegw *g, const char *path, const char *json, char **resp);
+/* GET /_fake/ledger, parsed (caller cJSON_Delete()s). */
+cJSON *ts_fakegw_ledger(const struct ts_fakegw *g);
+/* Plays the customer on a hosted page: GETs pay_url with the given card
+ * fields appended, does not follow the redirect, and returns the Location
+ * header (malloc'd) or NULL. */
+char *ts_fakegw_hosted(const char *pay_url, const char *card_query);
+
+/* A configuration for tests: the database at db_url, the fake gateway g (may
+ * be NULL), TS_KEY as merchant key, timezone America/Toronto, plans/ as
+ * plans_dir, listen on 127.0.0.1:0. */
+void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g);
+
+/* Writes a billing.yaml for ts_cfg's settings into dir and the key into
+ * dir/merchant.key (mode 0600); returns the yaml path (static buffer). */
+const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
+			    const char *extra_yaml);
+
+#endif
