@@ -98,7 +98,7 @@ static enum MHD_Result reply_hdr(struct MHD_Connection *con, unsigned status, co
 
 static enum MHD_Result reply(struct MHD_Connection *con, unsigned status, const char *text)
 {
-	return reply_hdr(con, status, text, NULL, (char *)NULL);
+	return reply_hdr(con, status, text, NULL, NULL);
 }
 
 static void remote_addr(struct MHD_Connection *con, char *out, size_t len)
@@ -212,7 +212,7 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 			return reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 	}
 	return send_body(con, MHD_HTTP_OK, r.out, strlen(r.out), MHD_RESPMEM_MUST_FREE,
-	                 "text/plain; version=0.0.4; charset=utf-8", NULL, (char *)NULL);
+	                 "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
 /* ---- GET /iotpay/return ---- */
