@@ -33,7 +33,7 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "fa
 /* $1: days, $2: now (unix seconds). */
 #define EXPIRING                                                                                   \
 	"(state = 'bound' AND " EXPIRY_END " <= to_timestamp($2) + make_interval(days => "         \
-	                                   "$1::int))"
+	"$1::int))"
 
 static int valid_id(const char *id, char *err, size_t errlen)
 {
