@@ -28,6 +28,8 @@ struct env {
 	struct sched *s;
 };
 
+static struct env *live; /* stopped by the teardown when a test fails */
+
 static void env_start(struct env *e, const char *name, const char *fake_args, long timeout_ms)
 {
 	char err[512];
@@ -43,11 +45,13 @@ static void env_start(struct env *e, const char *name, const char *fake_args, lo
 	assert_non_null(e->gw);
 	e->s = sched_new(&e->cfg, e->db, e->gw, "test-scheduler");
 	assert_non_null(e->s);
+	live = e;
 	ts_sync_plans(e->db);
 }
 
 static void env_stop(struct env *e)
 {
+	live = NULL;
 	sched_free(e->s);
 	gw_client_free(e->gw);
 	PQfinish(e->db);
@@ -166,12 +170,12 @@ static void populate(struct env *e, int n)
 	}
 }
 
-/* Passes every 6 hours through 2026; returns the time of the last pass. */
-static long simulate_year(struct env *e)
+/* Passes every `step` seconds through 2026; returns the last pass's time. */
+static long simulate_year(struct env *e, long step)
 {
 	long t = at("2026-01-01"), end = at("2027-01-01");
 
-	for (; t <= end; t += 6 * HOUR)
+	for (; t <= end; t += step)
 		pass(e, t);
 	return end;
 }
@@ -184,7 +188,7 @@ static void test_year_clean(void **state)
 	(void)state;
 	env_start(&e, "sched_year", NULL, 2000);
 	populate(&e, 1000);
-	last = simulate_year(&e);
+	last = simulate_year(&e, 6 * HOUR);
 	verify(&e, last);
 	assert_true(ts_db_long(e.db, "SELECT count(*) FROM charges") > 15000);
 	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM subscriptions WHERE state = 'ended'"),
@@ -201,7 +205,7 @@ static void test_year_with_faults(void **state)
 	char json[256];
 
 	(void)state;
-	env_start(&e, "sched_faults", NULL, 1000);
+	env_start(&e, "sched_faults", NULL, 300);
 	populate(&e, 1000);
 	assert_int_equal(ts_fakegw_post(&e.fake, "faults",
 					"{\"endpoint\":\"*\",\"kind\":\"dup_charge\",\"rate\":1}",
@@ -209,10 +213,11 @@ static void test_year_with_faults(void **state)
 			 200);
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 		snprintf(json, sizeof(json),
-			 "{\"endpoint\":\"*\",\"kind\":\"%s\",\"rate\":0.05,\"ms\":1500}", kinds[i]);
+			 "{\"endpoint\":\"*\",\"kind\":\"%s\",\"rate\":0.05,\"ms\":%d}", kinds[i],
+			 strcmp(kinds[i], "hang_after") == 0 ? 600 : 20);
 		assert_int_equal(ts_fakegw_post(&e.fake, "faults", json, NULL), 200);
 	}
-	last = simulate_year(&e);
+	last = simulate_year(&e, DAY);
 	/* Then a healthy gateway: every unknown gets resolved. */
 	assert_int_equal(ts_fakegw_post(&e.fake, "faults", "{\"clear\":true}", NULL), 200);
 	for (int i = 0; i < 10 && ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state IN "
@@ -342,14 +347,22 @@ static void test_unknown_resolved_first(void **state)
 	env_stop(&e);
 }
 
+static int teardown(void **state)
+{
+	(void)state;
+	if (live)
+		env_stop(live);
+	return 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_dunning),
-		cmocka_unit_test(test_binding_decline),
-		cmocka_unit_test(test_unknown_resolved_first),
-		cmocka_unit_test(test_year_clean),
-		cmocka_unit_test(test_year_with_faults),
+		cmocka_unit_test_teardown(test_dunning, teardown),
+		cmocka_unit_test_teardown(test_binding_decline, teardown),
+		cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
+		cmocka_unit_test_teardown(test_year_clean, teardown),
+		cmocka_unit_test_teardown(test_year_with_faults, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
