@@ -131,9 +131,12 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 	}
 }
 
-static int64_t wall_clock(void)
+/* --now shifts the clock: time runs on from the given instant. */
+static int64_t now_offset;
+
+static int64_t billing_clock(void)
 {
-	return (int64_t)time(NULL);
+	return (int64_t)time(NULL) + now_offset;
 }
 
 static void sleep_ms(long ms)
@@ -149,7 +152,6 @@ int main(int argc, char **argv)
 	struct opts o = {0};
 	struct cfg cfg;
 	char err[512], owner[96], host[64] = "";
-	int64_t now_offset = 0;
 	PGconn *db;
 	struct gw_client *gw;
 	struct listener *lsn = NULL;
@@ -168,7 +170,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "billingd: --now: %s\n", err);
 			return 2;
 		}
-		now_offset = t - wall_clock();
+		now_offset = t - (int64_t)time(NULL);
 	}
 	if (o.check) {
 		struct plan *p = NULL;
@@ -207,7 +209,7 @@ int main(int argc, char **argv)
 	}
 	running = sched_new(&cfg, db, gw, owner);
 	if (!o.once) {
-		lsn = listener_start(&cfg, err, sizeof(err));
+		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
 		if (!lsn) {
 			fprintf(stderr, "billingd: %s\n", err);
 			rc = 1;
@@ -242,7 +244,7 @@ int main(int argc, char **argv)
 			if (sync_plans(db, &cfg, err, sizeof(err)) < 0)
 				log_event("error", "reload", "error", err, NULL);
 		}
-		if (sched_pass(running, wall_clock() + now_offset, &st, err, sizeof(err)) < 0) {
+		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
 			log_event("error", "pass", "error", err, NULL);
 			if (db_is_down(db) || PQstatus(db) != CONNECTION_OK) {
 				PQfinish(db);
