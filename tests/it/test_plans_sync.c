@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -238,6 +241,101 @@ static void test_concurrent_syncs(void **state)
 	free(p);
 }
 
+/* Runs a shell command; its exit status, and stdout+stderr into out. */
+static int run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run(char *out, size_t len, const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+	FILE *f;
+	size_t got;
+	int status;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	got = fread(out, 1, len - 1, f);
+	out[got] = '\0';
+	status = pclose(f);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* billctl plans sync|list, text and JSON, against a database of its own. */
+static void test_billctl_plans(void **state)
+{
+	char dir[] = "/tmp/test_plans_cli.XXXXXX", dburl[512], bin[PATH_MAX], cfg[512];
+	char out[8192], path[600], admin[512];
+	cJSON *list, *monthly;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_non_null(realpath(ts_bin("billctl"), bin));
+	snprintf(dburl, sizeof(dburl), "%s", ts_db_new("plans_cli"));
+	snprintf(cfg, sizeof(cfg), "%s", ts_write_config(dir, dburl, NULL, NULL));
+	/* The environment's DATABASE_URL (the test cluster's) would override it. */
+	snprintf(admin, sizeof(admin), "%s", getenv("DATABASE_URL") ? getenv("DATABASE_URL") : "");
+	setenv("DATABASE_URL", dburl, 1);
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans sync 2>&1", bin, cfg), 0);
+	assert_string_equal(out, "plans: 4 loaded, 4 new versions\n");
+	assert_int_equal(run(out, sizeof(out), "%s -c %s --json plans sync 2>&1", bin, cfg), 0);
+	assert_string_equal(out, "{\"loaded\":4,\"created\":0}\n");
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans list 2>&1", bin, cfg), 0);
+	assert_string_equal(
+	    out, "CODE         VERSION  NAME                                   AMOUNT  INTERVAL "
+	         "   TRIAL  CYCLES  RETRY\n"
+	         "annual             1  Pro (annual)                           290.00  1 year   "
+	         "       -       -  1d,3d,7d,14d -> cancel\n"
+	         "instalments        1  Equipment, 12 monthly instalments      125.00  1 month  "
+	         "       -      12  2d,5d,10d -> past_due\n"
+	         "monthly            1  Pro (monthly)                           29.00  1 month  "
+	         "     14d       -  1d,3d,7d -> past_due\n"
+	         "weekly             1  Meal kit (weekly)                       64.50  1 week   "
+	         "       -       -  12h,1d -> pause\n");
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s --json plans list 2>&1", bin, cfg), 0);
+	list = cJSON_Parse(out);
+	assert_non_null(list);
+	assert_int_equal(cJSON_GetArraySize(list), 4);
+	monthly = cJSON_GetArrayItem(list, 2);
+	assert_string_equal(cJSON_GetObjectItem(monthly, "code")->valuestring, "monthly");
+	assert_int_equal(cJSON_GetObjectItem(monthly, "version")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItem(monthly, "amount_cents")->valueint, 2900);
+	assert_string_equal(cJSON_GetObjectItem(monthly, "amount")->valuestring, "29.00");
+	assert_string_equal(cJSON_GetObjectItem(monthly, "interval")->valuestring, "month");
+	assert_int_equal(cJSON_GetObjectItem(monthly, "trial_days")->valueint, 14);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(monthly, "cycles")));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(monthly, "retry")), 3);
+	assert_string_equal(cJSON_GetObjectItem(monthly, "on_exhausted")->valuestring, "past_due");
+	cJSON_Delete(list);
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans frobnicate 2>&1", bin, cfg), 2);
+	assert_string_equal(out, "billctl: usage: billctl plans sync|list\n");
+
+	/* A bad plan file: one line naming file and line, exit 1, nothing stored
+	 * (the config's plans_dir is relative: run from dir). */
+	snprintf(path, sizeof(path), "%s/plans", dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/plans/gold.yaml", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("code: gold\nname: Gold\namount: -5\ncurrency: CAD\ninterval: month\n"
+	      "interval_count: 1\n",
+	      f);
+	fclose(f);
+	assert_int_equal(run(out, sizeof(out), "cd %s && %s -c %s plans sync 2>&1", dir, bin, cfg),
+	                 1);
+	assert_string_equal(
+	    out,
+	    "billctl: plans/gold.yaml:3: amount: must be a positive integer (cents), got '-5'\n");
+	assert_int_equal(run(out, sizeof(out), "rm -r %s", dir), 0);
+	setenv("DATABASE_URL", admin, 1);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -262,6 +360,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown),
 	    cmocka_unit_test(test_sync_is_all_or_nothing),
 	    cmocka_unit_test(test_concurrent_syncs),
+	    cmocka_unit_test(test_billctl_plans),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
