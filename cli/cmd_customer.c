@@ -8,7 +8,7 @@
 #include "out.h"
 
 #define USAGE                                                                                      \
-	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "     \
+	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
 	"DAYS] | check ID"
 
 static cJSON *customer_json(const struct customer *cu)
@@ -40,7 +40,7 @@ static int enrol(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
 	if (customers_enrol(db, gw, &ctx->cfg, id, email, name, ctx->now, url, sizeof(url), err,
-			    sizeof(err)) < 0) {
+	                    sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
@@ -121,9 +121,9 @@ static int list(struct cli *ctx, int argc, char **argv)
 		char exp[8] = "";
 		if (cs[i].card_expiry[0])
 			snprintf(exp, sizeof(exp), "%.2s/%.2s", cs[i].card_expiry,
-				 cs[i].card_expiry + 2);
+			         cs[i].card_expiry + 2);
 		out_table_row(t, (const char *[]){cs[i].id, cs[i].state, cs[i].card_masked, exp,
-						  cs[i].email, cs[i].name});
+		                                  cs[i].email, cs[i].name});
 	}
 	out_table_print(t, stdout);
 	out_table_free(t);
@@ -156,7 +156,7 @@ static int check(struct cli *ctx, int argc, char **argv)
 	o = gw_call(gw, &req, &res);
 	if (o != GW_SUCCESS && o != GW_FAIL) {
 		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, res.detail,
-			  gw_outcome_name(o));
+		          gw_outcome_name(o));
 		return CLI_FAIL;
 	}
 	now_state = cu.state;
@@ -176,8 +176,8 @@ static int check(struct cli *ctx, int argc, char **argv)
 		cJSON_AddStringToObject(j, "was", cu.state);
 		out_json(j);
 	} else {
-		printf("%s: %s at the gateway; state %s", id, o == GW_SUCCESS ? "bound" : "not bound",
-		       now_state);
+		printf("%s: %s at the gateway; state %s", id,
+		       o == GW_SUCCESS ? "bound" : "not bound", now_state);
 		if (now_state != cu.state)
 			printf(" (was %s)", cu.state);
 		putchar('\n');
@@ -188,7 +188,7 @@ static int check(struct cli *ctx, int argc, char **argv)
 int cmd_customer(struct cli *ctx, int argc, char **argv)
 {
 	static const struct out_sub subs[] = {
-		{"enrol", enrol}, {"show", show}, {"list", list}, {"check", check}, {0}};
+	    {"enrol", enrol}, {"show", show}, {"list", list}, {"check", check}, {0}};
 
 	return out_dispatch(ctx, argc, argv, subs, USAGE);
 }

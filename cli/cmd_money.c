@@ -60,11 +60,11 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	cJSON_AddStringToObject(j, "mch_order_no", mch);
 	cJSON_AddStringToObject(j, "message", err);
 	snprintf(line, sizeof(line), "charge %s: %s%s%s", mch,
-		 o == GW_SUCCESS ? "succeeded"
-		 : o == GW_FAIL	 ? "declined"
-				 : "outcome unknown (recorded; resolved with cc_query before "
-				   "anything else is sent)",
-		 err[0] && o != GW_SUCCESS ? ": " : "", o != GW_SUCCESS ? err : "");
+	         o == GW_SUCCESS ? "succeeded"
+	         : o == GW_FAIL  ? "declined"
+	                         : "outcome unknown (recorded; resolved with cc_query before "
+	                           "anything else is sent)",
+	         err[0] && o != GW_SUCCESS ? ": " : "", o != GW_SUCCESS ? err : "");
 	return report_outcome(ctx, j, (enum gw_outcome)o, line);
 }
 
@@ -81,13 +81,13 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	int o;
 
 	if (out_args(argc, argv, 1, is_void ? NULL : opts, pos, 1, 1,
-		     is_void ? VOID_USAGE : REFUND_USAGE) < 0 ||
+	             is_void ? VOID_USAGE : REFUND_USAGE) < 0 ||
 	    (amount_s && out_parse_cents("--amount", amount_s, &amount) < 0))
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
 	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, &row, err,
-			    sizeof(err));
+	                    sizeof(err));
 	if (o < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
@@ -103,8 +103,8 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	out_money(row.amount_cents, money, sizeof(money));
 	if (o == GW_SUCCESS)
 		snprintf(line, sizeof(line), "%s %s: %s CAD of %s succeeded (gateway order %s)",
-			 is_void ? "void" : "refund", row.mch_refund_no, money, pos[0],
-			 row.pay_order_id);
+		         is_void ? "void" : "refund", row.mch_refund_no, money, pos[0],
+		         row.pay_order_id);
 	else
 		snprintf(line, sizeof(line), "%s", err);
 	if (o != GW_SUCCESS && !ctx->json) {
@@ -158,7 +158,7 @@ int cmd_query(struct cli *ctx, int argc, char **argv)
 {
 	const char *pay = NULL, *mch = NULL;
 	const struct out_opt opts[] = {
-		{"--pay-order-id", &pay, NULL}, {"--mch-order-no", &mch, NULL}, {0}};
+	    {"--pay-order-id", &pay, NULL}, {"--mch-order-no", &mch, NULL}, {0}};
 	struct gw_request req = {.call = GW_QUERY};
 	struct gw_result res;
 	const struct gw_order *o = &res.order;
@@ -183,7 +183,7 @@ int cmd_query(struct cli *ctx, int argc, char **argv)
 	}
 	if (oc != GW_SUCCESS || !res.has_order) {
 		cli_error("cc_query: %s (%s)", res.detail[0] ? res.detail : res.ret_msg,
-			  gw_outcome_name(oc));
+		          gw_outcome_name(oc));
 		return CLI_FAIL;
 	}
 	if (!ctx->json) {

@@ -16,7 +16,7 @@ static void gateway_side(const struct reconcile_item *it, char *buf, size_t len)
 		snprintf(buf, len, "absent");
 	else
 		snprintf(buf, len, "%s status %d %ld", it->gw_pay_order_id, it->gw_status,
-			 it->gw_amount);
+		         it->gw_amount);
 }
 
 static cJSON *item_json(const struct reconcile_item *it)
@@ -33,9 +33,10 @@ static cJSON *item_json(const struct reconcile_item *it)
 		cJSON_AddStringToObject(o, "state", it->state);
 		cJSON_AddStringToObject(o, "pay_order_id", it->pay_order_id);
 	}
-	cJSON_AddStringToObject(o, "gateway", it->gw_found < 0	  ? "unknown"
-					      : it->gw_found == 0 ? "absent"
-								  : "found");
+	cJSON_AddStringToObject(o, "gateway",
+	                        it->gw_found < 0    ? "unknown"
+	                        : it->gw_found == 0 ? "absent"
+	                                            : "found");
 	if (it->gw_found == 1) {
 		cJSON_AddStringToObject(o, "gateway_pay_order_id", it->gw_pay_order_id);
 		cJSON_AddNumberToObject(o, "gateway_status", it->gw_status);
@@ -49,8 +50,8 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 {
 	const char *from_s = NULL, *to_s = NULL;
 	const struct out_opt opts[] = {{"--from", &from_s, NULL}, {"--to", &to_s, NULL}, {0}};
-	const char *hdr[] = {"VERDICT", "KIND", "MCH_ORDER_NO", "CUSTOMER", "OURS", "GATEWAY",
-			     "DETAIL"};
+	const char *hdr[] = {"VERDICT", "KIND",    "MCH_ORDER_NO", "CUSTOMER",
+	                     "OURS",    "GATEWAY", "DETAIL"};
 	struct reconcile_report rep;
 	struct gw_client *gw;
 	int64_t from, to;
@@ -99,12 +100,12 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 				continue;
 			if (it->id)
 				snprintf(ours, sizeof(ours), "%s %s %lld", it->state,
-					 it->pay_order_id[0] ? it->pay_order_id : "-",
-					 (long long)it->amount_cents);
+				         it->pay_order_id[0] ? it->pay_order_id : "-",
+				         (long long)it->amount_cents);
 			gateway_side(it, gws, sizeof(gws));
 			out_table_row(t, (const char *[]){reconcile_verdict_name(it->verdict),
-							  it->kind, it->mch_order_no,
-							  it->customer_id, ours, gws, it->detail});
+			                                  it->kind, it->mch_order_no,
+			                                  it->customer_id, ours, gws, it->detail});
 			listed++;
 		}
 		if (listed)

@@ -10,9 +10,9 @@
 #define USAGE "usage: billctl report --from D --to D [--format csv|json] [--totals]"
 
 static const char ROWS_HEADER[] = "date,type,customer_id,plan,amount_cents,amount,currency,"
-				  "mch_order_no,pay_order_id,trans_id,status";
+                                  "mch_order_no,pay_order_id,trans_id,status";
 static const char TOTALS_HEADER[] =
-	"date,plan,charges_cents,refunds_cents,voids_cents,net_cents,net";
+    "date,plan,charges_cents,refunds_cents,voids_cents,net_cents,net";
 
 static void csv_cents(FILE *f, int64_t cents, int with_dollars)
 {
@@ -35,7 +35,7 @@ static void csv_rows(const struct report *r, FILE *f)
 		const struct report_row *w = &r->rows[i];
 		const char *text[] = {w->customer_id, w->plan};
 		const char *tail[] = {w->currency, w->mch_order_no, w->pay_order_id, w->trans_id,
-				      w->status};
+		                      w->status};
 
 		fprintf(f, "%s,%s,", w->date, w->type);
 		for (size_t k = 0; k < 2; k++) {
@@ -157,10 +157,10 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 	const char *from_s = NULL, *to_s = NULL, *format = NULL;
 	int totals = 0;
 	const struct out_opt opts[] = {{"--from", &from_s, NULL},
-				       {"--to", &to_s, NULL},
-				       {"--format", &format, NULL},
-				       {"--totals", NULL, &totals},
-				       {0}};
+	                               {"--to", &to_s, NULL},
+	                               {"--format", &format, NULL},
+	                               {"--totals", NULL, &totals},
+	                               {0}};
 	struct report r;
 	int64_t from, to;
 	char err[512];

@@ -14,7 +14,7 @@
 	"[--at-period-end] | pause ID | resume ID | change-plan ID PLAN"
 
 static const char *const states[] = {"trialing", "active", "past_due", "paused",
-				     "canceled", "ended",  NULL};
+                                     "canceled", "ended",  NULL};
 
 static cJSON *subscription_json(const struct subscription *s)
 {
@@ -72,7 +72,7 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 {
 	const char *start_s = NULL, *trial_s = NULL, *pos[2];
 	const struct out_opt opts[] = {
-		{"--start", &start_s, NULL}, {"--trial-days", &trial_s, NULL}, {0}};
+	    {"--start", &start_s, NULL}, {"--trial-days", &trial_s, NULL}, {0}};
 	int64_t start = ctx->now;
 	int trial = -1;
 	struct plan p;
@@ -91,7 +91,7 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
 	    subscriptions_create(db, pos[0], &p, start, trial >= 0 ? trial : p.trial_days, &s, err,
-				 sizeof(err)) < 0) {
+	                         sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
@@ -99,7 +99,7 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 }
 
 static int parse_id_arg(int argc, char **argv, const struct out_opt *opts, const char **pos,
-			int npos, int64_t *id)
+                        int npos, int64_t *id)
 {
 	if (out_args(argc, argv, 2, opts, pos, npos, npos, USAGE) < 0 ||
 	    out_parse_id("subscription", pos[0], id) < 0)
@@ -110,8 +110,8 @@ static int parse_id_arg(int argc, char **argv, const struct out_opt *opts, const
 static int list(struct cli *ctx, int argc, char **argv)
 {
 	const char *customer = NULL, *state = NULL;
-	const struct out_opt opts[] = {{"--customer", &customer, NULL}, {"--state", &state, NULL},
-				       {0}};
+	const struct out_opt opts[] = {
+	    {"--customer", &customer, NULL}, {"--state", &state, NULL}, {0}};
 	const char *hdr[] = {"ID", "CUSTOMER", "PLAN", "AMOUNT", "STATE", "PERIOD", "NEXT CHARGE"};
 	struct subscription *ss = NULL;
 	struct out_table *t;
@@ -125,8 +125,8 @@ static int list(struct cli *ctx, int argc, char **argv)
 		known |= strcmp(state, states[i]) == 0;
 	if (state && !known) {
 		cli_error("--state: '%s' is not one of trialing, active, past_due, paused, "
-			  "canceled, ended",
-			  state);
+		          "canceled, ended",
+		          state);
 		return CLI_USAGE;
 	}
 	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
@@ -151,7 +151,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		snprintf(period, sizeof(period), "%d", ss[i].period);
 		out_time(ss[i].next_charge_at, next, sizeof(next));
 		out_table_row(t, (const char *[]){id, ss[i].customer_id, ss[i].plan_code, money,
-						  ss[i].state, period, next});
+		                                  ss[i].state, period, next});
 	}
 	out_table_print(t, stdout);
 	out_table_free(t);
@@ -162,8 +162,8 @@ static int list(struct cli *ctx, int argc, char **argv)
 static int show(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[1];
-	const char *hdr[] = {"CHARGE", "MCH_ORDER_NO", "PERIOD", "ATTEMPT", "AMOUNT",
-			     "STATE",  "PAY_ORDER_ID", "CREATED", "MESSAGE"};
+	const char *hdr[] = {"CHARGE", "MCH_ORDER_NO", "PERIOD",  "ATTEMPT", "AMOUNT",
+	                     "STATE",  "PAY_ORDER_ID", "CREATED", "MESSAGE"};
 	struct subscription s;
 	struct subscription_charge *ch = NULL;
 	int64_t id;
@@ -207,8 +207,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 			out_money(ch[i].amount_cents, money, sizeof(money));
 			out_time(ch[i].created_at, at, sizeof(at));
 			out_table_row(t, (const char *[]){cid, ch[i].mch_order_no, period, attempt,
-							  money, ch[i].state, ch[i].pay_order_id,
-							  at, ch[i].ret_msg});
+			                                  money, ch[i].state, ch[i].pay_order_id,
+			                                  at, ch[i].ret_msg});
 		}
 		if (n)
 			out_table_print(t, stdout);
@@ -254,7 +254,7 @@ static int pause_resume(struct cli *ctx, int argc, char **argv, int resume)
 	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
 		return CLI_FAIL;
 	rc = resume ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
-		    : subscriptions_pause(db, id, &s, err, sizeof(err));
+	            : subscriptions_pause(db, id, &s, err, sizeof(err));
 	if (rc < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
@@ -296,12 +296,12 @@ static int change_plan(struct cli *ctx, int argc, char **argv)
 int cmd_subscription(struct cli *ctx, int argc, char **argv)
 {
 	static const struct out_sub subs[] = {{"list", list},
-					      {"show", show},
-					      {"cancel", cancel},
-					      {"pause", pause_sub},
-					      {"resume", resume_sub},
-					      {"change-plan", change_plan},
-					      {0}};
+	                                      {"show", show},
+	                                      {"cancel", cancel},
+	                                      {"pause", pause_sub},
+	                                      {"resume", resume_sub},
+	                                      {"change-plan", change_plan},
+	                                      {0}};
 
 	return out_dispatch(ctx, argc, argv, subs, USAGE);
 }

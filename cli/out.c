@@ -185,7 +185,7 @@ int out_parse_cents(const char *what, const char *s, int64_t *v)
 	if (parse_range(s, 1, INT32_MAX, v) == 0)
 		return 0;
 	cli_error("%s: '%s' is not an amount in cents (an integer from 1 to %d)", what, s,
-		  INT32_MAX);
+	          INT32_MAX);
 	return -1;
 }
 
@@ -227,7 +227,7 @@ int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_
 }
 
 int out_args(int argc, char **argv, int first, const struct out_opt *opts, const char **pos,
-	     int minpos, int maxpos, const char *usage)
+             int minpos, int maxpos, const char *usage)
 {
 	int npos = 0;
 
@@ -266,7 +266,7 @@ int out_args(int argc, char **argv, int first, const struct out_opt *opts, const
 }
 
 int out_dispatch(struct cli *ctx, int argc, char **argv, const struct out_sub *subs,
-		 const char *usage)
+                 const char *usage)
 {
 	for (int i = 0; argc >= 2 && subs[i].name; i++)
 		if (strcmp(argv[1], subs[i].name) == 0)

@@ -61,7 +61,7 @@ struct out_opt {
  * how many positional arguments there are, or -1 after one error line
  * ending with usage (an unknown option, a missing value, a wrong count). */
 int out_args(int argc, char **argv, int first, const struct out_opt *opts, const char **pos,
-	     int minpos, int maxpos, const char *usage);
+             int minpos, int maxpos, const char *usage);
 
 /* A verb's subcommands (a NULL name ends them): runs the one named by
  * argv[1] with the verb's argc/argv, or prints usage and returns CLI_USAGE. */
@@ -70,6 +70,6 @@ struct out_sub {
 	int (*run)(struct cli *ctx, int argc, char **argv);
 };
 int out_dispatch(struct cli *ctx, int argc, char **argv, const struct out_sub *subs,
-		 const char *usage);
+                 const char *usage);
 
 #endif

@@ -11,7 +11,7 @@
 #define GW_URL_MAX 200 /* notifyUrl and returnUrl are String(200) */
 
 int paylink_url_at_origin(const char *url, const char *path, char *out, size_t len, char *err,
-			  size_t errlen)
+                          size_t errlen)
 {
 	const char *host = strstr(url, "://");
 	size_t origin;
@@ -25,15 +25,15 @@ int paylink_url_at_origin(const char *url, const char *path, char *out, size_t l
 	n = snprintf(out, len, "%.*s%s", (int)origin, url, path);
 	if (n < 0 || (size_t)n >= len) {
 		snprintf(err, errlen, "%.*s%s is longer than %zu characters", (int)origin, url,
-			 path, len - 1);
+		         path, len - 1);
 		return -1;
 	}
 	return 0;
 }
 
 /* Commits the pending one-off charge and fills out's id and order number. */
-static int commit_intent(PGconn *c, const struct cfg *cfg, const char *customer_id,
-			 int64_t amount, struct paylink *out, char *err, size_t errlen)
+static int commit_intent(PGconn *c, const struct cfg *cfg, const char *customer_id, int64_t amount,
+                         struct paylink *out, char *err, size_t errlen)
 {
 	char amt[24];
 	const char *p[3] = {cfg->order_prefix, customer_id, amt};
@@ -41,12 +41,12 @@ static int commit_intent(PGconn *c, const struct cfg *cfg, const char *customer_
 
 	snprintf(amt, sizeof(amt), "%" PRId64, amount);
 	r = db_query(c,
-		     "WITH n AS (SELECT nextval(pg_get_serial_sequence('charges', 'id')) AS id)"
-		     " INSERT INTO charges (id, mch_order_no, kind, customer_id, amount_cents)"
-		     " SELECT n.id, $1::text || 'P' || n.id, 'one_off', cu.customer_id, $3"
-		     "   FROM n, customers cu WHERE cu.customer_id = $2"
-		     " RETURNING id, mch_order_no",
-		     3, p, err, errlen);
+	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('charges', 'id')) AS id)"
+	             " INSERT INTO charges (id, mch_order_no, kind, customer_id, amount_cents)"
+	             " SELECT n.id, $1::text || 'P' || n.id, 'one_off', cu.customer_id, $3"
+	             "   FROM n, customers cu WHERE cu.customer_id = $2"
+	             " RETURNING id, mch_order_no",
+	             3, p, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
@@ -60,9 +60,8 @@ static int commit_intent(PGconn *c, const struct cfg *cfg, const char *customer_
 	return 0;
 }
 
-int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
-		   const char *customer_id, int64_t amount, struct paylink *out, char *err,
-		   size_t errlen)
+int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
+                   int64_t amount, struct paylink *out, char *err, size_t errlen)
 {
 	char notify[GW_URL_MAX + 1], ids[24];
 	struct gw_request req = {0};
@@ -72,7 +71,7 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 	memset(out, 0, sizeof(*out));
 	if (amount <= 0 || amount > INT32_MAX) {
 		snprintf(err, errlen, "amount %" PRId64 " cents is out of range (1 to %d)", amount,
-			 INT32_MAX);
+		         INT32_MAX);
 		return -1;
 	}
 	/* Checked before the intent, so that a bad configuration leaves nothing. */
@@ -81,11 +80,12 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 		return -1;
 	}
 	if (paylink_url_at_origin(cfg->return_url, "/iotpay/notify", notify, sizeof(notify), err,
-				  errlen) < 0)
+	                          errlen) < 0)
 		return -1;
 	if (strlen(cfg->success_url) > GW_URL_MAX) {
-		snprintf(err, errlen, "enrolment.success_url is longer than the gateway's %d characters",
-			 GW_URL_MAX);
+		snprintf(err, errlen,
+		         "enrolment.success_url is longer than the gateway's %d characters",
+		         GW_URL_MAX);
 		return -1;
 	}
 	if (commit_intent(c, cfg, customer_id, amount, out, err, errlen) < 0)
@@ -111,18 +111,19 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 		char dberr[256];
 
 		if (db_exec(c,
-			    "UPDATE charges SET state = 'failed', ret_msg = $2"
-			    " WHERE id = $1 AND state = 'pending'",
-			    2, p, dberr, sizeof(dberr)) < 0)
-			snprintf(err, errlen, "cc_purchase %s refused (%s); recording it failed: %s",
-				 out->mch_order_no, why, dberr);
+		            "UPDATE charges SET state = 'failed', ret_msg = $2"
+		            " WHERE id = $1 AND state = 'pending'",
+		            2, p, dberr, sizeof(dberr)) < 0)
+			snprintf(err, errlen,
+			         "cc_purchase %s refused (%s); recording it failed: %s",
+			         out->mch_order_no, why, dberr);
 		else
 			snprintf(err, errlen, "cc_purchase %s refused: %s", out->mch_order_no, why);
 		return GW_FAIL;
 	}
 	snprintf(err, errlen,
-		 "cc_purchase %s: outcome unknown (%s); no payment page to hand out: the charge "
-		 "stays pending and billctl reconcile checks it",
-		 out->mch_order_no, res.detail[0] ? res.detail : res.ret_msg);
+	         "cc_purchase %s: outcome unknown (%s); no payment page to hand out: the charge "
+	         "stays pending and billctl reconcile checks it",
+	         out->mch_order_no, res.detail[0] ? res.detail : res.ret_msg);
 	return GW_UNKNOWN;
 }

@@ -24,13 +24,12 @@ struct paylink {
  * failed) and GW_UNKNOWN (no page to hand out: the charge stays pending and
  * reconciliation checks it) come with err; -1 with err when nothing was
  * sent (unknown customer, bad amount, configuration, database). */
-int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
-		   const char *customer_id, int64_t amount, struct paylink *out, char *err,
-		   size_t errlen);
+int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
+                   int64_t amount, struct paylink *out, char *err, size_t errlen);
 
 /* The origin (scheme://host[:port]) of url followed by path, into out;
  * -1 with err when url has no origin or the result does not fit len. */
 int paylink_url_at_origin(const char *url, const char *path, char *out, size_t len, char *err,
-			  size_t errlen);
+                          size_t errlen);
 
 #endif

@@ -21,42 +21,41 @@
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
  * charge kind (one_off/subscription), the refunded charge's pay_order_id. */
 static const char SQL_ROWS[] =
-	"SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
-	"       coalesce(pay_order_id, ''), kind, ''"
-	"  FROM charges WHERE" WINDOW
-	" UNION ALL"
-	" SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
-	"        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, '')"
-	"   FROM refunds r JOIN charges c ON c.id = r.charge_id"
-	"  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
-	" UNION ALL"
-	" SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
-	"   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
-	"                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
-	"  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
-	" UNION ALL"
-	" SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
-	"   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
-	"                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
-	"  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
-	" UNION ALL"
-	" SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
-	"        'subscription', ''"
-	"   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
-	"                max(attempt) AS mx"
-	"           FROM charges WHERE kind = 'subscription' AND" WINDOW
-	"          GROUP BY subscription_id, period) m,"
-	"        generate_series(1, m.mx - 1) a"
-	"  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
-	"                     AND period = m.period AND attempt = a)";
+    "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
+    "       coalesce(pay_order_id, ''), kind, ''"
+    "  FROM charges WHERE" WINDOW " UNION ALL"
+    " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
+    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, '')"
+    "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
+    "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
+    " UNION ALL"
+    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
+    "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
+    "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
+    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
+    " UNION ALL"
+    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
+    "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
+    "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
+    "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
+    " UNION ALL"
+    " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
+    "        'subscription', ''"
+    "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
+    "                max(attempt) AS mx"
+    "           FROM charges WHERE kind = 'subscription' AND" WINDOW
+    "          GROUP BY subscription_id, period) m,"
+    "        generate_series(1, m.mx - 1) a"
+    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
+    "                     AND period = m.period AND attempt = a)";
 
 /* A payment link proven paid: what the listener records from a notify. */
 static const char SQL_LINK_PAID[] =
-	"UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
-	"       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
-	"       lease_expires_at = NULL, ret_msg = 'paid: recorded by reconcile'"
-	" WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
-	"   AND amount_cents = $6::bigint RETURNING id";
+    "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
+    "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
+    "       lease_expires_at = NULL, ret_msg = 'paid: recorded by reconcile'"
+    " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
+    "   AND amount_cents = $6::bigint RETURNING id";
 
 struct pending {
 	struct reconcile_item *item;
@@ -75,7 +74,7 @@ const char *reconcile_verdict_name(enum reconcile_verdict v)
 int reconcile_clean(const struct reconcile_report *r)
 {
 	return r->count[RECONCILE_DANGER] + r->count[RECONCILE_MISMATCH] +
-		       r->count[RECONCILE_UNRESOLVED] ==
+	           r->count[RECONCILE_UNRESOLVED] ==
 	       0;
 }
 
@@ -94,7 +93,7 @@ static void on_done(void *udata, const struct gw_result *res)
 }
 
 static void set(struct reconcile_item *it, enum reconcile_verdict v, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void set(struct reconcile_item *it, enum reconcile_verdict v, const char *fmt, ...)
 {
 	va_list ap;
@@ -182,7 +181,7 @@ static void resolve_refund(PGconn *c, struct gw_client *gw, struct reconcile_ite
 
 /* Records a paid payment link (its notify may have been lost). */
 static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_order *o, char *err,
-			size_t errlen)
+                        size_t errlen)
 {
 	char id[24], status[16], amount[24];
 	const char *p[6] = {id, o->pay_order_id, o->trans_id, status, o->pay_succ_time, amount};
@@ -195,8 +194,8 @@ static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_or
 	if (!r) {
 		/* Another charge has this payOrderId: a human must look. */
 		if (strcmp(db_last_sqlstate(), "23505") == 0) {
-			set(it, RECONCILE_MISMATCH, "the gateway's order %s is already another charge's",
-			    o->pay_order_id);
+			set(it, RECONCILE_MISMATCH,
+			    "the gateway's order %s is already another charge's", o->pay_order_id);
 			return 0;
 		}
 		return -1;
@@ -214,8 +213,7 @@ static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_or
 }
 
 /* An open row (pending or unknown). */
-static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *err,
-		      size_t errlen)
+static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
 {
 	struct reconcile_item *it = p->item;
 
@@ -263,7 +261,7 @@ static void take_answer(struct pending *p)
 		it->gw_status = r->order.status;
 		it->gw_amount = r->order.amount;
 		snprintf(it->gw_pay_order_id, sizeof(it->gw_pay_order_id), "%s",
-			 r->order.pay_order_id);
+		         r->order.pay_order_id);
 	}
 }
 
@@ -277,8 +275,8 @@ static int by_verdict(const void *a, const void *b)
 }
 
 /* Sends every query and waits for all of them. */
-static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps, int n,
-		     char *err, size_t errlen)
+static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps, int n, char *err,
+                     size_t errlen)
 {
 	struct gw_multi *m = gw_multi_new(gw, max_in_flight);
 	int rc = 0;
@@ -288,7 +286,8 @@ static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps
 		return -1;
 	}
 	for (int i = 0; i < n; i++) {
-		struct gw_request req = {.call = GW_QUERY, .mch_order_no = ps[i].item->mch_order_no};
+		struct gw_request req = {.call = GW_QUERY,
+		                         .mch_order_no = ps[i].item->mch_order_no};
 
 		if (gw_multi_submit(m, &req, on_done, &ps[i], &ps[i].res) == GW_INVALID)
 			ps[i].done = 0; /* refused before sending: stays "not known" */
@@ -342,7 +341,7 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 }
 
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-		  struct reconcile_report *out, char *err, size_t errlen)
+                  struct reconcile_report *out, char *err, size_t errlen)
 {
 	char f[24], t[24];
 	const char *params[3] = {f, t, cfg->order_prefix};

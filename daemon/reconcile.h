@@ -30,7 +30,7 @@ struct reconcile_item {
 	char mch_order_no[31];
 	char customer_id[31];
 	int64_t amount_cents; /* ours; 0 when we have no row */
-	char state[12];       /* ours (after resolution); "" when no row */
+	char state[16];       /* ours (after resolution); "" when no row */
 	char pay_order_id[64];
 	int gw_found; /* 1 found, 0 proven absent, -1 not known */
 	int gw_status;
@@ -43,7 +43,7 @@ struct reconcile_report {
 	struct reconcile_item *items; /* sorted by verdict, then order number */
 	int n;
 	int count[RECONCILE_OK + 1]; /* items per verdict */
-	int probed; /* numbers we could have sent without a row: proven absent */
+	int probed;                  /* numbers we could have sent without a row: proven absent */
 };
 
 /* Checks the window [from, to) (created_at). order_prefix derives the
@@ -51,7 +51,7 @@ struct reconcile_report {
  * 0 with out filled (free with reconcile_report_free), or -1 with err
  * (database trouble). */
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-		  struct reconcile_report *out, char *err, size_t errlen);
+                  struct reconcile_report *out, char *err, size_t errlen);
 void reconcile_report_free(struct reconcile_report *r);
 
 /* 1 when nothing needs a human: no danger, mismatch or unresolved item. */

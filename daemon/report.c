@@ -11,21 +11,21 @@
 #include "report.h"
 
 static const char SQL_MOVEMENTS[] =
-	"SELECT extract(epoch FROM c.created_at)::bigint, 'charge', c.customer_id,"
-	"       coalesce(p.code, ''), c.amount_cents, c.currency, c.mch_order_no,"
-	"       coalesce(c.pay_order_id, ''), coalesce(c.trans_id, ''), c.state"
-	"  FROM charges c LEFT JOIN plans p ON p.id = c.plan_id"
-	" WHERE c.state = 'succeeded'"
-	"   AND c.created_at >= to_timestamp($1) AND c.created_at < to_timestamp($2)"
-	" UNION ALL"
-	" SELECT extract(epoch FROM r.created_at)::bigint, r.kind, c.customer_id,"
-	"        coalesce(p.code, ''), -r.amount_cents, c.currency, r.mch_refund_no,"
-	"        coalesce(r.pay_order_id, ''), '', r.state"
-	"   FROM refunds r JOIN charges c ON c.id = r.charge_id"
-	"   LEFT JOIN plans p ON p.id = c.plan_id"
-	"  WHERE r.state = 'succeeded'"
-	"    AND r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
-	" ORDER BY 1, 7";
+    "SELECT extract(epoch FROM c.created_at)::bigint, 'charge', c.customer_id,"
+    "       coalesce(p.code, ''), c.amount_cents, c.currency, c.mch_order_no,"
+    "       coalesce(c.pay_order_id, ''), coalesce(c.trans_id, ''), c.state"
+    "  FROM charges c LEFT JOIN plans p ON p.id = c.plan_id"
+    " WHERE c.state = 'succeeded'"
+    "   AND c.created_at >= to_timestamp($1) AND c.created_at < to_timestamp($2)"
+    " UNION ALL"
+    " SELECT extract(epoch FROM r.created_at)::bigint, r.kind, c.customer_id,"
+    "        coalesce(p.code, ''), -r.amount_cents, c.currency, r.mch_refund_no,"
+    "        coalesce(r.pay_order_id, ''), '', r.state"
+    "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
+    "   LEFT JOIN plans p ON p.id = c.plan_id"
+    "  WHERE r.state = 'succeeded'"
+    "    AND r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
+    " ORDER BY 1, 7";
 
 #define COPY(dst, r, i, col) snprintf(dst, sizeof(dst), "%s", db_str(r, i, col))
 
@@ -72,8 +72,7 @@ static struct report_total *total_for(struct report *r, int *cap, const struct r
 	return t;
 }
 
-int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err,
-		 size_t errlen)
+int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err, size_t errlen)
 {
 	char f[24], t[24];
 	const char *p[2] = {f, t};

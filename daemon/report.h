@@ -9,11 +9,11 @@
 #include <libpq-fe.h>
 
 struct report_row {
-	int64_t at;       /* when it was made (created_at), unix seconds */
-	char date[11];    /* its local date, YYYY-MM-DD (billing.timezone) */
-	char type[8];     /* charge, refund, void */
+	int64_t at;    /* when it was made (created_at), unix seconds */
+	char date[11]; /* its local date, YYYY-MM-DD (billing.timezone) */
+	char type[8];  /* charge, refund, void */
 	char customer_id[31];
-	char plan[41];    /* the plan's code; "" for a payment link */
+	char plan[41];        /* the plan's code; "" for a payment link */
 	int64_t amount_cents; /* negative for refunds and voids */
 	char currency[4];
 	char mch_order_no[31]; /* a refund's or void's own mchRefundNo */
@@ -39,8 +39,7 @@ struct report {
 
 /* Movements made in [from, to), dates in the process timezone (TZ =
  * billing.timezone). 0 with out filled (free with report_free), -1 with err. */
-int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err,
-		 size_t errlen);
+int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err, size_t errlen);
 void report_free(struct report *r);
 
 #endif

@@ -71,7 +71,7 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 }
 
 int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
-			 int trial_days, struct subscription *out, char *err, size_t errlen)
+                         int trial_days, struct subscription *out, char *err, size_t errlen)
 {
 	int64_t anchor = plans_anchor(start, trial_days);
 	char plan[24], anc[24], trial[24];
@@ -85,29 +85,29 @@ int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *
 	snprintf(trial, sizeof(trial), "%" PRId64, anchor);
 	/* The customer's state is checked in the same statement as the insert. */
 	r = db_query(c,
-		     "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
-		     "                           next_charge_at)"
-		     " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
-		     "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
-		     "        to_timestamp($3)"
-		     "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
-		     " RETURNING id",
-		     4, q, err, errlen);
+	             "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
+	             "                           next_charge_at)"
+	             " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
+	             "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
+	             "        to_timestamp($3)"
+	             "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
+	             " RETURNING id",
+	             4, q, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		r = db_query(c, "SELECT state FROM customers WHERE customer_id = $1", 1, cq, err,
-			     errlen);
+		             errlen);
 		if (!r)
 			return -1;
 		if (PQntuples(r) == 0)
 			snprintf(err, errlen, "unknown customer '%s'", customer_id);
 		else
 			snprintf(err, errlen,
-				 "customer '%s' is %s: enrol a card again (customer enrol) before "
-				 "subscribing",
-				 customer_id, db_str(r, 0, 0));
+			         "customer '%s' is %s: enrol a card again (customer enrol) before "
+			         "subscribing",
+			         customer_id, db_str(r, 0, 0));
 		PQclear(r);
 		return -1;
 	}
@@ -117,13 +117,13 @@ int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *
 }
 
 int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
-		       struct subscription **out, int *n, char *err, size_t errlen)
+                       struct subscription **out, int *n, char *err, size_t errlen)
 {
 	const char *p[2] = {customer_id, state};
 	PGresult *r = db_query(c,
-			       "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
-			       "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
-			       2, p, err, errlen);
+	                       "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
+	                       "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
+	                       2, p, err, errlen);
 
 	if (!r)
 		return -1;
@@ -141,7 +141,7 @@ int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
 }
 
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
-			  char *err, size_t errlen)
+                          char *err, size_t errlen)
 {
 	char ids[24];
 	const char *p[1] = {ids};
@@ -149,11 +149,11 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 
 	snprintf(ids, sizeof(ids), "%" PRId64, id);
 	r = db_query(c,
-		     "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
-		     "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
-		     "       extract(epoch FROM created_at)::bigint"
-		     "  FROM charges WHERE subscription_id = $1 ORDER BY id",
-		     1, p, err, errlen);
+	             "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
+	             "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
+	             "       extract(epoch FROM created_at)::bigint"
+	             "  FROM charges WHERE subscription_id = $1 ORDER BY id",
+	             1, p, err, errlen);
 	if (!r)
 		return -1;
 	*n = PQntuples(r);
@@ -182,7 +182,7 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 /* Runs a conditional UPDATE ... WHERE id = $1 AND <the states it may leave>.
  * When it changes nothing, says why: refused(state) names the rule. */
 static int change(PGconn *c, int64_t id, const char *sql, int nparams, const char **p,
-		  const char *refused, struct subscription *out, char *err, size_t errlen)
+                  const char *refused, struct subscription *out, char *err, size_t errlen)
 {
 	char ids[24];
 	PGresult *r;
@@ -199,33 +199,33 @@ static int change(PGconn *c, int64_t id, const char *sql, int nparams, const cha
 		return -1;
 	if (n == 0) {
 		snprintf(err, errlen, "subscription %s is %s%s: %s", ids, out->state,
-			 out->cancel_at_period_end ? " (canceling at the period's end)" : "",
-			 refused);
+		         out->cancel_at_period_end ? " (canceling at the period's end)" : "",
+		         refused);
 		return -1;
 	}
 	return 0;
 }
 
 int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscription *out,
-			 char *err, size_t errlen)
+                         char *err, size_t errlen)
 {
 	const char *p[1] = {NULL};
 
 	if (at_period_end)
 		return change(c, id,
-			      "UPDATE subscriptions SET cancel_at_period_end = true"
-			      " WHERE id = $1 AND NOT cancel_at_period_end"
-			      "   AND state IN ('trialing', 'active', 'past_due')"
-			      "   AND next_charge_at IS NOT NULL RETURNING id",
-			      1, p,
-			      "only a subscription with a next period can cancel at its end "
-			      "(cancel it now instead)",
-			      out, err, errlen);
+		              "UPDATE subscriptions SET cancel_at_period_end = true"
+		              " WHERE id = $1 AND NOT cancel_at_period_end"
+		              "   AND state IN ('trialing', 'active', 'past_due')"
+		              "   AND next_charge_at IS NOT NULL RETURNING id",
+		              1, p,
+		              "only a subscription with a next period can cancel at its end "
+		              "(cancel it now instead)",
+		              out, err, errlen);
 	return change(c, id,
-		      "UPDATE subscriptions SET state = 'canceled', next_charge_at = NULL,"
-		      "       cancel_at_period_end = false"
-		      " WHERE id = $1 AND state NOT IN ('canceled', 'ended') RETURNING id",
-		      1, p, "nothing to cancel", out, err, errlen);
+	              "UPDATE subscriptions SET state = 'canceled', next_charge_at = NULL,"
+	              "       cancel_at_period_end = false"
+	              " WHERE id = $1 AND state NOT IN ('canceled', 'ended') RETURNING id",
+	              1, p, "nothing to cancel", out, err, errlen);
 }
 
 int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
@@ -233,33 +233,34 @@ int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *e
 	const char *p[1] = {NULL};
 
 	return change(c, id,
-		      "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL"
-		      " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due') RETURNING id",
-		      1, p, "only a trialing, active or past_due subscription can be paused", out,
-		      err, errlen);
+	              "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL"
+	              " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due') RETURNING id",
+	              1, p, "only a trialing, active or past_due subscription can be paused", out,
+	              err, errlen);
 }
 
 int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
-			 size_t errlen)
+                         size_t errlen)
 {
 	char t[24];
 	const char *p[2] = {NULL, t};
 
 	snprintf(t, sizeof(t), "%" PRId64, now);
-	return change(c, id,
-		      "UPDATE subscriptions SET state = 'active', anchor = to_timestamp($2),"
-		      "       anchor_period = period, attempts = 0, next_charge_at = to_timestamp($2)"
-		      " WHERE id = $1 AND (state = 'paused'"
-		      "                    OR (state = 'past_due' AND next_charge_at IS NULL))"
-		      " RETURNING id",
-		      2, p,
-		      "only a paused subscription, or a past_due one whose retries are exhausted, "
-		      "can be resumed",
-		      out, err, errlen);
+	return change(
+	    c, id,
+	    "UPDATE subscriptions SET state = 'active', anchor = to_timestamp($2),"
+	    "       anchor_period = period, attempts = 0, next_charge_at = to_timestamp($2)"
+	    " WHERE id = $1 AND (state = 'paused'"
+	    "                    OR (state = 'past_due' AND next_charge_at IS NULL))"
+	    " RETURNING id",
+	    2, p,
+	    "only a paused subscription, or a past_due one whose retries are exhausted, "
+	    "can be resumed",
+	    out, err, errlen);
 }
 
-int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p,
-			      struct subscription *out, char *err, size_t errlen)
+int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
+                              char *err, size_t errlen)
 {
 	char plan[24];
 	const char *q[2] = {NULL, plan};
@@ -268,13 +269,13 @@ int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p,
 		return -1;
 	if (out->plan_id == p->id) {
 		snprintf(err, errlen, "subscription %" PRId64 " is already on plan %s version %d",
-			 id, p->code, p->version);
+		         id, p->code, p->version);
 		return -1;
 	}
 	snprintf(plan, sizeof(plan), "%" PRId64, p->id);
 	return change(c, id,
-		      "UPDATE subscriptions SET next_plan_id = $2"
-		      " WHERE id = $1 AND plan_id <> $2"
-		      "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
-		      2, q, "its plan can no longer change", out, err, errlen);
+	              "UPDATE subscriptions SET next_plan_id = $2"
+	              " WHERE id = $1 AND plan_id <> $2"
+	              "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
+	              2, q, "its plan can no longer change", out, err, errlen);
 }

@@ -46,7 +46,7 @@ struct subscription_charge {
  * then), else active and due at start. The customer must exist and be bound
  * or pending. 0, or -1 with err ("unknown customer 'x'", a card not bound). */
 int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
-			 int trial_days, struct subscription *out, char *err, size_t errlen);
+                         int trial_days, struct subscription *out, char *err, size_t errlen);
 
 /* 0, or -1 with err ("unknown subscription 7" or a database error). */
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen);
@@ -54,11 +54,11 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 /* By id, optionally only one customer's and/or one state's (NULL: all).
  * *out is malloc'd (caller frees). 0 / -1. */
 int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
-		       struct subscription **out, int *n, char *err, size_t errlen);
+                       struct subscription **out, int *n, char *err, size_t errlen);
 
 /* Its charge attempts, oldest first; *out malloc'd (caller frees). 0 / -1. */
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
-			  char *err, size_t errlen);
+                          char *err, size_t errlen);
 
 /* Each changes the subscription and refills out; -1 with err naming why it
  * does not apply (unknown id, a state it cannot leave that way):
@@ -72,11 +72,11 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
  * A charge in flight does not prevent cancel or pause: the scheduler keeps
  * them when it records the outcome. */
 int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscription *out,
-			 char *err, size_t errlen);
+                         char *err, size_t errlen);
 int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen);
 int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
-			 size_t errlen);
-int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p,
-			      struct subscription *out, char *err, size_t errlen);
+                         size_t errlen);
+int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
+                              char *err, size_t errlen);
 
 #endif
