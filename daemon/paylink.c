@@ -10,8 +10,9 @@
 
 #define GW_URL_MAX 200 /* notifyUrl and returnUrl are String(200) */
 
-int paylink_url_at_origin(const char *url, const char *path, char *out, size_t len, char *err,
-                          size_t errlen)
+/* The origin (scheme://host[:port]) of url followed by path, into out. */
+static int url_at_origin(const char *url, const char *path, char *out, size_t len, char *err,
+                         size_t errlen)
 {
 	const char *host = strstr(url, "://");
 	size_t origin;
@@ -79,8 +80,8 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const
 		snprintf(err, errlen, "enrolment.return_url and enrolment.success_url must be set");
 		return -1;
 	}
-	if (paylink_url_at_origin(cfg->return_url, "/iotpay/notify", notify, sizeof(notify), err,
-	                          errlen) < 0)
+	if (url_at_origin(cfg->return_url, "/iotpay/notify", notify, sizeof(notify), err, errlen) <
+	    0)
 		return -1;
 	if (strlen(cfg->success_url) > GW_URL_MAX) {
 		snprintf(err, errlen,

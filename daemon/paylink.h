@@ -27,9 +27,4 @@ struct paylink {
 int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
                    int64_t amount, struct paylink *out, char *err, size_t errlen);
 
-/* The origin (scheme://host[:port]) of url followed by path, into out;
- * -1 with err when url has no origin or the result does not fit len. */
-int paylink_url_at_origin(const char *url, const char *path, char *out, size_t len, char *err,
-                          size_t errlen);
-
 #endif

@@ -330,8 +330,7 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
 		return judge_open(c, gw, p, err, errlen);
 	if (it->gw_found < 0) {
-		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s",
-		    p->done ? p->res.detail : "refused before sending");
+		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
 		return 0;
 	}
 	judge_settled(it);
