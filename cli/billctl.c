@@ -25,6 +25,19 @@ struct verb {
 static const struct verb verbs[] = {
 	{"migrate", cmd_migrate, 0, "migrate"},
 	{"plans", cmd_plans, 1, "plans sync|list"},
+	{"customer", cmd_customer, 1,
+	 "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID"},
+	{"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]"},
+	{"subscription", cmd_subscription, 1,
+	 "subscription list [--customer C] [--state S] | show ID | cancel ID [--at-period-end] | "
+	 "pause ID | resume ID | change-plan ID PLAN"},
+	{"charge", cmd_charge, 1, "charge SUBSCRIPTION"},
+	{"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]"},
+	{"void", cmd_void, 1, "void PAY_ORDER_ID"},
+	{"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS"},
+	{"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
+	{"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
+	{"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
 };
 
 void cli_error(const char *fmt, ...)

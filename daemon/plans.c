@@ -463,8 +463,7 @@ done:
 	return rc;
 }
 
-/* "1d,3d,7d" (the form stored by string_to_array). */
-static void retry_csv(const struct plan *p, char *buf, size_t len)
+void plans_retry_format(const struct plan *p, char *buf, size_t len)
 {
 	size_t used = 0;
 
@@ -503,7 +502,7 @@ static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, si
 	PGresult *r;
 	int latest = 0, same = 0;
 
-	retry_csv(p, retry, sizeof(retry));
+	plans_retry_format(p, retry, sizeof(retry));
 	checksum(p, retry, sum);
 	r = db_query(c,
 	             "SELECT version, checksum FROM plans WHERE code = $1 "

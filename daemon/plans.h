@@ -55,6 +55,9 @@ int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, si
  * free()s, NULL when there is none). 0 / -1. */
 int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen);
 
+/* The retry schedule as "1d,3d,7d" ("" when there is none). */
+void plans_retry_format(const struct plan *p, char *buf, size_t len);
+
 /* "past_due" "cancel" "pause". */
 const char *plans_exhausted_name(enum plan_exhausted e);
 

@@ -1,0 +1,194 @@
+/* cmd_customer.c: billctl customer enrol|show|list|check: enrolment through
+ * the gateway's hosted card page and the binding state of our customers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "customers.h"
+#include "out.h"
+
+#define USAGE                                                                                      \
+	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
+	"DAYS] | check ID"
+
+static cJSON *customer_json(const struct customer *cu)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "customer_id", cu->id);
+	cJSON_AddStringToObject(o, "state", cu->state);
+	cJSON_AddStringToObject(o, "email", cu->email);
+	cJSON_AddStringToObject(o, "name", cu->name);
+	cJSON_AddStringToObject(o, "card", cu->card_masked);
+	cJSON_AddStringToObject(o, "card_type", cu->card_type);
+	cJSON_AddStringToObject(o, "card_expiry", cu->card_expiry);
+	out_json_time(o, "enrol_expires_at", cu->enrol_expires_at);
+	out_json_time(o, "created_at", cu->created_at);
+	return o;
+}
+
+static int enrol(struct cli *ctx, int argc, char **argv)
+{
+	const char *email = NULL, *name = NULL, *id;
+	const struct out_opt opts[] = {{"--email", &email, NULL}, {"--name", &name, NULL}, {0}};
+	char url[1024], err[512];
+	PGconn *db;
+	struct gw_client *gw;
+
+	if (out_args(argc, argv, 2, opts, &id, 1, 1, USAGE) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	if (customers_enrol(db, gw, &ctx->cfg, id, email, name, ctx->now, url, sizeof(url), err,
+	                    sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	if (ctx->json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "customer_id", id);
+		cJSON_AddStringToObject(o, "state", "pending");
+		cJSON_AddStringToObject(o, "pay_url", url);
+		out_json(o);
+	} else {
+		printf("%s\n", url);
+	}
+	return CLI_OK;
+}
+
+static int show(struct cli *ctx, int argc, char **argv)
+{
+	const char *id;
+	struct customer cu;
+	char err[512], t[64];
+	PGconn *db;
+
+	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)))
+		return CLI_FAIL;
+	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	if (ctx->json) {
+		out_json(customer_json(&cu));
+		return CLI_OK;
+	}
+	printf("customer  %s\nstate     %s\nemail     %s\nname      %s\n", cu.id, cu.state,
+	       cu.email, cu.name);
+	if (cu.card_masked[0])
+		printf("card      %s %s expires %.2s/%.2s\n", cu.card_type, cu.card_masked,
+		       cu.card_expiry, cu.card_expiry + 2);
+	if (strcmp(cu.state, "pending") == 0) {
+		out_time(cu.enrol_expires_at, t, sizeof(t));
+		printf("enrolment expires %s\n", t);
+	}
+	return CLI_OK;
+}
+
+static int list(struct cli *ctx, int argc, char **argv)
+{
+	const char *days_s = NULL;
+	const struct out_opt opts[] = {{"--expiring", &days_s, NULL}, {0}};
+	const char *hdr[] = {"CUSTOMER", "STATE", "CARD", "EXPIRY", "EMAIL", "NAME"};
+	struct customer *cs = NULL;
+	struct out_table *t;
+	int days = -1, n = 0;
+	char err[512];
+	PGconn *db;
+
+	if (out_args(argc, argv, 2, opts, NULL, 0, 0, USAGE) < 0)
+		return CLI_USAGE;
+	if (days_s && out_parse_int("--expiring", days_s, 0, 36500, &days) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)))
+		return CLI_FAIL;
+	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	if (ctx->json) {
+		cJSON *a = cJSON_CreateArray();
+		for (int i = 0; i < n; i++)
+			cJSON_AddItemToArray(a, customer_json(&cs[i]));
+		out_json(a);
+		free(cs);
+		return CLI_OK;
+	}
+	t = out_table_new(6, hdr);
+	for (int i = 0; i < n; i++) {
+		char exp[8] = "";
+		if (cs[i].card_expiry[0])
+			snprintf(exp, sizeof(exp), "%.2s/%.2s", cs[i].card_expiry,
+			         cs[i].card_expiry + 2);
+		out_table_row(t, (const char *[]){cs[i].id, cs[i].state, cs[i].card_masked, exp,
+		                                  cs[i].email, cs[i].name});
+	}
+	out_table_print(t, stdout);
+	out_table_free(t);
+	free(cs);
+	return CLI_OK;
+}
+
+/* cc_isbinding, and our record brought in line with a definite answer. */
+static int check(struct cli *ctx, int argc, char **argv)
+{
+	const char *id;
+	struct customer cu;
+	struct gw_request req = {.call = GW_ISBINDING};
+	struct gw_result res;
+	enum gw_outcome o;
+	const char *now_state;
+	char err[512];
+	PGconn *db;
+	struct gw_client *gw;
+
+	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	req.customer_id = id;
+	o = gw_call(gw, &req, &res);
+	if (o != GW_SUCCESS && o != GW_FAIL) {
+		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, res.detail,
+		          gw_outcome_name(o));
+		return CLI_FAIL;
+	}
+	now_state = cu.state;
+	if (o == GW_SUCCESS && strcmp(cu.state, "pending") == 0)
+		now_state = "bound";
+	else if (o == GW_FAIL && strcmp(cu.state, "bound") == 0)
+		now_state = "unbound";
+	if (now_state != cu.state && customers_set_state(db, id, now_state, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	if (ctx->json) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "customer_id", id);
+		cJSON_AddBoolToObject(j, "bound", o == GW_SUCCESS);
+		cJSON_AddStringToObject(j, "state", now_state);
+		cJSON_AddStringToObject(j, "was", cu.state);
+		out_json(j);
+	} else {
+		printf("%s: %s at the gateway; state %s", id,
+		       o == GW_SUCCESS ? "bound" : "not bound", now_state);
+		if (now_state != cu.state)
+			printf(" (was %s)", cu.state);
+		putchar('\n');
+	}
+	return o == GW_SUCCESS ? CLI_OK : CLI_FAIL;
+}
+
+int cmd_customer(struct cli *ctx, int argc, char **argv)
+{
+	static const struct out_sub subs[] = {
+	    {"enrol", enrol}, {"show", show}, {"list", list}, {"check", check}, {0}};
+
+	return out_dispatch(ctx, argc, argv, subs, USAGE);
+}

@@ -1,0 +1,209 @@
+/* cmd_money.c: billctl charge, refund, void, pay-link and query: the verbs
+ * that move money or ask the gateway about it. Each goes through the same
+ * library code as the daemon (intent committed before the gateway call). */
+#include <stdio.h>
+#include <string.h>
+
+#include "out.h"
+#include "paylink.h"
+#include "refunds.h"
+#include "scheduler.h"
+
+#define CHARGE_USAGE  "usage: billctl charge SUBSCRIPTION"
+#define REFUND_USAGE  "usage: billctl refund PAY_ORDER_ID [--amount CENTS]"
+#define VOID_USAGE    "usage: billctl void PAY_ORDER_ID"
+#define PAYLINK_USAGE "usage: billctl pay-link CUSTOMER AMOUNT_CENTS"
+#define QUERY_USAGE   "usage: billctl query --pay-order-id X | --mch-order-no Y"
+
+/* The result line (or JSON) of a call whose outcome is o. */
+static int report_outcome(struct cli *ctx, cJSON *j, enum gw_outcome o, const char *line)
+{
+	cJSON_AddStringToObject(j, "outcome", gw_outcome_name(o));
+	if (ctx->json)
+		out_json(j);
+	else {
+		puts(line);
+		cJSON_Delete(j);
+	}
+	return o == GW_SUCCESS ? CLI_OK : CLI_FAIL;
+}
+
+int cmd_charge(struct cli *ctx, int argc, char **argv)
+{
+	const char *pos[1];
+	char mch[64], err[512], line[700];
+	struct gw_client *gw;
+	struct sched *s;
+	int64_t id;
+	PGconn *db;
+	cJSON *j;
+	int o;
+
+	if (out_args(argc, argv, 1, NULL, pos, 1, 1, CHARGE_USAGE) < 0 ||
+	    out_parse_id("subscription", pos[0], &id) < 0)
+		return CLI_USAGE;
+	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
+	if (!s) {
+		cli_error("cannot start the charge protocol (out of memory)");
+		return CLI_FAIL;
+	}
+	o = sched_charge_now(s, id, ctx->now, mch, sizeof(mch), err, sizeof(err));
+	sched_free(s);
+	if (o == GW_INVALID) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	j = cJSON_CreateObject();
+	cJSON_AddNumberToObject(j, "subscription", (double)id);
+	cJSON_AddStringToObject(j, "mch_order_no", mch);
+	cJSON_AddStringToObject(j, "message", err);
+	snprintf(line, sizeof(line), "charge %s: %s%s%s", mch,
+	         o == GW_SUCCESS ? "succeeded"
+	         : o == GW_FAIL  ? "declined"
+	                         : "outcome unknown (recorded; resolved with cc_query before "
+	                           "anything else is sent)",
+	         err[0] && o != GW_SUCCESS ? ": " : "", o != GW_SUCCESS ? err : "");
+	return report_outcome(ctx, j, (enum gw_outcome)o, line);
+}
+
+static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
+{
+	const char *amount_s = NULL, *pos[1];
+	const struct out_opt opts[] = {{"--amount", &amount_s, NULL}, {0}};
+	int64_t amount = 0;
+	struct refund_row row;
+	char err[512], line[800], money[32];
+	struct gw_client *gw;
+	PGconn *db;
+	cJSON *j;
+	int o;
+
+	if (out_args(argc, argv, 1, is_void ? NULL : opts, pos, 1, 1,
+	             is_void ? VOID_USAGE : REFUND_USAGE) < 0 ||
+	    (amount_s && out_parse_cents("--amount", amount_s, &amount) < 0))
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, &row, err,
+	                    sizeof(err));
+	if (o < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "type", is_void ? "void" : "refund");
+	cJSON_AddStringToObject(j, "mch_refund_no", row.mch_refund_no);
+	cJSON_AddStringToObject(j, "of_pay_order_id", pos[0]);
+	cJSON_AddNumberToObject(j, "amount_cents", (double)row.amount_cents);
+	cJSON_AddStringToObject(j, "state", row.state);
+	cJSON_AddStringToObject(j, "pay_order_id", row.pay_order_id);
+	cJSON_AddStringToObject(j, "message", o == GW_SUCCESS ? "" : err);
+	out_money(row.amount_cents, money, sizeof(money));
+	if (o == GW_SUCCESS)
+		snprintf(line, sizeof(line), "%s %s: %s CAD of %s succeeded (gateway order %s)",
+		         is_void ? "void" : "refund", row.mch_refund_no, money, pos[0],
+		         row.pay_order_id);
+	else
+		snprintf(line, sizeof(line), "%s", err);
+	if (o != GW_SUCCESS && !ctx->json) {
+		cli_error("%s", line);
+		cJSON_Delete(j);
+		return CLI_FAIL;
+	}
+	return report_outcome(ctx, j, (enum gw_outcome)o, line);
+}
+
+int cmd_refund(struct cli *ctx, int argc, char **argv)
+{
+	return refund_or_void(ctx, argc, argv, 0);
+}
+
+int cmd_void(struct cli *ctx, int argc, char **argv)
+{
+	return refund_or_void(ctx, argc, argv, 1);
+}
+
+int cmd_paylink(struct cli *ctx, int argc, char **argv)
+{
+	const char *pos[2];
+	struct paylink pl;
+	int64_t amount;
+	char err[512];
+	struct gw_client *gw;
+	PGconn *db;
+	cJSON *j;
+	int o;
+
+	if (out_args(argc, argv, 1, NULL, pos, 2, 2, PAYLINK_USAGE) < 0 ||
+	    out_parse_cents("amount", pos[1], &amount) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, &pl, err, sizeof(err));
+	if (o != GW_SUCCESS) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "customer_id", pos[0]);
+	cJSON_AddNumberToObject(j, "amount_cents", (double)amount);
+	cJSON_AddStringToObject(j, "mch_order_no", pl.mch_order_no);
+	cJSON_AddStringToObject(j, "pay_url", pl.pay_url);
+	return report_outcome(ctx, j, GW_SUCCESS, pl.pay_url);
+}
+
+int cmd_query(struct cli *ctx, int argc, char **argv)
+{
+	const char *pay = NULL, *mch = NULL;
+	const struct out_opt opts[] = {
+	    {"--pay-order-id", &pay, NULL}, {"--mch-order-no", &mch, NULL}, {0}};
+	struct gw_request req = {.call = GW_QUERY};
+	struct gw_result res;
+	const struct gw_order *o = &res.order;
+	struct gw_client *gw;
+	enum gw_outcome oc;
+	cJSON *j;
+
+	if (out_args(argc, argv, 1, opts, NULL, 0, 0, QUERY_USAGE) < 0)
+		return CLI_USAGE;
+	if (!pay == !mch) {
+		cli_error("give one of --pay-order-id and --mch-order-no (%s)", QUERY_USAGE);
+		return CLI_USAGE;
+	}
+	if (!(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	req.pay_order_id = pay;
+	req.mch_order_no = mch;
+	oc = gw_call(gw, &req, &res);
+	if (oc == GW_FAIL) {
+		cli_error("no such order at the gateway: %s", res.ret_msg);
+		return CLI_FAIL;
+	}
+	if (oc != GW_SUCCESS || !res.has_order) {
+		cli_error("cc_query: %s (%s)", res.detail[0] ? res.detail : res.ret_msg,
+		          gw_outcome_name(oc));
+		return CLI_FAIL;
+	}
+	if (!ctx->json) {
+		printf("pay_order_id    %s\nmch_order_no    %s\ntrans_id        %s\n"
+		       "status          %d%s\namount          %ld\npay_type        %s\n"
+		       "original_order  %s\npay_succ_time   %s\n",
+		       o->pay_order_id, o->mch_order_no, o->trans_id, o->status,
+		       o->status == 2 || o->status == 3 ? " (paid)" : "", o->amount, o->pay_type,
+		       o->original_order_id, o->pay_succ_time);
+		return CLI_OK;
+	}
+	j = cJSON_CreateObject();
+	cJSON_AddStringToObject(j, "pay_order_id", o->pay_order_id);
+	cJSON_AddStringToObject(j, "mch_order_no", o->mch_order_no);
+	cJSON_AddStringToObject(j, "trans_id", o->trans_id);
+	cJSON_AddNumberToObject(j, "status", o->status);
+	cJSON_AddNumberToObject(j, "amount_cents", (double)o->amount);
+	cJSON_AddStringToObject(j, "pay_type", o->pay_type);
+	cJSON_AddStringToObject(j, "original_order_id", o->original_order_id);
+	cJSON_AddStringToObject(j, "pay_succ_time", o->pay_succ_time);
+	out_json(j);
+	return CLI_OK;
+}

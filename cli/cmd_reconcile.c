@@ -1,0 +1,123 @@
+/* cmd_reconcile.c: billctl reconcile --from D --to D: the window's ledger
+ * checked against the gateway; what disagrees is listed, the dangerous first.
+ * Exit 1 while anything needs a human, 0 when clean. */
+#include <stdio.h>
+
+#include "out.h"
+#include "reconcile.h"
+
+#define USAGE "usage: billctl reconcile --from D --to D"
+
+static void gateway_side(const struct reconcile_item *it, char *buf, size_t len)
+{
+	if (it->gw_found < 0)
+		snprintf(buf, len, "?");
+	else if (it->gw_found == 0)
+		snprintf(buf, len, "absent");
+	else
+		snprintf(buf, len, "%s status %d %ld", it->gw_pay_order_id, it->gw_status,
+		         it->gw_amount);
+}
+
+static cJSON *item_json(const struct reconcile_item *it)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "verdict", reconcile_verdict_name(it->verdict));
+	cJSON_AddStringToObject(o, "kind", it->kind);
+	cJSON_AddStringToObject(o, "mch_order_no", it->mch_order_no);
+	cJSON_AddStringToObject(o, "customer_id", it->customer_id);
+	if (it->id) {
+		cJSON_AddNumberToObject(o, "id", (double)it->id);
+		cJSON_AddNumberToObject(o, "amount_cents", (double)it->amount_cents);
+		cJSON_AddStringToObject(o, "state", it->state);
+		cJSON_AddStringToObject(o, "pay_order_id", it->pay_order_id);
+	}
+	cJSON_AddStringToObject(o, "gateway",
+	                        it->gw_found < 0    ? "unknown"
+	                        : it->gw_found == 0 ? "absent"
+	                                            : "found");
+	if (it->gw_found == 1) {
+		cJSON_AddStringToObject(o, "gateway_pay_order_id", it->gw_pay_order_id);
+		cJSON_AddNumberToObject(o, "gateway_status", it->gw_status);
+		cJSON_AddNumberToObject(o, "gateway_amount_cents", (double)it->gw_amount);
+	}
+	cJSON_AddStringToObject(o, "detail", it->detail);
+	return o;
+}
+
+int cmd_reconcile(struct cli *ctx, int argc, char **argv)
+{
+	const char *from_s = NULL, *to_s = NULL;
+	const struct out_opt opts[] = {{"--from", &from_s, NULL}, {"--to", &to_s, NULL}, {0}};
+	const char *hdr[] = {"VERDICT", "KIND",    "MCH_ORDER_NO", "CUSTOMER",
+	                     "OURS",    "GATEWAY", "DETAIL"};
+	struct reconcile_report rep;
+	struct gw_client *gw;
+	int64_t from, to;
+	char err[512];
+	PGconn *db;
+	int clean;
+
+	if (out_args(argc, argv, 1, opts, NULL, 0, 0, USAGE) < 0)
+		return CLI_USAGE;
+	if (!from_s || !to_s) {
+		cli_error("--from and --to are required (%s)", USAGE);
+		return CLI_USAGE;
+	}
+	if (out_timezone(ctx) != CLI_OK)
+		return CLI_FAIL;
+	if (out_parse_window(from_s, to_s, &from, &to) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+		return CLI_FAIL;
+	if (reconcile_run(db, gw, &ctx->cfg, from, to, &rep, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	clean = reconcile_clean(&rep);
+	if (ctx->json) {
+		cJSON *o = cJSON_CreateObject(), *counts = cJSON_AddObjectToObject(o, "counts");
+		cJSON *items = cJSON_CreateArray();
+		cJSON_AddStringToObject(o, "from", from_s);
+		cJSON_AddStringToObject(o, "to", to_s);
+		cJSON_AddBoolToObject(o, "clean", clean);
+		for (int v = RECONCILE_DANGER; v <= RECONCILE_OK; v++)
+			cJSON_AddNumberToObject(counts, reconcile_verdict_name(v), rep.count[v]);
+		cJSON_AddNumberToObject(counts, "probed_absent", rep.probed);
+		for (int i = 0; i < rep.n; i++)
+			if (rep.items[i].verdict != RECONCILE_OK)
+				cJSON_AddItemToArray(items, item_json(&rep.items[i]));
+		cJSON_AddItemToObject(o, "items", items);
+		out_json(o);
+	} else {
+		struct out_table *t = out_table_new(7, hdr);
+		int listed = 0;
+		for (int i = 0; i < rep.n; i++) {
+			const struct reconcile_item *it = &rep.items[i];
+			char ours[128] = "-", gws[128];
+			if (it->verdict == RECONCILE_OK)
+				continue;
+			if (it->id)
+				snprintf(ours, sizeof(ours), "%s %s %lld", it->state,
+				         it->pay_order_id[0] ? it->pay_order_id : "-",
+				         (long long)it->amount_cents);
+			gateway_side(it, gws, sizeof(gws));
+			out_table_row(t, (const char *[]){reconcile_verdict_name(it->verdict),
+			                                  it->kind, it->mch_order_no,
+			                                  it->customer_id, ours, gws, it->detail});
+			listed++;
+		}
+		if (listed)
+			out_table_print(t, stdout);
+		out_table_free(t);
+		printf("reconcile %s .. %s: %d ok, %d resolved, %d open, %d unresolved, "
+		       "%d mismatch, %d danger; %d unused numbers absent: %s\n",
+		       from_s, to_s, rep.count[RECONCILE_OK], rep.count[RECONCILE_RESOLVED],
+		       rep.count[RECONCILE_OPEN], rep.count[RECONCILE_UNRESOLVED],
+		       rep.count[RECONCILE_MISMATCH], rep.count[RECONCILE_DANGER], rep.probed,
+		       clean ? "clean" : "NOT clean");
+	}
+	reconcile_report_free(&rep);
+	return clean ? CLI_OK : CLI_FAIL;
+}

@@ -1,0 +1,75 @@
+/* out.h: what billctl's verbs share: presentation (aligned tables, JSON
+ * documents, money as "12.34", local times) and the parsing of their
+ * arguments (ids, cents, times), so that every verb reads and prints alike. */
+#ifndef OUT_H
+#define OUT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+/* Cents as dollars with two decimals: 1234 -> "12.34", -5 -> "-0.05". */
+void out_money(int64_t cents, char *buf, size_t len);
+/* Local ISO 8601 time, or "-" for 0 (no time). */
+void out_time(int64_t t, char *buf, size_t len);
+
+/* A table printed with its columns aligned; cells are copied. */
+struct out_table;
+struct out_table *out_table_new(int ncols, const char *const *headers);
+void out_table_row(struct out_table *t, const char *const *cells);
+void out_table_print(const struct out_table *t, FILE *f);
+void out_table_free(struct out_table *t);
+
+/* One RFC 4180 CSV field (quoted when it holds a comma, quote, CR or LF;
+ * quotes doubled). A text field starting with = + - @ TAB or CR, which a
+ * spreadsheet would run as a formula, is prefixed with ' (and quoted). */
+void out_csv_field(FILE *f, const char *s, int is_text);
+/* Ends a CSV record (CRLF). */
+void out_csv_end(FILE *f);
+
+/* Prints j on one line on stdout and frees it. */
+void out_json(cJSON *j);
+/* Adds a time as local ISO 8601 (null for 0). */
+void out_json_time(cJSON *o, const char *key, int64_t t);
+
+/* Applies billing.timezone to the process, so that dates typed and printed
+ * are the configured timezone's; CLI_OK, or CLI_FAIL after one error line. */
+int out_timezone(struct cli *ctx);
+
+/* Argument parsers: 0, or -1 after printing one error line naming what (an
+ * option or argument name) and the bad value. */
+int out_parse_id(const char *what, const char *s, int64_t *v);
+int out_parse_cents(const char *what, const char *s, int64_t *v); /* 1 .. INT32_MAX */
+int out_parse_int(const char *what, const char *s, int min, int max, int *v);
+int out_parse_time(const char *what, const char *s, int64_t *t);
+
+/* --from D --to D: [*from, *to) where a date D means its whole local day
+ * (to is then the next local midnight) and a time is taken as given (to
+ * inclusive). 0, or -1 after one error line. */
+int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to);
+
+/* A verb's options: --name VALUE (value set) or --name (flag set to 1). */
+struct out_opt {
+	const char *name;
+	const char **value;
+	int *flag;
+};
+/* Splits argv[first..argc) into the options of opts (NULL, or ended by a
+ * NULL name) and minpos to maxpos positional arguments (into pos). Returns
+ * how many positional arguments there are, or -1 after one error line
+ * ending with usage (an unknown option, a missing value, a wrong count). */
+int out_args(int argc, char **argv, int first, const struct out_opt *opts, const char **pos,
+             int minpos, int maxpos, const char *usage);
+
+/* A verb's subcommands (a NULL name ends them): runs the one named by
+ * argv[1] with the verb's argc/argv, or prints usage and returns CLI_USAGE. */
+struct out_sub {
+	const char *name;
+	int (*run)(struct cli *ctx, int argc, char **argv);
+};
+int out_dispatch(struct cli *ctx, int argc, char **argv, const struct out_sub *subs,
+                 const char *usage);
+
+#endif

@@ -1,0 +1,392 @@
+/* reconcile.c: the ledger against the gateway. cc_query is the only way to
+ * see the gateway's side, so the window's rows are queried one by one, all
+ * at once through gw_multi (max_in_flight), and so are the order numbers we
+ * could have sent without keeping a row (gaps in the ids that payment-link
+ * and refund numbers derive from, and in a period's attempt numbers). Then
+ * each answer is compared with our row; open outcomes are recorded where the
+ * recording is ours (refunds through refunds_resolve, payment links here);
+ * open subscription charges are the scheduler's and are only listed. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "reconcile.h"
+#include "refunds.h"
+
+#define WINDOW " created_at >= to_timestamp($1) AND created_at < to_timestamp($2)"
+
+/* Columns: kind, id, order number, customer, amount, state, pay_order_id,
+ * charge kind (one_off/subscription), the refunded charge's pay_order_id. */
+static const char SQL_ROWS[] =
+    "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
+    "       coalesce(pay_order_id, ''), kind, ''"
+    "  FROM charges WHERE" WINDOW " UNION ALL"
+    " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
+    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, '')"
+    "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
+    "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
+    " UNION ALL"
+    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
+    "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
+    "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
+    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
+    " UNION ALL"
+    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
+    "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
+    "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
+    "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
+    " UNION ALL"
+    " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
+    "        'subscription', ''"
+    "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
+    "                max(attempt) AS mx"
+    "           FROM charges WHERE kind = 'subscription' AND" WINDOW
+    "          GROUP BY subscription_id, period) m,"
+    "        generate_series(1, m.mx - 1) a"
+    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
+    "                     AND period = m.period AND attempt = a)";
+
+/* A payment link proven paid: what the listener records from a notify. */
+static const char SQL_LINK_PAID[] =
+    "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
+    "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
+    "       lease_expires_at = NULL, ret_msg = 'paid: recorded by reconcile'"
+    " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
+    "   AND amount_cents = $6::bigint RETURNING id";
+
+struct pending {
+	struct reconcile_item *item;
+	char charge_kind[16];
+	char charged_order[64]; /* refunds: the refunded charge's pay_order_id */
+	struct gw_result res;
+	int done;
+};
+
+const char *reconcile_verdict_name(enum reconcile_verdict v)
+{
+	static const char *names[] = {"danger", "mismatch", "unresolved", "resolved", "open", "ok"};
+	return names[v];
+}
+
+int reconcile_clean(const struct reconcile_report *r)
+{
+	return r->count[RECONCILE_DANGER] + r->count[RECONCILE_MISMATCH] +
+	           r->count[RECONCILE_UNRESOLVED] ==
+	       0;
+}
+
+void reconcile_report_free(struct reconcile_report *r)
+{
+	free(r->items);
+	memset(r, 0, sizeof(*r));
+}
+
+static void on_done(void *udata, const struct gw_result *res)
+{
+	struct pending *p = udata;
+
+	p->res = *res;
+	p->done = 1;
+}
+
+static void set(struct reconcile_item *it, enum reconcile_verdict v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set(struct reconcile_item *it, enum reconcile_verdict v, const char *fmt, ...)
+{
+	va_list ap;
+
+	it->verdict = v;
+	va_start(ap, fmt);
+	vsnprintf(it->detail, sizeof(it->detail), fmt, ap);
+	va_end(ap);
+}
+
+static int paid(const struct reconcile_item *it)
+{
+	return it->gw_found == 1 && (it->gw_status == 2 || it->gw_status == 3);
+}
+
+/* A row we could have sent but do not have: anything there is one-sided. */
+static void judge_no_row(struct reconcile_item *it)
+{
+	if (it->gw_found == 0)
+		return; /* verdict OK, dropped by the caller */
+	if (it->gw_found < 0)
+		set(it, RECONCILE_UNRESOLVED, "not ours, and cc_query could not say if it exists");
+	else if (paid(it))
+		set(it, RECONCILE_DANGER,
+		    "only at the gateway: order %s of %ld cents is paid and we have no row for it",
+		    it->gw_pay_order_id, it->gw_amount);
+	else
+		set(it, RECONCILE_MISMATCH, "only at the gateway: order %s (status %d)",
+		    it->gw_pay_order_id, it->gw_status);
+}
+
+/* Our settled row (succeeded or failed) against the gateway's answer. */
+static void judge_settled(struct reconcile_item *it)
+{
+	int ours_paid = strcmp(it->state, "succeeded") == 0;
+
+	if (!ours_paid) {
+		if (paid(it))
+			set(it, RECONCILE_DANGER,
+			    "we say failed, the gateway has order %s paid (%ld cents)",
+			    it->gw_pay_order_id, it->gw_amount);
+		return;
+	}
+	if (it->gw_found == 0)
+		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway has no such order");
+	else if (!paid(it))
+		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway's status is %d",
+		    it->gw_status);
+	else if (it->gw_amount >= 0 && it->gw_amount != it->amount_cents)
+		set(it, RECONCILE_MISMATCH, "amount: ours %" PRId64 " cents, the gateway's %ld",
+		    it->amount_cents, it->gw_amount);
+	else if (it->pay_order_id[0] && strcmp(it->pay_order_id, it->gw_pay_order_id) != 0)
+		set(it, RECONCILE_MISMATCH, "payOrderId: ours %s, the gateway's %s",
+		    it->pay_order_id, it->gw_pay_order_id);
+}
+
+static void judge_refund_of(struct reconcile_item *it, const struct pending *p)
+{
+	const struct gw_order *o = &p->res.order;
+
+	if (it->verdict == RECONCILE_OK && it->gw_found == 1 && o->original_order_id[0] &&
+	    strcmp(o->original_order_id, p->charged_order) != 0)
+		set(it, RECONCILE_MISMATCH, "the gateway's order is of %s, ours of %s",
+		    o->original_order_id, p->charged_order);
+}
+
+/* Resolves an open refund through the refunds ledger. */
+static void resolve_refund(PGconn *c, struct gw_client *gw, struct reconcile_item *it)
+{
+	struct refund_row row;
+	char err[256];
+	int o = refunds_resolve(c, gw, it->id, &row, err, sizeof(err));
+
+	if (o < 0) {
+		set(it, RECONCILE_UNRESOLVED, "%s", err);
+		return;
+	}
+	snprintf(it->state, sizeof(it->state), "%s", row.state);
+	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", row.pay_order_id);
+	if (o == GW_UNKNOWN)
+		set(it, RECONCILE_UNRESOLVED, "still unknown: %s", row.ret_msg);
+	else
+		set(it, RECONCILE_RESOLVED, "recorded %s from the gateway's answer", row.state);
+}
+
+/* Records a paid payment link (its notify may have been lost). */
+static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_order *o, char *err,
+                        size_t errlen)
+{
+	char id[24], status[16], amount[24];
+	const char *p[6] = {id, o->pay_order_id, o->trans_id, status, o->pay_succ_time, amount};
+	PGresult *r;
+
+	snprintf(id, sizeof(id), "%" PRId64, it->id);
+	snprintf(status, sizeof(status), "%d", o->status);
+	snprintf(amount, sizeof(amount), "%ld", o->amount);
+	r = db_query(c, SQL_LINK_PAID, 6, p, err, errlen);
+	if (!r) {
+		/* Another charge has this payOrderId: a human must look. */
+		if (strcmp(db_last_sqlstate(), "23505") == 0) {
+			set(it, RECONCILE_MISMATCH,
+			    "the gateway's order %s is already another charge's", o->pay_order_id);
+			return 0;
+		}
+		return -1;
+	}
+	if (PQntuples(r) == 1) {
+		snprintf(it->state, sizeof(it->state), "succeeded");
+		snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", o->pay_order_id);
+		set(it, RECONCILE_RESOLVED, "paid at the gateway: recorded succeeded");
+	} else {
+		set(it, RECONCILE_MISMATCH, "amount: ours %" PRId64 " cents, the gateway's %ld",
+		    it->amount_cents, o->amount);
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* An open row (pending or unknown). */
+static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+{
+	struct reconcile_item *it = p->item;
+
+	if (strcmp(it->kind, "charge") != 0) {
+		resolve_refund(c, gw, it);
+		return 0;
+	}
+	if (strcmp(p->charge_kind, "one_off") == 0) {
+		if (paid(it))
+			return resolve_link(c, it, &p->res.order, err, errlen);
+		if (it->gw_found >= 0)
+			set(it, RECONCILE_OPEN, "payment link not paid (yet)");
+		else
+			set(it, RECONCILE_UNRESOLVED, "cc_query: %s", p->res.detail);
+		return 0;
+	}
+	/* The subscription advances with the outcome: billingd records it. */
+	if (it->gw_found < 0)
+		set(it, RECONCILE_UNRESOLVED, "outcome unknown; cc_query: %s", p->res.detail);
+	else if (paid(it))
+		set(it, RECONCILE_UNRESOLVED,
+		    "outcome %s, paid at the gateway (order %s): billingd's next pass records it",
+		    it->state, it->gw_pay_order_id);
+	else
+		set(it, RECONCILE_UNRESOLVED,
+		    "outcome %s, %s at the gateway: billingd's next pass resolves it", it->state,
+		    it->gw_found ? "not paid" : "absent");
+	return 0;
+}
+
+static void take_answer(struct pending *p)
+{
+	struct reconcile_item *it = p->item;
+	const struct gw_result *r = &p->res;
+
+	it->gw_found = -1;
+	it->gw_status = -1;
+	it->gw_amount = -1;
+	if (!p->done)
+		return;
+	if (r->outcome == GW_FAIL) {
+		it->gw_found = 0;
+	} else if (r->outcome == GW_SUCCESS && r->has_order) {
+		it->gw_found = 1;
+		it->gw_status = r->order.status;
+		it->gw_amount = r->order.amount;
+		snprintf(it->gw_pay_order_id, sizeof(it->gw_pay_order_id), "%s",
+		         r->order.pay_order_id);
+	}
+}
+
+static int by_verdict(const void *a, const void *b)
+{
+	const struct reconcile_item *x = a, *y = b;
+
+	if (x->verdict != y->verdict)
+		return (int)x->verdict - (int)y->verdict;
+	return strcmp(x->mch_order_no, y->mch_order_no);
+}
+
+/* Sends every query and waits for all of them. */
+static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps, int n, char *err,
+                     size_t errlen)
+{
+	struct gw_multi *m = gw_multi_new(gw, max_in_flight);
+	int rc = 0;
+
+	if (!m) {
+		snprintf(err, errlen, "gateway client: cannot start concurrent requests");
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		struct gw_request req = {.call = GW_QUERY,
+		                         .mch_order_no = ps[i].item->mch_order_no};
+
+		if (gw_multi_submit(m, &req, on_done, &ps[i], &ps[i].res) == GW_INVALID)
+			ps[i].done = 0; /* refused before sending: stays "not known" */
+	}
+	while (gw_multi_pending(m) > 0)
+		if (gw_multi_run(m, 200) < 0) {
+			snprintf(err, errlen, "gateway client: internal error");
+			rc = -1;
+			break;
+		}
+	gw_multi_free(m);
+	return rc;
+}
+
+static void fill_row(const PGresult *r, int i, struct pending *p)
+{
+	struct reconcile_item *it = p->item;
+
+	snprintf(it->kind, sizeof(it->kind), "%s", db_str(r, i, 0));
+	it->id = db_i64(r, i, 1);
+	snprintf(it->mch_order_no, sizeof(it->mch_order_no), "%s", db_str(r, i, 2));
+	snprintf(it->customer_id, sizeof(it->customer_id), "%s", db_str(r, i, 3));
+	it->amount_cents = db_i64(r, i, 4);
+	snprintf(it->state, sizeof(it->state), "%s", db_str(r, i, 5));
+	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, 6));
+	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, 7));
+	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, 8));
+	it->verdict = RECONCILE_OK;
+}
+
+static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+{
+	struct reconcile_item *it = p->item;
+
+	take_answer(p);
+	if (it->id == 0) {
+		judge_no_row(it);
+		return 0;
+	}
+	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
+		return judge_open(c, gw, p, err, errlen);
+	if (it->gw_found < 0) {
+		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
+		return 0;
+	}
+	judge_settled(it);
+	if (strcmp(it->kind, "charge") != 0)
+		judge_refund_of(it, p);
+	return 0;
+}
+
+int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
+                  struct reconcile_report *out, char *err, size_t errlen)
+{
+	char f[24], t[24];
+	const char *params[3] = {f, t, cfg->order_prefix};
+	struct pending *ps = NULL;
+	PGresult *r;
+	int n, kept = 0, rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(f, sizeof(f), "%" PRId64, from);
+	snprintf(t, sizeof(t), "%" PRId64, to);
+	r = db_query(c, SQL_ROWS, 3, params, err, errlen);
+	if (!r)
+		return -1;
+	n = PQntuples(r);
+	out->items = calloc(n ? (size_t)n : 1, sizeof(*out->items));
+	ps = calloc(n ? (size_t)n : 1, sizeof(*ps));
+	if (!out->items || !ps) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		ps[i].item = &out->items[i];
+		fill_row(r, i, &ps[i]);
+	}
+	if (query_all(gw, cfg->gateway.max_in_flight, ps, n, err, errlen) < 0)
+		goto out;
+	for (int i = 0; i < n; i++)
+		if (judge(c, gw, &ps[i], err, errlen) < 0)
+			goto out;
+	/* Numbers we never used and the gateway does not know are no finding. */
+	for (int i = 0; i < n; i++) {
+		struct reconcile_item *it = &out->items[i];
+		if (it->id == 0 && it->verdict == RECONCILE_OK) {
+			out->probed++;
+			continue;
+		}
+		out->items[kept++] = *it;
+		out->count[it->verdict]++;
+	}
+	out->n = kept;
+	qsort(out->items, (size_t)kept, sizeof(*out->items), by_verdict);
+	rc = 0;
+out:
+	PQclear(r);
+	free(ps);
+	if (rc < 0)
+		reconcile_report_free(out);
+	return rc;
+}

@@ -1,0 +1,281 @@
+/* subscriptions.c: the subscriptions ledger as admins change it. Every
+ * change is one conditional UPDATE (the condition is the state it may leave),
+ * so that a concurrent scheduler or admin never sees half of it; when the
+ * condition fails the subscription is read again to say why. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "plans.h"
+#include "subscriptions.h"
+
+#define COLS                                                                                       \
+	"s.id, s.customer_id, s.plan_id, p.code, p.version, p.amount_cents,"                       \
+	" coalesce(s.next_plan_id, 0), coalesce(np.code, ''), s.state,"                            \
+	" extract(epoch FROM s.anchor)::bigint, s.anchor_period, s.period, s.attempts,"            \
+	" s.cycles_done, s.cancel_at_period_end,"                                                  \
+	" coalesce(extract(epoch FROM s.period_start)::bigint, 0),"                                \
+	" coalesce(extract(epoch FROM s.period_end)::bigint, 0),"                                  \
+	" coalesce(extract(epoch FROM s.trial_end)::bigint, 0),"                                   \
+	" coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0),"                              \
+	" extract(epoch FROM s.created_at)::bigint"
+#define FROM                                                                                       \
+	" FROM subscriptions s JOIN plans p ON p.id = s.plan_id"                                   \
+	" LEFT JOIN plans np ON np.id = s.next_plan_id"
+
+static void fill(const PGresult *r, int i, struct subscription *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->id = db_i64(r, i, 0);
+	snprintf(s->customer_id, sizeof(s->customer_id), "%s", db_str(r, i, 1));
+	s->plan_id = db_i64(r, i, 2);
+	snprintf(s->plan_code, sizeof(s->plan_code), "%s", db_str(r, i, 3));
+	s->plan_version = (int)db_i64(r, i, 4);
+	s->amount_cents = db_i64(r, i, 5);
+	s->next_plan_id = db_i64(r, i, 6);
+	snprintf(s->next_plan_code, sizeof(s->next_plan_code), "%s", db_str(r, i, 7));
+	snprintf(s->state, sizeof(s->state), "%s", db_str(r, i, 8));
+	s->anchor = db_i64(r, i, 9);
+	s->anchor_period = (int)db_i64(r, i, 10);
+	s->period = (int)db_i64(r, i, 11);
+	s->attempts = (int)db_i64(r, i, 12);
+	s->cycles_done = (int)db_i64(r, i, 13);
+	s->cancel_at_period_end = strcmp(db_str(r, i, 14), "t") == 0;
+	s->period_start = db_i64(r, i, 15);
+	s->period_end = db_i64(r, i, 16);
+	s->trial_end = db_i64(r, i, 17);
+	s->next_charge_at = db_i64(r, i, 18);
+	s->created_at = db_i64(r, i, 19);
+}
+
+int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
+{
+	char ids[24];
+	const char *p[1] = {ids};
+	PGresult *r;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	r = db_query(c, "SELECT " COLS FROM " WHERE s.id = $1", 1, p, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		snprintf(err, errlen, "unknown subscription %s", ids);
+		PQclear(r);
+		return -1;
+	}
+	fill(r, 0, out);
+	PQclear(r);
+	return 0;
+}
+
+int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
+                         int trial_days, struct subscription *out, char *err, size_t errlen)
+{
+	int64_t anchor = plans_anchor(start, trial_days);
+	char plan[24], anc[24], trial[24];
+	const char *q[4] = {customer_id, plan, anc, trial_days > 0 ? trial : NULL};
+	const char *cq[1] = {customer_id};
+	PGresult *r;
+	int64_t id;
+
+	snprintf(plan, sizeof(plan), "%" PRId64, p->id);
+	snprintf(anc, sizeof(anc), "%" PRId64, anchor);
+	snprintf(trial, sizeof(trial), "%" PRId64, anchor);
+	/* The customer's state is checked in the same statement as the insert. */
+	r = db_query(c,
+	             "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
+	             "                           next_charge_at)"
+	             " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
+	             "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
+	             "        to_timestamp($3)"
+	             "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
+	             " RETURNING id",
+	             4, q, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		r = db_query(c, "SELECT state FROM customers WHERE customer_id = $1", 1, cq, err,
+		             errlen);
+		if (!r)
+			return -1;
+		if (PQntuples(r) == 0)
+			snprintf(err, errlen, "unknown customer '%s'", customer_id);
+		else
+			snprintf(err, errlen,
+			         "customer '%s' is %s: enrol a card again (customer enrol) before "
+			         "subscribing",
+			         customer_id, db_str(r, 0, 0));
+		PQclear(r);
+		return -1;
+	}
+	id = db_i64(r, 0, 0);
+	PQclear(r);
+	return subscriptions_get(c, id, out, err, errlen);
+}
+
+int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
+                       struct subscription **out, int *n, char *err, size_t errlen)
+{
+	const char *p[2] = {customer_id, state};
+	PGresult *r = db_query(c,
+	                       "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
+	                       "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
+	                       2, p, err, errlen);
+
+	if (!r)
+		return -1;
+	*n = PQntuples(r);
+	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
+	if (!*out) {
+		PQclear(r);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < *n; i++)
+		fill(r, i, &(*out)[i]);
+	PQclear(r);
+	return 0;
+}
+
+int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
+                          char *err, size_t errlen)
+{
+	char ids[24];
+	const char *p[1] = {ids};
+	PGresult *r;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	r = db_query(c,
+	             "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
+	             "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
+	             "       extract(epoch FROM created_at)::bigint"
+	             "  FROM charges WHERE subscription_id = $1 ORDER BY id",
+	             1, p, err, errlen);
+	if (!r)
+		return -1;
+	*n = PQntuples(r);
+	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
+	if (!*out) {
+		PQclear(r);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < *n; i++) {
+		struct subscription_charge *ch = &(*out)[i];
+		ch->id = db_i64(r, i, 0);
+		snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s", db_str(r, i, 1));
+		ch->period = (int)db_i64(r, i, 2);
+		ch->attempt = (int)db_i64(r, i, 3);
+		ch->amount_cents = db_i64(r, i, 4);
+		snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, 5));
+		snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s", db_str(r, i, 6));
+		snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, 7));
+		ch->created_at = db_i64(r, i, 8);
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* Runs a conditional UPDATE ... WHERE id = $1 AND <the states it may leave>.
+ * When it changes nothing, says why: refused(state) names the rule. */
+static int change(PGconn *c, int64_t id, const char *sql, int nparams, const char **p,
+                  const char *refused, struct subscription *out, char *err, size_t errlen)
+{
+	char ids[24];
+	PGresult *r;
+	int n;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	p[0] = ids;
+	r = db_query(c, sql, nparams, p, err, errlen);
+	if (!r)
+		return -1;
+	n = PQntuples(r);
+	PQclear(r);
+	if (subscriptions_get(c, id, out, err, errlen) < 0)
+		return -1;
+	if (n == 0) {
+		snprintf(err, errlen, "subscription %s is %s%s: %s", ids, out->state,
+		         out->cancel_at_period_end ? " (canceling at the period's end)" : "",
+		         refused);
+		return -1;
+	}
+	return 0;
+}
+
+int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscription *out,
+                         char *err, size_t errlen)
+{
+	const char *p[1] = {NULL};
+
+	if (at_period_end)
+		return change(c, id,
+		              "UPDATE subscriptions SET cancel_at_period_end = true"
+		              " WHERE id = $1 AND NOT cancel_at_period_end"
+		              "   AND state IN ('trialing', 'active', 'past_due')"
+		              "   AND next_charge_at IS NOT NULL RETURNING id",
+		              1, p,
+		              "only a subscription with a next period can cancel at its end "
+		              "(cancel it now instead)",
+		              out, err, errlen);
+	return change(c, id,
+	              "UPDATE subscriptions SET state = 'canceled', next_charge_at = NULL,"
+	              "       cancel_at_period_end = false"
+	              " WHERE id = $1 AND state NOT IN ('canceled', 'ended') RETURNING id",
+	              1, p, "nothing to cancel", out, err, errlen);
+}
+
+int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
+{
+	const char *p[1] = {NULL};
+
+	return change(c, id,
+	              "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL"
+	              " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due') RETURNING id",
+	              1, p, "only a trialing, active or past_due subscription can be paused", out,
+	              err, errlen);
+}
+
+int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
+                         size_t errlen)
+{
+	char t[24];
+	const char *p[2] = {NULL, t};
+
+	snprintf(t, sizeof(t), "%" PRId64, now);
+	return change(
+	    c, id,
+	    "UPDATE subscriptions SET state = 'active', anchor = to_timestamp($2),"
+	    "       anchor_period = period, attempts = 0, next_charge_at = to_timestamp($2)"
+	    " WHERE id = $1 AND (state = 'paused'"
+	    "                    OR (state = 'past_due' AND next_charge_at IS NULL))"
+	    " RETURNING id",
+	    2, p,
+	    "only a paused subscription, or a past_due one whose retries are exhausted, "
+	    "can be resumed",
+	    out, err, errlen);
+}
+
+int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
+                              char *err, size_t errlen)
+{
+	char plan[24];
+	const char *q[2] = {NULL, plan};
+
+	if (subscriptions_get(c, id, out, err, errlen) < 0)
+		return -1;
+	if (out->plan_id == p->id) {
+		snprintf(err, errlen, "subscription %" PRId64 " is already on plan %s version %d",
+		         id, p->code, p->version);
+		return -1;
+	}
+	snprintf(plan, sizeof(plan), "%" PRId64, p->id);
+	return change(c, id,
+	              "UPDATE subscriptions SET next_plan_id = $2"
+	              " WHERE id = $1 AND plan_id <> $2"
+	              "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
+	              2, q, "its plan can no longer change", out, err, errlen);
+}

@@ -1,0 +1,82 @@
+/* subscriptions.h: the subscriptions ledger as admins change it: create,
+ * read, list, cancel (now or at the period's end), pause, resume and change
+ * plan. Charging and the period advance are the scheduler's. */
+#ifndef SUBSCRIPTIONS_H
+#define SUBSCRIPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+struct plan;
+
+struct subscription {
+	int64_t id;
+	char customer_id[31];
+	int64_t plan_id;
+	char plan_code[41];
+	int plan_version;
+	int64_t amount_cents; /* the plan's price */
+	int64_t next_plan_id; /* 0: none */
+	char next_plan_code[41];
+	char state[12]; /* trialing active past_due paused canceled ended */
+	int64_t anchor;
+	int anchor_period;
+	int period; /* the period to charge next */
+	int attempts, cycles_done;
+	int cancel_at_period_end;
+	/* unix seconds, 0 when NULL */
+	int64_t period_start, period_end, trial_end, next_charge_at, created_at;
+};
+
+/* One charge attempt of a subscription, for `subscription show`. */
+struct subscription_charge {
+	int64_t id;
+	char mch_order_no[31];
+	int period, attempt;
+	int64_t amount_cents;
+	char state[12];
+	char pay_order_id[64];
+	char ret_msg[256];
+	int64_t created_at;
+};
+
+/* New subscription of customer_id to plan p starting at start: trialing
+ * until start + trial_days local days when trial_days > 0 (its first charge
+ * then), else active and due at start. The customer must exist and be bound
+ * or pending. 0, or -1 with err ("unknown customer 'x'", a card not bound). */
+int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
+                         int trial_days, struct subscription *out, char *err, size_t errlen);
+
+/* 0, or -1 with err ("unknown subscription 7" or a database error). */
+int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen);
+
+/* By id, optionally only one customer's and/or one state's (NULL: all).
+ * *out is malloc'd (caller frees). 0 / -1. */
+int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
+                       struct subscription **out, int *n, char *err, size_t errlen);
+
+/* Its charge attempts, oldest first; *out malloc'd (caller frees). 0 / -1. */
+int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
+                          char *err, size_t errlen);
+
+/* Each changes the subscription and refills out; -1 with err naming why it
+ * does not apply (unknown id, a state it cannot leave that way):
+ * cancel: now (canceled, nothing more charged) or, with at_period_end, when
+ *   the current period ends (the scheduler cancels at the boundary);
+ * pause: nothing is charged until resume;
+ * resume: a paused subscription, or one left past_due after its retries,
+ *   becomes active and is due at now, re-anchored there so that nothing
+ *   missed while stopped is charged in a burst;
+ * change_plan: p (a plan's current version) from the next period on.
+ * A charge in flight does not prevent cancel or pause: the scheduler keeps
+ * them when it records the outcome. */
+int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscription *out,
+                         char *err, size_t errlen);
+int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen);
+int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
+                         size_t errlen);
+int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
+                              char *err, size_t errlen);
+
+#endif

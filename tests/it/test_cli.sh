@@ -1,0 +1,316 @@
+#!/bin/sh
+# test_cli.sh: issue 7 end to end through the binaries alone: billctl and
+# billingd against a fresh PostgreSQL database and build/fakegw over HTTP.
+# Enrolment through the fake hosted page, subscriptions, months of charging,
+# a partial refund, a void, a payment link, a clean reconcile, a corrupted
+# ledger caught, the accountants' export against the gateway's own ledger,
+# and bad input refused with one line, the right exit code and no change.
+# TAP lines on stdout; needs the PG* variables of tests/run.sh.
+set -u
+B=${B:-build}
+KEY=TESTKEY0123456789abcdef
+MCH=10000701
+export TZ=America/Toronto # the configuration's timezone, for `date` below
+
+T=$(mktemp -d)
+DBNAME=t_cli
+n=0
+failed=0
+GWPID=
+
+cleanup() {
+	[ -n "$GWPID" ] && kill "$GWPID" 2>/dev/null
+	[ -n "$GWPID" ] && wait "$GWPID" 2>/dev/null
+	dropdb --if-exists --force "$DBNAME" >/dev/null 2>&1
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+ok() {
+	n=$((n + 1))
+	echo "ok $n - $1"
+}
+not_ok() {
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n - $1"
+	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err"
+	[ -s "$T/out" ] && head -n 20 "$T/out" | sed 's/^/#   stdout: /'
+}
+# check DESCRIPTION COMMAND...: the command's status decides.
+check() {
+	d=$1
+	shift
+	if "$@"; then ok "$d"; else not_ok "$d"; fi
+}
+
+# bc ARGS...: billctl with the test configuration; stdout in $T/out,
+# stderr in $T/err, exit status in $rc.
+bc() {
+	"$B/billctl" -c "$T/billing.yaml" "$@" >"$T/out" 2>"$T/err"
+	rc=$?
+}
+has() { grep -q -- "$1" "$T/out"; }
+err_has() { grep -q -- "$1" "$T/err"; }
+one_err_line() { [ "$(wc -l <"$T/err")" -eq 1 ] && [ ! -s "$T/out" ]; }
+# json_str KEY: the first "KEY":"value" of $T/out.
+json_str() { grep -o "\"$1\":\"[^\"]*\"" "$T/out" | head -n 1 | sed 's/.*:"\(.*\)"/\1/'; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
+
+# ---- set-up: fake gateway, fresh database, configuration ----
+"$B/fakegw" --key "$KEY" --mch-id "$MCH" --port 0 >"$T/fakegw.out" 2>"$T/fakegw.err" &
+GWPID=$!
+for _ in $(seq 50); do
+	grep -q '^port=' "$T/fakegw.out" 2>/dev/null && break
+	sleep 0.1
+done
+GWPORT=$(sed -n 's/^port=//p' "$T/fakegw.out")
+[ -n "$GWPORT" ] || { echo "not ok 1 - fakegw did not start"; exit 1; }
+FAKE=http://127.0.0.1:$GWPORT
+
+dropdb --if-exists --force "$DBNAME" >/dev/null 2>&1
+createdb "$DBNAME" || { echo "not ok 1 - createdb $DBNAME"; exit 1; }
+URL="postgresql://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$DBNAME"
+unset DATABASE_URL # the configuration's database.url is the one used
+
+printf '%s\n' "$KEY" >"$T/merchant.key"
+chmod 600 "$T/merchant.key"
+cat >"$T/billing.yaml" <<EOF
+gateway:
+  base_url: $FAKE/v2
+  mch_id: "$MCH"
+  job_no: jack123
+  merchant_key_file: $T/merchant.key
+  timeout_ms: 2000
+  connect_timeout_ms: 1000
+  max_in_flight: 8
+database:
+  url: "$URL"
+billing:
+  timezone: America/Toronto
+  order_prefix: T
+  lease_seconds: 10
+listen:
+  address: 127.0.0.1:9
+enrolment:
+  return_url: http://127.0.0.1:9/iotpay/return
+  success_url: https://shop.example/thanks
+  failure_url: https://shop.example/sorry
+plans_dir: $PWD/plans
+EOF
+
+bc migrate
+check "billctl migrate applies the schema" [ $rc -eq 0 ]
+bc plans sync
+check "billctl plans sync loads plans/" [ $rc -eq 0 ]
+
+# ---- enrolment through the fake hosted card page ----
+# enrol ID CARD: enrols, plays the customer, prints the Location's retCode.
+enrol() {
+	bc customer enrol "$1" --email "$1@example.com" --name "Customer $1"
+	[ $rc -eq 0 ] || return 1
+	curl -s -o /dev/null -w '%{redirect_url}' "$(cat "$T/out")&card=$2&expiry=0728" |
+		sed -n 's/.*retCode=\([A-Z]*\).*/\1/p'
+}
+check "customer enrol c1: the hosted page binds the card" [ "$(enrol c1 4501161234567214)" = SUCCESS ]
+bc customer show c1
+check "before the check c1 is pending" has "pending"
+bc customer check c1
+check "customer check c1: bound at the gateway, exit 0" [ $rc -eq 0 ]
+bc --json customer show c1
+check "c1 is now bound, with its masked card" [ "$(json_str state)" = bound ]
+bc customer enrol c1
+check "enrolling a bound customer again is refused (exit 1, one line)" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'already bound' '$T/err' && [ \$(wc -l <'$T/err') -eq 1 ]"
+check "c2 enrols too" [ "$(enrol c2 4501169999990044)" = SUCCESS ]
+bc customer check c2
+bc customer enrol c3
+check "c3 enrols (pending, never completes)" [ $rc -eq 0 ]
+bc customer check c3
+check "customer check c3: not bound, exit 1" [ $rc -eq 1 ]
+bc customer list
+check "customer list shows c1 bound and c3 pending" sh -c "grep -q '^c1 *bound' '$T/out' && grep -q '^c3 *pending' '$T/out'"
+
+# ---- subscriptions ----
+bc --json subscribe c1 monthly --start 2026-01-31T09:00:00-05:00 --trial-days 0
+S1=$(grep -o '"id":[0-9]*' "$T/out" | head -n 1 | cut -d: -f2)
+check "subscribe c1 monthly, no trial: active, first charge at the start" \
+	sh -c "[ $rc -eq 0 ] && [ '$(json_str state)' = active ] && [ '$(json_str next_charge_at)' = 2026-01-31T09:00:00-05:00 ]"
+bc subscribe c2 monthly --start 2026-04-15
+S2=$(sed -n 's/^subscription \([0-9]*\):.*/\1/p' "$T/out")
+check "subscribe c2 monthly with the plan's 14-day trial: first charge at local midnight Apr 29" \
+	sh -c "[ $rc -eq 0 ] && grep -q 'trialing, next charge 2026-04-29T00:00:00-04:00' '$T/out'"
+bc subscribe c3 weekly
+S3=$(sed -n 's/^subscription \([0-9]*\):.*/\1/p' "$T/out")
+check "a pending customer can subscribe (charging waits for the binding)" [ $rc -eq 0 ]
+
+# ---- months of charging: billingd --once, month by month ----
+for now in 2026-01-31T09:00:01-05:00 2026-02-28T09:00:01-05:00 2026-03-31T09:00:01-04:00; do
+	"$B/billingd" -c "$T/billing.yaml" --once --now "$now" 2>>"$T/billingd.log" ||
+		echo "# billingd --once --now $now failed"
+done
+bc --json subscription show "$S1"
+check "three months charged for c1 (period 3 next, 3 charges succeeded)" \
+	sh -c "grep -q '\"period\":3' '$T/out' && [ \$(grep -o '\"state\":\"succeeded\"' '$T/out' | wc -l) -eq 3 ]"
+check "Feb 28 then Mar 31: the anchor day kept, clamped" [ "$(json_str next_charge_at)" = 2026-04-30T09:00:00-04:00 ]
+PAY1=$(grep -o '"pay_order_id":"[^"]\+"' "$T/out" | sed -n '1s/.*:"\(.*\)"/\1/p')
+PAY2=$(grep -o '"pay_order_id":"[^"]\+"' "$T/out" | sed -n '2s/.*:"\(.*\)"/\1/p')
+bc --now 2026-04-29T12:00:00-04:00 charge "$S2"
+check "billctl charge: c2's first period charged now, exit 0" \
+	sh -c "[ $rc -eq 0 ] && grep -q '^charge T$S2-0-1: succeeded' '$T/out'"
+bc charge "$S3"
+check "billctl charge of a pending customer's subscription: refused, exit 1" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'not bound' '$T/err'"
+
+# ---- refund, void, payment link ----
+bc refund "$PAY1" --amount 500
+check "partial refund of 5.00 on the first charge" sh -c "[ $rc -eq 0 ] && grep -q ': 5.00 CAD of $PAY1 succeeded' '$T/out'"
+bc void "$PAY2"
+check "void of the second charge" [ $rc -eq 0 ]
+bc refund "$PAY2" --amount 1
+check "refund after a void: refused" [ $rc -eq 1 ]
+bc --json pay-link c1 1234
+LINK=$(json_str pay_url)
+check "pay-link c1 12.34: a payment page" sh -c "[ $rc -eq 0 ] && [ -n '$LINK' ] && [ '$(json_str mch_order_no)' != '' ]"
+LINKNO=$(json_str mch_order_no)
+curl -s -o /dev/null "$LINK&card=4501161234567214&expiry=0728"
+bc query --mch-order-no "$LINKNO"
+check "query --mch-order-no: the link is paid at the gateway" sh -c "[ $rc -eq 0 ] && grep -q 'status *2' '$T/out'"
+bc query --pay-order-id NOSUCHORDER
+check "query of an unknown order: exit 1" [ $rc -eq 1 ]
+
+# ---- unknown outcomes, then reconcile ----
+fault() { curl -s -o /dev/null -X POST -d "{\"endpoint\":\"$1\",\"kind\":\"drop_after\",\"count\":1}" "$FAKE/_fake/faults"; }
+bc --json subscription show "$S2"
+PAY3=$(grep -o '"pay_order_id":"[^"]\+"' "$T/out" | sed -n '1s/.*:"\(.*\)"/\1/p')
+fault cc_refund
+bc refund "$PAY3" --amount 100
+check "a refund whose answer is lost: outcome unknown, exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'outcome unknown' '$T/err'"
+fault cc_purchasewithtoken
+bc --now 2026-04-29T12:05:00-04:00 charge "$S2"
+check "a charge whose answer is lost: outcome unknown, exit 1" sh -c "[ $rc -eq 1 ] && grep -q '^charge T$S2-1-1: outcome unknown' '$T/out'"
+FROM=$(date -d yesterday +%F)
+TO=$(date -d tomorrow +%F)
+bc reconcile --from "$FROM" --to "$TO"
+check "reconcile: the lost refund answer and the lost notify resolved from the gateway" \
+	sh -c "grep -q '^resolved *refund *TR3 ' '$T/out' && grep -q '^resolved *charge *$LINKNO ' '$T/out'"
+check "reconcile: the subscription charge in doubt is listed, for billingd to record (exit 1)" \
+	sh -c "[ $rc -eq 1 ] && grep -q '^unresolved *charge *T$S2-1-1 .*paid at the gateway' '$T/out'"
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-04-29T12:10:00-04:00 2>>"$T/billingd.log"
+bc reconcile --from "$FROM" --to "$TO"
+check "reconcile after billingd's pass: clean (exit 0)" sh -c "[ $rc -eq 0 ] && grep -q ': clean\$' '$T/out'"
+bc --json reconcile --from "$FROM" --to "$TO"
+check "reconcile --json: clean, nothing left to resolve" \
+	sh -c "[ $rc -eq 0 ] && grep -q '\"clean\":true' '$T/out' && grep -q '\"resolved\":0' '$T/out'"
+
+# ---- the export against the gateway's own ledger ----
+curl -s "$FAKE/_fake/ledger" | tr -d ' \t\n' | grep -o '"amount":[0-9]*,"status":[0-9]*,"payType":"[a-z]*"' |
+	sed 's/"amount":\([0-9]*\),"status":\([0-9]*\),"payType":"\([a-z]*\)"/\1 \2 \3/' >"$T/ledger"
+GW_CHARGES=$(awk '$3 == "pay" && ($2 == 2 || $2 == 3) { s += $1 } END { print s + 0 }' "$T/ledger")
+GW_REFUNDS=$(awk '$3 == "refund" { s += $1 } END { print s + 0 }' "$T/ledger")
+GW_VOIDS=$(awk '$3 == "void" { s += $1 } END { print s + 0 }' "$T/ledger")
+bc report --from "$FROM" --to "$TO" --totals
+TOTAL=$(grep '^total,' "$T/out" | tr -d '\r')
+check "report totals equal the gateway's ledger (charges $GW_CHARGES, refunds $GW_REFUNDS, voids $GW_VOIDS)" \
+	[ "$TOTAL" = "total,,$GW_CHARGES,-$GW_REFUNDS,-$GW_VOIDS,$((GW_CHARGES - GW_REFUNDS - GW_VOIDS)),$(awk "BEGIN { printf \"%.2f\", ($GW_CHARGES - $GW_REFUNDS - $GW_VOIDS) / 100 }")" ]
+bc report --from "$FROM" --to "$TO"
+check "report CSV: the fixed header, CRLF line ends" \
+	[ "$(head -n 1 "$T/out")" = "$(printf 'date,type,customer_id,plan,amount_cents,amount,currency,mch_order_no,pay_order_id,trans_id,status\r')" ]
+check "report CSV: one row per paid order of the gateway" [ "$(grep -c ',charge,\|,refund,\|,void,' "$T/out")" -eq "$(awk '$2 == 2 || $2 == 3' "$T/ledger" | wc -l)" ]
+check "report CSV: the refund is negative, with dollars" grep -q ",refund,c1,monthly,-500,-5.00,CAD," "$T/out"
+check "report CSV: the payment link, without a plan" grep -q ",charge,c1,,1234,12.34,CAD,$LINKNO," "$T/out"
+sql "ALTER TABLE charges DISABLE TRIGGER charges_final;
+     UPDATE charges SET trans_id = '=HYPERLINK(\"x\"),1' WHERE mch_order_no = 'T$S2-0-1';
+     ALTER TABLE charges ENABLE TRIGGER charges_final"
+bc report --from "$FROM" --to "$TO"
+check "report CSV: a formula-looking field is quoted, prefixed and its quotes doubled" \
+	grep -q "\"'=HYPERLINK(\"\"x\"\"),1\"" "$T/out"
+bc report --from "$FROM" --to "$TO" --format json
+check "report JSON: rows and totals per day and plan" \
+	sh -c "grep -q '\"by_plan\":{\"\":1234,\"monthly\":' '$T/out' && grep -q '\"by_date_plan\":\[' '$T/out'"
+
+# ---- subscription admin verbs ----
+bc subscription pause "$S2"
+check "pause: paused, nothing charged" sh -c "[ $rc -eq 0 ] && grep -q 'paused, next charge -' '$T/out'"
+bc subscription pause "$S2"
+check "pause again: refused, one line" sh -c "[ $rc -eq 1 ] && grep -q 'is paused' '$T/err'"
+bc --now 2026-06-01T10:00:00-04:00 --json subscription resume "$S2"
+check "resume: active, re-anchored at now, due now" \
+	sh -c "[ $rc -eq 0 ] && [ '$(json_str anchor)' = 2026-06-01T10:00:00-04:00 ] && [ '$(json_str next_charge_at)' = 2026-06-01T10:00:00-04:00 ]"
+bc subscription change-plan "$S2" annual
+check "change-plan: the next plan, from the next period" sh -c "[ $rc -eq 0 ] && grep -q 'then plan annual' '$T/out'"
+bc subscription cancel "$S2" --at-period-end
+check "cancel --at-period-end: flagged, still active" sh -c "[ $rc -eq 0 ] && grep -q 'active (cancels at the period.s end)' '$T/out'"
+bc subscription cancel "$S3"
+check "cancel: canceled now" sh -c "[ $rc -eq 0 ] && grep -q 'canceled, next charge -' '$T/out'"
+bc subscription list --state canceled
+check "subscription list --state canceled" sh -c "grep -q '^$S3 *c3 *weekly' '$T/out' && [ \$(wc -l <'$T/out') -eq 2 ]"
+
+# ---- bad input: one line, the exit code, the ledger unchanged ----
+dump() {
+	for t in customers subscriptions charges refunds; do
+		sql "SELECT * FROM $t ORDER BY 1"
+	done
+}
+dump >"$T/before"
+# bad EXIT PATTERN ARGS...: billctl ARGS exits EXIT with one error line matching PATTERN.
+bad() {
+	want=$1
+	pat=$2
+	shift 2
+	bc "$@"
+	if [ $rc -eq "$want" ] && one_err_line && err_has "$pat"; then
+		ok "bad input ($*): exit $want, one line"
+	else
+		not_ok "bad input ($*): exit $want, one line matching '$pat' (got $rc)"
+	fi
+}
+bad 1 "unknown customer 'nobody'" subscribe nobody monthly
+bad 1 "unknown plan 'gold'" subscribe c1 gold
+bad 1 "unknown customer 'nobody'" pay-link nobody 100
+bad 1 "exceeds the 2400 cents remaining" refund "$PAY1" --amount 2401
+bad 1 "no succeeded charge" refund NOSUCHORDER
+bad 1 "unknown subscription 999" subscription cancel 999
+bad 2 "--start" subscribe c1 monthly --start 2026-13-45
+bad 2 "--trial-days" subscribe c1 monthly --trial-days -3
+bad 2 "--to" reconcile --from "$FROM" --to yesterday
+bad 2 "--from" report --from 2026/01/01 --to "$TO"
+bad 2 "not an amount in cents" pay-link c1 12.50
+bad 2 "not an amount in cents" pay-link c1 0
+bad 2 "not an amount in cents" refund "$PAY1" --amount 1e3
+bad 2 "not an id" charge abc
+bad 2 "unknown verb 'frobnicate'" frobnicate
+bad 2 "unknown option '--bogus'" subscribe c1 monthly --bogus
+bad 2 "unknown subcommand" subscription explode 1
+bad 2 "give one of" query
+bad 2 "not csv or json" report --from "$FROM" --to "$TO" --format xlsx
+DATABASE_URL=postgresql://billing:billing@127.0.0.1:1/nodb \
+	"$B/billctl" -c "$T/billing.yaml" subscription list >"$T/out" 2>"$T/err"
+rc=$?
+check "database down: one line, exit 1" sh -c "[ $rc -eq 1 ] && [ \$(wc -l <'$T/err') -eq 1 ]"
+dump >"$T/after"
+check "bad input left the ledger unchanged" cmp -s "$T/before" "$T/after"
+
+# ---- a corrupted ledger is caught ----
+BAD=T$S1-0-1
+DANGER=T$S1-2-1
+bc --json pay-link c2 777
+GONE=$(json_str mch_order_no)
+curl -s -o /dev/null "$(json_str pay_url)&card=4501169999990044&expiry=0728"
+bc pay-link c2 888
+sql "DELETE FROM charges WHERE mch_order_no = '$GONE'"
+sql "ALTER TABLE charges DISABLE TRIGGER charges_final;
+     UPDATE charges SET amount_cents = amount_cents + 100 WHERE mch_order_no = '$BAD';
+     UPDATE charges SET state = 'failed' WHERE mch_order_no = '$DANGER';
+     ALTER TABLE charges ENABLE TRIGGER charges_final"
+bc reconcile --from "$FROM" --to "$TO"
+check "reconcile: the corrupted amount is named (exit 1)" \
+	sh -c "[ $rc -eq 1 ] && grep -q '^mismatch .*$BAD.*amount: ours 3000 cents, the gateway.s 2900' '$T/out'"
+check "reconcile: 'we say failed, the gateway has it paid' is listed first as danger" \
+	sh -c "sed -n '2,3p' '$T/out' | grep -q '^danger .*$DANGER.*we say failed'"
+check "reconcile: a paid order whose row is gone is found by its derivable number" \
+	sh -c "sed -n '2,3p' '$T/out' | grep -q '^danger .*$GONE.*only at the gateway'"
+check "reconcile: an unpaid payment link is open, not a finding" grep -q '^open ' "$T/out"
+
+echo "1..$n"
+[ $failed -eq 0 ]
