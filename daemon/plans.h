@@ -29,9 +29,11 @@ struct plan {
 	enum plan_exhausted on_exhausted;
 };
 
-/* Loads and validates one plan file; its name must be <code>.yaml. On error
- * returns -1 with one line such as
- * "plans/monthly.yaml:4: amount: must be a positive integer (cents)". */
+/* Loads and validates one plan file; its name must be <code>.yaml. Required
+ * keys: code, name, amount, currency (CAD), interval, interval_count; optional:
+ * trial_days (0), cycles (until cancelled), retry.schedule (none) and
+ * retry.on_exhausted (past_due). On error returns -1 with one line such as
+ * "plans/monthly.yaml:4: amount: must be a positive integer (cents), got '-5'". */
 int plans_load_file(const char *path, struct plan *p, char *err, size_t errlen);
 
 /* Loads every *.yaml of dir, sorted by code; a code defined by two files is
