@@ -404,7 +404,7 @@ static int parse_order(const cJSON *o, struct gw_order *ord, char *bad, size_t b
 	     sizeof(ord->original_order_id)},
 	    {"payType", offsetof(struct gw_order, pay_type), sizeof(ord->pay_type)},
 	};
-	const char *tid = cJSON_HasObjectItem(o, "transId") ? "transId" : "transid";
+	const char *tid = cJSON_GetObjectItemCaseSensitive(o, "transId") ? "transId" : "transid";
 
 	for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)
 		if (order_text(o, text[i].name, (char *)ord + text[i].off, text[i].size) < 0) {
