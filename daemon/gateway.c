@@ -420,11 +420,13 @@ static int parse_order(const cJSON *o, struct gw_order *ord, char *bad, size_t b
 	return 0;
 }
 
-/* Messages that say "try later" rather than "no". */
-static int transient_msg(const char *msg)
+/* cc_isbinding FAIL messages that are not a "no": try-later and errors in
+ * the request itself (then the binding was never looked at). */
+static int isbinding_unanswered(const char *msg)
 {
-	static const char *const words[] = {"busy",      "try again",    "timeout",
-	                                    "timed out", "system error", "internal error"};
+	static const char *const words[] = {"busy",       "try again",    "timeout",
+	                                    "timed out",  "system error", "internal error",
+	                                    "sign error", "mchId error"};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (strcasestr(msg, words[i]))
@@ -440,7 +442,7 @@ static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_res
 	 * ("system busy", "sign error") proves nothing. */
 	if (req->call == GW_QUERY && !strcasestr(msg, "not exist") && !strcasestr(msg, "not found"))
 		return unknown(res, "cc_query FAIL does not prove the order absent: %s", msg);
-	if (req->call == GW_ISBINDING && transient_msg(msg))
+	if (req->call == GW_ISBINDING && isbinding_unanswered(msg))
 		return unknown(res, "cc_isbinding FAIL is not an answer: %s", msg);
 	res->outcome = GW_FAIL;
 	return GW_FAIL;

@@ -76,6 +76,7 @@ static const struct case_ cases[] = {
     {GW_ISBINDING, 200, "{\"retCode\":\"SUCCESS\",\"retMsg\":\"bound\"}", GW_SUCCESS, NULL},
     {GW_ISBINDING, 200, FAIL("customer not bound"), GW_FAIL, NULL},
     {GW_ISBINDING, 200, FAIL("System Busy, try later"), GW_UNKNOWN, "Busy"},
+    {GW_ISBINDING, 200, FAIL("sign error"), GW_UNKNOWN, "sign error"},
     {GW_ISBINDING, 200, "garbage", GW_UNKNOWN, "unparseable"},
     /* hosted pages need their payUrl */
     {GW_PURCHASE, 200, "{\"retCode\":\"SUCCESS\",\"payUrl\":\"http://x/p?token=1\"}", GW_SUCCESS,
