@@ -139,15 +139,26 @@ static void copy_line(char *dst, size_t n, const char *src)
 	dst[i] = '\0';
 }
 
-static void detailf(char *detail, size_t n, const char *fmt, ...)
+static void vdetailf(char *detail, size_t n, const char *fmt, va_list ap)
 {
 	char tmp[512];
+
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	copy_line(detail, n, tmp);
+}
+
+static void detailf(char *detail, size_t n, const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	vdetailf(detail, n, fmt, ap);
 	va_end(ap);
-	copy_line(detail, n, tmp);
+}
+
+static int present(const char *s)
+{
+	return s && s[0];
 }
 
 /* Bytes in the UTF-8 sequence at p, 0 when it is not valid UTF-8. */
@@ -213,7 +224,8 @@ static int check_text(const char *wire, const char *v, int max, char *detail, si
 static const char *field_value(const struct gw_request *req, const struct fspec *f)
 {
 	const char *v = *(const char *const *)((const char *)req + f->off);
-	return v && v[0] ? v : NULL;
+
+	return present(v) ? v : NULL;
 }
 
 static int validate(const struct gw_request *req, char *detail, size_t dl)
@@ -235,7 +247,7 @@ static int validate(const struct gw_request *req, char *detail, size_t dl)
 		if (v && check_text(f->wire, v, f->max, detail, dl) < 0)
 			return -1;
 	}
-	if (req->call == GW_QUERY && !req->mch_order_no == !req->pay_order_id) {
+	if (req->call == GW_QUERY && present(req->mch_order_no) == present(req->pay_order_id)) {
 		detailf(detail, dl, "cc_query: takes exactly one of mchOrderNo and payOrderId");
 		return -1;
 	}
@@ -312,13 +324,11 @@ static void result_reset(struct gw_result *res)
 
 static enum gw_outcome unknown(struct gw_result *res, const char *fmt, ...)
 {
-	char tmp[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	vdetailf(res->detail, sizeof(res->detail), fmt, ap);
 	va_end(ap);
-	copy_line(res->detail, sizeof(res->detail), tmp);
 	res->outcome = GW_UNKNOWN;
 	return GW_UNKNOWN;
 }
@@ -479,7 +489,8 @@ static enum gw_outcome classify_success(const struct gw_request *req, const cJSO
 		    strcmp(res->order.mch_order_no, req->mch_order_no))
 			return unknown(res, "order mchOrderNo %s is not the requested %s",
 			               res->order.mch_order_no, req->mch_order_no);
-		if (req->call == GW_QUERY && req->pay_order_id && res->order.pay_order_id[0] &&
+		if (req->call == GW_QUERY && present(req->pay_order_id) &&
+		    res->order.pay_order_id[0] &&
 		    strcmp(res->order.pay_order_id, req->pay_order_id))
 			return unknown(res, "order payOrderId %s is not the requested %s",
 			               res->order.pay_order_id, req->pay_order_id);
@@ -782,7 +793,7 @@ void gw_multi_free(struct gw_multi *m)
 int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn done, void *udata,
                     struct gw_result *res)
 {
-	char detail[sizeof(res->detail)];
+	char detail[256];
 	struct gw_job *j = calloc(1, sizeof(*j));
 
 	if (j)
@@ -801,11 +812,11 @@ int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn
 	j->body_len = strlen(j->body);
 	j->req.call = req->call;
 	/* the ids gw_classify checks the answer against */
-	if (req->mch_order_no && req->mch_order_no[0]) {
+	if (present(req->mch_order_no)) {
 		snprintf(j->mch_order_no, sizeof(j->mch_order_no), "%s", req->mch_order_no);
 		j->req.mch_order_no = j->mch_order_no;
 	}
-	if (req->pay_order_id && req->pay_order_id[0]) {
+	if (present(req->pay_order_id)) {
 		snprintf(j->pay_order_id, sizeof(j->pay_order_id), "%s", req->pay_order_id);
 		j->req.pay_order_id = j->pay_order_id;
 	}
@@ -1040,6 +1051,10 @@ int gw_fields_from_query(const char *qs, struct gw_fields *f, char *err, size_t 
 	char *out;
 
 	memset(f, 0, sizeof(*f));
+	if (!qs) {
+		snprintf(err, errlen, "no query string");
+		return -1;
+	}
 	if (*qs == '?')
 		qs++;
 	len = strnlen(qs, GW_MAX_INPUT + 1);
@@ -1101,7 +1116,7 @@ int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char 
 		snprintf(err, errlen, "message longer than %d bytes", GW_MAX_INPUT);
 		return -1;
 	}
-	j = parse_object(body, len);
+	j = body ? parse_object(body, len) : NULL;
 	if (!j) {
 		snprintf(err, errlen, "not a JSON object");
 		return -1;

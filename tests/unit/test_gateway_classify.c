@@ -242,6 +242,8 @@ static const struct refusal refusals[] = {
     {{.call = GW_QUERY, .mch_order_no = "o1", .pay_order_id = "P1"},
      "exactly one of mchOrderNo and payOrderId"},
     {{.call = GW_QUERY, .mch_order_no = S31}, "mchOrderNo: longer than 30 characters"},
+    {{.call = GW_QUERY, .mch_order_no = "", .pay_order_id = S31}, /* "" is absent */
+     "payOrderId: longer than 30 characters"},
     {{.call = GW_ISBINDING}, "customerId: required"},
     {{.call = (enum gw_call)42}, "call: unknown"},
 };
