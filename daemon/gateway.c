@@ -139,15 +139,26 @@ static void copy_line(char *dst, size_t n, const char *src)
 	dst[i] = '\0';
 }
 
-static void detailf(char *detail, size_t n, const char *fmt, ...)
+static void vdetailf(char *detail, size_t n, const char *fmt, va_list ap)
 {
 	char tmp[512];
+
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	copy_line(detail, n, tmp);
+}
+
+static void detailf(char *detail, size_t n, const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	vdetailf(detail, n, fmt, ap);
 	va_end(ap);
-	copy_line(detail, n, tmp);
+}
+
+static int present(const char *s)
+{
+	return s && s[0];
 }
 
 /* Bytes in the UTF-8 sequence at p, 0 when it is not valid UTF-8. */
@@ -213,7 +224,8 @@ static int check_text(const char *wire, const char *v, int max, char *detail, si
 static const char *field_value(const struct gw_request *req, const struct fspec *f)
 {
 	const char *v = *(const char *const *)((const char *)req + f->off);
-	return v && v[0] ? v : NULL;
+
+	return present(v) ? v : NULL;
 }
 
 static int validate(const struct gw_request *req, char *detail, size_t dl)
@@ -235,7 +247,7 @@ static int validate(const struct gw_request *req, char *detail, size_t dl)
 		if (v && check_text(f->wire, v, f->max, detail, dl) < 0)
 			return -1;
 	}
-	if (req->call == GW_QUERY && !req->mch_order_no == !req->pay_order_id) {
+	if (req->call == GW_QUERY && present(req->mch_order_no) == present(req->pay_order_id)) {
 		detailf(detail, dl, "cc_query: takes exactly one of mchOrderNo and payOrderId");
 		return -1;
 	}
@@ -312,13 +324,11 @@ static void result_reset(struct gw_result *res)
 
 static enum gw_outcome unknown(struct gw_result *res, const char *fmt, ...)
 {
-	char tmp[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	vdetailf(res->detail, sizeof(res->detail), fmt, ap);
 	va_end(ap);
-	copy_line(res->detail, sizeof(res->detail), tmp);
 	res->outcome = GW_UNKNOWN;
 	return GW_UNKNOWN;
 }
@@ -404,7 +414,7 @@ static int parse_order(const cJSON *o, struct gw_order *ord, char *bad, size_t b
 	     sizeof(ord->original_order_id)},
 	    {"payType", offsetof(struct gw_order, pay_type), sizeof(ord->pay_type)},
 	};
-	const char *tid = cJSON_HasObjectItem(o, "transId") ? "transId" : "transid";
+	const char *tid = cJSON_GetObjectItemCaseSensitive(o, "transId") ? "transId" : "transid";
 
 	for (size_t i = 0; i < sizeof(text) / sizeof(text[0]); i++)
 		if (order_text(o, text[i].name, (char *)ord + text[i].off, text[i].size) < 0) {
@@ -420,11 +430,13 @@ static int parse_order(const cJSON *o, struct gw_order *ord, char *bad, size_t b
 	return 0;
 }
 
-/* Messages that say "try later" rather than "no". */
-static int transient_msg(const char *msg)
+/* cc_isbinding FAIL messages that are not a "no": try-later and errors in
+ * the request itself (then the binding was never looked at). */
+static int isbinding_unanswered(const char *msg)
 {
-	static const char *const words[] = {"busy",      "try again",    "timeout",
-	                                    "timed out", "system error", "internal error"};
+	static const char *const words[] = {"busy",       "try again",    "timeout",
+	                                    "timed out",  "system error", "internal error",
+	                                    "sign error", "mchId error"};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (strcasestr(msg, words[i]))
@@ -440,7 +452,7 @@ static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_res
 	 * ("system busy", "sign error") proves nothing. */
 	if (req->call == GW_QUERY && !strcasestr(msg, "not exist") && !strcasestr(msg, "not found"))
 		return unknown(res, "cc_query FAIL does not prove the order absent: %s", msg);
-	if (req->call == GW_ISBINDING && transient_msg(msg))
+	if (req->call == GW_ISBINDING && isbinding_unanswered(msg))
 		return unknown(res, "cc_isbinding FAIL is not an answer: %s", msg);
 	res->outcome = GW_FAIL;
 	return GW_FAIL;
@@ -477,7 +489,8 @@ static enum gw_outcome classify_success(const struct gw_request *req, const cJSO
 		    strcmp(res->order.mch_order_no, req->mch_order_no))
 			return unknown(res, "order mchOrderNo %s is not the requested %s",
 			               res->order.mch_order_no, req->mch_order_no);
-		if (req->call == GW_QUERY && req->pay_order_id && res->order.pay_order_id[0] &&
+		if (req->call == GW_QUERY && present(req->pay_order_id) &&
+		    res->order.pay_order_id[0] &&
 		    strcmp(res->order.pay_order_id, req->pay_order_id))
 			return unknown(res, "order payOrderId %s is not the requested %s",
 			               res->order.pay_order_id, req->pay_order_id);
@@ -780,7 +793,7 @@ void gw_multi_free(struct gw_multi *m)
 int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn done, void *udata,
                     struct gw_result *res)
 {
-	char detail[sizeof(res->detail)];
+	char detail[256];
 	struct gw_job *j = calloc(1, sizeof(*j));
 
 	if (j)
@@ -799,11 +812,11 @@ int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn
 	j->body_len = strlen(j->body);
 	j->req.call = req->call;
 	/* the ids gw_classify checks the answer against */
-	if (req->mch_order_no && req->mch_order_no[0]) {
+	if (present(req->mch_order_no)) {
 		snprintf(j->mch_order_no, sizeof(j->mch_order_no), "%s", req->mch_order_no);
 		j->req.mch_order_no = j->mch_order_no;
 	}
-	if (req->pay_order_id && req->pay_order_id[0]) {
+	if (present(req->pay_order_id)) {
 		snprintf(j->pay_order_id, sizeof(j->pay_order_id), "%s", req->pay_order_id);
 		j->req.pay_order_id = j->pay_order_id;
 	}
@@ -1038,6 +1051,10 @@ int gw_fields_from_query(const char *qs, struct gw_fields *f, char *err, size_t 
 	char *out;
 
 	memset(f, 0, sizeof(*f));
+	if (!qs) {
+		snprintf(err, errlen, "no query string");
+		return -1;
+	}
 	if (*qs == '?')
 		qs++;
 	len = strnlen(qs, GW_MAX_INPUT + 1);
@@ -1099,7 +1116,7 @@ int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char 
 		snprintf(err, errlen, "message longer than %d bytes", GW_MAX_INPUT);
 		return -1;
 	}
-	j = parse_object(body, len);
+	j = body ? parse_object(body, len) : NULL;
 	if (!j) {
 		snprintf(err, errlen, "not a JSON object");
 		return -1;

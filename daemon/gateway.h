@@ -24,7 +24,8 @@ enum gw_call {
 	GW_ISBINDING       /* cc_isbinding */
 };
 
-/* mchId, jobNo/loginName and currency (CAD) come from the client's config. */
+/* mchId, jobNo/loginName and currency (CAD) come from the client's config.
+ * Empty strings count as absent; fields the call does not take are ignored. */
 struct gw_request {
 	enum gw_call call;
 	const char *mch_order_no;  /* purchase, purchase_token, query */
@@ -63,7 +64,8 @@ struct gw_result {
 struct gw_client;
 struct gw_multi;
 
-/* The client keeps the merchant key and a pool of keep-alive connections. */
+/* The client keeps the merchant key and a pool of keep-alive connections.
+ * Free every gw_multi made from a client before the client. */
 struct gw_client *gw_client_new(const struct cfg_gateway *gc, char *err, size_t errlen);
 void gw_client_free(struct gw_client *c);
 
@@ -80,7 +82,8 @@ typedef void (*gw_done_fn)(void *udata, const struct gw_result *res);
 struct gw_multi *gw_multi_new(struct gw_client *c, int max_in_flight);
 void gw_multi_free(struct gw_multi *m);
 /* Validates, signs and queues req (its strings are copied). Returns GW_INVALID
- * with res->detail filled when refused (done is not called), else 0. */
+ * with res->detail filled (res may be NULL) when refused (done is not called),
+ * else 0; done then gets the result, valid only during the call. */
 int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn done, void *udata,
                     struct gw_result *res);
 /* Requests submitted and not yet completed. */
