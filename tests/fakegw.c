@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -295,24 +297,18 @@ static void state_clear(void)
 	st.generation++;
 }
 
-/* Sleeps ms, or less when the fake is stopping (so SIGTERM is prompt). */
+/* Readable once the fake is stopping: sleeps end early so SIGTERM is prompt.
+ * A poll on it (rather than a shared condition variable) keeps 1,000
+ * sleeping connections from contending for the state lock. */
+static int stop_pipe[2] = {-1, -1};
+
 static void nap(long ms)
 {
-	struct timespec ts;
+	struct pollfd p = {.fd = stop_pipe[0], .events = POLLIN};
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
 
-	if (ms <= 0)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&st.mu);
-	while (!st.stopping && pthread_cond_timedwait(&st.wake, &st.mu, &ts) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&st.mu);
+	if (ms > 0)
+		ppoll(&p, 1, &ts, NULL);
 }
 
 static void format_time(char *out, size_t len)
@@ -1418,6 +1414,10 @@ int main(int argc, char **argv)
 	pthread_cond_init(&st.wake, &ca);
 	pthread_condattr_destroy(&ca);
 	signal(SIGPIPE, SIG_IGN);
+	if (pipe(stop_pipe) < 0) {
+		fprintf(stderr, "fakegw: pipe: %s\n", strerror(errno));
+		return 1;
+	}
 	/* Every thread inherits the mask; main takes the signals with sigwait. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -1450,6 +1450,8 @@ int main(int argc, char **argv)
 	st.stopping = 1;
 	pthread_cond_broadcast(&st.wake);
 	pthread_mutex_unlock(&st.mu);
+	if (write(stop_pipe[1], "x", 1) != 1)
+		return 1;
 	MHD_stop_daemon(d);
 	pthread_join(notifier, NULL);
 	state_clear();
