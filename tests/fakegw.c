@@ -6,7 +6,6 @@
  * plain sleeps; all state sits behind one mutex in hash tables so that a
  * request stays O(1) however many orders exist. */
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
