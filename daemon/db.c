@@ -119,3 +119,75 @@ int db_isnull(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col);
 }
+
+static void arr_put(struct db_arr *a, const char *s, size_t n)
+{
+	if (a->len + n + 3 > a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 256;
+		while (cap < a->len + n + 3)
+			cap *= 2;
+		char *b = realloc(a->buf, cap);
+		if (!b)
+			abort(); /* out of memory: nothing sensible to do mid-batch */
+		a->buf = b;
+		a->cap = cap;
+	}
+	if (a->len == 0)
+		a->buf[a->len++] = '{';
+	memcpy(a->buf + a->len, s, n);
+	a->len += n;
+	a->buf[a->len] = '\0';
+}
+
+static void arr_sep(struct db_arr *a)
+{
+	if (a->len > 1)
+		arr_put(a, ",", 1);
+	else
+		arr_put(a, "", 0);
+}
+
+void db_arr_i64(struct db_arr *a, int64_t v)
+{
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%lld", (long long)v);
+
+	arr_sep(a);
+	arr_put(a, num, (size_t)n);
+}
+
+void db_arr_null(struct db_arr *a)
+{
+	arr_sep(a);
+	arr_put(a, "NULL", 4);
+}
+
+void db_arr_str(struct db_arr *a, const char *s)
+{
+	if (!s) {
+		db_arr_null(a);
+		return;
+	}
+	arr_sep(a);
+	arr_put(a, "\"", 1);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			arr_put(a, "\\", 1);
+		arr_put(a, s, 1);
+	}
+	arr_put(a, "\"", 1);
+}
+
+const char *db_arr_text(struct db_arr *a)
+{
+	if (a->len == 0)
+		arr_put(a, "", 0);
+	arr_put(a, "}", 1);
+	return a->buf;
+}
+
+void db_arr_free(struct db_arr *a)
+{
+	free(a->buf);
+	memset(a, 0, sizeof(*a));
+}

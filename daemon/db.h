@@ -36,4 +36,16 @@ const char *db_str(const PGresult *r, int row, int col);
 int64_t db_i64(const PGresult *r, int row, int col);
 int db_isnull(const PGresult *r, int row, int col);
 
+/* A PostgreSQL array literal built element by element, passed as one text
+ * parameter ($1::bigint[]) so that a batch costs one statement. */
+struct db_arr {
+	char *buf;
+	size_t len, cap;
+};
+void db_arr_i64(struct db_arr *a, int64_t v);
+void db_arr_str(struct db_arr *a, const char *s); /* NULL: SQL NULL */
+void db_arr_null(struct db_arr *a);
+const char *db_arr_text(struct db_arr *a); /* "{...}": once, when complete */
+void db_arr_free(struct db_arr *a);
+
 #endif

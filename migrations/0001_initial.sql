@@ -116,7 +116,8 @@ CREATE TABLE refunds (
 	                CHECK (state IN ('pending', 'succeeded', 'failed', 'unknown')),
 	pay_order_id    text,                                   -- the gateway's id of the refund order
 	ret_msg         text,
-	requested_by    text NOT NULL DEFAULT coalesce(current_setting('billing.actor', true), current_user),
+	requested_by    text NOT NULL
+	                DEFAULT coalesce(nullif(current_setting('billing.actor', true), ''), current_user),
 	created_at      timestamptz NOT NULL DEFAULT now(),
 	updated_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -124,7 +125,10 @@ CREATE INDEX refunds_charge ON refunds (charge_id);
 CREATE INDEX refunds_created ON refunds (created_at);
 
 -- The refunds of a charge never exceed it, also under concurrent refunds:
--- the charge row is locked, then the sum is read with a fresh snapshot.
+-- the charge row is locked, then the sum is read with a fresh snapshot (each
+-- statement of a READ COMMITTED function takes one). Unknown and pending
+-- refunds count until proven failed. A void takes the whole charge, so it is
+-- refused once anything is refunded, and a refund after a void exceeds it.
 CREATE FUNCTION refunds_within_charge() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
 	charged bigint;
@@ -136,6 +140,10 @@ BEGIN
 	IF charge_state IS DISTINCT FROM 'succeeded' THEN
 		RAISE EXCEPTION 'charge % is not succeeded', NEW.charge_id USING ERRCODE = 'check_violation';
 	END IF;
+	IF NEW.kind = 'void' AND NEW.amount_cents <> charged THEN
+		RAISE EXCEPTION 'a void of charge % takes all of its % cents', NEW.charge_id, charged
+		USING ERRCODE = 'check_violation';
+	END IF;
 	SELECT coalesce(sum(amount_cents), 0) INTO taken FROM refunds
 	 WHERE charge_id = NEW.charge_id AND id <> NEW.id AND state <> 'failed';
 	IF NEW.state <> 'failed' AND taken + NEW.amount_cents > charged THEN
@@ -144,8 +152,64 @@ BEGIN
 	END IF;
 	RETURN NEW;
 END $$;
-CREATE TRIGGER refunds_within_charge BEFORE INSERT OR UPDATE ON refunds
+CREATE TRIGGER refunds_within_charge BEFORE INSERT ON refunds
 	FOR EACH ROW EXECUTE FUNCTION refunds_within_charge();
+-- A failed refund stops counting; reviving one counts it again.
+CREATE TRIGGER refunds_within_charge_revived BEFORE UPDATE OF state ON refunds
+	FOR EACH ROW WHEN (OLD.state = 'failed' AND NEW.state <> 'failed')
+	EXECUTE FUNCTION refunds_within_charge();
+
+-- What the ledger's sums and the gateway's records rely on never changes:
+-- order numbers, what a refund is of, and a succeeded charge's money.
+CREATE FUNCTION ledger_final() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_TABLE_NAME = 'charges' THEN
+		IF NEW.mch_order_no <> OLD.mch_order_no OR (OLD.state = 'succeeded' AND
+		   (NEW.state <> 'succeeded' OR NEW.amount_cents <> OLD.amount_cents
+		    OR NEW.pay_order_id IS DISTINCT FROM OLD.pay_order_id)) THEN
+			RAISE EXCEPTION 'charge %: order number and a succeeded charge are final', OLD.id
+			USING ERRCODE = 'check_violation';
+		END IF;
+	ELSIF NEW.mch_refund_no <> OLD.mch_refund_no OR NEW.kind <> OLD.kind
+	      OR NEW.charge_id <> OLD.charge_id OR NEW.amount_cents <> OLD.amount_cents
+	      OR (OLD.state = 'succeeded' AND NEW.state <> 'succeeded') THEN
+		RAISE EXCEPTION 'refund %: its order, charge, amount and success are final', OLD.id
+		USING ERRCODE = 'check_violation';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER charges_final BEFORE UPDATE ON charges
+	FOR EACH ROW EXECUTE FUNCTION ledger_final();
+CREATE TRIGGER refunds_final BEFORE UPDATE ON refunds
+	FOR EACH ROW EXECUTE FUNCTION ledger_final();
+
+-- cc_query searches charges and refunds by one key (a refund order's
+-- mchOrderNo is its mchRefundNo), so a number is used once across both
+-- tables. The transaction lock on the number makes a concurrent insert of
+-- the same number wait for this one and then see it.
+CREATE FUNCTION order_no_unused() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	order_no text;
+	used boolean;
+BEGIN
+	IF TG_TABLE_NAME = 'charges' THEN
+		order_no := NEW.mch_order_no;
+		PERFORM pg_advisory_xact_lock(72836, hashtext(order_no));
+		used := EXISTS (SELECT 1 FROM refunds WHERE mch_refund_no = order_no);
+	ELSE
+		order_no := NEW.mch_refund_no;
+		PERFORM pg_advisory_xact_lock(72836, hashtext(order_no));
+		used := EXISTS (SELECT 1 FROM charges WHERE mch_order_no = order_no);
+	END IF;
+	IF used THEN
+		RAISE EXCEPTION 'order number % is already used', order_no USING ERRCODE = 'unique_violation';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER charges_order_no BEFORE INSERT ON charges
+	FOR EACH ROW EXECUTE FUNCTION order_no_unused();
+CREATE TRIGGER refunds_order_no BEFORE INSERT ON refunds
+	FOR EACH ROW EXECUTE FUNCTION order_no_unused();
 
 -- Append-only audit log of every state change and who made it.
 CREATE TABLE audit_log (
@@ -172,13 +236,23 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
 -- actor the connection declared (SET billing.actor).
 CREATE FUNCTION audit_state() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-	id text;
+	ent_id text;
+	prev_state text;
 BEGIN
-	id := CASE TG_TABLE_NAME WHEN 'customers' THEN NEW.customer_id ELSE NEW.id::text END;
-	IF TG_OP = 'INSERT' OR OLD.state IS DISTINCT FROM NEW.state THEN
+	-- Separate statements: PL/pgSQL resolves every field an expression names,
+	-- and customers has no id column.
+	IF TG_TABLE_NAME = 'customers' THEN
+		ent_id := NEW.customer_id;
+	ELSE
+		ent_id := NEW.id::text;
+	END IF;
+	IF TG_OP = 'UPDATE' THEN
+		prev_state := OLD.state;
+	END IF;
+	IF TG_OP = 'INSERT' OR prev_state IS DISTINCT FROM NEW.state THEN
 		INSERT INTO audit_log (actor, entity, entity_id, old_state, new_state)
 		VALUES (coalesce(nullif(current_setting('billing.actor', true), ''), current_user),
-		        TG_TABLE_NAME, id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END, NEW.state);
+		        TG_TABLE_NAME, ent_id, prev_state, NEW.state);
 	END IF;
 	NEW.updated_at := now();
 	RETURN NEW;

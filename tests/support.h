@@ -58,3 +58,16 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
 			    const char *extra_yaml);
 
 #endif
+
+/* ---- billing fixtures (support_billing.c) ---- */
+struct gw_client;
+
+/* Enrols customer id on the fake gateway through cc_adduser and its hosted
+ * page (card "4501161234567214" unless card is given), and records it as
+ * bound in our database. Aborts on failure. */
+void ts_enrol(PGconn *db, struct gw_client *gw, const char *id, const char *card);
+/* Loads plans/ into the database (plans_sync). */
+void ts_sync_plans(PGconn *db);
+/* Subscribes customer to the current version of plan_code from start
+ * (unix seconds), with the plan's trial; returns the subscription id. */
+long ts_subscribe(PGconn *db, const char *customer, const char *plan_code, long start);

@@ -1,0 +1,276 @@
+/* billingd: charges every due subscription exactly once, on schedule.
+ *
+ * Runs in the foreground (a supervisor such as systemd owns the process),
+ * logs logfmt on stderr. SIGTERM/SIGINT: stop claiming, finish what is in
+ * flight, exit 0. SIGHUP: reload configuration and plans. A lost database is
+ * logged, backed off and reconnected. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "calendar.h"
+#include "config.h"
+#include "db.h"
+#include "gateway.h"
+#include "listener.h"
+#include "log.h"
+#include "migrate.h"
+#include "plans.h"
+#include "scheduler.h"
+
+static volatile sig_atomic_t got_stop, got_reload;
+static struct sched *running;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGHUP) {
+		got_reload = 1;
+		return;
+	}
+	got_stop = 1;
+	if (running)
+		sched_stop(running);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
+			"[--foreground]\n");
+}
+
+struct opts {
+	const char *config;
+	int check, once;
+	const char *now;
+};
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"check-config", no_argument, NULL, 'k'}, {"once", no_argument, NULL, '1'},
+		{"now", required_argument, NULL, 'n'},    {"foreground", no_argument, NULL, 'f'},
+		{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	int ch;
+
+	o->config = "billing.yaml";
+	o->now = getenv("BILLING_NOW");
+	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o->config = optarg;
+			break;
+		case 'k':
+			o->check = 1;
+			break;
+		case '1':
+			o->once = 1;
+			break;
+		case 'n':
+			o->now = optarg;
+			break;
+		case 'f':
+			break; /* always in the foreground */
+		default:
+			usage();
+			return -1;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "billingd: unexpected argument '%s'\n", argv[optind]);
+		usage();
+		return -1;
+	}
+	return 0;
+}
+
+/* Loads the plans directory and records new versions. */
+static int sync_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
+{
+	struct plan *p = NULL;
+	int n = 0, created = 0, rc;
+	char num[32];
+
+	if (plans_load_dir(c->plans_dir, &p, &n, err, errlen) < 0)
+		return -1;
+	rc = plans_sync(db, p, n, &created, err, errlen);
+	free(p);
+	if (rc == 0) {
+		snprintf(num, sizeof(num), "%d", n);
+		log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", num, NULL);
+	}
+	return rc;
+}
+
+/* Connects, retrying with back-off until it works or a stop is asked for. */
+static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
+{
+	char err[512];
+	int delay = 1;
+
+	for (;;) {
+		PGconn *db = db_connect(c->database_url, owner, err, sizeof(err));
+		if (db) {
+			if (migrate_check(db, migrate_embedded, migrate_embedded_count, err,
+					  sizeof(err)) == 0)
+				return db;
+			PQfinish(db);
+			log_event("error", "schema", "error", err, NULL);
+			return NULL;
+		}
+		log_event("error", "database_down", "error", err, NULL);
+		if (once || got_stop)
+			return NULL;
+		sleep((unsigned)delay);
+		delay = delay < 30 ? delay * 2 : 30;
+	}
+}
+
+/* --now shifts the clock: time runs on from the given instant. */
+static int64_t now_offset;
+
+static int64_t billing_clock(void)
+{
+	return (int64_t)time(NULL) + now_offset;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	/* A signal interrupts the sleep, which is what we want. */
+	nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {0};
+	struct cfg cfg;
+	char err[512], owner[96], host[64] = "";
+	PGconn *db;
+	struct gw_client *gw;
+	struct listener *lsn = NULL;
+	struct sigaction sa;
+	int rc = 0;
+
+	if (parse_opts(argc, argv, &o) < 0)
+		return 2;
+	if (cfg_load(&cfg, o.config, err, sizeof(err)) < 0) {
+		fprintf(stderr, "billingd: %s\n", err);
+		return 2;
+	}
+	if (o.now) {
+		int64_t t;
+		if (cal_parse_time(o.now, &t, err, sizeof(err)) < 0) {
+			fprintf(stderr, "billingd: --now: %s\n", err);
+			return 2;
+		}
+		now_offset = t - (int64_t)time(NULL);
+	}
+	if (o.check) {
+		struct plan *p = NULL;
+		int n = 0;
+		if (plans_load_dir(cfg.plans_dir, &p, &n, err, sizeof(err)) < 0) {
+			fprintf(stderr, "billingd: %s\n", err);
+			return 2;
+		}
+		free(p);
+		printf("%s: configuration ok, %d plans in %s\n", o.config, n, cfg.plans_dir);
+		return 0;
+	}
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(owner, sizeof(owner), "billingd:%s:%d", host, (int)getpid());
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	db = connect_db(&cfg, owner, o.once);
+	if (!db)
+		return 1;
+	if (sync_plans(db, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "billingd: %s\n", err);
+		PQfinish(db);
+		return 1;
+	}
+	gw = gw_client_new(&cfg.gateway, err, sizeof(err));
+	if (!gw) {
+		fprintf(stderr, "billingd: %s\n", err);
+		PQfinish(db);
+		return 1;
+	}
+	running = sched_new(&cfg, db, gw, owner);
+	if (!o.once) {
+		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
+		if (!lsn) {
+			fprintf(stderr, "billingd: %s\n", err);
+			rc = 1;
+			goto out;
+		}
+	}
+	log_event("info", "started", "owner", owner, "once", o.once ? "true" : "false", NULL);
+
+	while (!got_stop) {
+		struct sched_stats st = {0};
+
+		if (got_reload) {
+			struct cfg fresh;
+			got_reload = 0;
+			if (cfg_load(&fresh, o.config, err, sizeof(err)) < 0) {
+				log_event("error", "reload", "error", err, NULL);
+			} else {
+				/* Gateway settings take effect at once; the listen
+				 * address needs a restart. */
+				struct gw_client *ngw = gw_client_new(&fresh.gateway, err, sizeof(err));
+				if (!ngw) {
+					log_event("error", "reload", "error", err, NULL);
+				} else {
+					sched_free(running);
+					gw_client_free(gw);
+					gw = ngw;
+					cfg = fresh;
+					running = sched_new(&cfg, db, gw, owner);
+					log_event("info", "reloaded", "config", o.config, NULL);
+				}
+			}
+			if (sync_plans(db, &cfg, err, sizeof(err)) < 0)
+				log_event("error", "reload", "error", err, NULL);
+		}
+		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
+			log_event("error", "pass", "error", err, NULL);
+			if (db_is_down(db) || PQstatus(db) != CONNECTION_OK) {
+				PQfinish(db);
+				db = connect_db(&cfg, owner, o.once);
+				if (!db) {
+					rc = 1;
+					break;
+				}
+				sched_set_db(running, db);
+				continue;
+			}
+			if (o.once) {
+				rc = 1;
+				break;
+			}
+		}
+		if (o.once)
+			break;
+		sleep_ms(cfg.poll_interval_ms);
+	}
+	log_event("info", "stopped", "owner", owner, NULL);
+out:
+	listener_stop(lsn);
+	sched_free(running);
+	running = NULL;
+	gw_client_free(gw);
+	PQfinish(db);
+	return rc;
+}

@@ -1,0 +1,286 @@
+/* config.c: billing.yaml -> struct cfg.
+ *
+ * The file is a mapping of sections (gateway, database, billing, listen,
+ * enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
+ * Every key is known in one table below: its type, where it goes, and
+ * whether it is required. Errors name the file, the line and the key. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+#include "config.h"
+
+enum kind { K_STR, K_INT, K_URL };
+
+struct key {
+	const char *name; /* "gateway.timeout_ms" */
+	enum kind kind;
+	size_t off;
+	size_t size; /* string capacity, or 0 for long/int fields */
+	long min, max;
+	int is_int; /* an int field (not long) */
+};
+
+#define S(n, f, k)       {n, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), 0, 0, 0}
+#define L(n, f, lo, hi)  {n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 0}
+#define I(n, f, lo, hi)  {n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 1}
+
+static const struct key keys[] = {
+	S("gateway.base_url", gateway.base_url, K_URL),
+	S("gateway.mch_id", gateway.mch_id, K_STR),
+	S("gateway.job_no", gateway.job_no, K_STR),
+	S("gateway.merchant_key_file", gateway.merchant_key_file, K_STR),
+	L("gateway.timeout_ms", gateway.timeout_ms, 100, 600000),
+	L("gateway.connect_timeout_ms", gateway.connect_timeout_ms, 50, 600000),
+	S("gateway.ca_file", gateway.ca_file, K_STR),
+	I("gateway.max_in_flight", gateway.max_in_flight, 1, 1024),
+	S("database.url", database_url, K_STR),
+	S("billing.timezone", timezone, K_STR),
+	S("billing.order_prefix", order_prefix, K_STR),
+	I("billing.lease_seconds", lease_seconds, 5, 86400),
+	I("billing.batch_size", batch_size, 1, 10000),
+	L("billing.poll_interval_ms", poll_interval_ms, 10, 3600000),
+	S("listen.address", listen_address, K_STR),
+	S("enrolment.return_url", return_url, K_URL),
+	S("enrolment.success_url", success_url, K_URL),
+	S("enrolment.failure_url", failure_url, K_URL),
+	I("enrolment.expiry_hours", enrolment_expiry_hours, 1, 8760),
+	S("plans_dir", plans_dir, K_STR),
+};
+
+static void defaults(struct cfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url), "https://api.iotpaycloud.com/v2");
+	c->gateway.timeout_ms = 30000;
+	c->gateway.connect_timeout_ms = 5000;
+	c->gateway.max_in_flight = 64;
+	snprintf(c->timezone, sizeof(c->timezone), "UTC");
+	snprintf(c->order_prefix, sizeof(c->order_prefix), "BD");
+	c->lease_seconds = 120;
+	c->batch_size = 256;
+	c->poll_interval_ms = 1000;
+	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:8080");
+	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
+	c->enrolment_expiry_hours = 72;
+	snprintf(c->plans_dir, sizeof(c->plans_dir), "plans");
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static const struct key *find_key(const char *name)
+{
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int set_value(struct cfg *c, const struct key *k, const char *v, const char *file,
+		     unsigned long line, char *err, size_t errlen)
+{
+	char *p = (char *)c + k->off;
+
+	if (k->kind == K_INT) {
+		char *end;
+		long n;
+
+		errno = 0;
+		n = strtol(v, &end, 10);
+		if (!v[0] || *end || errno)
+			return fail(err, errlen, "%s:%lu: %s: expected an integer", file, line,
+				    k->name);
+		if (n < k->min || n > k->max)
+			return fail(err, errlen, "%s:%lu: %s: must be between %ld and %ld", file,
+				    line, k->name, k->min, k->max);
+		if (k->is_int)
+			*(int *)p = (int)n;
+		else
+			*(long *)p = n;
+		return 0;
+	}
+	if (strlen(v) >= k->size)
+		return fail(err, errlen, "%s:%lu: %s: longer than %zu characters", file, line,
+			    k->name, k->size - 1);
+	if (k->kind == K_URL && v[0] && strncmp(v, "http://", 7) != 0 &&
+	    strncmp(v, "https://", 8) != 0)
+		return fail(err, errlen, "%s:%lu: %s: expected an http:// or https:// URL", file,
+			    line, k->name);
+	snprintf(p, k->size, "%s", v);
+	return 0;
+}
+
+static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, const char *section,
+			const char *file, char *err, size_t errlen)
+{
+	for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+	     pr++) {
+		yaml_node_t *kn = yaml_document_get_node(doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(doc, pr->value);
+		unsigned long line = kn->start_mark.line + 1;
+		char name[128];
+		const struct key *k;
+
+		if (kn->type != YAML_SCALAR_NODE)
+			return fail(err, errlen, "%s:%lu: expected a key", file, line);
+		snprintf(name, sizeof(name), "%s%s%s", section ? section : "", section ? "." : "",
+			 (const char *)kn->data.scalar.value);
+		k = find_key(name);
+		if (!section && !k && vn->type == YAML_MAPPING_NODE) {
+			int known = 0;
+			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+				known |= strncmp(keys[i].name, name, strlen(name)) == 0 &&
+					 keys[i].name[strlen(name)] == '.';
+			if (!known)
+				return fail(err, errlen, "%s:%lu: %s: unknown section", file, line,
+					    name);
+			if (load_mapping(c, doc, vn, name, file, err, errlen) < 0)
+				return -1;
+			continue;
+		}
+		if (!k)
+			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, name);
+		if (vn->type != YAML_SCALAR_NODE)
+			return fail(err, errlen, "%s:%lu: %s: expected %s", file, line, name,
+				    k->kind == K_INT ? "an integer" : "a string");
+		if (set_value(c, k, (const char *)vn->data.scalar.value, file,
+			      vn->start_mark.line + 1, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_node_t *root;
+	int rc = 0;
+
+	if (!f)
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &doc)) {
+		rc = fail(err, errlen, "%s:%lu: %s", path, (unsigned long)parser.problem_mark.line + 1,
+			  parser.problem ? parser.problem : "invalid YAML");
+		yaml_parser_delete(&parser);
+		fclose(f);
+		return rc;
+	}
+	root = yaml_document_get_root_node(&doc);
+	if (root && root->type != YAML_MAPPING_NODE)
+		rc = fail(err, errlen, "%s:%lu: expected a mapping of sections", path,
+			  (unsigned long)root->start_mark.line + 1);
+	else if (root)
+		rc = load_mapping(c, &doc, root, NULL, path, err, errlen);
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+static int read_key_file(struct cfg *c, char *err, size_t errlen)
+{
+	const char *path = c->gateway.merchant_key_file;
+	struct stat st;
+	FILE *f;
+	size_t n;
+
+	if (stat(path, &st) < 0)
+		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
+			    strerror(errno));
+	if (st.st_mode & 077)
+		return fail(err, errlen,
+			    "gateway.merchant_key_file: %s is readable by group or others "
+			    "(chmod 600 it)",
+			    path);
+	f = fopen(path, "r");
+	if (!f)
+		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
+			    strerror(errno));
+	n = fread(c->gateway.merchant_key, 1, sizeof(c->gateway.merchant_key) - 1, f);
+	fclose(f);
+	c->gateway.merchant_key[n] = '\0';
+	c->gateway.merchant_key[strcspn(c->gateway.merchant_key, "\r\n")] = '\0';
+	return 0;
+}
+
+static int check_prefix(const char *p)
+{
+	for (; *p; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= '0' && *p <= '9')))
+			return -1;
+	return 0;
+}
+
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	const char *env;
+
+	defaults(c);
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (parse_file(c, path, err, errlen) < 0)
+		return -1;
+	if ((env = getenv("DATABASE_URL")) && env[0])
+		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
+	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
+		if (strlen(env) >= sizeof(c->gateway.merchant_key))
+			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
+		snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", env);
+	} else if (c->gateway.merchant_key_file[0]) {
+		if (read_key_file(c, err, errlen) < 0)
+			return -1;
+	}
+	if (!c->gateway.mch_id[0])
+		return fail(err, errlen, "%s: gateway.mch_id: required", path);
+	if (!c->gateway.job_no[0])
+		return fail(err, errlen, "%s: gateway.job_no: required", path);
+	if (!c->gateway.merchant_key[0])
+		return fail(err, errlen,
+			    "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
+			    path);
+	if (!c->database_url[0])
+		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
+	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
+		return fail(err, errlen, "%s: billing.order_prefix: 1 to 8 letters or digits",
+			    path);
+	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
+		return fail(err, errlen,
+			    "%s: billing.lease_seconds: must exceed gateway.timeout_ms by 5 s or "
+			    "more",
+			    path);
+	return cfg_apply_timezone(c, err, errlen);
+}
+
+int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)
+{
+	char zone[128];
+	struct stat st;
+
+	/* glibc silently treats an unknown zone as UTC: check the zoneinfo file. */
+	snprintf(zone, sizeof(zone), "/usr/share/zoneinfo/%s", c->timezone);
+	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode))
+		return fail(err, errlen, "%s: billing.timezone: unknown IANA timezone '%s'",
+			    c->path, c->timezone);
+	setenv("TZ", c->timezone, 1);
+	tzset();
+	return 0;
+}

@@ -1,0 +1,317 @@
+/* customers.c: the customers ledger: enrolment through cc_adduser, the
+ * gateway's verdict from the signed return, states and card expiry.
+ *
+ * The database row is written before the gateway is asked, so that a
+ * customer whose hosted page is out there is always known to us (pending,
+ * with a follow-up check scheduled). */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "customers.h"
+#include "db.h"
+
+const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "failed", "unbound"};
+
+#define FOLLOW_UP_SECONDS 300
+
+#define COLS                                                                                       \
+	"customer_id, coalesce(email, ''), coalesce(name, ''), state, coalesce(card_masked, ''), " \
+	"coalesce(card_type, ''), coalesce(card_expiry, ''), "                                     \
+	"extract(epoch FROM enrol_expires_at)::bigint, "                                           \
+	"extract(epoch FROM next_check_at)::bigint, extract(epoch FROM created_at)::bigint"
+
+/* A card is valid through the last day of its MMYY month: it expires at the
+ * start of the next month (UTC). NULL for a malformed month. */
+#define EXPIRY_END                                                                                 \
+	"(CASE WHEN substr(card_expiry, 1, 2) BETWEEN '01' AND '12' THEN "                         \
+	"make_timestamptz(2000 + substr(card_expiry, 3, 2)::int, substr(card_expiry, 1, 2)::int, " \
+	"1, 0, 0, 0, 'UTC') + interval '1 month' END)"
+
+/* $1: days, $2: now (unix seconds). */
+#define EXPIRING                                                                                   \
+	"(state = 'bound' AND " EXPIRY_END " <= to_timestamp($2) + make_interval(days => "         \
+	"$1::int))"
+
+static int valid_id(const char *id, char *err, size_t errlen)
+{
+	size_t n = strlen(id);
+
+	if (n >= 1 && n <= 30 &&
+	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	               "0123456789_.-") == n)
+		return 0;
+	snprintf(err, errlen, "bad customer id '%.40s': 1 to 30 of A-Z a-z 0-9 _ . -", id);
+	return -1;
+}
+
+static void copy(char *dst, size_t len, const char *src)
+{
+	snprintf(dst, len, "%s", src);
+}
+
+static void fill(const PGresult *r, int row, struct customer *out)
+{
+	copy(out->id, sizeof(out->id), db_str(r, row, 0));
+	copy(out->email, sizeof(out->email), db_str(r, row, 1));
+	copy(out->name, sizeof(out->name), db_str(r, row, 2));
+	copy(out->state, sizeof(out->state), db_str(r, row, 3));
+	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, 4));
+	copy(out->card_type, sizeof(out->card_type), db_str(r, row, 5));
+	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, 6));
+	out->enrol_expires_at = db_i64(r, row, 7);
+	out->next_check_at = db_i64(r, row, 8);
+	out->created_at = db_i64(r, row, 9);
+}
+
+int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
+{
+	const char *p[1] = {id};
+	PGresult *r =
+	    db_query(c, "SELECT " COLS " FROM customers WHERE customer_id = $1", 1, p, err, errlen);
+
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		snprintf(err, errlen, "unknown customer '%.40s'", id);
+		return -1;
+	}
+	fill(r, 0, out);
+	PQclear(r);
+	return 0;
+}
+
+/* cfg->return_url with customerId=<id> appended (ids need no escaping). */
+static int return_url_for(const struct cfg *cfg, const char *id, char *out, size_t len, char *err,
+                          size_t errlen)
+{
+	const char *sep = strchr(cfg->return_url, '?') ? "&" : "?";
+	int n = snprintf(out, len, "%s%scustomerId=%s", cfg->return_url, sep, id);
+
+	if (cfg->return_url[0] == '\0') {
+		snprintf(err, errlen, "enrolment.return_url is not set");
+		return -1;
+	}
+	if (n < 0 || (size_t)n >= len) {
+		snprintf(err, errlen,
+		         "enrolment.return_url with customerId=%s is longer than the gateway's "
+		         "200 characters",
+		         id);
+		return -1;
+	}
+	return 0;
+}
+
+int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *id,
+                    const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
+                    char *err, size_t errlen)
+{
+	char ret_url[201], expires[24], check[24];
+	const char *p[5] = {id, email ? email : "", name ? name : "", expires, check};
+	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
+	struct gw_result res;
+	struct customer cur;
+	PGresult *r;
+	int upserted;
+
+	if (valid_id(id, err, errlen) < 0 ||
+	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
+		return -1;
+	if (strlen(p[1]) >= sizeof(cur.email) || strlen(p[2]) >= sizeof(cur.name)) {
+		snprintf(err, errlen, "customer %s: email and name are limited to %zu characters",
+		         id, sizeof(cur.email) - 1);
+		return -1;
+	}
+	snprintf(expires, sizeof(expires), "%" PRId64,
+	         now + (int64_t)cfg->enrolment_expiry_hours * 3600);
+	snprintf(check, sizeof(check), "%" PRId64, now + FOLLOW_UP_SECONDS);
+	r = db_query(c,
+	             "INSERT INTO customers (customer_id, email, name, state, enrol_expires_at, "
+	             "next_check_at) VALUES ($1, nullif($2, ''), nullif($3, ''), 'pending', "
+	             "to_timestamp($4), to_timestamp($5)) "
+	             "ON CONFLICT (customer_id) DO UPDATE SET "
+	             "email = coalesce(EXCLUDED.email, customers.email), "
+	             "name = coalesce(EXCLUDED.name, customers.name), state = 'pending', "
+	             "enrol_expires_at = EXCLUDED.enrol_expires_at, "
+	             "next_check_at = EXCLUDED.next_check_at, checks_done = 0 "
+	             "WHERE customers.state <> 'bound' RETURNING 1",
+	             5, p, err, errlen);
+	if (!r)
+		return -1;
+	upserted = PQntuples(r);
+	PQclear(r);
+	if (!upserted) {
+		if (customers_get(c, id, &cur, err, errlen) == 0)
+			snprintf(err, errlen,
+			         "customer %s is already bound to card %s; a customer id binds "
+			         "one card: enrol a new id for another card",
+			         id, cur.card_masked);
+		return -1;
+	}
+	memset(&res, 0, sizeof(res));
+	if (gw_call(gw, &req, &res) != GW_SUCCESS || res.pay_url[0] == '\0') {
+		snprintf(err, errlen, "cc_adduser for %s: %s (%s); the customer stays pending", id,
+		         res.outcome == GW_FAIL ? res.ret_msg : res.detail,
+		         gw_outcome_name(res.outcome));
+		return -1;
+	}
+	snprintf(pay_url, url_len, "%s", res.pay_url);
+	return 0;
+}
+
+int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
+                   char *err, size_t errlen)
+{
+	char days[16], at[24];
+	const char *p[2] = {days, at};
+	PGresult *r;
+	int i;
+
+	snprintf(days, sizeof(days), "%d", expiring_days);
+	snprintf(at, sizeof(at), "%" PRId64, now);
+	r = db_query(c,
+	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
+	             " ORDER BY customer_id",
+	             2, p, err, errlen);
+	if (!r)
+		return -1;
+	*n = PQntuples(r);
+	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
+	if (!*out) {
+		PQclear(r);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < *n; i++)
+		fill(r, i, &(*out)[i]);
+	PQclear(r);
+	return 0;
+}
+
+/* The gateway masks the card number (450116XXXXXX7214); anything that could
+ * be a full card number is refused rather than stored. */
+static int valid_card(const char *card, const char *type, const char *expiry, char *err,
+                      size_t errlen)
+{
+	size_t n = strlen(card), masked = 0, i;
+
+	for (i = 0; i < n; i++) {
+		if (card[i] == 'X' || card[i] == 'x' || card[i] == '*')
+			masked++;
+		else if (!isdigit((unsigned char)card[i]))
+			break;
+	}
+	if (i < n || n < 12 || n > 19 || masked < 4) {
+		snprintf(err, errlen, "card number is not a masked card number");
+		return -1;
+	}
+	for (i = 0; type[i]; i++)
+		if (!isalnum((unsigned char)type[i]) || i >= 7) {
+			snprintf(err, errlen, "bad card type '%.8s'", type);
+			return -1;
+		}
+	if (strlen(expiry) != 4 || strspn(expiry, "0123456789") != 4 ||
+	    strncmp(expiry, "01", 2) < 0 || strncmp(expiry, "12", 2) > 0) {
+		snprintf(err, errlen, "bad card expiry '%.8s': expected MMYY", expiry);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs an UPDATE ... RETURNING on one customer: CHANGED when it matched a
+ * row, else UNCHANGED or UNKNOWN depending on whether the customer exists. */
+static enum customers_outcome update_one(PGconn *c, const char *sql, int np, const char *const *p,
+                                         char *err, size_t errlen)
+{
+	PGresult *r = db_query(c, sql, np, p, err, errlen);
+	int changed;
+
+	if (!r)
+		return CUSTOMERS_ERROR;
+	changed = PQntuples(r);
+	PQclear(r);
+	if (changed)
+		return CUSTOMERS_CHANGED;
+	r = db_query(c, "SELECT 1 FROM customers WHERE customer_id = $1", 1, p, err, errlen);
+	if (!r)
+		return CUSTOMERS_ERROR;
+	changed = PQntuples(r);
+	PQclear(r);
+	if (changed)
+		return CUSTOMERS_UNCHANGED;
+	snprintf(err, errlen, "unknown customer '%.40s'", p[0]);
+	return CUSTOMERS_UNKNOWN;
+}
+
+enum customers_outcome customers_record_return(PGconn *c, const char *id, int success,
+                                               const char *card, const char *type,
+                                               const char *expiry, char *err, size_t errlen)
+{
+	const char *p[4] = {id, card, type, expiry};
+
+	if (!success)
+		return update_one(c,
+		                  "UPDATE customers SET state = 'failed' "
+		                  "WHERE customer_id = $1 AND state = 'pending' RETURNING 1",
+		                  1, p, err, errlen);
+	if (valid_card(card, type, expiry, err, errlen) < 0)
+		return CUSTOMERS_INVALID;
+	/* The condition makes a replay write nothing (no audit row, same
+	 * updated_at). */
+	return update_one(c,
+	                  "UPDATE customers SET state = 'bound', card_masked = $2, "
+	                  "card_type = nullif($3, ''), card_expiry = $4 "
+	                  "WHERE customer_id = $1 AND (state <> 'bound' "
+	                  "OR card_masked IS DISTINCT FROM $2 "
+	                  "OR card_type IS DISTINCT FROM nullif($3, '') "
+	                  "OR card_expiry IS DISTINCT FROM $4) RETURNING 1",
+	                  4, p, err, errlen);
+}
+
+int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen)
+{
+	const char *p[2] = {id, state};
+	int i;
+
+	for (i = 0; i < CUSTOMERS_NSTATES && strcmp(state, customers_states[i]) != 0; i++)
+		;
+	if (i == CUSTOMERS_NSTATES) {
+		snprintf(err, errlen,
+		         "bad customer state '%.20s': pending, bound, failed or unbound", state);
+		return -1;
+	}
+	return update_one(c, "UPDATE customers SET state = $2 WHERE customer_id = $1 RETURNING 1",
+	                  2, p, err, errlen) == CUSTOMERS_CHANGED
+	           ? 0
+	           : -1;
+}
+
+int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_counts *out,
+                    char *err, size_t errlen)
+{
+	char days[16], at[24];
+	const char *p[2] = {days, at};
+	PGresult *r;
+	int i, j;
+
+	snprintf(days, sizeof(days), "%d", expiring_days);
+	snprintf(at, sizeof(at), "%" PRId64, now);
+	r = db_query(c,
+	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
+	             "FROM customers GROUP BY state",
+	             2, p, err, errlen);
+	if (!r)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < PQntuples(r); i++) {
+		for (j = 0; j < CUSTOMERS_NSTATES; j++)
+			if (strcmp(db_str(r, i, 0), customers_states[j]) == 0)
+				out->state[j] = (long)db_i64(r, i, 1);
+		out->expiring += (long)db_i64(r, i, 2);
+	}
+	PQclear(r);
+	return 0;
+}

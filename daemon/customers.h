@@ -1,0 +1,73 @@
+/* customers.h: the customers ledger: enrolment (cc_adduser), the card a
+ * customer bound, and the binding state (pending, bound, failed, unbound). */
+#ifndef CUSTOMERS_H
+#define CUSTOMERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "config.h"
+#include "gateway.h"
+
+struct customer {
+	char id[31];
+	char email[128];
+	char name[128];
+	char state[16];
+	char card_masked[32]; /* 450116XXXXXX7214; "" when none */
+	char card_type[8];
+	char card_expiry[5];                                 /* MMYY */
+	int64_t enrol_expires_at, next_check_at, created_at; /* 0 when NULL */
+};
+
+#define CUSTOMERS_NSTATES 4
+/* "pending", "bound", "failed", "unbound" */
+extern const char *const customers_states[CUSTOMERS_NSTATES];
+
+/* New customer, or re-enrolment of one not bound: upserts it as pending
+ * (enrolment expires in cfg->enrolment_expiry_hours, binding follow-up in 5
+ * minutes), then calls cc_adduser with returnUrl = cfg->return_url carrying
+ * customerId=<id>, and copies the hosted card page's URL into pay_url.
+ * -1 with err for a bad id, a bound customer, a database or gateway error. */
+int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *id,
+                    const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
+                    char *err, size_t errlen);
+
+/* 0, or -1 with err ("unknown customer 'X'" or a database error). */
+int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen);
+
+/* All customers by id (expiring_days < 0), or the bound ones whose card
+ * expires (end of its MMYY month, UTC) within expiring_days of now, expired
+ * cards included. *out is malloc'd (caller frees), *n its length. 0 / -1. */
+int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
+                   char *err, size_t errlen);
+
+enum customers_outcome {
+	CUSTOMERS_ERROR = -1,    /* database error (err) */
+	CUSTOMERS_CHANGED = 0,   /* recorded */
+	CUSTOMERS_UNCHANGED = 1, /* already so (a replay), or a stale failure after binding */
+	CUSTOMERS_UNKNOWN = 2,   /* no such customer (err) */
+	CUSTOMERS_INVALID = 3    /* malformed card fields (err) */
+};
+
+/* The gateway's verdict on an enrolment (its signed return). Success binds
+ * the card (masked number, type, MMYY expiry; an unmasked number is
+ * refused); failure marks a pending enrolment failed and never undoes a
+ * binding. Idempotent: a replay writes nothing. */
+enum customers_outcome customers_record_return(PGconn *c, const char *id, int success,
+                                               const char *card, const char *type,
+                                               const char *expiry, char *err, size_t errlen);
+
+/* Sets the state (one of customers_states); -1 with err for an unknown
+ * customer or state. */
+int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen);
+
+struct customers_counts {
+	long state[CUSTOMERS_NSTATES]; /* indexed like customers_states */
+	long expiring;                 /* as customers_list(expiring_days) counts them */
+};
+int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_counts *out,
+                    char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,191 @@
+/* metrics.c: billingd's Prometheus metrics.
+ *
+ * The scheduler's counters are C11 atomics, so that updating them never
+ * blocks a charge; the database gauges are computed at scrape time, so that
+ * they are right whichever billingd process did the work. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "customers.h"
+#include "db.h"
+#include "metrics.h"
+
+#define EXPIRING_SOON_DAYS 30
+
+static const char *const outcomes[] = {"success", "fail", "unknown"};
+#define NOUTCOMES (sizeof(outcomes) / sizeof(outcomes[0]))
+static atomic_ullong charges[NOUTCOMES];
+
+/* Gateway latencies: from a fast local round trip to the longest timeout. */
+static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define NBOUNDS (sizeof(bounds) / sizeof(bounds[0]))
+static atomic_ullong buckets[NBOUNDS + 1]; /* per bucket (not cumulative); last: +Inf */
+static atomic_ullong sum_ns;
+static atomic_int in_flight;
+
+void metrics_charge(const char *outcome)
+{
+	size_t i;
+
+	for (i = 0; i < NOUTCOMES; i++)
+		if (strcmp(outcome, outcomes[i]) == 0)
+			atomic_fetch_add(&charges[i], 1);
+}
+
+void metrics_gateway_observe(double seconds)
+{
+	size_t i;
+
+	if (!(seconds >= 0))
+		seconds = 0;
+	for (i = 0; i < NBOUNDS && seconds > bounds[i]; i++)
+		;
+	atomic_fetch_add(&buckets[i], 1);
+	atomic_fetch_add(&sum_ns, (unsigned long long)(seconds * 1e9));
+}
+
+void metrics_in_flight(int n)
+{
+	atomic_store(&in_flight, n);
+}
+
+/* A growing text buffer; on allocation failure it stays failed. */
+struct text {
+	char *s;
+	size_t len, cap;
+	int failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	while (!t->failed) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < t->cap - t->len) {
+			t->len += (size_t)n;
+			return;
+		}
+		s = n < 0 ? NULL : realloc(t->s, t->cap * 2 + (size_t)n);
+		if (!s) {
+			t->failed = 1;
+			return;
+		}
+		t->s = s;
+		t->cap = t->cap * 2 + (size_t)n;
+	}
+}
+
+static void family(struct text *t, const char *name, const char *type, const char *help)
+{
+	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_process(struct text *t)
+{
+	unsigned long long cum = 0;
+	size_t i;
+
+	family(t, "billing_charges_total", "counter",
+	       "Charge attempts completed by the scheduler, by outcome.");
+	for (i = 0; i < NOUTCOMES; i++)
+		put(t, "billing_charges_total{outcome=\"%s\"} %llu\n", outcomes[i],
+		    atomic_load(&charges[i]));
+	family(t, "billing_gateway_request_duration_seconds", "histogram",
+	       "Duration of requests to the gateway.");
+	for (i = 0; i <= NBOUNDS; i++) {
+		cum += atomic_load(&buckets[i]);
+		if (i < NBOUNDS)
+			put(t, "billing_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			    bounds[i], cum);
+	}
+	/* +Inf and _count from the same snapshot, so that they always agree. */
+	put(t, "billing_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+	put(t, "billing_gateway_request_duration_seconds_sum %.9f\n",
+	    (double)atomic_load(&sum_ns) / 1e9);
+	put(t, "billing_gateway_request_duration_seconds_count %llu\n", cum);
+	family(t, "billing_gateway_requests_in_flight", "gauge",
+	       "Requests to the gateway in flight now.");
+	put(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+}
+
+static long count(PGconn *c, const char *sql, const char *at, char *err, size_t errlen)
+{
+	const char *p[1] = {at};
+	PGresult *r = db_query(c, sql, 1, p, err, errlen);
+	long n;
+
+	if (!r)
+		return -1;
+	n = (long)db_i64(r, 0, 0);
+	PQclear(r);
+	return n;
+}
+
+static int render_database(struct text *t, PGconn *c, int64_t now, char *err, size_t errlen)
+{
+	struct customers_counts cc;
+	char at[24];
+	long due, unknown;
+	int i;
+
+	snprintf(at, sizeof(at), "%" PRId64, now);
+	due = count(c,
+	            "SELECT count(*) FROM subscriptions WHERE next_charge_at <= to_timestamp($1) "
+	            "AND state IN ('trialing', 'active', 'past_due')",
+	            at, err, errlen);
+	unknown = due < 0
+	              ? -1
+	              : count(c,
+	                      "SELECT count(*) FROM charges WHERE state IN ('pending', 'unknown') "
+	                      "AND (lease_expires_at IS NULL OR lease_expires_at <= "
+	                      "to_timestamp($1))",
+	                      at, err, errlen);
+	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
+		return -1;
+	family(t, "billing_due_backlog", "gauge", "Subscriptions due for a charge now.");
+	put(t, "billing_due_backlog %ld\n", due);
+	family(t, "billing_unknown_charges", "gauge",
+	       "Charges pending or unknown whose lease expired, awaiting reconciliation.");
+	put(t, "billing_unknown_charges %ld\n", unknown);
+	family(t, "billing_customers", "gauge", "Customers by enrolment state.");
+	for (i = 0; i < CUSTOMERS_NSTATES; i++)
+		put(t, "billing_customers{state=\"%s\"} %ld\n", customers_states[i], cc.state[i]);
+	family(t, "billing_cards_expiring_soon", "gauge",
+	       "Bound cards expired or expiring within 30 days.");
+	put(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
+	return 0;
+}
+
+int metrics_render(PGconn *c, int64_t now, char **out, char *err, size_t errlen)
+{
+	struct text t = {.s = malloc(4096), .cap = 4096};
+
+	if (!t.s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	render_process(&t);
+	if (c && render_database(&t, c, now, err, errlen) < 0) {
+		free(t.s);
+		return -1;
+	}
+	family(&t, "billing_database_up", "gauge",
+	       "1 when the database gauges above could be computed.");
+	put(&t, "billing_database_up %d\n", c ? 1 : 0);
+	if (t.failed) {
+		free(t.s);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	*out = t.s;
+	return 0;
+}

@@ -1,0 +1,723 @@
+/* plans.c: plan files loaded with libyaml's document API (so every error can
+ * name the line of the offending node), validated, and synced into versioned
+ * rows: a row is never changed, so a subscription keeps the terms it was sold.
+ * Also the plan-level rules of the billing calendar. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include <yaml.h>
+
+#include "db.h"
+#include "plans.h"
+
+static const char *const exhausted_names[] = {"past_due", "cancel", "pause"};
+
+enum key { K_CODE, K_NAME, K_AMOUNT, K_CURRENCY, K_INTERVAL, K_COUNT, K_TRIAL, K_CYCLES, K_RETRY };
+static const char *const keys[] = {"code",           "name",       "amount", "currency", "interval",
+                                   "interval_count", "trial_days", "cycles", "retry"};
+#define NKEYS (int)(sizeof(keys) / sizeof(keys[0]))
+#define REQUIRED                                                                                   \
+	(1u << K_CODE | 1u << K_NAME | 1u << K_AMOUNT | 1u << K_CURRENCY | 1u << K_INTERVAL |      \
+	 1u << K_COUNT)
+
+/* One plan file being read. */
+struct parse {
+	const char *path;
+	yaml_document_t doc;
+	char *err;
+	size_t errlen;
+};
+
+static unsigned long line_of(const yaml_node_t *n)
+{
+	return (unsigned long)n->start_mark.line + 1;
+}
+
+/* "path:line: key: message"; returns -1. */
+static int bad(struct parse *x, const yaml_node_t *n, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int bad(struct parse *x, const yaml_node_t *n, const char *key, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(x->err, x->errlen, "%s:%lu: %s: %s", x->path, line_of(n), key, msg);
+	return -1;
+}
+
+/* "key: must be <want>, got <what the file has>"; returns -1. */
+static int bad_value(struct parse *x, const yaml_node_t *v, const char *key, const char *want)
+{
+	if (v->type == YAML_SEQUENCE_NODE)
+		return bad(x, v, key, "must be %s, got a list", want);
+	if (v->type == YAML_MAPPING_NODE)
+		return bad(x, v, key, "must be %s, got a mapping", want);
+	if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return bad(x, v, key, "must be %s, got the quoted string \"%.40s\"", want,
+		           (const char *)v->data.scalar.value);
+	return bad(x, v, key, "must be %s, got '%.40s'", want, (const char *)v->data.scalar.value);
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+/* An unquoted decimal integer within [min, max]; 0 / -1. */
+static int int_value(const yaml_node_t *n, long long min, long long max, long long *v)
+{
+	const char *s = scalar(n);
+	const char *digits = s && *s == '-' ? s + 1 : s;
+	char *end;
+
+	if (!s || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+	    !isdigit((unsigned char)*digits))
+		return -1;
+	errno = 0;
+	*v = strtoll(s, &end, 10);
+	return errno || *end || *v < min || *v > max ? -1 : 0;
+}
+
+static int valid_code(const char *s)
+{
+	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-");
+
+	return n >= 1 && n <= 40 && s[n] == '\0';
+}
+
+static int valid_name(const char *s)
+{
+	if (!s || !*s || strlen(s) >= sizeof(((struct plan *)0)->name))
+		return 0;
+	for (; *s; s++)
+		if (iscntrl((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+static int exhausted_parse(const char *s, enum plan_exhausted *e)
+{
+	for (int i = PLAN_PAST_DUE; s && i <= PLAN_PAUSE; i++) {
+		if (strcmp(s, exhausted_names[i]) == 0) {
+			*e = (enum plan_exhausted)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int parse_schedule(struct parse *x, yaml_node_t *v, struct plan *p)
+{
+	yaml_node_item_t *it;
+
+	if (v->type != YAML_SEQUENCE_NODE)
+		return bad_value(x, v, "retry.schedule",
+		                 "a list of durations such as [1d, 3d, 7d]");
+	if (v->data.sequence.items.top - v->data.sequence.items.start > PLAN_MAX_RETRY)
+		return bad(x, v, "retry.schedule", "at most %d retries", PLAN_MAX_RETRY);
+	p->nretry = 0;
+	for (it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+		yaml_node_t *d = yaml_document_get_node(&x->doc, *it);
+		const char *s = scalar(d);
+
+		if (!s || cal_parse_duration(s, &p->retry[p->nretry]) < 0)
+			return bad_value(x, d, "retry.schedule",
+			                 "durations such as 1d, 3d, 2w or 12h");
+		p->nretry++;
+	}
+	return 0;
+}
+
+static int parse_retry(struct parse *x, yaml_node_t *v, struct plan *p)
+{
+	yaml_node_pair_t *pr;
+	int seen_schedule = 0, seen_exhausted = 0;
+
+	if (v->type != YAML_MAPPING_NODE)
+		return bad_value(x, v, "retry", "a mapping with schedule and on_exhausted");
+	for (pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = yaml_document_get_node(&x->doc, pr->key);
+		yaml_node_t *val = yaml_document_get_node(&x->doc, pr->value);
+		const char *name = scalar(k);
+
+		if (name && strcmp(name, "schedule") == 0) {
+			if (seen_schedule++)
+				return bad(x, k, "retry.schedule", "duplicate key");
+			if (parse_schedule(x, val, p) < 0)
+				return -1;
+		} else if (name && strcmp(name, "on_exhausted") == 0) {
+			if (seen_exhausted++)
+				return bad(x, k, "retry.on_exhausted", "duplicate key");
+			if (exhausted_parse(scalar(val), &p->on_exhausted) < 0)
+				return bad_value(x, val, "retry.on_exhausted",
+				                 "cancel, past_due or pause");
+		} else {
+			return bad(x, k, "retry",
+			           "unknown key '%.40s' (expected schedule, on_exhausted)",
+			           name ? name : "?");
+		}
+	}
+	return 0;
+}
+
+static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan *p)
+{
+	const char *s = scalar(v);
+	long long i;
+
+	switch (k) {
+	case K_CODE:
+		if (!s || !valid_code(s))
+			return bad_value(x, v, keys[k], "1 to 40 characters of a-z, 0-9, _ and -");
+		snprintf(p->code, sizeof(p->code), "%s", s);
+		return 0;
+	case K_NAME:
+		if (!valid_name(s))
+			return bad_value(x, v, keys[k], "one line of 1 to 127 bytes");
+		snprintf(p->name, sizeof(p->name), "%s", s);
+		return 0;
+	case K_AMOUNT:
+		if (int_value(v, 1, INT64_MAX, &i) < 0)
+			return bad_value(x, v, keys[k], "a positive integer (cents)");
+		p->amount = i;
+		return 0;
+	case K_CURRENCY:
+		if (!s || strcmp(s, "CAD") != 0)
+			return bad_value(x, v, keys[k], "CAD (the only currency of the gateway)");
+		return 0;
+	case K_INTERVAL:
+		if (!s || cal_unit_parse(s, &p->interval) < 0)
+			return bad_value(x, v, keys[k], "day, week, month or year");
+		return 0;
+	case K_COUNT:
+		if (int_value(v, 1, 1000, &i) < 0)
+			return bad_value(x, v, keys[k], "an integer from 1 to 1000");
+		p->interval_count = (int)i;
+		return 0;
+	case K_TRIAL:
+		if (int_value(v, 0, 3650, &i) < 0)
+			return bad_value(x, v, keys[k], "an integer from 0 to 3650 (days)");
+		p->trial_days = (int)i;
+		return 0;
+	case K_CYCLES:
+		if (int_value(v, 1, 100000, &i) < 0)
+			return bad_value(x, v, keys[k], "a positive integer (number of payments)");
+		p->cycles = (int)i;
+		return 0;
+	case K_RETRY:
+		return parse_retry(x, v, p);
+	}
+	return -1;
+}
+
+/* The document's root mapping into p; *code_line: the line of the code key. */
+static int parse_root(struct parse *x, struct plan *p, unsigned long *code_line)
+{
+	yaml_node_t *root = yaml_document_get_root_node(&x->doc);
+	yaml_node_pair_t *pr;
+	unsigned seen = 0;
+
+	memset(p, 0, sizeof(*p));
+	if (!root) {
+		snprintf(x->err, x->errlen, "%s:1: empty file: expected the keys of a plan",
+		         x->path);
+		return -1;
+	}
+	if (root->type != YAML_MAPPING_NODE)
+		return bad(x, root, "plan", "expected a mapping of keys (code, name, amount, ...)");
+	for (pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = yaml_document_get_node(&x->doc, pr->key);
+		const char *name = scalar(k);
+		int i;
+
+		for (i = 0; name && i < NKEYS && strcmp(name, keys[i]) != 0; i++)
+			;
+		if (!name || i == NKEYS)
+			return bad(x, k, name ? name : "?",
+			           "unknown key (expected code, name, amount, currency, interval, "
+			           "interval_count, trial_days, cycles, retry)");
+		if (seen & 1u << i)
+			return bad(x, k, keys[i], "duplicate key");
+		seen |= 1u << i;
+		if (i == K_CODE)
+			*code_line = line_of(k);
+		if (parse_field(x, (enum key)i, yaml_document_get_node(&x->doc, pr->value), p) < 0)
+			return -1;
+	}
+	for (int i = 0; i < NKEYS; i++)
+		if ((REQUIRED & 1u << i) && !(seen & 1u << i))
+			return bad(x, root, keys[i], "missing required key");
+	return 0;
+}
+
+static int yaml_error(struct parse *x, const yaml_parser_t *ps)
+{
+	snprintf(x->err, x->errlen, "%s:%lu: malformed YAML: %s%s%s%s", x->path,
+	         (unsigned long)ps->problem_mark.line + 1,
+	         ps->problem ? ps->problem : "parse error", ps->context ? " (" : "",
+	         ps->context ? ps->context : "", ps->context ? ")" : "");
+	return -1;
+}
+
+/* A second document in the file ("---") is refused rather than ignored. */
+static int single_document(struct parse *x, yaml_parser_t *ps)
+{
+	yaml_document_t more;
+	yaml_node_t *root;
+	int rc = 0;
+
+	if (!yaml_parser_load(ps, &more))
+		return yaml_error(x, ps);
+	root = yaml_document_get_root_node(&more);
+	if (root)
+		rc = bad(x, root, "plan", "one YAML document per plan file");
+	yaml_document_delete(&more);
+	return rc;
+}
+
+/* Reads and validates path, without the file name check. */
+static int parse_file(const char *path, struct plan *p, unsigned long *code_line, char *err,
+                      size_t errlen)
+{
+	struct parse x = {.path = path, .err = err, .errlen = errlen};
+	yaml_parser_t ps;
+	FILE *f = fopen(path, "rb");
+	int rc;
+
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	yaml_parser_initialize(&ps);
+	yaml_parser_set_input_file(&ps, f);
+	if (!yaml_parser_load(&ps, &x.doc)) {
+		rc = yaml_error(&x, &ps);
+	} else {
+		rc = parse_root(&x, p, code_line);
+		if (rc == 0)
+			rc = single_document(&x, &ps);
+		yaml_document_delete(&x.doc);
+	}
+	yaml_parser_delete(&ps);
+	fclose(f);
+	return rc;
+}
+
+static int check_file_name(const char *path, const struct plan *p, unsigned long code_line,
+                           char *err, size_t errlen)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	size_t len = strlen(base), code_len = strlen(p->code);
+
+	if (len == code_len + 5 && strncmp(base, p->code, code_len) == 0 &&
+	    strcmp(base + code_len, ".yaml") == 0)
+		return 0;
+	snprintf(err, errlen, "%s:%lu: code: '%s' does not match the file name (expected %s.yaml)",
+	         path, code_line, p->code, p->code);
+	return -1;
+}
+
+int plans_load_file(const char *path, struct plan *p, char *err, size_t errlen)
+{
+	unsigned long code_line = 1;
+
+	if (parse_file(path, p, &code_line, err, errlen) < 0)
+		return -1;
+	return check_file_name(path, p, code_line, err, errlen);
+}
+
+/* A plan file of a directory being loaded. */
+struct entry {
+	struct plan p;
+	char path[1024];
+	unsigned long code_line;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	int c = strcmp(x->p.code, y->p.code);
+
+	return c ? c : strcmp(x->path, y->path);
+}
+
+static int is_plan_file(const char *name)
+{
+	size_t len = strlen(name);
+
+	return name[0] != '.' && len > 5 && strcmp(name + len - 5, ".yaml") == 0;
+}
+
+/* The plan file names of dir, sorted (malloc'd, each name too). */
+static int list_files(const char *dir, char ***names, int *n, char *err, size_t errlen)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int cap = 0;
+
+	*names = NULL;
+	*n = 0;
+	if (!d) {
+		snprintf(err, errlen, "plans directory '%s': %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		if (!is_plan_file(de->d_name))
+			continue;
+		if (*n == cap) {
+			char **more =
+			    realloc(*names, (size_t)(cap = cap ? 2 * cap : 16) * sizeof(char *));
+
+			if (!more)
+				break;
+			*names = more;
+		}
+		if (!((*names)[*n] = strdup(de->d_name)))
+			break;
+		(*n)++;
+	}
+	closedir(d);
+	if (de) {
+		snprintf(err, errlen, "plans directory '%s': out of memory", dir);
+		return -1;
+	}
+	if (*n)
+		qsort(*names, (size_t)*n, sizeof(char *), cmp_str);
+	return 0;
+}
+
+/* Loads the files (in name order, so that the first error is always the same
+ * one), then refuses duplicate codes before the file name check: two files
+ * with one code are better explained by naming both. */
+static int load_entries(const char *dir, char **names, struct entry *e, int n, char *err,
+                        size_t errlen)
+{
+	for (int i = 0; i < n; i++) {
+		if ((size_t)snprintf(e[i].path, sizeof(e[i].path), "%s/%s", dir, names[i]) >=
+		    sizeof(e[i].path)) {
+			snprintf(err, errlen, "%s/%s: path too long", dir, names[i]);
+			return -1;
+		}
+		e[i].code_line = 1;
+		if (parse_file(e[i].path, &e[i].p, &e[i].code_line, err, errlen) < 0)
+			return -1;
+	}
+	qsort(e, (size_t)n, sizeof(*e), cmp_entry);
+	for (int i = 1; i < n; i++) {
+		if (strcmp(e[i].p.code, e[i - 1].p.code) == 0) {
+			snprintf(err, errlen, "%s:%lu: code: '%s' is also the code of %s",
+			         e[i].path, e[i].code_line, e[i].p.code, e[i - 1].path);
+			return -1;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		if (check_file_name(e[i].path, &e[i].p, e[i].code_line, err, errlen) < 0)
+			return -1;
+	return 0;
+}
+
+int plans_load_dir(const char *dir, struct plan **out, int *n, char *err, size_t errlen)
+{
+	char **names;
+	struct entry *e = NULL;
+	int count = 0, rc = -1;
+
+	*out = NULL;
+	*n = 0;
+	if (list_files(dir, &names, &count, err, errlen) < 0)
+		goto done;
+	e = calloc((size_t)count + 1, sizeof(*e));
+	*out = calloc((size_t)count + 1, sizeof(**out));
+	if (!e || !*out) {
+		snprintf(err, errlen, "plans directory '%s': out of memory", dir);
+		goto done;
+	}
+	if (load_entries(dir, names, e, count, err, errlen) < 0)
+		goto done;
+	for (int i = 0; i < count; i++)
+		(*out)[i] = e[i].p;
+	*n = count;
+	rc = 0;
+done:
+	for (int i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	free(e);
+	if (rc < 0) {
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* "1d,3d,7d" (the form stored by string_to_array). */
+static void retry_csv(const struct plan *p, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < p->nretry && used < len; i++) {
+		char d[16];
+
+		cal_format_duration(p->retry[i], d, sizeof(d));
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? "," : "", d);
+	}
+}
+
+/* SHA-256 (hex) of the plan's terms, one per line (names hold no control
+ * characters): formatting and comments in the file make no new version. */
+static void checksum(const struct plan *p, const char *retry, char out[65])
+{
+	char text[512];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	int len =
+	    snprintf(text, sizeof(text), "%s\n%s\n%lld\nCAD\n%s\n%d\n%d\n%d\n%s\n%s\n", p->code,
+	             p->name, (long long)p->amount, cal_unit_name(p->interval), p->interval_count,
+	             p->trial_days, p->cycles, retry, plans_exhausted_name(p->on_exhausted));
+
+	EVP_Digest(text, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
+	for (unsigned int i = 0; i < mdlen && i < 32; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+/* Inserts p as a new version unless its latest version has the same terms. */
+static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, size_t errlen)
+{
+	char sum[65], retry[PLAN_MAX_RETRY * 8], version[16], amount[24], count[16], trial[16],
+	    cycles[16];
+	const char *q[1] = {p->code};
+	PGresult *r;
+	int latest = 0, same = 0;
+
+	retry_csv(p, retry, sizeof(retry));
+	checksum(p, retry, sum);
+	r = db_query(c,
+	             "SELECT version, checksum FROM plans WHERE code = $1 "
+	             "ORDER BY version DESC LIMIT 1",
+	             1, q, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r)) {
+		latest = (int)db_i64(r, 0, 0);
+		same = strcmp(db_str(r, 0, 1), sum) == 0;
+	}
+	PQclear(r);
+	if (same)
+		return 0;
+	snprintf(version, sizeof(version), "%d", latest + 1);
+	snprintf(amount, sizeof(amount), "%lld", (long long)p->amount);
+	snprintf(count, sizeof(count), "%d", p->interval_count);
+	snprintf(trial, sizeof(trial), "%d", p->trial_days);
+	snprintf(cycles, sizeof(cycles), "%d", p->cycles);
+	{
+		const char *v[] = {p->code,
+		                   version,
+		                   p->name,
+		                   amount,
+		                   cal_unit_name(p->interval),
+		                   count,
+		                   trial,
+		                   p->cycles ? cycles : NULL,
+		                   retry,
+		                   plans_exhausted_name(p->on_exhausted),
+		                   sum};
+
+		if (db_exec(
+		        c,
+		        "INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
+		        " interval_count, trial_days, cycles, retry_schedule, on_exhausted,"
+		        " checksum) VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8,"
+		        " string_to_array($9, ','), $10, $11)",
+		        11, v, err, errlen) < 0)
+			return -1;
+	}
+	(*created)++;
+	return 0;
+}
+
+int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, size_t errlen)
+{
+	char e[512];
+
+	*created = 0;
+	if (db_begin(c, err, errlen) < 0)
+		return -1;
+	/* Serialises concurrent syncs (several billingd starting at once), which
+	 * would otherwise race for the same next version number. */
+	if (db_exec(c, "SELECT pg_advisory_xact_lock(7283640012)", 0, NULL, err, errlen) < 0)
+		goto fail;
+	for (int i = 0; i < n; i++) {
+		if (sync_one(c, &p[i], created, e, sizeof(e)) < 0) {
+			snprintf(err, errlen, "plan '%s': %s", p[i].code, e);
+			goto fail;
+		}
+	}
+	if (db_commit(c, err, errlen) == 0)
+		return 0;
+fail:
+	db_rollback(c);
+	*created = 0;
+	return -1;
+}
+
+int plans_sync_dir(PGconn *c, const char *dir, int *loaded, int *created, char *err, size_t errlen)
+{
+	struct plan *p;
+	int rc;
+
+	*loaded = *created = 0;
+	if (plans_load_dir(dir, &p, loaded, err, errlen) < 0)
+		return -1;
+	rc = plans_sync(c, p, *loaded, created, err, errlen);
+	free(p);
+	return rc;
+}
+
+#define PLAN_COLUMNS                                                                               \
+	"SELECT id, version, code, name, amount_cents, interval, interval_count, trial_days,"      \
+	" coalesce(cycles, 0), array_to_string(retry_schedule, ','), on_exhausted FROM plans "
+
+static int row_to_plan(const PGresult *r, int row, struct plan *p, char *err, size_t errlen)
+{
+	char retry[256], *tok, *save = NULL;
+
+	memset(p, 0, sizeof(*p));
+	p->id = db_i64(r, row, 0);
+	p->version = (int)db_i64(r, row, 1);
+	snprintf(p->code, sizeof(p->code), "%s", db_str(r, row, 2));
+	snprintf(p->name, sizeof(p->name), "%s", db_str(r, row, 3));
+	p->amount = db_i64(r, row, 4);
+	p->interval_count = (int)db_i64(r, row, 6);
+	p->trial_days = (int)db_i64(r, row, 7);
+	p->cycles = (int)db_i64(r, row, 8);
+	snprintf(retry, sizeof(retry), "%s", db_str(r, row, 9));
+	for (tok = strtok_r(retry, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (p->nretry == PLAN_MAX_RETRY ||
+		    cal_parse_duration(tok, &p->retry[p->nretry++]) < 0)
+			goto bad;
+	if (cal_unit_parse(db_str(r, row, 5), &p->interval) < 0 ||
+	    exhausted_parse(db_str(r, row, 10), &p->on_exhausted) < 0)
+		goto bad;
+	return 0;
+bad:
+	snprintf(err, errlen, "plan id %lld: unreadable row in the plans table", (long long)p->id);
+	return -1;
+}
+
+/* Runs a PLAN_COLUMNS query; *out malloc'd (NULL when no rows). */
+static int query_plans(PGconn *c, const char *sql, const char *param, struct plan **out, int *n,
+                       char *err, size_t errlen)
+{
+	const char *q[1] = {param};
+	PGresult *r = db_query(c, sql, param ? 1 : 0, q, err, errlen);
+	int rows, rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!r)
+		return -1;
+	rows = PQntuples(r);
+	if (rows && !(*out = calloc((size_t)rows, sizeof(**out)))) {
+		snprintf(err, errlen, "plans: out of memory");
+		rc = -1;
+	}
+	for (int i = 0; rc == 0 && i < rows; i++)
+		rc = row_to_plan(r, i, &(*out)[i], err, errlen);
+	PQclear(r);
+	if (rc < 0) {
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	*n = rows;
+	return 0;
+}
+
+/* The single plan a query selects, or -1 with unknown as the error. */
+static int query_one(PGconn *c, const char *sql, const char *param, struct plan *p,
+                     const char *unknown, char *err, size_t errlen)
+{
+	struct plan *rows;
+	int n;
+
+	if (query_plans(c, sql, param, &rows, &n, err, errlen) < 0)
+		return -1;
+	if (n == 0) {
+		snprintf(err, errlen, "%s", unknown);
+		return -1;
+	}
+	*p = rows[0];
+	free(rows);
+	return 0;
+}
+
+int plans_get(PGconn *c, int64_t id, struct plan *p, char *err, size_t errlen)
+{
+	char param[24], unknown[64];
+
+	snprintf(param, sizeof(param), "%lld", (long long)id);
+	snprintf(unknown, sizeof(unknown), "unknown plan id %lld", (long long)id);
+	return query_one(c, PLAN_COLUMNS "WHERE id = $1", param, p, unknown, err, errlen);
+}
+
+int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, size_t errlen)
+{
+	char unknown[128];
+
+	snprintf(unknown, sizeof(unknown), "unknown plan '%.60s'", code);
+	return query_one(c, PLAN_COLUMNS "WHERE code = $1 ORDER BY version DESC LIMIT 1", code, p,
+	                 unknown, err, errlen);
+}
+
+int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen)
+{
+	return query_plans(c,
+	                   PLAN_COLUMNS
+	                   "p WHERE NOT EXISTS (SELECT 1 FROM plans w"
+	                   " WHERE w.code = p.code AND w.version > p.version) ORDER BY code",
+	                   NULL, out, n, err, errlen);
+}
+
+const char *plans_exhausted_name(enum plan_exhausted e)
+{
+	return e >= PLAN_PAST_DUE && e <= PLAN_PAUSE ? exhausted_names[e] : "?";
+}
+
+int64_t plans_anchor(int64_t start, int trial_days)
+{
+	struct cal_duration d = {trial_days, 'd'};
+
+	return trial_days > 0 ? cal_add(start, d) : start;
+}
+
+int64_t plans_period_start(const struct plan *p, int64_t anchor, int n)
+{
+	return cal_period_start(anchor, p->interval, p->interval_count, n);
+}
+
+int plans_has_period(const struct plan *p, int n)
+{
+	return p->cycles == 0 || n < p->cycles;
+}
+
+int plans_retry_at(const struct plan *p, int failures, int64_t failed_at, int64_t *at)
+{
+	if (failures < 1 || failures > p->nretry)
+		return 0;
+	*at = cal_add(failed_at, p->retry[failures - 1]);
+	return 1;
+}

@@ -1,0 +1,77 @@
+/* plans.h: plan files (plans/<code>.yaml) loaded, validated and synced into
+ * versioned rows of the plans table; the plan-level rules of the billing
+ * calendar (trial, fixed cycles, retry schedule). */
+#ifndef PLANS_H
+#define PLANS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "calendar.h"
+
+#define PLAN_MAX_RETRY 16
+
+enum plan_exhausted { PLAN_PAST_DUE, PLAN_CANCEL, PLAN_PAUSE };
+
+struct plan {
+	int64_t id;  /* row id; 0 for a plan loaded from a file */
+	int version; /* 0 for a plan loaded from a file */
+	char code[41];
+	char name[128];
+	int64_t amount; /* cents, CAD */
+	enum cal_unit interval;
+	int interval_count;
+	int trial_days;
+	int cycles; /* number of payments; 0 = until cancelled */
+	int nretry;
+	struct cal_duration retry[PLAN_MAX_RETRY]; /* delays after each failed attempt */
+	enum plan_exhausted on_exhausted;
+};
+
+/* Loads and validates one plan file; its name must be <code>.yaml. On error
+ * returns -1 with one line such as
+ * "plans/monthly.yaml:4: amount: must be a positive integer (cents)". */
+int plans_load_file(const char *path, struct plan *p, char *err, size_t errlen);
+
+/* Loads every *.yaml of dir, sorted by code; a code defined by two files is
+ * refused naming both. *out is malloc'd (caller free()s); 0 / -1. */
+int plans_load_dir(const char *dir, struct plan **out, int *n, char *err, size_t errlen);
+
+/* Stores the plans in one transaction: a plan whose content differs from its
+ * latest version gets a new version row, an unchanged one nothing. *created:
+ * the number of new rows. 0 / -1. */
+int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, size_t errlen);
+
+/* plans_load_dir then plans_sync: what `billctl plans sync` and billingd (at
+ * start and on SIGHUP) do. *loaded: plans found in dir. 0 / -1. */
+int plans_sync_dir(PGconn *c, const char *dir, int *loaded, int *created, char *err, size_t errlen);
+
+/* The plan row with this id; -1 "unknown plan id 7". */
+int plans_get(PGconn *c, int64_t id, struct plan *p, char *err, size_t errlen);
+/* The latest version of code; -1 "unknown plan 'x'". */
+int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, size_t errlen);
+/* The latest version of every plan, sorted by code; *out is malloc'd (caller
+ * free()s, NULL when there is none). 0 / -1. */
+int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen);
+
+/* "past_due" "cancel" "pause". */
+const char *plans_exhausted_name(enum plan_exhausted e);
+
+/* Where period 0 of a subscription started at start begins: trial_days local
+ * days later (the plan's trial_days unless the subscriber chose otherwise). */
+int64_t plans_anchor(int64_t start, int trial_days);
+
+/* Start of paid period n (n >= 0), counted from the anchor. */
+int64_t plans_period_start(const struct plan *p, int64_t anchor, int n);
+
+/* 1 when period n is to be paid, 0 when a fixed-cycles plan has ended before
+ * it (the subscription ends at plans_period_start(p, anchor, p->cycles)). */
+int plans_has_period(const struct plan *p, int n);
+
+/* After the failures-th failed attempt of a period (failures >= 1) at
+ * failed_at: 1 with *at = failed_at + the schedule's delay for that attempt,
+ * or 0 when the schedule is exhausted (apply p->on_exhausted). */
+int plans_retry_at(const struct plan *p, int failures, int64_t failed_at, int64_t *at);
+
+#endif

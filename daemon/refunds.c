@@ -1,0 +1,309 @@
+/* refunds.c: the ledger side of refunds and voids.
+ *
+ * Same rule as charges: the refund row (with its mchRefundNo, derived from our
+ * own id so that reconciliation can always find it) is committed before any
+ * byte goes to the gateway, and the outcome is recorded after. The database
+ * refuses refunds beyond the charge (migrations/0001_initial.sql); the checks
+ * here only turn that into a clear message before anything is sent. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "db.h"
+#include "refunds.h"
+
+#define ROW_SQL                                                                                    \
+	"SELECT r.id, r.mch_refund_no, r.kind, r.charge_id, c.pay_order_id, r.amount_cents, "      \
+	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "           \
+	"r.updated_at < now() - make_interval(secs => $2) "                                        \
+	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
+
+/* Reads the refund; *stale (may be NULL) says whether it was last updated
+ * longer than REFUNDS_IN_FLIGHT_SECONDS ago. */
+static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char *err, size_t errlen)
+{
+	char ids[24], secs[16];
+	const char *p[2] = {ids, secs};
+	PGresult *r;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	snprintf(secs, sizeof(secs), "%d", REFUNDS_IN_FLIGHT_SECONDS);
+	r = db_query(c, ROW_SQL, 2, p, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		snprintf(err, errlen, "no refund with id %s", ids);
+		PQclear(r);
+		return -1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->id = db_i64(r, 0, 0);
+	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, 1));
+	out->is_void = strcmp(db_str(r, 0, 2), "void") == 0;
+	out->charge_id = db_i64(r, 0, 3);
+	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s", db_str(r, 0, 4));
+	out->amount_cents = db_i64(r, 0, 5);
+	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, 6));
+	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s", db_str(r, 0, 7));
+	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, 8));
+	out->created_at = db_i64(r, 0, 9);
+	if (stale)
+		*stale = strcmp(db_str(r, 0, 10), "t") == 0;
+	PQclear(r);
+	return 0;
+}
+
+int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen)
+{
+	return load(c, refund_id, out, NULL, err, errlen);
+}
+
+/* Moves the refund from one of the states in `from` (a SQL array literal) to
+ * state, and reloads it into out. */
+static int record(PGconn *c, struct refund_row *out, const char *from, const char *state,
+                  const char *pay_order_id, const char *ret_msg, char *err, size_t errlen)
+{
+	char ids[24];
+	const char *p[5] = {ids, from, state, pay_order_id, ret_msg};
+
+	snprintf(ids, sizeof(ids), "%" PRId64, out->id);
+	if (db_exec(c,
+	            "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
+	            "pay_order_id), ret_msg = $5 WHERE id = $1 AND state = ANY ($2::text[])",
+	            5, p, err, errlen) < 0)
+		return -1;
+	return load(c, out->id, out, NULL, err, errlen);
+}
+
+static enum gw_outcome outcome_of(const char *state)
+{
+	if (strcmp(state, "succeeded") == 0)
+		return GW_SUCCESS;
+	return strcmp(state, "failed") == 0 ? GW_FAIL : GW_UNKNOWN;
+}
+
+/* In the open transaction: locks the charge (so that concurrent requests for
+ * it queue here) and checks the request against what remains. Sets
+ * *charge_id and, for a void or amount 0, *amount. */
+static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_t *amount,
+                        int64_t *charge_id, char *err, size_t errlen)
+{
+	const char *p[1] = {pay_order_id};
+	char ids[24];
+	const char *q[1] = {ids};
+	PGresult *r;
+	int64_t charged, taken;
+
+	r = db_query(c,
+	             "SELECT id, amount_cents, state FROM charges WHERE pay_order_id = $1 FOR "
+	             "UPDATE",
+	             1, p, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0 || strcmp(db_str(r, 0, 2), "succeeded") != 0) {
+		snprintf(err, errlen, "no succeeded charge with payOrderId %s%s%s", pay_order_id,
+		         PQntuples(r) ? ": it is " : "", PQntuples(r) ? db_str(r, 0, 2) : "");
+		PQclear(r);
+		return -1;
+	}
+	*charge_id = db_i64(r, 0, 0);
+	charged = db_i64(r, 0, 1);
+	PQclear(r);
+	/* A statement of its own: its snapshot is taken after the lock. */
+	snprintf(ids, sizeof(ids), "%" PRId64, *charge_id);
+	r = db_query(c,
+	             "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE charge_id = $1 AND "
+	             "state <> 'failed'",
+	             1, q, err, errlen);
+	if (!r)
+		return -1;
+	taken = db_i64(r, 0, 0);
+	PQclear(r);
+	if (is_void && taken > 0) {
+		snprintf(err, errlen,
+		         "cannot void %s: %" PRId64 " cents of it are refunded or in doubt",
+		         pay_order_id, taken);
+		return -1;
+	}
+	if (is_void || *amount == 0)
+		*amount = charged - taken;
+	if (*amount <= 0) {
+		snprintf(err, errlen, "nothing remains to refund on %s (%" PRId64 " cents charged)",
+		         pay_order_id, charged);
+		return -1;
+	}
+	if (*amount > charged - taken) {
+		snprintf(err, errlen,
+		         "refund of %" PRId64 " cents exceeds the %" PRId64
+		         " cents remaining on %s",
+		         *amount, charged - taken, pay_order_id);
+		return -1;
+	}
+	return 0;
+}
+
+/* Checks the request and commits the refund row ('pending'). */
+static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
+                         int64_t amount, struct refund_row *out, char *err, size_t errlen)
+{
+	char charge[24], amt[24];
+	const char *p[4] = {order_prefix, is_void ? "void" : "refund", charge, amt};
+	int64_t charge_id;
+	PGresult *r;
+
+	if (db_begin(c, err, errlen) < 0)
+		return -1;
+	if (check_charge(c, pay_order_id, is_void, &amount, &charge_id, err, errlen) < 0) {
+		db_rollback(c);
+		return -1;
+	}
+	snprintf(charge, sizeof(charge), "%" PRId64, charge_id);
+	snprintf(amt, sizeof(amt), "%" PRId64, amount);
+	r = db_query(c,
+	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
+	             "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
+	             "SELECT id, $1::text || 'R' || id, $2, $3, $4 FROM n RETURNING id",
+	             4, p, err, errlen);
+	if (!r) {
+		db_rollback(c);
+		return -1;
+	}
+	out->id = db_i64(r, 0, 0);
+	PQclear(r);
+	if (db_commit(c, err, errlen) < 0) {
+		db_rollback(c);
+		return -1;
+	}
+	return load(c, out->id, out, NULL, err, errlen);
+}
+
+int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
+                    const char *pay_order_id, int is_void, int64_t amount, struct refund_row *out,
+                    char *err, size_t errlen)
+{
+	struct gw_request req;
+	struct gw_result res;
+	enum gw_outcome o;
+	const char *state;
+	char why[256];
+
+	memset(out, 0, sizeof(*out));
+	if (amount < 0 || (is_void && amount != 0)) {
+		snprintf(err, errlen, "%s amount must be %s", is_void ? "a void's" : "a refund's",
+		         is_void ? "left out (it takes the whole charge)" : "positive");
+		return -1;
+	}
+	/* prefix + "R" + a bigint fits mchRefundNo's String(30). */
+	if (strlen(order_prefix) > 8) {
+		snprintf(err, errlen, "order prefix %s is longer than 8 characters", order_prefix);
+		return -1;
+	}
+	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, out, err, errlen) < 0)
+		return -1;
+
+	memset(&req, 0, sizeof(req));
+	req.call = is_void ? GW_VOID : GW_REFUND;
+	req.mch_refund_no = out->mch_refund_no;
+	req.pay_order_id = pay_order_id;
+	req.amount = (long)out->amount_cents;
+	o = gw_call(gw, &req, &res);
+
+	if (o == GW_SUCCESS) {
+		state = "succeeded";
+		snprintf(why, sizeof(why), "%s", res.ret_msg);
+	} else if (o == GW_FAIL || o == GW_INVALID) {
+		/* INVALID: refused before sending, so it certainly did not happen. */
+		state = "failed";
+		snprintf(why, sizeof(why), "%s", o == GW_FAIL ? res.ret_msg : res.detail);
+	} else {
+		state = "unknown";
+		snprintf(why, sizeof(why), "%s", res.detail);
+	}
+	if (record(c, out, "{pending}", state, res.has_order ? res.order.pay_order_id : "", why,
+	           err, errlen) < 0) {
+		char dberr[256];
+
+		snprintf(dberr, sizeof(dberr), "%s", err);
+		snprintf(err, errlen,
+		         "%s %s: the gateway answered %s but recording it failed (%s): it stays "
+		         "pending until billctl reconcile resolves it",
+		         is_void ? "void" : "refund", out->mch_refund_no, gw_outcome_name(o),
+		         dberr);
+		return GW_UNKNOWN;
+	}
+	if (o == GW_INVALID) {
+		snprintf(err, errlen, "%s %s not sent: %s", is_void ? "void" : "refund",
+		         out->mch_refund_no, why);
+		return -1;
+	}
+	if (o == GW_FAIL)
+		snprintf(err, errlen, "%s %s refused by the gateway: %s",
+		         is_void ? "void" : "refund", out->mch_refund_no, why);
+	else if (o == GW_UNKNOWN)
+		snprintf(err, errlen,
+		         "%s %s outcome unknown (%s): it counts against the charge until "
+		         "billctl reconcile resolves it",
+		         is_void ? "void" : "refund", out->mch_refund_no, why);
+	return o;
+}
+
+int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct refund_row *out,
+                    char *err, size_t errlen)
+{
+	struct gw_request req;
+	struct gw_result res;
+	int stale;
+	char why[300];
+	const struct gw_order *o = &res.order;
+
+	if (load(c, refund_id, out, &stale, err, errlen) < 0)
+		return -1;
+	if (strcmp(out->state, "succeeded") == 0 || strcmp(out->state, "failed") == 0)
+		return outcome_of(out->state);
+	if (strcmp(out->state, "pending") == 0 && !stale) {
+		snprintf(err, errlen,
+		         "refund %s may still be on its way to the gateway: try again later",
+		         out->mch_refund_no);
+		return -1;
+	}
+
+	memset(&req, 0, sizeof(req));
+	req.call = GW_QUERY;
+	req.mch_order_no = out->mch_refund_no;
+	switch (gw_call(gw, &req, &res)) {
+	case GW_SUCCESS:
+		if (!res.has_order || (o->status != 2 && o->status != 3)) {
+			snprintf(why, sizeof(why), "cc_query: order status %d",
+			         res.has_order ? o->status : -1);
+			break;
+		}
+		/* Found under our number but not of this charge or amount: a human
+		 * must look, so nothing changes. */
+		if ((o->original_order_id[0] &&
+		     strcmp(o->original_order_id, out->charge_pay_order_id) != 0) ||
+		    (o->amount >= 0 && o->amount != out->amount_cents)) {
+			snprintf(
+			    err, errlen,
+			    "refund %s: the gateway's order %s (of %s, %ld cents) does not match "
+			    "ours (of %s, %" PRId64 " cents)",
+			    out->mch_refund_no, o->pay_order_id, o->original_order_id, o->amount,
+			    out->charge_pay_order_id, out->amount_cents);
+			return -1;
+		}
+		if (record(c, out, "{pending,unknown}", "succeeded", o->pay_order_id, res.ret_msg,
+		           err, errlen) < 0)
+			return -1;
+		return outcome_of(out->state);
+	case GW_FAIL:
+		snprintf(why, sizeof(why), "not at the gateway: %s", res.ret_msg);
+		if (record(c, out, "{pending,unknown}", "failed", "", why, err, errlen) < 0)
+			return -1;
+		return outcome_of(out->state);
+	default:
+		snprintf(why, sizeof(why), "cc_query: %s", res.detail);
+		break;
+	}
+	if (record(c, out, "{pending,unknown}", "unknown", "", why, err, errlen) < 0)
+		return -1;
+	return outcome_of(out->state);
+}

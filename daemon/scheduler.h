@@ -1,0 +1,62 @@
+/* scheduler.h: the charge protocol (PRODUCT.md "The charge protocol"): claim
+ * what is due, commit the intent, send, record the outcome with the
+ * subscription's advance or dunning step; resolve unknowns with cc_query. */
+#ifndef SCHEDULER_H
+#define SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "config.h"
+#include "gateway.h"
+
+struct sched;
+
+struct sched_stats {
+	long claimed;   /* charge attempts sent */
+	long succeeded; /* charges proven paid (sent now, or resolved) */
+	long declined;  /* definite failures that stepped dunning */
+	long unknown;   /* outcomes left unknown (resolved in a later pass) */
+	long absent;    /* unknowns proven absent at the gateway: retried */
+	long bindings;  /* enrolment and binding checks made */
+};
+
+/* Borrows cfg, db and gw; owner names this process in leases and logs. */
+struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw, const char *owner);
+void sched_free(struct sched *s);
+/* After a reconnect. */
+void sched_set_db(struct sched *s, PGconn *db);
+/* Stop claiming new work; requests in flight are finished (or left for
+ * reconciliation if the process dies). Safe from a signal handler. */
+void sched_stop(struct sched *s);
+
+/* One pass at time now: period boundaries (cancel at period end, plan
+ * changes), unknown and abandoned charges resolved, everything due charged,
+ * enrolments and bindings checked. 0, or -1 with err (database trouble). */
+int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
+
+/* billctl charge: makes the subscription due now and charges it through the
+ * same protocol. Returns the outcome: GW_SUCCESS, GW_FAIL (declined) or
+ * GW_UNKNOWN (recorded, resolved by a later pass), or GW_INVALID when nothing
+ * was sent, with err saying why. */
+int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
+		     size_t len, char *err, size_t errlen);
+
+/* The billing rules, apart for unit tests: how a subscription moves after
+ * an attempt's result. */
+enum sched_result { SR_SUCCEEDED, SR_DECLINED, SR_BUSY, SR_ABSENT, SR_UNKNOWN };
+struct sched_sub {
+	int64_t anchor;
+	int anchor_period;
+	int period;
+	int cycles_done;
+	int attempts;
+	char state[12];
+	int64_t next_charge_at; /* 0: none */
+	int64_t period_start, period_end;
+};
+struct plan;
+void sched_apply(const struct plan *p, struct sched_sub *ss, enum sched_result r, int64_t now);
+
+#endif

@@ -1,0 +1,242 @@
+/* test_config: billing.yaml loading: defaults, env overrides, and each kind of
+ * bad configuration with its one error line, through cfg_load and through
+ * `billingd --check-config` (exit 2). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "support.h"
+
+static char dir[] = "/tmp/billing-cfg.XXXXXX";
+static char keypath[512], emptyplans[512];
+
+static const char *write_yaml(const char *body)
+{
+	static char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/billing.yaml", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(body, f);
+	fclose(f);
+	return path;
+}
+
+/* A valid file with `extra` spliced in after the gateway section. */
+static const char *yaml_with(const char *gateway_extra, const char *tail)
+{
+	static char body[4096];
+
+	snprintf(body, sizeof(body),
+		 "gateway:\n"
+		 "  mch_id: \"10000701\"\n"
+		 "  job_no: jack123\n"
+		 "  merchant_key_file: %s\n"
+		 "%s"
+		 "database:\n"
+		 "  url: postgresql://u@127.0.0.1:1/x\n"
+		 "plans_dir: %s\n"
+		 "%s",
+		 keypath, gateway_extra, emptyplans, tail);
+	return write_yaml(body);
+}
+
+static int load(const char *path, char *err, size_t len)
+{
+	struct cfg c;
+	return cfg_load(&c, path, err, len);
+}
+
+static void expect_error(const char *path, const char *want)
+{
+	char err[512] = "";
+
+	assert_int_equal(load(path, err, sizeof(err)), -1);
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not contain '%s'", err, want);
+	assert_null(strchr(err, '\n'));
+}
+
+static int setup(void **state)
+{
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(keypath, sizeof(keypath), "%s/merchant.key", dir);
+	f = fopen(keypath, "w");
+	fputs("SECRETKEY42\n", f);
+	fclose(f);
+	chmod(keypath, 0600);
+	snprintf(emptyplans, sizeof(emptyplans), "%s/plans", dir);
+	mkdir(emptyplans, 0755);
+	unsetenv("DATABASE_URL");
+	unsetenv("IOTPAY_MERCHANT_KEY");
+	return 0;
+}
+
+static void test_defaults_and_values(void **state)
+{
+	struct cfg c;
+	char err[512];
+
+	(void)state;
+	assert_int_equal(cfg_load(&c, yaml_with("  timeout_ms: 2500\n", ""), err, sizeof(err)),
+			 0);
+	assert_string_equal(c.gateway.base_url, "https://api.iotpaycloud.com/v2");
+	assert_string_equal(c.gateway.mch_id, "10000701");
+	assert_string_equal(c.gateway.merchant_key, "SECRETKEY42");
+	assert_int_equal(c.gateway.timeout_ms, 2500);
+	assert_int_equal(c.gateway.max_in_flight, 64);
+	assert_string_equal(c.order_prefix, "BD");
+	assert_string_equal(c.listen_address, "127.0.0.1:8080");
+	assert_string_equal(c.database_url, "postgresql://u@127.0.0.1:1/x");
+}
+
+static void test_env_overrides(void **state)
+{
+	struct cfg c;
+	char err[512];
+
+	(void)state;
+	setenv("DATABASE_URL", "postgresql:///fromenv", 1);
+	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
+	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
+	assert_string_equal(c.database_url, "postgresql:///fromenv");
+	assert_string_equal(c.gateway.merchant_key, "ENVKEY");
+	unsetenv("DATABASE_URL");
+	unsetenv("IOTPAY_MERCHANT_KEY");
+}
+
+/* The documented example is a valid configuration. */
+static void test_example_loads(void **state)
+{
+	struct cfg c;
+	char err[512];
+
+	(void)state;
+	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
+	assert_int_equal(cfg_load(&c, "billing.yaml.example", err, sizeof(err)), 0);
+	unsetenv("IOTPAY_MERCHANT_KEY");
+	assert_string_equal(c.plans_dir, "plans");
+	assert_int_equal(c.enrolment_expiry_hours, 72);
+}
+
+static void test_unknown_key(void **state)
+{
+	(void)state;
+	expect_error(yaml_with("  timeout: 5\n", ""), "billing.yaml:5: gateway.timeout: unknown key");
+	expect_error(yaml_with("", "colour: blue\n"), "billing.yaml:8: colour: unknown key");
+	expect_error(yaml_with("", "logging:\n  level: 1\n"), "logging: unknown section");
+}
+
+static void test_wrong_type(void **state)
+{
+	(void)state;
+	expect_error(yaml_with("  timeout_ms: soon\n", ""),
+		     "billing.yaml:5: gateway.timeout_ms: expected an integer");
+	expect_error(yaml_with("  max_in_flight: 0\n", ""),
+		     "billing.yaml:5: gateway.max_in_flight: must be between 1 and 1024");
+	expect_error(yaml_with("  base_url: [a, b]\n", ""),
+		     "billing.yaml:5: gateway.base_url: expected a string");
+	expect_error(yaml_with("  base_url: ftp://x\n", ""), "expected an http:// or https:// URL");
+	expect_error(yaml_with("", "billing:\n  order_prefix: AB-1\n"),
+		     "billing.order_prefix: 1 to 8 letters or digits");
+	expect_error(yaml_with("", "billing:\n  timezone: Mars/Olympus\n"),
+		     "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
+}
+
+static void test_missing_required(void **state)
+{
+	char body[1024];
+
+	(void)state;
+	snprintf(body, sizeof(body),
+		 "gateway:\n  job_no: j\n  merchant_key_file: %s\ndatabase:\n  url: x\n", keypath);
+	expect_error(write_yaml(body), "gateway.mch_id: required");
+	snprintf(body, sizeof(body), "gateway:\n  mch_id: \"1\"\n  job_no: j\ndatabase:\n  url: x\n");
+	expect_error(write_yaml(body), "gateway.merchant_key_file: required");
+	snprintf(body, sizeof(body),
+		 "gateway:\n  mch_id: \"1\"\n  job_no: j\n  merchant_key_file: %s\n", keypath);
+	expect_error(write_yaml(body), "database.url: required");
+}
+
+static void test_malformed_yaml(void **state)
+{
+	(void)state;
+	expect_error(write_yaml("gateway:\n  mch_id: \"1\n  job_no: [\n"), "billing.yaml:");
+	expect_error(write_yaml("- a\n- b\n"), "billing.yaml:1: expected a mapping of sections");
+}
+
+static void test_key_file_permissions(void **state)
+{
+	char err[512] = "";
+
+	(void)state;
+	chmod(keypath, 0640);
+	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "readable by group or others"));
+	assert_null(strstr(err, "SECRETKEY42"));
+	chmod(keypath, 0604);
+	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), -1);
+	chmod(keypath, 0600);
+	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), 0);
+}
+
+/* Runs billingd -c path --check-config; returns its exit status and stderr. */
+static int check_config(const char *path, char *out, size_t len)
+{
+	char cmd[1024];
+	FILE *p;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s -c %s --check-config 2>&1", ts_bin("billingd"), path);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_billingd_check_config(void **state)
+{
+	char out[1024];
+
+	(void)state;
+	assert_int_equal(check_config(yaml_with("", ""), out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "configuration ok"));
+	assert_int_equal(check_config(yaml_with("  timeout_ms: soon\n", ""), out, sizeof(out)), 2);
+	assert_non_null(strstr(out, "billing.yaml:5: gateway.timeout_ms: expected an integer\n"));
+	/* one line */
+	assert_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : "more than one line");
+	assert_int_equal(check_config("/nonexistent/billing.yaml", out, sizeof(out)), 2);
+	assert_non_null(strstr(out, "/nonexistent/billing.yaml: No such file"));
+	assert_null(strstr(out, "SECRETKEY42"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_and_values),
+		cmocka_unit_test(test_env_overrides),
+		cmocka_unit_test(test_example_loads),
+		cmocka_unit_test(test_unknown_key),
+		cmocka_unit_test(test_wrong_type),
+		cmocka_unit_test(test_missing_required),
+		cmocka_unit_test(test_malformed_yaml),
+		cmocka_unit_test(test_key_file_permissions),
+		cmocka_unit_test(test_billingd_check_config),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -1,0 +1,355 @@
+/* test_scheduler: the charge protocol in-process against the real PostgreSQL
+ * and the fake gateway: simulated years (clean, and with 5% of every fault
+ * and the gateway charging again on duplicate order numbers), dunning,
+ * binding declines, unknown outcomes resolved before any new attempt. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "calendar.h"
+#include "db.h"
+#include "gateway.h"
+#include "plans.h"
+#include "scheduler.h"
+#include "support.h"
+
+#define DAY 86400L
+#define HOUR 3600L
+
+struct env {
+	struct ts_fakegw fake;
+	struct cfg cfg;
+	PGconn *db;
+	struct gw_client *gw;
+	struct sched *s;
+};
+
+static void env_start(struct env *e, const char *name, const char *fake_args, long timeout_ms)
+{
+	char err[512];
+	const char *url;
+
+	ts_fakegw_start(&e->fake, fake_args);
+	url = ts_db_new(name);
+	ts_cfg(&e->cfg, url, &e->fake);
+	e->cfg.gateway.timeout_ms = timeout_ms;
+	assert_int_equal(cfg_apply_timezone(&e->cfg, err, sizeof(err)), 0);
+	e->db = ts_db_connect(url);
+	e->gw = gw_client_new(&e->cfg.gateway, err, sizeof(err));
+	assert_non_null(e->gw);
+	e->s = sched_new(&e->cfg, e->db, e->gw, "test-scheduler");
+	assert_non_null(e->s);
+	ts_sync_plans(e->db);
+}
+
+static void env_stop(struct env *e)
+{
+	sched_free(e->s);
+	gw_client_free(e->gw);
+	PQfinish(e->db);
+	ts_fakegw_stop(&e->fake);
+}
+
+static void pass(struct env *e, long now)
+{
+	char err[512];
+	struct sched_stats st = {0};
+
+	if (sched_pass(e->s, now, &st, err, sizeof(err)) < 0)
+		fail_msg("sched_pass: %s", err);
+}
+
+static long at(const char *iso)
+{
+	int64_t t;
+	char err[256];
+
+	if (cal_parse_time(iso, &t, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	return (long)t;
+}
+
+/* How many periods of subscription row i (anchor, plan) start at or before
+ * t: what must have been charged. */
+static int periods_due(const struct plan *p, long anchor, long t)
+{
+	int n = 0;
+
+	while (cal_period_start(anchor, p->interval, p->interval_count, n) <= t &&
+	       (p->cycles == 0 || n < p->cycles))
+		n++;
+	return n;
+}
+
+/* Every due period charged exactly once, nothing open, and our ledger equal
+ * to the gateway's order by order. */
+static void verify(struct env *e, long last_pass)
+{
+	char err[512];
+	PGresult *r;
+	cJSON *ledger, *orders, *o;
+	long ours = 0, theirs = 0;
+
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state IN "
+					   "('pending', 'unknown')"),
+			 0);
+	/* per subscription: succeeded periods are 0..k-1, k as the calendar says */
+	r = db_query(e->db,
+		     "SELECT s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint,"
+		     "       count(c.id), coalesce(max(c.period), -1), count(DISTINCT c.period)"
+		     "  FROM subscriptions s LEFT JOIN charges c"
+		     "    ON c.subscription_id = s.id AND c.state = 'succeeded'"
+		     " GROUP BY s.id ORDER BY s.id",
+		     0, NULL, err, sizeof(err));
+	assert_non_null(r);
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct plan p;
+		int want;
+
+		assert_int_equal(plans_get(e->db, db_i64(r, i, 1), &p, err, sizeof(err)), 0);
+		want = periods_due(&p, (long)db_i64(r, i, 2), last_pass);
+		if (db_i64(r, i, 3) != want || db_i64(r, i, 5) != want ||
+		    db_i64(r, i, 4) != want - 1)
+			fail_msg("subscription %s (%s): %lld charges for %lld periods, %d due",
+				 db_str(r, i, 0), p.code, (long long)db_i64(r, i, 3),
+				 (long long)db_i64(r, i, 5), want);
+	}
+	PQclear(r);
+
+	/* order by order against the gateway */
+	ledger = ts_fakegw_ledger(&e->fake);
+	orders = cJSON_GetObjectItem(ledger, "orders");
+	cJSON_ArrayForEach(o, orders)
+	{
+		const char *mch = cJSON_GetStringValue(cJSON_GetObjectItem(o, "mchOrderNo"));
+		const char *pay = cJSON_GetStringValue(cJSON_GetObjectItem(o, "payOrderId"));
+		char amount[32];
+		const char *p[3] = {mch, pay, amount};
+
+		if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "payType")), "pay") != 0)
+			continue;
+		theirs++;
+		snprintf(amount, sizeof(amount), "%.0f",
+			 cJSON_GetNumberValue(cJSON_GetObjectItem(o, "amount")));
+		r = db_query(e->db,
+			     "SELECT 1 FROM charges WHERE mch_order_no = $1 AND pay_order_id = $2"
+			     " AND amount_cents = $3::bigint AND state = 'succeeded'",
+			     3, p, err, sizeof(err));
+		assert_non_null(r);
+		if (PQntuples(r) != 1)
+			fail_msg("gateway order %s (%s, %s cents) is not a succeeded charge of ours",
+				 pay, mch, amount);
+		PQclear(r);
+	}
+	cJSON_Delete(ledger);
+	ours = ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'");
+	assert_int_equal(ours, theirs);
+}
+
+static const char *const plan_codes[] = {"monthly", "annual", "weekly", "instalments"};
+
+/* n customers spread over the plans, starting at various days and hours of
+ * January 2026 (month-end anchors included). */
+static void populate(struct env *e, int n)
+{
+	long jan1 = at("2026-01-01");
+
+	for (int i = 0; i < n; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "cust%04d", i);
+		ts_enrol(e->db, e->gw, id, NULL);
+		ts_subscribe(e->db, id, plan_codes[i % 4], jan1 + (i % 31) * DAY + (i % 7) * 3 * HOUR);
+	}
+}
+
+/* Passes every 6 hours through 2026; returns the time of the last pass. */
+static long simulate_year(struct env *e)
+{
+	long t = at("2026-01-01"), end = at("2027-01-01");
+
+	for (; t <= end; t += 6 * HOUR)
+		pass(e, t);
+	return end;
+}
+
+static void test_year_clean(void **state)
+{
+	struct env e;
+	long last;
+
+	(void)state;
+	env_start(&e, "sched_year", NULL, 2000);
+	populate(&e, 1000);
+	last = simulate_year(&e);
+	verify(&e, last);
+	assert_true(ts_db_long(e.db, "SELECT count(*) FROM charges") > 15000);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM subscriptions WHERE state = 'ended'"),
+			 0); /* instalments started in January end in December */
+	env_stop(&e);
+}
+
+static void test_year_with_faults(void **state)
+{
+	static const char *const kinds[] = {"drop_before", "drop_after", "hang_after", "http5xx",
+					    "http429",     "garbage",    "busy",       "latency"};
+	struct env e;
+	long last;
+	char json[256];
+
+	(void)state;
+	env_start(&e, "sched_faults", NULL, 1000);
+	populate(&e, 1000);
+	assert_int_equal(ts_fakegw_post(&e.fake, "faults",
+					"{\"endpoint\":\"*\",\"kind\":\"dup_charge\",\"rate\":1}",
+					NULL),
+			 200);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		snprintf(json, sizeof(json),
+			 "{\"endpoint\":\"*\",\"kind\":\"%s\",\"rate\":0.05,\"ms\":1500}", kinds[i]);
+		assert_int_equal(ts_fakegw_post(&e.fake, "faults", json, NULL), 200);
+	}
+	last = simulate_year(&e);
+	/* Then a healthy gateway: every unknown gets resolved. */
+	assert_int_equal(ts_fakegw_post(&e.fake, "faults", "{\"clear\":true}", NULL), 200);
+	for (int i = 0; i < 10 && ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state IN "
+						   "('pending','unknown')") > 0;
+	     i++)
+		pass(&e, last);
+	verify(&e, last);
+	/* the faults did happen, and were resolved by cc_query */
+	assert_true(ts_db_long(e.db, "SELECT count(*) FROM audit_log WHERE entity = 'charges'"
+				     " AND new_state = 'unknown'") > 100);
+	assert_true(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE attempt > 1") > 10);
+	env_stop(&e);
+}
+
+/* Declines step through the plan's retry schedule, counted from each failed
+ * attempt; success returns the subscription to active. */
+static void test_dunning(void **state)
+{
+	struct env e;
+	long start = at("2026-03-02T09:00:00-05:00"), sub;
+	char q[128];
+
+	(void)state;
+	env_start(&e, "sched_dunning", NULL, 2000);
+	ts_enrol(e.db, e.gw, "dun1", NULL);
+	sub = ts_subscribe(e.db, "dun1", "weekly", start); /* retry [12h, 1d], then pause */
+	assert_int_equal(ts_fakegw_post(&e.fake, "decline",
+					"{\"customerId\":\"dun1\",\"count\":2}", NULL),
+			 200);
+	pass(&e, start);
+	snprintf(q, sizeof(q), "SELECT extract(epoch FROM next_charge_at)::bigint FROM subscriptions WHERE id = %ld", sub);
+	assert_int_equal(ts_db_long(e.db, q), start + 12 * HOUR);
+	pass(&e, start + 12 * HOUR);
+	/* second decline: 1 day after that attempt */
+	assert_int_equal(ts_db_long(e.db, q), start + 12 * HOUR + DAY);
+	pass(&e, start + 12 * HOUR + DAY);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM subscriptions WHERE state = 'active'"
+					  " AND period = 1 AND attempts = 0"),
+			 1);
+	/* the next period is a week after the anchor, not after the late payment */
+	assert_int_equal(ts_db_long(e.db, q), start + 7 * DAY);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state = 'failed'"), 2);
+
+	/* Exhausted: three declines on the weekly plan pause the subscription. */
+	assert_int_equal(ts_fakegw_post(&e.fake, "decline",
+					"{\"customerId\":\"dun1\",\"count\":3}", NULL),
+			 200);
+	pass(&e, start + 7 * DAY);
+	pass(&e, start + 7 * DAY + 12 * HOUR);
+	pass(&e, start + 8 * DAY + 12 * HOUR);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM subscriptions WHERE state = 'paused'"
+					  " AND next_charge_at IS NULL"),
+			 1);
+	pass(&e, start + 30 * DAY);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges"), 6);
+	env_stop(&e);
+}
+
+/* A charge refused for a binding reason re-checks the binding and marks the
+ * customer unbound: no more attempts until re-enrolled. */
+static void test_binding_decline(void **state)
+{
+	struct env e;
+	long start = at("2026-03-02T09:00:00-05:00");
+
+	(void)state;
+	env_start(&e, "sched_binding", NULL, 2000);
+	ts_enrol(e.db, e.gw, "gone1", NULL);
+	ts_subscribe(e.db, "gone1", "weekly", start);
+	assert_int_equal(ts_fakegw_post(&e.fake, "unbind", "{\"customerId\":\"gone1\"}", NULL), 200);
+	pass(&e, start);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM customers WHERE state = 'unbound'"),
+			 1);
+	pass(&e, start + 12 * HOUR);
+	pass(&e, start + 3 * DAY);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges"), 1);
+	env_stop(&e);
+}
+
+static long fake_requests(struct env *e, const char *endpoint)
+{
+	cJSON *l = ts_fakegw_ledger(&e->fake);
+	long n = (long)cJSON_GetNumberValue(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(l, "requests"), endpoint));
+	cJSON_Delete(l);
+	return n;
+}
+
+/* An unknown outcome is resolved with cc_query before anything new is sent:
+ * processed-then-dropped is found paid; dropped-before is proven absent and
+ * retried with a new order number. */
+static void test_unknown_resolved_first(void **state)
+{
+	struct env e;
+	long start = at("2026-03-02T09:00:00-05:00");
+
+	(void)state;
+	env_start(&e, "sched_unknown", NULL, 2000);
+	ts_enrol(e.db, e.gw, "u1", NULL);
+	ts_subscribe(e.db, "u1", "weekly", start);
+	ts_fakegw_post(&e.fake, "faults",
+		       "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"drop_after\",\"count\":1}",
+		       NULL);
+	pass(&e, start);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state = 'unknown'"), 1);
+	pass(&e, start + HOUR);
+	assert_int_equal(fake_requests(&e, "cc_purchasewithtoken"), 1);
+	assert_int_equal(
+		ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state = 'succeeded' AND attempt = 1"),
+		1);
+	assert_int_equal(ts_db_long(e.db, "SELECT period FROM subscriptions"), 1);
+
+	ts_fakegw_post(&e.fake, "faults",
+		       "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"drop_before\",\"count\":1}",
+		       NULL);
+	pass(&e, start + 7 * DAY);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE state = 'unknown'"), 1);
+	pass(&e, start + 7 * DAY + HOUR);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE period = 1 AND"
+					  " state = 'failed' AND attempt = 1"),
+			 1);
+	assert_int_equal(ts_db_long(e.db, "SELECT count(*) FROM charges WHERE period = 1 AND"
+					  " state = 'succeeded' AND attempt = 2 AND mch_order_no"
+					  " LIKE '%-1-2'"),
+			 1);
+	verify(&e, start + 7 * DAY + HOUR);
+	env_stop(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dunning),
+		cmocka_unit_test(test_binding_decline),
+		cmocka_unit_test(test_unknown_resolved_first),
+		cmocka_unit_test(test_year_clean),
+		cmocka_unit_test(test_year_with_faults),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
