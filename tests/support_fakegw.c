@@ -93,12 +93,17 @@ void ts_fakegw_start(struct ts_fakegw *g, const char *extra_args)
 
 void ts_fakegw_stop(struct ts_fakegw *g)
 {
+	int status = 0;
+
 	if (g->pid <= 0)
 		return;
 	kill(g->pid, SIGTERM);
-	while (waitpid(g->pid, NULL, 0) < 0 && errno == EINTR)
+	while (waitpid(g->pid, &status, 0) < 0 && errno == EINTR)
 		;
 	g->pid = 0;
+	/* A sanitizer report in the fake shows up as a non-zero exit. */
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("stop", "build/fakegw did not exit cleanly");
 }
 
 struct body {
