@@ -32,7 +32,8 @@ all: $(B)/billingd $(B)/billctl $(B)/fakegw
 
 $(B)/lib/%.o: daemon/%.c $(wildcard daemon/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 # The migrations are compiled into the binaries so that `billctl migrate`
 # and billingd's schema check never depend on the working directory.
@@ -41,39 +42,48 @@ $(B)/lib/migrations_gen.c: $(MIGR) tests/embed_migrations.sh
 	sh tests/embed_migrations.sh $(MIGR) > $@
 
 $(B)/lib/migrations_gen.o: $(B)/lib/migrations_gen.c
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/libbilling.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(B)/billingd: daemon/billingd.c $(B)/libbilling.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
 
 $(B)/cli/%.o: cli/%.c $(wildcard cli/*.h) $(wildcard daemon/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Icli -c -o $@ $<
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS) -Icli -c -o $@ $<
 
 $(B)/billctl: $(CLI_OBJ) $(B)/libbilling.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(B)/libbilling.a $(LDLIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(B)/libbilling.a $(LDLIBS)
 
 $(B)/fakegw: tests/fakegw.c $(B)/libbilling.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
 
 $(B)/tests/%.o: tests/%.c tests/support.h $(wildcard daemon/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests -c -o $@ $<
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS) -Itests -c -o $@ $<
 
 $(B)/tests/unit/%: tests/unit/%.c $(B)/libbilling.a $(SUP_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
 
 $(B)/tests/it/%: tests/it/%.c $(B)/libbilling.a $(SUP_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
 
 $(B)/tests/bench/%: tests/bench/%.c $(B)/libbilling.a $(SUP_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS)
 
 tests-build: all $(UNIT) $(IT) $(BENCH)
 

@@ -23,21 +23,21 @@ struct verb {
 };
 
 static const struct verb verbs[] = {
-	{"migrate", cmd_migrate, 0, "migrate"},
-	{"plans", cmd_plans, 1, "plans sync|list"},
-	{"customer", cmd_customer, 1,
-	 "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID"},
-	{"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]"},
-	{"subscription", cmd_subscription, 1,
-	 "subscription list [--customer C] [--state S] | show ID | cancel ID [--at-period-end] | "
-	 "pause ID | resume ID | change-plan ID PLAN"},
-	{"charge", cmd_charge, 1, "charge SUBSCRIPTION"},
-	{"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]"},
-	{"void", cmd_void, 1, "void PAY_ORDER_ID"},
-	{"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS"},
-	{"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
-	{"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
-	{"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
+    {"migrate", cmd_migrate, 0, "migrate"},
+    {"plans", cmd_plans, 1, "plans sync|list"},
+    {"customer", cmd_customer, 1,
+     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID"},
+    {"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]"},
+    {"subscription", cmd_subscription, 1,
+     "subscription list [--customer C] [--state S] | show ID | cancel ID [--at-period-end] | "
+     "pause ID | resume ID | change-plan ID PLAN"},
+    {"charge", cmd_charge, 1, "charge SUBSCRIPTION"},
+    {"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]"},
+    {"void", cmd_void, 1, "void PAY_ORDER_ID"},
+    {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS"},
+    {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
+    {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
+    {"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
 };
 
 void cli_error(const char *fmt, ...)
@@ -66,7 +66,7 @@ PGconn *cli_db(struct cli *ctx)
 	}
 	if (current && current->needs_schema &&
 	    migrate_check(ctx->db, migrate_embedded, migrate_embedded_count, err, sizeof(err)) <
-		    0) {
+	        0) {
 		cli_error("%s", err);
 		PQfinish(ctx->db);
 		ctx->db = NULL;
@@ -101,7 +101,7 @@ int cmd_migrate(struct cli *ctx, int argc, char **argv)
 	if (!db)
 		return CLI_FAIL;
 	if (migrate_apply(db, migrate_embedded, migrate_embedded_count, &applied, err,
-			  sizeof(err)) < 0) {
+	                  sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--json") == 0) {
 			ctx.json = 1;
 		} else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--now") == 0) &&
-			   i + 1 < argc) {
+		           i + 1 < argc) {
 			if (argv[i][1] == 'c')
 				config = argv[++i];
 			else

@@ -13,8 +13,8 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 struct cli {
 	struct cfg cfg;
-	int json;    /* --json: machine-readable output */
-	int64_t now; /* --now or BILLING_NOW, else the real time */
+	int json;       /* --json: machine-readable output */
+	int64_t now;    /* --now or BILLING_NOW, else the real time */
 	char actor[96]; /* "billctl:<user>" for the audit log */
 	PGconn *db;
 	struct gw_client *gw;

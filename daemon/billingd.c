@@ -40,7 +40,7 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
-			"[--foreground]\n");
+	                "[--foreground]\n");
 }
 
 struct opts {
@@ -51,11 +51,13 @@ struct opts {
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = {
-		{"check-config", no_argument, NULL, 'k'}, {"once", no_argument, NULL, '1'},
-		{"now", required_argument, NULL, 'n'},    {"foreground", no_argument, NULL, 'f'},
-		{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"check-config", no_argument, NULL, 'k'},
+	                                         {"once", no_argument, NULL, '1'},
+	                                         {"now", required_argument, NULL, 'n'},
+	                                         {"foreground", no_argument, NULL, 'f'},
+	                                         {"config", required_argument, NULL, 'c'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
 	int ch;
 
 	o->config = "billing.yaml";
@@ -117,7 +119,7 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 		PGconn *db = db_connect(c->database_url, owner, err, sizeof(err));
 		if (db) {
 			if (migrate_check(db, migrate_embedded, migrate_embedded_count, err,
-					  sizeof(err)) == 0)
+			                  sizeof(err)) == 0)
 				return db;
 			PQfinish(db);
 			log_event("error", "schema", "error", err, NULL);
@@ -229,7 +231,8 @@ int main(int argc, char **argv)
 			} else {
 				/* Gateway settings take effect at once; the listen
 				 * address needs a restart. */
-				struct gw_client *ngw = gw_client_new(&fresh.gateway, err, sizeof(err));
+				struct gw_client *ngw =
+				    gw_client_new(&fresh.gateway, err, sizeof(err));
 				if (!ngw) {
 					log_event("error", "reload", "error", err, NULL);
 				} else {

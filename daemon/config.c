@@ -26,37 +26,47 @@ struct key {
 	int is_int; /* an int field (not long) */
 };
 
-#define S(n, f, k)       {n, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), 0, 0, 0}
-#define L(n, f, lo, hi)  {n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 0}
-#define I(n, f, lo, hi)  {n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 1}
+#define S(n, f, k)                                                                                 \
+	{                                                                                          \
+		n, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), 0, 0, 0               \
+	}
+#define L(n, f, lo, hi)                                                                            \
+	{                                                                                          \
+		n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 0                                    \
+	}
+#define I(n, f, lo, hi)                                                                            \
+	{                                                                                          \
+		n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 1                                    \
+	}
 
 static const struct key keys[] = {
-	S("gateway.base_url", gateway.base_url, K_URL),
-	S("gateway.mch_id", gateway.mch_id, K_STR),
-	S("gateway.job_no", gateway.job_no, K_STR),
-	S("gateway.merchant_key_file", gateway.merchant_key_file, K_STR),
-	L("gateway.timeout_ms", gateway.timeout_ms, 100, 600000),
-	L("gateway.connect_timeout_ms", gateway.connect_timeout_ms, 50, 600000),
-	S("gateway.ca_file", gateway.ca_file, K_STR),
-	I("gateway.max_in_flight", gateway.max_in_flight, 1, 1024),
-	S("database.url", database_url, K_STR),
-	S("billing.timezone", timezone, K_STR),
-	S("billing.order_prefix", order_prefix, K_STR),
-	I("billing.lease_seconds", lease_seconds, 5, 86400),
-	I("billing.batch_size", batch_size, 1, 10000),
-	L("billing.poll_interval_ms", poll_interval_ms, 10, 3600000),
-	S("listen.address", listen_address, K_STR),
-	S("enrolment.return_url", return_url, K_URL),
-	S("enrolment.success_url", success_url, K_URL),
-	S("enrolment.failure_url", failure_url, K_URL),
-	I("enrolment.expiry_hours", enrolment_expiry_hours, 1, 8760),
-	S("plans_dir", plans_dir, K_STR),
+    S("gateway.base_url", gateway.base_url, K_URL),
+    S("gateway.mch_id", gateway.mch_id, K_STR),
+    S("gateway.job_no", gateway.job_no, K_STR),
+    S("gateway.merchant_key_file", gateway.merchant_key_file, K_STR),
+    L("gateway.timeout_ms", gateway.timeout_ms, 100, 600000),
+    L("gateway.connect_timeout_ms", gateway.connect_timeout_ms, 50, 600000),
+    S("gateway.ca_file", gateway.ca_file, K_STR),
+    I("gateway.max_in_flight", gateway.max_in_flight, 1, 1024),
+    S("database.url", database_url, K_STR),
+    S("billing.timezone", timezone, K_STR),
+    S("billing.order_prefix", order_prefix, K_STR),
+    I("billing.lease_seconds", lease_seconds, 5, 86400),
+    I("billing.batch_size", batch_size, 1, 10000),
+    L("billing.poll_interval_ms", poll_interval_ms, 10, 3600000),
+    S("listen.address", listen_address, K_STR),
+    S("enrolment.return_url", return_url, K_URL),
+    S("enrolment.success_url", success_url, K_URL),
+    S("enrolment.failure_url", failure_url, K_URL),
+    I("enrolment.expiry_hours", enrolment_expiry_hours, 1, 8760),
+    S("plans_dir", plans_dir, K_STR),
 };
 
 static void defaults(struct cfg *c)
 {
 	memset(c, 0, sizeof(*c));
-	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url), "https://api.iotpaycloud.com/v2");
+	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url),
+	         "https://api.iotpaycloud.com/v2");
 	c->gateway.timeout_ms = 30000;
 	c->gateway.connect_timeout_ms = 5000;
 	c->gateway.max_in_flight = 64;
@@ -72,7 +82,7 @@ static void defaults(struct cfg *c)
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -92,7 +102,7 @@ static const struct key *find_key(const char *name)
 }
 
 static int set_value(struct cfg *c, const struct key *k, const char *v, const char *file,
-		     unsigned long line, char *err, size_t errlen)
+                     unsigned long line, char *err, size_t errlen)
 {
 	char *p = (char *)c + k->off;
 
@@ -104,10 +114,10 @@ static int set_value(struct cfg *c, const struct key *k, const char *v, const ch
 		n = strtol(v, &end, 10);
 		if (!v[0] || *end || errno)
 			return fail(err, errlen, "%s:%lu: %s: expected an integer", file, line,
-				    k->name);
+			            k->name);
 		if (n < k->min || n > k->max)
 			return fail(err, errlen, "%s:%lu: %s: must be between %ld and %ld", file,
-				    line, k->name, k->min, k->max);
+			            line, k->name, k->min, k->max);
 		if (k->is_int)
 			*(int *)p = (int)n;
 		else
@@ -116,17 +126,17 @@ static int set_value(struct cfg *c, const struct key *k, const char *v, const ch
 	}
 	if (strlen(v) >= k->size)
 		return fail(err, errlen, "%s:%lu: %s: longer than %zu characters", file, line,
-			    k->name, k->size - 1);
+		            k->name, k->size - 1);
 	if (k->kind == K_URL && v[0] && strncmp(v, "http://", 7) != 0 &&
 	    strncmp(v, "https://", 8) != 0)
 		return fail(err, errlen, "%s:%lu: %s: expected an http:// or https:// URL", file,
-			    line, k->name);
+		            line, k->name);
 	snprintf(p, k->size, "%s", v);
 	return 0;
 }
 
 static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, const char *section,
-			const char *file, char *err, size_t errlen)
+                        const char *file, char *err, size_t errlen)
 {
 	for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
 	     pr++) {
@@ -139,16 +149,16 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 		if (kn->type != YAML_SCALAR_NODE)
 			return fail(err, errlen, "%s:%lu: expected a key", file, line);
 		snprintf(name, sizeof(name), "%s%s%s", section ? section : "", section ? "." : "",
-			 (const char *)kn->data.scalar.value);
+		         (const char *)kn->data.scalar.value);
 		k = find_key(name);
 		if (!section && !k && vn->type == YAML_MAPPING_NODE) {
 			int known = 0;
 			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 				known |= strncmp(keys[i].name, name, strlen(name)) == 0 &&
-					 keys[i].name[strlen(name)] == '.';
+				         keys[i].name[strlen(name)] == '.';
 			if (!known)
 				return fail(err, errlen, "%s:%lu: %s: unknown section", file, line,
-					    name);
+				            name);
 			if (load_mapping(c, doc, vn, name, file, err, errlen) < 0)
 				return -1;
 			continue;
@@ -157,9 +167,9 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, name);
 		if (vn->type != YAML_SCALAR_NODE)
 			return fail(err, errlen, "%s:%lu: %s: expected %s", file, line, name,
-				    k->kind == K_INT ? "an integer" : "a string");
+			            k->kind == K_INT ? "an integer" : "a string");
 		if (set_value(c, k, (const char *)vn->data.scalar.value, file,
-			      vn->start_mark.line + 1, err, errlen) < 0)
+		              vn->start_mark.line + 1, err, errlen) < 0)
 			return -1;
 	}
 	return 0;
@@ -178,8 +188,9 @@ static int parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &doc)) {
-		rc = fail(err, errlen, "%s:%lu: %s", path, (unsigned long)parser.problem_mark.line + 1,
-			  parser.problem ? parser.problem : "invalid YAML");
+		rc = fail(err, errlen, "%s:%lu: %s", path,
+		          (unsigned long)parser.problem_mark.line + 1,
+		          parser.problem ? parser.problem : "invalid YAML");
 		yaml_parser_delete(&parser);
 		fclose(f);
 		return rc;
@@ -187,7 +198,7 @@ static int parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
 	root = yaml_document_get_root_node(&doc);
 	if (root && root->type != YAML_MAPPING_NODE)
 		rc = fail(err, errlen, "%s:%lu: expected a mapping of sections", path,
-			  (unsigned long)root->start_mark.line + 1);
+		          (unsigned long)root->start_mark.line + 1);
 	else if (root)
 		rc = load_mapping(c, &doc, root, NULL, path, err, errlen);
 	yaml_document_delete(&doc);
@@ -205,16 +216,16 @@ static int read_key_file(struct cfg *c, char *err, size_t errlen)
 
 	if (stat(path, &st) < 0)
 		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
-			    strerror(errno));
+		            strerror(errno));
 	if (st.st_mode & 077)
 		return fail(err, errlen,
-			    "gateway.merchant_key_file: %s is readable by group or others "
-			    "(chmod 600 it)",
-			    path);
+		            "gateway.merchant_key_file: %s is readable by group or others "
+		            "(chmod 600 it)",
+		            path);
 	f = fopen(path, "r");
 	if (!f)
 		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
-			    strerror(errno));
+		            strerror(errno));
 	n = fread(c->gateway.merchant_key, 1, sizeof(c->gateway.merchant_key) - 1, f);
 	fclose(f);
 	c->gateway.merchant_key[n] = '\0';
@@ -255,18 +266,18 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 		return fail(err, errlen, "%s: gateway.job_no: required", path);
 	if (!c->gateway.merchant_key[0])
 		return fail(err, errlen,
-			    "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
-			    path);
+		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
+		            path);
 	if (!c->database_url[0])
 		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
 	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
 		return fail(err, errlen, "%s: billing.order_prefix: 1 to 8 letters or digits",
-			    path);
+		            path);
 	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
 		return fail(err, errlen,
-			    "%s: billing.lease_seconds: must exceed gateway.timeout_ms by 5 s or "
-			    "more",
-			    path);
+		            "%s: billing.lease_seconds: must exceed gateway.timeout_ms by 5 s or "
+		            "more",
+		            path);
 	return cfg_apply_timezone(c, err, errlen);
 }
 
@@ -279,7 +290,7 @@ int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)
 	snprintf(zone, sizeof(zone), "/usr/share/zoneinfo/%s", c->timezone);
 	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode))
 		return fail(err, errlen, "%s: billing.timezone: unknown IANA timezone '%s'",
-			    c->path, c->timezone);
+		            c->path, c->timezone);
 	setenv("TZ", c->timezone, 1);
 	tzset();
 	return 0;

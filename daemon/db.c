@@ -41,9 +41,10 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 		PQfinish(c);
 		return NULL;
 	}
-	if (db_exec(c, "SELECT set_config('billing.actor', $1, false), "
-		       "set_config('TimeZone', 'UTC', false)",
-		    1, p, err, errlen) < 0) {
+	if (db_exec(c,
+	            "SELECT set_config('billing.actor', $1, false), "
+	            "set_config('TimeZone', 'UTC', false)",
+	            1, p, err, errlen) < 0) {
 		PQfinish(c);
 		return NULL;
 	}
@@ -51,7 +52,7 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 }
 
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-		   size_t errlen)
+                   size_t errlen)
 {
 	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
@@ -61,7 +62,7 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 		return r;
 	if (r && PQresultErrorField(r, PG_DIAG_SQLSTATE))
 		snprintf(last_sqlstate, sizeof(last_sqlstate), "%s",
-			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		         PQresultErrorField(r, PG_DIAG_SQLSTATE));
 	one_line(err, errlen, "database: ", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
 	if (err[0] && strcmp(err, "database: ") == 0)
 		one_line(err, errlen, "database: ", PQerrorMessage(c));
@@ -70,7 +71,7 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 }
 
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-	    size_t errlen)
+            size_t errlen)
 {
 	PGresult *r = db_query(c, sql, nparams, params, err, errlen);
 

@@ -14,11 +14,11 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 /* Runs a parameterised statement (text params, NULL = SQL NULL). Returns the
  * result (caller PQclear()s) or NULL with one line in err. */
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-		   size_t errlen);
+                   size_t errlen);
 
 /* Like db_query for statements whose rows are not needed; 0 / -1. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-	    size_t errlen);
+            size_t errlen);
 
 /* BEGIN / COMMIT / ROLLBACK; 0 / -1. */
 int db_begin(PGconn *c, char *err, size_t errlen);

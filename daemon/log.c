@@ -52,7 +52,7 @@ void log_event(const char *level, const char *event, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	at = strftime(buf, sizeof(buf), "ts=%Y-%m-%dT%H:%M:%S", &tm);
 	at += (size_t)snprintf(buf + at, sizeof(buf) - at, ".%03ldZ level=%s event=%s",
-			       ts.tv_nsec / 1000000, level, event);
+	                       ts.tv_nsec / 1000000, level, event);
 	va_start(ap, event);
 	while ((k = va_arg(ap, const char *)) != NULL && at + 4 < sizeof(buf)) {
 		const char *v = va_arg(ap, const char *);

@@ -19,7 +19,7 @@ extern const int migrate_embedded_count;
  * concurrent migrators by an advisory lock. A changed applied file is an
  * error. Sets *applied to how many were applied. 0 / -1 with err. */
 int migrate_apply(PGconn *c, const struct migration *m, int n, int *applied, char *err,
-		  size_t errlen);
+                  size_t errlen);
 
 /* 0 when every migration of m[0..n) is applied; -1 with err naming the fix
  * ("database schema is at 0001, this build needs 0003: run billctl migrate"). */

@@ -118,14 +118,15 @@ void sched_apply(const struct plan *p, struct sched_sub *ss, enum sched_result r
 	/* An admin's pause or cancel made while the charge was in flight stands. */
 	char was[sizeof(ss->state)];
 	int halted = strcmp(ss->state, "paused") == 0 || strcmp(ss->state, "canceled") == 0 ||
-		     strcmp(ss->state, "ended") == 0;
+	             strcmp(ss->state, "ended") == 0;
 
 	memcpy(was, ss->state, sizeof(was));
 
 	switch (r) {
 	case SR_SUCCEEDED:
 		ss->period_start = cal_period_start(ss->anchor, p->interval, p->interval_count, k);
-		ss->period_end = cal_period_start(ss->anchor, p->interval, p->interval_count, k + 1);
+		ss->period_end =
+		    cal_period_start(ss->anchor, p->interval, p->interval_count, k + 1);
 		ss->period++;
 		ss->cycles_done++;
 		ss->attempts = 0;
@@ -146,9 +147,9 @@ void sched_apply(const struct plan *p, struct sched_sub *ss, enum sched_result r
 		}
 		ss->next_charge_at = 0;
 		snprintf(ss->state, sizeof(ss->state), "%s",
-			 p->on_exhausted == PLAN_CANCEL  ? "canceled"
-			 : p->on_exhausted == PLAN_PAUSE ? "paused"
-							 : "past_due");
+		         p->on_exhausted == PLAN_CANCEL  ? "canceled"
+		         : p->on_exhausted == PLAN_PAUSE ? "paused"
+		                                         : "past_due");
 		break;
 	case SR_BUSY:
 		/* The gateway did not process it: not the customer's decline. */
@@ -167,38 +168,38 @@ void sched_apply(const struct plan *p, struct sched_sub *ss, enum sched_result r
 /* ---- claiming ---- */
 
 static const char SQL_CLAIM_DUE[] =
-	"WITH due AS ("
-	"  SELECT s.id, s.customer_id, s.plan_id, s.period FROM subscriptions s"
-	"   WHERE s.next_charge_at <= to_timestamp($1)"
-	"     AND s.state IN ('trialing', 'active', 'past_due')"
-	"     AND ($4::bigint IS NULL OR s.id = $4::bigint)"
-	"     AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
-	"                  AND cu.state = 'bound')"
-	"     AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-	"                      AND c.state IN ('pending', 'unknown'))"
-	"   ORDER BY s.next_charge_at LIMIT $2"
-	"   FOR UPDATE OF s SKIP LOCKED)"
-	" INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, customer_id,"
-	"                      plan_id, amount_cents, lease_owner, lease_expires_at)"
-	" SELECT $3 || d.id || '-' || d.period || '-' || a.n, 'subscription', d.id, d.period, a.n,"
-	"        d.customer_id, d.plan_id, p.amount_cents, $5,"
-	"        now() + make_interval(secs => $6::int)"
-	"   FROM due d JOIN plans p ON p.id = d.plan_id"
-	"   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
-	"                        WHERE c.subscription_id = d.id AND c.period = d.period) a"
-	" ON CONFLICT DO NOTHING"
-	" RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
+    "WITH due AS ("
+    "  SELECT s.id, s.customer_id, s.plan_id, s.period FROM subscriptions s"
+    "   WHERE s.next_charge_at <= to_timestamp($1)"
+    "     AND s.state IN ('trialing', 'active', 'past_due')"
+    "     AND ($4::bigint IS NULL OR s.id = $4::bigint)"
+    "     AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                  AND cu.state = 'bound')"
+    "     AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                      AND c.state IN ('pending', 'unknown'))"
+    "   ORDER BY s.next_charge_at LIMIT $2"
+    "   FOR UPDATE OF s SKIP LOCKED)"
+    " INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, customer_id,"
+    "                      plan_id, amount_cents, lease_owner, lease_expires_at)"
+    " SELECT $3 || d.id || '-' || d.period || '-' || a.n, 'subscription', d.id, d.period, a.n,"
+    "        d.customer_id, d.plan_id, p.amount_cents, $5,"
+    "        now() + make_interval(secs => $6::int)"
+    "   FROM due d JOIN plans p ON p.id = d.plan_id"
+    "   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
+    "                        WHERE c.subscription_id = d.id AND c.period = d.period) a"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
 
 /* Unknown outcomes, and pending ones whose owner's lease ran out (a dead
  * process): claimed for a cc_query. */
 static const char SQL_CLAIM_UNRESOLVED[] =
-	"UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
-	"$2::int)"
-	" WHERE id IN (SELECT id FROM charges"
-	"               WHERE state IN ('pending', 'unknown') AND lease_expires_at <= now()"
-	"                 AND kind = 'subscription'"
-	"               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
-	" RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
+    "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
+    "$2::int)"
+    " WHERE id IN (SELECT id FROM charges"
+    "               WHERE state IN ('pending', 'unknown') AND lease_expires_at <= now()"
+    "                 AND kind = 'subscription'"
+    "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
 
 static void job_done(void *udata, const struct gw_result *res)
 {
@@ -248,7 +249,7 @@ static int submit_claimed(struct sched *s, PGresult *r, int is_query)
 			/* Refused before sending: nothing left this process. The
 			 * intent stays pending and is resolved when its lease ends. */
 			log_event("error", "charge_refused", "subscription", j->sub_id,
-				  "mch_order_no", j->mch_order_no, "error", res.detail, NULL);
+			          "mch_order_no", j->mch_order_no, "error", res.detail, NULL);
 			free(j);
 		}
 	}
@@ -257,7 +258,7 @@ static int submit_claimed(struct sched *s, PGresult *r, int is_query)
 }
 
 static int claim(struct sched *s, const char *sql, int nparams, const char *const *p, int is_query,
-		 char *err, size_t errlen)
+                 char *err, size_t errlen)
 {
 	PGresult *r = db_query(s->db, sql, nparams, p, err, errlen);
 	int n;
@@ -270,7 +271,7 @@ static int claim(struct sched *s, const char *sql, int nparams, const char *cons
 }
 
 static int claim_due(struct sched *s, int64_t now, const char *only_sub, int limit, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	char t[24], lim[16], lease[16];
 	const char *p[6] = {t, lim, s->cfg->order_prefix, only_sub, s->owner, lease};
@@ -348,37 +349,36 @@ static const char *ret_msg(const struct job *j, enum sched_result r)
 }
 
 static const char SQL_LOCK_OWNED[] =
-	"SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
-	"       s.period, s.cycles_done, s.attempts, s.state,"
-	"       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
-	"  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
-	" WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
-	"   AND c.state IN ('pending', 'unknown')"
-	" FOR UPDATE OF c, s";
+    "SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
+    "       s.period, s.cycles_done, s.attempts, s.state,"
+    "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
+    "  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
+    " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
+    "   AND c.state IN ('pending', 'unknown')"
+    " FOR UPDATE OF c, s";
 
 static const char SQL_SET_CHARGES[] =
-	"UPDATE charges c SET state = u.state, pay_order_id = u.pay_order_id,"
-	"       trans_id = u.trans_id, gateway_status = u.status, ret_msg = u.msg,"
-	"       pay_succ_time = u.succ, lease_owner = NULL,"
-	"       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END"
-	"  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],"
-	"              $7::text[]) AS u(id, state, pay_order_id, trans_id, status, msg, succ)"
-	" WHERE c.id = u.id";
+    "UPDATE charges c SET state = u.state, pay_order_id = u.pay_order_id,"
+    "       trans_id = u.trans_id, gateway_status = u.status, ret_msg = u.msg,"
+    "       pay_succ_time = u.succ, lease_owner = NULL,"
+    "       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END"
+    "  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],"
+    "              $7::text[]) AS u(id, state, pay_order_id, trans_id, status, msg, succ)"
+    " WHERE c.id = u.id";
 
 static const char SQL_SET_SUBS[] =
-	"UPDATE subscriptions s SET period = u.period, state = u.state, attempts = u.attempts,"
-	"       cycles_done = u.cycles, next_charge_at = to_timestamp(u.next),"
-	"       period_start = coalesce(to_timestamp(u.ps), s.period_start),"
-	"       period_end = coalesce(to_timestamp(u.pe), s.period_end)"
-	"  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
-	"              $7::bigint[], $8::bigint[]) AS u(id, period, state, attempts, cycles, next,"
-	"              ps, pe)"
-	" WHERE s.id = u.id";
+    "UPDATE subscriptions s SET period = u.period, state = u.state, attempts = u.attempts,"
+    "       cycles_done = u.cycles, next_charge_at = to_timestamp(u.next),"
+    "       period_start = coalesce(to_timestamp(u.ps), s.period_start),"
+    "       period_end = coalesce(to_timestamp(u.pe), s.period_end)"
+    "  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
+    "              $7::bigint[], $8::bigint[]) AS u(id, period, state, attempts, cycles, next,"
+    "              ps, pe)"
+    " WHERE s.id = u.id";
 
 /* A decline for a binding reason: the daemon re-checks the binding. */
-static const char SQL_FLAG_BINDINGS[] =
-	"UPDATE customers SET next_check_at = to_timestamp($2)"
-	" WHERE customer_id = ANY($1::text[]) AND state = 'bound'";
+static const char SQL_FLAG_BINDINGS[] = "UPDATE customers SET next_check_at = to_timestamp($2)"
+                                        " WHERE customer_id = ANY($1::text[]) AND state = 'bound'";
 
 struct batch {
 	struct db_arr ids;
@@ -390,10 +390,10 @@ struct batch {
 
 static void batch_free(struct batch *b)
 {
-	struct db_arr *all[] = {&b->ids,     &b->c_state,  &b->c_pay,    &b->c_trans,  &b->c_status,
-				&b->c_msg,   &b->c_succ,   &b->s_id,     &b->s_period, &b->s_state,
-				&b->s_attempts, &b->s_cycles, &b->s_next, &b->s_ps,   &b->s_pe,
-				&b->rebind};
+	struct db_arr *all[] = {&b->ids,      &b->c_state, &b->c_pay,      &b->c_trans,
+	                        &b->c_status, &b->c_msg,   &b->c_succ,     &b->s_id,
+	                        &b->s_period, &b->s_state, &b->s_attempts, &b->s_cycles,
+	                        &b->s_next,   &b->s_ps,    &b->s_pe,       &b->rebind};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		db_arr_free(all[i]);
 }
@@ -426,9 +426,9 @@ static void log_outcome(const struct job *j, enum sched_result r, const struct s
 	snprintf(amount, sizeof(amount), "%lld", (long long)j->amount);
 	snprintf(period, sizeof(period), "%d", ss->period);
 	log_event(r == SR_UNKNOWN ? "warn" : "info", j->is_query ? "charge_resolved" : "charge",
-		  "subscription", j->sub_id, "mch_order_no", j->mch_order_no, "amount", amount,
-		  "outcome", result_name(r), "pay_order_id", j->res.order.pay_order_id,
-		  "sub_state", ss->state, "ret_msg", ret_msg(j, r), NULL);
+	          "subscription", j->sub_id, "mch_order_no", j->mch_order_no, "amount", amount,
+	          "outcome", result_name(r), "pay_order_id", j->res.order.pay_order_id, "sub_state",
+	          ss->state, "ret_msg", ret_msg(j, r), NULL);
 }
 
 static void count(struct sched_stats *st, enum sched_result r, int is_query)
@@ -455,7 +455,7 @@ static void count(struct sched_stats *st, enum sched_result r, int is_query)
 
 /* Adds one owned charge (row i of the locked set) to the batch. */
 static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, int64_t now,
-			struct sched_stats *st, char *err, size_t errlen)
+                        struct sched_stats *st, char *err, size_t errlen)
 {
 	struct job *j = find_job(s, db_i64(r, i, 0));
 	const struct plan *p = plan_cached(s, db_i64(r, i, 2), err, errlen);
@@ -498,14 +498,13 @@ static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, in
 		opt_i64(&b->s_pe, res == SR_SUCCEEDED ? ss.period_end : 0);
 		b->nsubs++;
 	}
-	if (res == SR_DECLINED && strcasestr(j->res.ret_msg, "bind")) {
+	if (res == SR_DECLINED &&
+	    (strcasestr(j->res.ret_msg, "bind") || strcasestr(j->res.ret_msg, "bound"))) {
 		db_arr_str(&b->rebind, j->customer_id);
 		b->nrebind++;
 	}
 	log_outcome(j, res, &ss);
-	metrics_charge(res == SR_SUCCEEDED ? "success"
-		       : res == SR_UNKNOWN ? "unknown"
-					   : "fail");
+	metrics_charge(res == SR_SUCCEEDED ? "success" : res == SR_UNKNOWN ? "unknown" : "fail");
 	count(st, res, j->is_query);
 	return 0;
 }
@@ -513,14 +512,14 @@ static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, in
 static int write_batch(struct sched *s, struct batch *b, int64_t now, char *err, size_t errlen)
 {
 	char t[24];
-	const char *pc[7] = {db_arr_text(&b->ids),    db_arr_text(&b->c_state),
-			     db_arr_text(&b->c_pay),  db_arr_text(&b->c_trans),
-			     db_arr_text(&b->c_status), db_arr_text(&b->c_msg),
-			     db_arr_text(&b->c_succ)};
-	const char *ps[8] = {db_arr_text(&b->s_id),       db_arr_text(&b->s_period),
-			     db_arr_text(&b->s_state),    db_arr_text(&b->s_attempts),
-			     db_arr_text(&b->s_cycles),   db_arr_text(&b->s_next),
-			     db_arr_text(&b->s_ps),       db_arr_text(&b->s_pe)};
+	const char *pc[7] = {db_arr_text(&b->ids),      db_arr_text(&b->c_state),
+	                     db_arr_text(&b->c_pay),    db_arr_text(&b->c_trans),
+	                     db_arr_text(&b->c_status), db_arr_text(&b->c_msg),
+	                     db_arr_text(&b->c_succ)};
+	const char *ps[8] = {db_arr_text(&b->s_id),     db_arr_text(&b->s_period),
+	                     db_arr_text(&b->s_state),  db_arr_text(&b->s_attempts),
+	                     db_arr_text(&b->s_cycles), db_arr_text(&b->s_next),
+	                     db_arr_text(&b->s_ps),     db_arr_text(&b->s_pe)};
 	const char *pr[2] = {db_arr_text(&b->rebind), t};
 
 	snprintf(t, sizeof(t), "%lld", (long long)now);
@@ -536,7 +535,7 @@ static int write_batch(struct sched *s, struct batch *b, int64_t now, char *err,
 /* Records every completed job in one transaction. Jobs whose lease this
  * process lost are dropped: their new owner resolves them with cc_query. */
 static int record_done(struct sched *s, int64_t now, struct sched_stats *st, char *err,
-		       size_t errlen)
+                       size_t errlen)
 {
 	struct db_arr ids = {0};
 	struct batch b = {0};
@@ -577,7 +576,7 @@ out:
 /* Drives the gateway until fewer than `below` requests are pending,
  * recording outcomes as they arrive. */
 static int drain(struct sched *s, int below, int64_t now, struct sched_stats *st, char *err,
-		 size_t errlen)
+                 size_t errlen)
 {
 	while (gw_multi_pending(s->multi) >= below && gw_multi_pending(s->multi) > 0) {
 		if (gw_multi_run(s->multi, 100) < 0) {
@@ -594,45 +593,44 @@ static int drain(struct sched *s, int below, int64_t now, struct sched_stats *st
 /* ---- period boundaries and enrolment follow-up ---- */
 
 static const char SQL_CANCEL_AT_END[] =
-	"UPDATE subscriptions s SET state = 'canceled', next_charge_at = NULL"
-	" WHERE cancel_at_period_end AND next_charge_at <= to_timestamp($1)"
-	"   AND state IN ('trialing', 'active', 'past_due')"
-	"   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-	"                    AND c.state IN ('pending', 'unknown'))";
+    "UPDATE subscriptions s SET state = 'canceled', next_charge_at = NULL"
+    " WHERE cancel_at_period_end AND next_charge_at <= to_timestamp($1)"
+    "   AND state IN ('trialing', 'active', 'past_due')"
+    "   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                    AND c.state IN ('pending', 'unknown'))";
 
 /* A plan change takes effect at the next period: that period starts the new
  * plan's calendar (anchored there) and its cycle count. */
 static const char SQL_SWITCH_PLAN[] =
-	"UPDATE subscriptions s SET plan_id = next_plan_id, next_plan_id = NULL,"
-	"       anchor = next_charge_at, anchor_period = period, cycles_done = 0"
-	" WHERE next_plan_id IS NOT NULL AND attempts = 0 AND next_charge_at <= to_timestamp($1)"
-	"   AND state IN ('trialing', 'active', 'past_due')"
-	"   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-	"                    AND c.state IN ('pending', 'unknown'))";
+    "UPDATE subscriptions s SET plan_id = next_plan_id, next_plan_id = NULL,"
+    "       anchor = next_charge_at, anchor_period = period, cycles_done = 0"
+    " WHERE next_plan_id IS NOT NULL AND attempts = 0 AND next_charge_at <= to_timestamp($1)"
+    "   AND state IN ('trialing', 'active', 'past_due')"
+    "   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                    AND c.state IN ('pending', 'unknown'))";
 
 static const char SQL_EXPIRE_ENROLMENTS[] =
-	"UPDATE customers SET state = 'failed', next_check_at = NULL"
-	" WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)";
+    "UPDATE customers SET state = 'failed', next_check_at = NULL"
+    " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)";
 
 /* Claimed by pushing the next check out (doubling from 5 minutes, at most
  * 6 hours), so that other daemons skip them. */
 static const char SQL_CLAIM_CHECKS[] =
-	"UPDATE customers SET checks_done = checks_done + 1,"
-	"       next_check_at = to_timestamp($1)"
-	"                     + make_interval(secs => least(300 * 2 ^ least(checks_done, 10), 21600))"
-	" WHERE customer_id IN (SELECT customer_id FROM customers"
-	"                        WHERE next_check_at <= to_timestamp($1)"
-	"                          AND state IN ('pending', 'bound')"
-	"                        ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
-	" RETURNING customer_id, state";
+    "UPDATE customers SET checks_done = checks_done + 1,"
+    "       next_check_at = to_timestamp($1)"
+    "                     + make_interval(secs => least(300 * 2 ^ least(checks_done, 10), 21600))"
+    " WHERE customer_id IN (SELECT customer_id FROM customers"
+    "                        WHERE next_check_at <= to_timestamp($1)"
+    "                          AND state IN ('pending', 'bound')"
+    "                        ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " RETURNING customer_id, state";
 
 static const char SQL_BOUND[] =
-	"UPDATE customers SET state = 'bound', next_check_at = NULL, checks_done = 0"
-	" WHERE customer_id = $1 AND state IN ('pending', 'bound')";
+    "UPDATE customers SET state = 'bound', next_check_at = NULL, checks_done = 0"
+    " WHERE customer_id = $1 AND state IN ('pending', 'bound')";
 
-static const char SQL_UNBOUND[] =
-	"UPDATE customers SET state = 'unbound', next_check_at = NULL"
-	" WHERE customer_id = $1 AND state = 'bound'";
+static const char SQL_UNBOUND[] = "UPDATE customers SET state = 'unbound', next_check_at = NULL"
+                                  " WHERE customer_id = $1 AND state = 'bound'";
 
 static int boundaries(struct sched *s, int64_t now, char *err, size_t errlen)
 {
@@ -648,7 +646,7 @@ static int boundaries(struct sched *s, int64_t now, char *err, size_t errlen)
 }
 
 static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, char *err,
-			  size_t errlen)
+                          size_t errlen)
 {
 	char t[24], lim[16];
 	const char *p[2] = {t, lim};
@@ -672,7 +670,7 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 		else if (o == GW_FAIL && strcmp(db_str(r, i, 1), "bound") == 0)
 			rc = db_exec(s->db, SQL_UNBOUND, 1, q, err, errlen);
 		log_event("info", "binding_check", "customer", id, "was", db_str(r, i, 1),
-			  "outcome", gw_outcome_name(o), NULL);
+		          "outcome", gw_outcome_name(o), NULL);
 		if (st)
 			st->bindings++;
 		if (rc < 0) {
@@ -686,21 +684,24 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 
 /* ---- passes ---- */
 
+int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
+{
+	int n;
+
+	do {
+		n = claim_unresolved(s, err, errlen);
+		if (n < 0 || drain(s, s->cfg->gateway.max_in_flight, now, st, err, errlen) < 0)
+			return -1;
+	} while (n == s->cfg->batch_size && !s->stopping);
+	return drain(s, 1, now, st, err, errlen);
+}
+
 int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
 {
 	int max = s->cfg->gateway.max_in_flight;
 	int n;
 
-	if (boundaries(s, now, err, errlen) < 0)
-		return -1;
-	/* Unknowns first: their subscriptions get nothing new until resolved.
-	 * Each is queried once a pass. */
-	do {
-		n = claim_unresolved(s, err, errlen);
-		if (n < 0 || drain(s, max, now, st, err, errlen) < 0)
-			return -1;
-	} while (n == s->cfg->batch_size && !s->stopping);
-	if (drain(s, 1, now, st, err, errlen) < 0)
+	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
 		return -1;
 	while (!s->stopping) {
 		n = claim_due(s, now, NULL, s->cfg->batch_size, err, errlen);
@@ -722,22 +723,24 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 }
 
 static const char SQL_MAKE_DUE[] =
-	"UPDATE subscriptions s SET next_charge_at = to_timestamp($2)"
-	" WHERE id = $1 AND state IN ('trialing', 'active', 'past_due')"
-	"   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-	"                    AND c.state IN ('pending', 'unknown'))"
-	" RETURNING id";
+    "UPDATE subscriptions s SET next_charge_at = to_timestamp($2)"
+    " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due')"
+    "   AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                AND cu.state = 'bound')"
+    "   AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                    AND c.state IN ('pending', 'unknown'))"
+    " RETURNING id";
 
 static const char SQL_WHY_NOT_DUE[] =
-	"SELECT s.state, cu.state,"
-	"       EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-	"                AND c.state IN ('pending', 'unknown'))"
-	"  FROM subscriptions s JOIN customers cu ON cu.customer_id = s.customer_id"
-	" WHERE s.id = $1";
+    "SELECT s.state, cu.state,"
+    "       EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                AND c.state IN ('pending', 'unknown'))"
+    "  FROM subscriptions s JOIN customers cu ON cu.customer_id = s.customer_id"
+    " WHERE s.id = $1";
 
 static const char SQL_LAST_ATTEMPT[] =
-	"SELECT mch_order_no, state, coalesce(ret_msg, '') FROM charges"
-	" WHERE subscription_id = $1 ORDER BY id DESC LIMIT 1";
+    "SELECT mch_order_no, state, coalesce(ret_msg, '') FROM charges"
+    " WHERE subscription_id = $1 ORDER BY id DESC LIMIT 1";
 
 static void why_not(struct sched *s, const char *id, char *err, size_t errlen)
 {
@@ -750,20 +753,20 @@ static void why_not(struct sched *s, const char *id, char *err, size_t errlen)
 		snprintf(err, errlen, "unknown subscription %s", id);
 	else if (strcmp(db_str(r, 0, 2), "t") == 0)
 		snprintf(err, errlen,
-			 "subscription %s has a charge whose outcome is not known yet: it is "
-			 "resolved with cc_query first",
-			 id);
+		         "subscription %s has a charge whose outcome is not known yet: it is "
+		         "resolved with cc_query first",
+		         id);
 	else if (strcmp(db_str(r, 0, 1), "bound") != 0)
 		snprintf(err, errlen, "subscription %s: its customer's card is %s, not bound", id,
-			 db_str(r, 0, 1));
+		         db_str(r, 0, 1));
 	else
 		snprintf(err, errlen, "subscription %s is %s: nothing to charge", id,
-			 db_str(r, 0, 0));
+		         db_str(r, 0, 0));
 	PQclear(r);
 }
 
 int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
-		     size_t len, char *err, size_t errlen)
+                     size_t len, char *err, size_t errlen)
 {
 	char id[24], t[24];
 	const char *p[2] = {id, t};
@@ -798,7 +801,7 @@ int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char
 		snprintf(mch_order_no, len, "%s", db_str(r, 0, 0));
 		rc = strcmp(st, "succeeded") == 0 ? GW_SUCCESS
 		     : strcmp(st, "failed") == 0  ? GW_FAIL
-						  : GW_UNKNOWN;
+		                                  : GW_UNKNOWN;
 		snprintf(err, errlen, "%s", db_str(r, 0, 2));
 	}
 	PQclear(r);

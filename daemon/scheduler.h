@@ -36,12 +36,17 @@ void sched_stop(struct sched *s);
  * enrolments and bindings checked. 0, or -1 with err (database trouble). */
 int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
 
+/* Only the resolving part of a pass: unknown and abandoned charges queried
+ * (each once) and recorded with their subscription's step. Used by
+ * billctl reconcile. 0, or -1 with err. */
+int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
+
 /* billctl charge: makes the subscription due now and charges it through the
  * same protocol. Returns the outcome: GW_SUCCESS, GW_FAIL (declined) or
  * GW_UNKNOWN (recorded, resolved by a later pass), or GW_INVALID when nothing
  * was sent, with err saying why. */
 int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
-		     size_t len, char *err, size_t errlen);
+                     size_t len, char *err, size_t errlen);
 
 /* The billing rules, apart for unit tests: how a subscription moves after
  * an attempt's result. */

@@ -55,7 +55,7 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g);
 /* Writes a billing.yaml for ts_cfg's settings into dir and the key into
  * dir/merchant.key (mode 0600); returns the yaml path (static buffer). */
 const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
-			    const char *extra_yaml);
+                            const char *extra_yaml);
 
 #endif
 

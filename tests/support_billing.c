@@ -19,8 +19,8 @@ static void die(const char *what, const char *err)
 void ts_enrol(PGconn *db, struct gw_client *gw, const char *id, const char *card)
 {
 	struct gw_request req = {.call = GW_ADDUSER,
-				 .customer_id = id,
-				 .return_url = "http://127.0.0.1:9/iotpay/return"};
+	                         .customer_id = id,
+	                         .return_url = "http://127.0.0.1:9/iotpay/return"};
 	struct gw_result res;
 	char query[128], err[512];
 	const char *p[1] = {id};
@@ -33,11 +33,12 @@ void ts_enrol(PGconn *db, struct gw_client *gw, const char *id, const char *card
 	if (!loc || !strstr(loc, "retCode=SUCCESS"))
 		die("hosted adduser page", loc ? loc : "no redirect");
 	free(loc);
-	if (db_exec(db,
-		    "INSERT INTO customers (customer_id, state, card_masked, card_type, card_expiry)"
-		    " VALUES ($1, 'bound', '450116XXXXXX7214', 'V', '0729')"
-		    " ON CONFLICT (customer_id) DO UPDATE SET state = 'bound'",
-		    1, p, err, sizeof(err)) < 0)
+	if (db_exec(
+	        db,
+	        "INSERT INTO customers (customer_id, state, card_masked, card_type, card_expiry)"
+	        " VALUES ($1, 'bound', '450116XXXXXX7214', 'V', '0729')"
+	        " ON CONFLICT (customer_id) DO UPDATE SET state = 'bound'",
+	        1, p, err, sizeof(err)) < 0)
 		die("insert customer", err);
 }
 
@@ -71,13 +72,14 @@ long ts_subscribe(PGconn *db, const char *customer, const char *plan_code, long 
 		params[3] = trial_end;
 	}
 	snprintf(anchor, sizeof(anchor), "%s", params[3] ? trial_end : startbuf);
-	r = db_query(db,
-		     "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
-		     " next_charge_at, created_at)"
-		     " VALUES ($1, $2, CASE WHEN $4::bigint IS NULL THEN 'active' ELSE 'trialing' END,"
-		     " to_timestamp($3), to_timestamp($4), to_timestamp($3), to_timestamp($5))"
-		     " RETURNING id",
-		     5, params, err, sizeof(err));
+	r = db_query(
+	    db,
+	    "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
+	    " next_charge_at, created_at)"
+	    " VALUES ($1, $2, CASE WHEN $4::bigint IS NULL THEN 'active' ELSE 'trialing' END,"
+	    " to_timestamp($3), to_timestamp($4), to_timestamp($3), to_timestamp($5))"
+	    " RETURNING id",
+	    5, params, err, sizeof(err));
 	if (!r)
 		die("subscribe", err);
 	id = (long)db_i64(r, 0, 0);

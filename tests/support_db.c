@@ -27,8 +27,8 @@ const char *ts_db_new(const char *name)
 	PGconn *admin;
 	int applied;
 
-	admin = db_connect(env_or("DATABASE_URL", "postgresql:///billing"), "tests", err,
-			   sizeof(err));
+	admin =
+	    db_connect(env_or("DATABASE_URL", "postgresql:///billing"), "tests", err, sizeof(err));
 	if (!admin)
 		die("connect", err);
 	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS t_%s WITH (FORCE)", name);
@@ -39,11 +39,11 @@ const char *ts_db_new(const char *name)
 		die(sql, err);
 	PQfinish(admin);
 	snprintf(url, sizeof(url), "postgresql://%s:%s@%s:%s/t_%s", env_or("PGUSER", "billing"),
-		 env_or("PGPASSWORD", "billing"), env_or("PGHOST", "127.0.0.1"),
-		 env_or("PGPORT", "5432"), name);
+	         env_or("PGPASSWORD", "billing"), env_or("PGHOST", "127.0.0.1"),
+	         env_or("PGPORT", "5432"), name);
 	admin = ts_db_connect(url);
 	if (migrate_apply(admin, migrate_embedded, migrate_embedded_count, &applied, err,
-			  sizeof(err)) < 0)
+	                  sizeof(err)) < 0)
 		die("migrate", err);
 	PQfinish(admin);
 	return url;
@@ -86,7 +86,7 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url), "%s",
-		 g ? g->base_url : "http://127.0.0.1:9/v2");
+	         g ? g->base_url : "http://127.0.0.1:9/v2");
 	snprintf(c->gateway.mch_id, sizeof(c->gateway.mch_id), "%s", TS_MCH_ID);
 	snprintf(c->gateway.job_no, sizeof(c->gateway.job_no), "%s", TS_JOB_NO);
 	snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", TS_KEY);
@@ -108,7 +108,7 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g)
 }
 
 const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
-			    const char *extra_yaml)
+                            const char *extra_yaml)
 {
 	static char path[512];
 	char keypath[512];
@@ -126,23 +126,23 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
 	if (!f)
 		die("write", path);
 	fprintf(f,
-		"gateway:\n"
-		"  base_url: %s\n"
-		"  mch_id: \"%s\"\n"
-		"  job_no: %s\n"
-		"  merchant_key_file: %s\n"
-		"  timeout_ms: 2000\n"
-		"  connect_timeout_ms: 1000\n"
-		"database:\n"
-		"  url: \"%s\"\n"
-		"billing:\n"
-		"  timezone: America/Toronto\n"
-		"  order_prefix: T\n"
-		"  lease_seconds: 10\n"
-		"plans_dir: plans\n"
-		"%s",
-		g ? g->base_url : "http://127.0.0.1:9/v2", TS_MCH_ID, TS_JOB_NO, keypath,
-		db_url ? db_url : "", extra_yaml ? extra_yaml : "");
+	        "gateway:\n"
+	        "  base_url: %s\n"
+	        "  mch_id: \"%s\"\n"
+	        "  job_no: %s\n"
+	        "  merchant_key_file: %s\n"
+	        "  timeout_ms: 2000\n"
+	        "  connect_timeout_ms: 1000\n"
+	        "database:\n"
+	        "  url: \"%s\"\n"
+	        "billing:\n"
+	        "  timezone: America/Toronto\n"
+	        "  order_prefix: T\n"
+	        "  lease_seconds: 10\n"
+	        "plans_dir: plans\n"
+	        "%s",
+	        g ? g->base_url : "http://127.0.0.1:9/v2", TS_MCH_ID, TS_JOB_NO, keypath,
+	        db_url ? db_url : "", extra_yaml ? extra_yaml : "");
 	fclose(f);
 	return path;
 }

@@ -37,16 +37,16 @@ static const char *yaml_with(const char *gateway_extra, const char *tail)
 	static char body[4096];
 
 	snprintf(body, sizeof(body),
-		 "gateway:\n"
-		 "  mch_id: \"10000701\"\n"
-		 "  job_no: jack123\n"
-		 "  merchant_key_file: %s\n"
-		 "%s"
-		 "database:\n"
-		 "  url: postgresql://u@127.0.0.1:1/x\n"
-		 "plans_dir: %s\n"
-		 "%s",
-		 keypath, gateway_extra, emptyplans, tail);
+	         "gateway:\n"
+	         "  mch_id: \"10000701\"\n"
+	         "  job_no: jack123\n"
+	         "  merchant_key_file: %s\n"
+	         "%s"
+	         "database:\n"
+	         "  url: postgresql://u@127.0.0.1:1/x\n"
+	         "plans_dir: %s\n"
+	         "%s",
+	         keypath, gateway_extra, emptyplans, tail);
 	return write_yaml(body);
 }
 
@@ -90,8 +90,7 @@ static void test_defaults_and_values(void **state)
 	char err[512];
 
 	(void)state;
-	assert_int_equal(cfg_load(&c, yaml_with("  timeout_ms: 2500\n", ""), err, sizeof(err)),
-			 0);
+	assert_int_equal(cfg_load(&c, yaml_with("  timeout_ms: 2500\n", ""), err, sizeof(err)), 0);
 	assert_string_equal(c.gateway.base_url, "https://api.iotpaycloud.com/v2");
 	assert_string_equal(c.gateway.mch_id, "10000701");
 	assert_string_equal(c.gateway.merchant_key, "SECRETKEY42");
@@ -134,7 +133,8 @@ static void test_example_loads(void **state)
 static void test_unknown_key(void **state)
 {
 	(void)state;
-	expect_error(yaml_with("  timeout: 5\n", ""), "billing.yaml:5: gateway.timeout: unknown key");
+	expect_error(yaml_with("  timeout: 5\n", ""),
+	             "billing.yaml:5: gateway.timeout: unknown key");
 	expect_error(yaml_with("", "colour: blue\n"), "billing.yaml:8: colour: unknown key");
 	expect_error(yaml_with("", "logging:\n  level: 1\n"), "logging: unknown section");
 }
@@ -143,16 +143,16 @@ static void test_wrong_type(void **state)
 {
 	(void)state;
 	expect_error(yaml_with("  timeout_ms: soon\n", ""),
-		     "billing.yaml:5: gateway.timeout_ms: expected an integer");
+	             "billing.yaml:5: gateway.timeout_ms: expected an integer");
 	expect_error(yaml_with("  max_in_flight: 0\n", ""),
-		     "billing.yaml:5: gateway.max_in_flight: must be between 1 and 1024");
+	             "billing.yaml:5: gateway.max_in_flight: must be between 1 and 1024");
 	expect_error(yaml_with("  base_url: [a, b]\n", ""),
-		     "billing.yaml:5: gateway.base_url: expected a string");
+	             "billing.yaml:5: gateway.base_url: expected a string");
 	expect_error(yaml_with("  base_url: ftp://x\n", ""), "expected an http:// or https:// URL");
 	expect_error(yaml_with("", "billing:\n  order_prefix: AB-1\n"),
-		     "billing.order_prefix: 1 to 8 letters or digits");
+	             "billing.order_prefix: 1 to 8 letters or digits");
 	expect_error(yaml_with("", "billing:\n  timezone: Mars/Olympus\n"),
-		     "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
+	             "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
 }
 
 static void test_missing_required(void **state)
@@ -161,12 +161,13 @@ static void test_missing_required(void **state)
 
 	(void)state;
 	snprintf(body, sizeof(body),
-		 "gateway:\n  job_no: j\n  merchant_key_file: %s\ndatabase:\n  url: x\n", keypath);
+	         "gateway:\n  job_no: j\n  merchant_key_file: %s\ndatabase:\n  url: x\n", keypath);
 	expect_error(write_yaml(body), "gateway.mch_id: required");
-	snprintf(body, sizeof(body), "gateway:\n  mch_id: \"1\"\n  job_no: j\ndatabase:\n  url: x\n");
+	snprintf(body, sizeof(body),
+	         "gateway:\n  mch_id: \"1\"\n  job_no: j\ndatabase:\n  url: x\n");
 	expect_error(write_yaml(body), "gateway.merchant_key_file: required");
 	snprintf(body, sizeof(body),
-		 "gateway:\n  mch_id: \"1\"\n  job_no: j\n  merchant_key_file: %s\n", keypath);
+	         "gateway:\n  mch_id: \"1\"\n  job_no: j\n  merchant_key_file: %s\n", keypath);
 	expect_error(write_yaml(body), "database.url: required");
 }
 
@@ -228,15 +229,15 @@ static void test_billingd_check_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults_and_values),
-		cmocka_unit_test(test_env_overrides),
-		cmocka_unit_test(test_example_loads),
-		cmocka_unit_test(test_unknown_key),
-		cmocka_unit_test(test_wrong_type),
-		cmocka_unit_test(test_missing_required),
-		cmocka_unit_test(test_malformed_yaml),
-		cmocka_unit_test(test_key_file_permissions),
-		cmocka_unit_test(test_billingd_check_config),
+	    cmocka_unit_test(test_defaults_and_values),
+	    cmocka_unit_test(test_env_overrides),
+	    cmocka_unit_test(test_example_loads),
+	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_wrong_type),
+	    cmocka_unit_test(test_missing_required),
+	    cmocka_unit_test(test_malformed_yaml),
+	    cmocka_unit_test(test_key_file_permissions),
+	    cmocka_unit_test(test_billingd_check_config),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
