@@ -70,22 +70,37 @@ void gw_client_free(struct gw_client *c);
 /* Synchronous call (the same code path as gw_multi with one request). */
 enum gw_outcome gw_call(struct gw_client *c, const struct gw_request *req, struct gw_result *res);
 
-/* Asynchronous calls: one thread keeps up to max_in_flight requests going. */
+/* Asynchronous calls: one thread keeps up to max_in_flight requests going.
+ *
+ * Threads: a gw_multi belongs to one thread; several threads may each own a
+ * gw_multi made from the same client (the client is only read by them), but
+ * gw_call uses the client's own internal multi, so gw_call must not run in
+ * two threads at once on one client. */
 typedef void (*gw_done_fn)(void *udata, const struct gw_result *res);
 struct gw_multi *gw_multi_new(struct gw_client *c, int max_in_flight);
 void gw_multi_free(struct gw_multi *m);
 /* Validates, signs and queues req (its strings are copied). Returns GW_INVALID
  * with res->detail filled when refused (done is not called), else 0. */
 int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn done, void *udata,
-		    struct gw_result *res);
+                    struct gw_result *res);
 /* Requests submitted and not yet completed. */
 int gw_multi_pending(const struct gw_multi *m);
 /* Drives transfers for up to timeout_ms, calling done for each completed
- * request; returns how many completed, -1 on an internal error. */
+ * request; returns how many completed, -1 on an internal error. Returns as
+ * soon as at least one request completed (or nothing is pending), so that the
+ * caller sees results promptly; done may submit further requests. Requests
+ * still pending at gw_multi_free are abandoned without calling done. */
 int gw_multi_run(struct gw_multi *m, int timeout_ms);
+
+/* Classifies one gateway response to req (exposed for unit tests; gw_call
+ * and gw_multi use it): fills res (outcome, retMsg, payUrl, order, detail)
+ * from the HTTP status and body. */
+enum gw_outcome gw_classify(const struct gw_request *req, long http_status, const char *body,
+                            size_t len, struct gw_result *res);
 
 /* Signed messages from the gateway (notify POST body, returnUrl query). */
 #define GW_MAX_FIELDS 32
+#define GW_MAX_INPUT  8192 /* longer messages are refused unparsed */
 struct gw_fields {
 	int n;
 	struct sign_kv kv[GW_MAX_FIELDS];
@@ -94,7 +109,8 @@ struct gw_fields {
 /* Parse "a=1&b=2" (URL-decoded) or a flat JSON object into f. 0 / -1
  * (malformed, too many fields). Free with gw_fields_free. */
 int gw_fields_from_query(const char *qs, struct gw_fields *f, char *err, size_t errlen);
-int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char *err, size_t errlen);
+int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char *err,
+                        size_t errlen);
 void gw_fields_free(struct gw_fields *f);
 const char *gw_fields_get(const struct gw_fields *f, const char *key); /* NULL if absent */
 /* 1 when f carries a "sign" field that matches the other fields. */
