@@ -191,7 +191,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	memset(out, 0, sizeof(*out));
 	if (amount < 0 || (is_void && amount != 0)) {
 		snprintf(err, errlen, "%s amount must be %s", is_void ? "a void's" : "a refund's",
-		         is_void ? "left out (it takes the whole charge)" : "positive");
+		         is_void ? "left out (it takes the whole charge)"
+		                 : "positive (or 0 for all that remains)");
 		return -1;
 	}
 	/* prefix + "R" + a bigint fits mchRefundNo's String(30). */

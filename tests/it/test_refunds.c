@@ -9,9 +9,11 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "gateway.h"
@@ -22,6 +24,7 @@
 
 static struct ts_fakegw fake;
 static struct gw_client *gw;
+static char url[512];
 static PGconn *db;
 static int charges_made;
 
@@ -59,8 +62,9 @@ static void fault(const char *kind)
 {
 	char json[160];
 
-	snprintf(json, sizeof(json), "{\"endpoint\":\"cc_refund\",\"kind\":\"%s\",\"count\":1}",
-	         kind);
+	/* ms: how long a latency fault holds the request. */
+	snprintf(json, sizeof(json),
+	         "{\"endpoint\":\"cc_refund\",\"kind\":\"%s\",\"count\":1,\"ms\":500}", kind);
 	assert_int_equal(ts_fakegw_post(&fake, "faults", json, NULL), 200);
 }
 
@@ -94,7 +98,8 @@ static int setup(void **state)
 	char err[512], *location;
 
 	(void)state;
-	db = ts_db_connect(ts_db_new("refunds"));
+	snprintf(url, sizeof(url), "%s", ts_db_new("refunds"));
+	db = ts_db_connect(url);
 	ts_fakegw_start(&fake, NULL);
 	ts_cfg(&cfg, NULL, &fake);
 	gw = gw_client_new(&cfg.gateway, err, sizeof(err));
@@ -218,6 +223,46 @@ static void test_void_after_refund_refused(void **state)
 	assert_int_equal(fake_requests("cc_void"), voids);
 }
 
+struct request {
+	const char *pay;
+	int rc;
+	struct refund_row row;
+	char err[512];
+};
+
+static void *request_thread(void *arg)
+{
+	struct request *q = arg;
+
+	q->rc = refunds_request(db, gw, PREFIX, q->pay, 0, 250, &q->row, q->err, sizeof(q->err));
+	return NULL;
+}
+
+/* While the gateway is still answering, another connection already sees
+ * the refund, pending: the intent was committed before the call. */
+static void test_intent_committed_before_call(void **state)
+{
+	char pay[64];
+	struct request q = {.pay = pay, .rc = -9};
+	PGconn *other = ts_db_connect(url);
+	pthread_t th;
+	long seen = 0;
+
+	(void)state;
+	paid_charge(1000, pay, sizeof(pay));
+	fault("latency");
+	assert_int_equal(pthread_create(&th, NULL, request_thread, &q), 0);
+	for (int i = 0; i < 200 && !seen; i++) {
+		seen = ts_db_long(other, "SELECT count(*) FROM refunds WHERE state = 'pending'");
+		usleep(5000);
+	}
+	pthread_join(th, NULL);
+	PQfinish(other);
+	assert_int_equal(seen, 1);
+	assert_int_equal(q.rc, GW_SUCCESS);
+	assert_string_equal(q.row.state, "succeeded");
+}
+
 /* The gateway processed the refund but the answer was lost: it stays
  * 'unknown', still counts against the charge, and cc_query settles it. */
 static void test_unknown_resolved_succeeded(void **state)
@@ -335,6 +380,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_pay_order_id),
 	    cmocka_unit_test(test_void_then_refund_refused),
 	    cmocka_unit_test(test_void_after_refund_refused),
+	    cmocka_unit_test(test_intent_committed_before_call),
 	    cmocka_unit_test(test_unknown_resolved_succeeded),
 	    cmocka_unit_test(test_unknown_resolved_failed),
 	    cmocka_unit_test(test_fail_recorded),
