@@ -15,11 +15,12 @@
 #define ROW_SQL                                                                                    \
 	"SELECT r.id, r.mch_refund_no, r.kind, r.charge_id, c.pay_order_id, r.amount_cents, "      \
 	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "           \
-	"r.updated_at < now() - make_interval(secs => $2) "                                        \
+	"r.created_at < now() - make_interval(secs => $2) "                                        \
 	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
-/* Reads the refund; *stale (may be NULL) says whether it was last updated
- * longer than REFUNDS_IN_FLIGHT_SECONDS ago. */
+/* Reads the refund; *stale (may be NULL) says whether it was requested
+ * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
+ * updated before its outcome, so its age is the request's). */
 static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char *err, size_t errlen)
 {
 	char ids[24], secs[16];
@@ -190,7 +191,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	memset(out, 0, sizeof(*out));
 	if (amount < 0 || (is_void && amount != 0)) {
 		snprintf(err, errlen, "%s amount must be %s", is_void ? "a void's" : "a refund's",
-		         is_void ? "left out (it takes the whole charge)" : "positive");
+		         is_void ? "left out (it takes the whole charge)"
+		                 : "positive (or 0 for all that remains)");
 		return -1;
 	}
 	/* prefix + "R" + a bigint fits mchRefundNo's String(30). */
