@@ -217,38 +217,51 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
-/* The returnUrl we gave cc_adduser already carries customerId=<id>, and the
- * gateway appends its signed fields (customerId again) with '&', or with a
- * second '?'. So '?' is taken as a separator too (the gateway's values never
- * contain one unescaped) and exact repeats of a pair are dropped; any other
- * extra or altered pair still fails the signature. */
-static int signed_query(const char *raw, char *out, size_t len)
+/* Appends the '&'- or '?'-separated pairs of s not seen yet to seg[0..*n). */
+static int add_pairs(const char *s, const char **seg, size_t *seglen, int *n)
 {
-	const char *seg[MAX_PARAMS];
-	size_t seglen[MAX_PARAMS], at = 0;
-	int n = 0, i, j;
+	while (*s) {
+		size_t k = strcspn(s, "&?");
+		int i;
 
-	while (*raw) {
-		size_t k = strcspn(raw, "&?");
-		if (k) {
-			for (i = 0; i < n && (seglen[i] != k || memcmp(seg[i], raw, k) != 0); i++)
-				;
-			if (i == n) {
-				if (n == MAX_PARAMS)
-					return -1;
-				seg[n] = raw;
-				seglen[n++] = k;
-			}
+		for (i = 0; i < *n && (seglen[i] != k || memcmp(seg[i], s, k) != 0); i++)
+			;
+		if (k && i == *n) {
+			if (*n == MAX_PARAMS)
+				return -1;
+			seg[*n] = s;
+			seglen[(*n)++] = k;
 		}
-		raw += k + (raw[k] != '\0');
+		s += k + (s[k] != '\0');
 	}
-	for (j = 0; j < n; j++) {
-		if (at + seglen[j] + 2 > len)
+	return 0;
+}
+
+/* The gateway's signed fields out of the return's query string. The
+ * returnUrl we gave cc_adduser is enrolment.return_url (which may have a
+ * query of its own) plus customerId=<id>, and the gateway appends its signed
+ * fields (customerId again) with '&', or with a second '?'. So '?' separates
+ * too (the gateway's values never hold one unescaped), the pairs of
+ * return_url's own query are dropped, and so are exact repeats; any other
+ * extra or altered pair still fails the signature. */
+static int signed_query(const struct listener *l, const char *raw, char *out, size_t len)
+{
+	const char *seg[MAX_PARAMS], *ours = strchr(l->cfg.return_url, '?');
+	size_t seglen[MAX_PARAMS], at = 0;
+	int n = 0, first, i;
+
+	if (ours && add_pairs(ours + 1, seg, seglen, &n) < 0)
+		return -1;
+	first = n;
+	if (add_pairs(raw, seg, seglen, &n) < 0)
+		return -1;
+	for (i = first; i < n; i++) {
+		if (at + seglen[i] + 2 > len)
 			return -1;
-		if (j)
+		if (i > first)
 			out[at++] = '&';
-		memcpy(out + at, seg[j], seglen[j]);
-		at += seglen[j];
+		memcpy(out + at, seg[i], seglen[i]);
+		at += seglen[i];
 	}
 	out[at] = '\0';
 	return 0;
@@ -283,7 +296,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 	const char *code;
 	int rc;
 
-	if (!rq->query || signed_query(rq->query, q, sizeof(q)) < 0 ||
+	if (!rq->query || signed_query(l, rq->query, q, sizeof(q)) < 0 ||
 	    gw_fields_from_query(q, &f, err, sizeof(err)) < 0) {
 		log_rejected(con, path, "malformed", rq->query ? err : "no query string");
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
