@@ -142,6 +142,7 @@ static void test_enrol_pending_with_timers_and_return_url(void **state)
 	assert_non_null(strstr(err, "customer cu_1 is already bound to card 450116XXXXXX7214;"));
 	assert_int_equal(customers_get(db, "cu_1", &c, err, sizeof(err)), 0);
 	assert_string_equal(c.state, "bound");
+	assert_int_equal(audit_rows("cu_1"), 2); /* created, bound: the refusal wrote nothing */
 }
 
 static void test_enrol_gateway_down_stays_pending(void **state)
