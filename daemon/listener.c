@@ -31,11 +31,12 @@
 #include "metrics.h"
 #include "migrate.h"
 
-#define THREADS    4
-#define MAX_QUERY  4096
-#define MAX_BODY   16384
-#define MAX_CONNS  4096
-#define MAX_PARAMS 64
+#define THREADS     4
+#define MAX_QUERY   4096
+#define MAX_BODY    16384
+#define MAX_DISCARD (1024 * 1024)
+#define MAX_CONNS   4096
+#define MAX_PARAMS  64
 
 struct listener {
 	struct cfg cfg; /* a copy: the caller may reload its own */
@@ -58,6 +59,7 @@ struct request {
 	int started;
 	char *body;
 	size_t body_len;
+	size_t dropped; /* bytes of a body over MAX_BODY, read and dropped */
 };
 
 enum route { R_RETURN, R_NOTIFY, R_HEALTHZ, R_METRICS, R_NONE };
@@ -507,8 +509,10 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 }
 
 /* Collects the notify body, refusing it (413) once it passes MAX_BODY: up
- * front when Content-Length says so, else as chunks arrive. Returns 1 while
- * more is to come, 0 when complete, -1 when refused (reply queued). */
+ * front when Content-Length says so, else at its end (MHD takes a response
+ * only before or after the body), the excess read and dropped, not kept; a
+ * sender that goes on past MAX_DISCARD is cut off. Returns 1 while more is
+ * to come, 0 when complete, -1 when refused (*ret to return). */
 static int collect_body(struct MHD_Connection *con, struct request *rq, const char *data,
                         size_t *size, enum MHD_Result *ret)
 {
@@ -517,17 +521,30 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 
 	if (!rq->started) {
 		rq->started = 1;
-		if (cl && strtoull(cl, NULL, 10) > MAX_BODY)
-			goto too_large;
+		if (cl && strtoull(cl, NULL, 10) > MAX_BODY) {
+			*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+			return -1;
+		}
 		return 1;
+	}
+	if (*size == 0 && rq->dropped) {
+		*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+		return -1;
 	}
 	if (*size == 0)
 		return 0;
-	if (rq->body_len + *size > MAX_BODY)
-		goto too_large;
+	if (rq->dropped || rq->body_len + *size > MAX_BODY) {
+		free(rq->body);
+		rq->body = NULL;
+		rq->dropped += rq->body_len + *size;
+		rq->body_len = 0;
+		*size = 0;
+		*ret = MHD_NO;
+		return rq->dropped > MAX_DISCARD ? -1 : 1;
+	}
 	b = realloc(rq->body, rq->body_len + *size + 1);
 	if (!b) {
-		*ret = reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		*ret = MHD_NO;
 		return -1;
 	}
 	memcpy(b + rq->body_len, data, *size);
@@ -536,10 +553,6 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 	b[rq->body_len] = '\0';
 	*size = 0;
 	return 1;
-too_large:
-	*size = 0;
-	*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
-	return -1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -666,15 +679,20 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 	    MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	if (l->addr.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	l->d = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&l->addr,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)MAX_CONNS, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)2048,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-	    /* Per connection, bounds the request line and headers. */
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
-	    NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-	    on_mhd_log, NULL, MHD_OPTION_END);
+	/* clang-format off */
+	l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, to catch all */
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&l->addr,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNS,
+		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)2048,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		/* per connection: bounds the request line and headers */
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+		MHD_OPTION_END);
+	/* clang-format on */
 	if (!l->d) {
 		snprintf(err, errlen, "listen.address '%s': cannot listen there (in use?)",
 		         c->listen_address);

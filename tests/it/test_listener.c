@@ -748,7 +748,9 @@ static void test_thousand_concurrent_requests(void **state)
 	snprintf(url_h, sizeof(url_h), "http://127.0.0.1:%d/healthz", listener_port(lst));
 	snprintf(url_r, sizeof(url_r), "http://127.0.0.1:%d%s", listener_port(lst),
 	         msg_return_path(&m, NULL));
-	expect_return_status(url_r, 302); /* bind first: the rest are replays */
+	get(url_r, &rs[0]); /* bind first: the rest are replays */
+	assert_int_equal(rs[0].status, 302);
+	free(rs[0].body);
 	audits = audit_rows("conc");
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
 	for (i = 0; i < CONCURRENT; i++) {
@@ -824,7 +826,9 @@ static void test_healthz(void **state)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", listener_port(l));
 	get(url, &r);
 	assert_int_equal(r.status, 503);
-	assert_string_equal(r.body, "database schema is empty: run billctl migrate\n");
+	assert_memory_equal(r.body, "database schema is empty", 24);
+	assert_non_null(strstr(r.body, "run billctl migrate\n"));
+	assert_true(strchr(r.body, '\n') == r.body + r.len - 1);
 	free(r.body);
 	listener_stop(l);
 
