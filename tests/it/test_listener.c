@@ -263,7 +263,7 @@ static char *msg_json(const struct msg *m, const char *drop)
 static void return_success(struct msg *m, const char *key, const char *id)
 {
 	msg_make(m, key, "retCode", "SUCCESS", "customerId", id, "cardNumber", "450116XXXXXX7214",
-	         "expirationDate", "0728", "cardType", "V", NULL);
+	         "expirationDate", "0728", "cardType", "V", (char *)NULL);
 }
 
 static void notify_msg(struct msg *m, const char *key, const char *mch_id, const char *order,
@@ -272,7 +272,7 @@ static void notify_msg(struct msg *m, const char *key, const char *mch_id, const
 	msg_make(m, key, "payOrderId", pay_order_id, "mchId", mch_id, "mchOrderNo", order,
 	         "transId", "T-BANK-1", "currency", "CAD", "amount", amount, "status", "2",
 	         "paySuccTime", "2030-06-15 10:00:00", "cardType", "V", "cardNum",
-	         "450116XXXXXX7214", "expirationDate", "0728", NULL);
+	         "450116XXXXXX7214", "expirationDate", "0728", (char *)NULL);
 }
 
 /* ---- fixtures ---- */
@@ -379,7 +379,7 @@ static void test_return_fail_marks_failed_never_unbinds(void **state)
 
 	(void)state;
 	new_customer("ret_fail");
-	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_fail", NULL);
+	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_fail", (char *)NULL);
 	get(msg_return_path(&m, NULL), &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.failure_url);
@@ -399,7 +399,7 @@ static void test_return_fail_marks_failed_never_unbinds(void **state)
 	assert_int_equal(r.status, 302);
 	free(r.body);
 	audits = audit_rows("ret_stale");
-	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_stale", NULL);
+	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_stale", (char *)NULL);
 	get(msg_return_path(&m, NULL), &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.failure_url);
@@ -446,7 +446,7 @@ static void test_return_rejects_forged_truncated_unsigned(void **state)
 	expect_return_status("/iotpay/return", 400);
 	/* signed, but an unmasked card number is never stored */
 	msg_make(&m, TS_KEY, "retCode", "SUCCESS", "customerId", "ret_bad", "cardNumber",
-	         "4501161234567214", "expirationDate", "0728", "cardType", "V", NULL);
+	         "4501161234567214", "expirationDate", "0728", "cardType", "V", (char *)NULL);
 	expect_return_status(msg_return_path(&m, NULL), 400);
 	/* signed, but not ours: an unknown customer is not created */
 	return_success(&m, TS_KEY, "ret_nobody");
