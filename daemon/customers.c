@@ -35,6 +35,14 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "fa
 	"(state = 'bound' AND " EXPIRY_END " <= to_timestamp($2) + make_interval(days => "         \
 	"$1::int))"
 
+/* EXPIRING's parameters; a window of a century covers every card and keeps
+ * the timestamp arithmetic in range. */
+static void window_params(int days, int64_t now, char out_days[16], char out_now[24])
+{
+	snprintf(out_days, 16, "%d", days > 36500 ? 36500 : days);
+	snprintf(out_now, 24, "%" PRId64, now);
+}
+
 static int valid_id(const char *id, char *err, size_t errlen)
 {
 	size_t n = strlen(id);
@@ -193,8 +201,7 @@ int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **
 	PGresult *r;
 	int i;
 
-	snprintf(days, sizeof(days), "%d", expiring_days);
-	snprintf(at, sizeof(at), "%" PRId64, now);
+	window_params(expiring_days, now, days, at);
 	r = db_query(c,
 	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
 	             " ORDER BY customer_id",
@@ -320,8 +327,7 @@ int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_
 	PGresult *r;
 	int i, j;
 
-	snprintf(days, sizeof(days), "%d", expiring_days);
-	snprintf(at, sizeof(at), "%" PRId64, now);
+	window_params(expiring_days, now, days, at);
 	r = db_query(c,
 	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
 	             "FROM customers GROUP BY state",

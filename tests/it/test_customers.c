@@ -286,6 +286,7 @@ static void test_list_expiring(void **state)
 	assert_string_equal(list_ids(30), "x_expired x_soon");
 	assert_string_equal(list_ids(47), "x_expired x_far x_soon");
 	assert_string_equal(list_ids(400), "x_expired x_far x_next_year x_soon");
+	assert_string_equal(list_ids(2147483647), "x_expired x_far x_next_year x_soon");
 
 	/* the count agrees with the list (which also holds the other tests' customers) */
 	assert_int_equal(customers_list(db, 30, T_NOW, &cs, &n, err, sizeof(err)), 0);
