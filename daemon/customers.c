@@ -35,6 +35,14 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "fa
 	"(state = 'bound' AND " EXPIRY_END " <= to_timestamp($2) + make_interval(days => "         \
 	"$1::int))"
 
+/* EXPIRING's parameters; a window of a century covers every card and keeps
+ * the timestamp arithmetic in range. */
+static void window_params(int days, int64_t now, char out_days[16], char out_now[24])
+{
+	snprintf(out_days, 16, "%d", days > 36500 ? 36500 : days);
+	snprintf(out_now, 24, "%" PRId64, now);
+}
+
 static int valid_id(const char *id, char *err, size_t errlen)
 {
 	size_t n = strlen(id);
@@ -105,6 +113,42 @@ static int return_url_for(const struct cfg *cfg, const char *id, char *out, size
 	return 0;
 }
 
+/* Makes id a pending enrolment: 1 when done, 0 when the customer is bound,
+ * -1 on error. Not INSERT ... ON CONFLICT: its BEFORE INSERT trigger would
+ * audit an insert that did not happen. */
+static int make_pending(PGconn *c, const char *const *p, char *err, size_t errlen)
+{
+	static const char *const sql[2] = {
+	    "UPDATE customers SET email = coalesce(nullif($2, ''), email), "
+	    "name = coalesce(nullif($3, ''), name), state = 'pending', "
+	    "enrol_expires_at = to_timestamp($4), next_check_at = to_timestamp($5), "
+	    "checks_done = 0 WHERE customer_id = $1 AND state <> 'bound' RETURNING 1",
+	    "INSERT INTO customers (customer_id, email, name, state, enrol_expires_at, "
+	    "next_check_at) SELECT $1::text, nullif($2, ''), nullif($3, ''), 'pending', "
+	    "to_timestamp($4), to_timestamp($5) "
+	    "WHERE NOT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1::text) RETURNING 1"};
+	PGresult *r;
+	int tries, i, done;
+
+	/* A second try when a concurrent enrolment inserted the same id. */
+	for (tries = 0; tries < 2; tries++) {
+		for (i = 0; i < 2; i++) {
+			r = db_query(c, sql[i], 5, p, err, errlen);
+			if (!r)
+				break;
+			done = PQntuples(r);
+			PQclear(r);
+			if (done)
+				return 1;
+		}
+		if (i == 2)
+			return 0;
+		if (strcmp(db_last_sqlstate(), "23505") != 0)
+			return -1;
+	}
+	return -1;
+}
+
 int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *id,
                     const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
                     char *err, size_t errlen)
@@ -114,8 +158,7 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
 	struct gw_result res;
 	struct customer cur;
-	PGresult *r;
-	int upserted;
+	int rc;
 
 	if (valid_id(id, err, errlen) < 0 ||
 	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
@@ -128,22 +171,10 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	snprintf(expires, sizeof(expires), "%" PRId64,
 	         now + (int64_t)cfg->enrolment_expiry_hours * 3600);
 	snprintf(check, sizeof(check), "%" PRId64, now + FOLLOW_UP_SECONDS);
-	r = db_query(c,
-	             "INSERT INTO customers (customer_id, email, name, state, enrol_expires_at, "
-	             "next_check_at) VALUES ($1, nullif($2, ''), nullif($3, ''), 'pending', "
-	             "to_timestamp($4), to_timestamp($5)) "
-	             "ON CONFLICT (customer_id) DO UPDATE SET "
-	             "email = coalesce(EXCLUDED.email, customers.email), "
-	             "name = coalesce(EXCLUDED.name, customers.name), state = 'pending', "
-	             "enrol_expires_at = EXCLUDED.enrol_expires_at, "
-	             "next_check_at = EXCLUDED.next_check_at, checks_done = 0 "
-	             "WHERE customers.state <> 'bound' RETURNING 1",
-	             5, p, err, errlen);
-	if (!r)
+	rc = make_pending(c, p, err, errlen);
+	if (rc < 0)
 		return -1;
-	upserted = PQntuples(r);
-	PQclear(r);
-	if (!upserted) {
+	if (rc == 0) {
 		if (customers_get(c, id, &cur, err, errlen) == 0)
 			snprintf(err, errlen,
 			         "customer %s is already bound to card %s; a customer id binds "
@@ -170,8 +201,7 @@ int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **
 	PGresult *r;
 	int i;
 
-	snprintf(days, sizeof(days), "%d", expiring_days);
-	snprintf(at, sizeof(at), "%" PRId64, now);
+	window_params(expiring_days, now, days, at);
 	r = db_query(c,
 	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
 	             " ORDER BY customer_id",
@@ -297,8 +327,7 @@ int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_
 	PGresult *r;
 	int i, j;
 
-	snprintf(days, sizeof(days), "%d", expiring_days);
-	snprintf(at, sizeof(at), "%" PRId64, now);
+	window_params(expiring_days, now, days, at);
 	r = db_query(c,
 	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
 	             "FROM customers GROUP BY state",

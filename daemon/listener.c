@@ -31,11 +31,12 @@
 #include "metrics.h"
 #include "migrate.h"
 
-#define THREADS    4
-#define MAX_QUERY  4096
-#define MAX_BODY   16384
-#define MAX_CONNS  4096
-#define MAX_PARAMS 64
+#define THREADS     4
+#define MAX_QUERY   4096
+#define MAX_BODY    16384
+#define MAX_DISCARD (1024 * 1024)
+#define MAX_CONNS   4096
+#define MAX_PARAMS  64
 
 struct listener {
 	struct cfg cfg; /* a copy: the caller may reload its own */
@@ -58,6 +59,7 @@ struct request {
 	int started;
 	char *body;
 	size_t body_len;
+	size_t dropped; /* bytes of a body over MAX_BODY, read and dropped */
 };
 
 enum route { R_RETURN, R_NOTIFY, R_HEALTHZ, R_METRICS, R_NONE };
@@ -217,38 +219,51 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
-/* The returnUrl we gave cc_adduser already carries customerId=<id>, and the
- * gateway appends its signed fields (customerId again) with '&', or with a
- * second '?'. So '?' is taken as a separator too (the gateway's values never
- * contain one unescaped) and exact repeats of a pair are dropped; any other
- * extra or altered pair still fails the signature. */
-static int signed_query(const char *raw, char *out, size_t len)
+/* Appends the '&'- or '?'-separated pairs of s not seen yet to seg[0..*n). */
+static int add_pairs(const char *s, const char **seg, size_t *seglen, int *n)
 {
-	const char *seg[MAX_PARAMS];
-	size_t seglen[MAX_PARAMS], at = 0;
-	int n = 0, i, j;
+	while (*s) {
+		size_t k = strcspn(s, "&?");
+		int i;
 
-	while (*raw) {
-		size_t k = strcspn(raw, "&?");
-		if (k) {
-			for (i = 0; i < n && (seglen[i] != k || memcmp(seg[i], raw, k) != 0); i++)
-				;
-			if (i == n) {
-				if (n == MAX_PARAMS)
-					return -1;
-				seg[n] = raw;
-				seglen[n++] = k;
-			}
+		for (i = 0; i < *n && (seglen[i] != k || memcmp(seg[i], s, k) != 0); i++)
+			;
+		if (k && i == *n) {
+			if (*n == MAX_PARAMS)
+				return -1;
+			seg[*n] = s;
+			seglen[(*n)++] = k;
 		}
-		raw += k + (raw[k] != '\0');
+		s += k + (s[k] != '\0');
 	}
-	for (j = 0; j < n; j++) {
-		if (at + seglen[j] + 2 > len)
+	return 0;
+}
+
+/* The gateway's signed fields out of the return's query string. The
+ * returnUrl we gave cc_adduser is enrolment.return_url (which may have a
+ * query of its own) plus customerId=<id>, and the gateway appends its signed
+ * fields (customerId again) with '&', or with a second '?'. So '?' separates
+ * too (the gateway's values never hold one unescaped), the pairs of
+ * return_url's own query are dropped, and so are exact repeats; any other
+ * extra or altered pair still fails the signature. */
+static int signed_query(const struct listener *l, const char *raw, char *out, size_t len)
+{
+	const char *seg[MAX_PARAMS], *ours = strchr(l->cfg.return_url, '?');
+	size_t seglen[MAX_PARAMS], at = 0;
+	int n = 0, first, i;
+
+	if (ours && add_pairs(ours + 1, seg, seglen, &n) < 0)
+		return -1;
+	first = n;
+	if (add_pairs(raw, seg, seglen, &n) < 0)
+		return -1;
+	for (i = first; i < n; i++) {
+		if (at + seglen[i] + 2 > len)
 			return -1;
-		if (j)
+		if (i > first)
 			out[at++] = '&';
-		memcpy(out + at, seg[j], seglen[j]);
-		at += seglen[j];
+		memcpy(out + at, seg[i], seglen[i]);
+		at += seglen[i];
 	}
 	out[at] = '\0';
 	return 0;
@@ -283,7 +298,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 	const char *code;
 	int rc;
 
-	if (!rq->query || signed_query(rq->query, q, sizeof(q)) < 0 ||
+	if (!rq->query || signed_query(l, rq->query, q, sizeof(q)) < 0 ||
 	    gw_fields_from_query(q, &f, err, sizeof(err)) < 0) {
 		log_rejected(con, path, "malformed", rq->query ? err : "no query string");
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
@@ -494,8 +509,10 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 }
 
 /* Collects the notify body, refusing it (413) once it passes MAX_BODY: up
- * front when Content-Length says so, else as chunks arrive. Returns 1 while
- * more is to come, 0 when complete, -1 when refused (reply queued). */
+ * front when Content-Length says so, else at its end (MHD takes a response
+ * only before or after the body), the excess read and dropped, not kept; a
+ * sender that goes on past MAX_DISCARD is cut off. Returns 1 while more is
+ * to come, 0 when complete, -1 when refused (*ret to return). */
 static int collect_body(struct MHD_Connection *con, struct request *rq, const char *data,
                         size_t *size, enum MHD_Result *ret)
 {
@@ -504,17 +521,30 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 
 	if (!rq->started) {
 		rq->started = 1;
-		if (cl && strtoull(cl, NULL, 10) > MAX_BODY)
-			goto too_large;
+		if (cl && strtoull(cl, NULL, 10) > MAX_BODY) {
+			*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+			return -1;
+		}
 		return 1;
+	}
+	if (*size == 0 && rq->dropped) {
+		*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+		return -1;
 	}
 	if (*size == 0)
 		return 0;
-	if (rq->body_len + *size > MAX_BODY)
-		goto too_large;
+	if (rq->dropped || rq->body_len + *size > MAX_BODY) {
+		free(rq->body);
+		rq->body = NULL;
+		rq->dropped += rq->body_len + *size;
+		rq->body_len = 0;
+		*size = 0;
+		*ret = MHD_NO;
+		return rq->dropped > MAX_DISCARD ? -1 : 1;
+	}
 	b = realloc(rq->body, rq->body_len + *size + 1);
 	if (!b) {
-		*ret = reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		*ret = MHD_NO;
 		return -1;
 	}
 	memcpy(b + rq->body_len, data, *size);
@@ -523,10 +553,6 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 	b[rq->body_len] = '\0';
 	*size = 0;
 	return 1;
-too_large:
-	*size = 0;
-	*ret = reply(con, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
-	return -1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -653,15 +679,20 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 	    MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	if (l->addr.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	l->d = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&l->addr,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)MAX_CONNS, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)2048,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-	    /* Per connection, bounds the request line and headers. */
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
-	    NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-	    on_mhd_log, NULL, MHD_OPTION_END);
+	/* clang-format off */
+	l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, to catch all */
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&l->addr,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNS,
+		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)2048,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		/* per connection: bounds the request line and headers */
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+		MHD_OPTION_END);
+	/* clang-format on */
 	if (!l->d) {
 		snprintf(err, errlen, "listen.address '%s': cannot listen there (in use?)",
 		         c->listen_address);
