@@ -92,7 +92,7 @@ deps:
 
 # One summary line at the end: "N passed, N failed".
 test: deps
-	$(MAKE) tests-build
+	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/run.sh
 
 demo: deps all
