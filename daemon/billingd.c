@@ -104,7 +104,7 @@ static int sync_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
 	free(p);
 	if (rc == 0) {
 		snprintf(num, sizeof(num), "%d", n);
-		log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", num, NULL);
+		log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", num, (char *)NULL);
 	}
 	return rc;
 }
@@ -122,10 +122,10 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 			                  sizeof(err)) == 0)
 				return db;
 			PQfinish(db);
-			log_event("error", "schema", "error", err, NULL);
+			log_event("error", "schema", "error", err, (char *)NULL);
 			return NULL;
 		}
-		log_event("error", "database_down", "error", err, NULL);
+		log_event("error", "database_down", "error", err, (char *)NULL);
 		if (once || got_stop)
 			return NULL;
 		sleep((unsigned)delay);
@@ -218,7 +218,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	log_event("info", "started", "owner", owner, "once", o.once ? "true" : "false", NULL);
+	log_event("info", "started", "owner", owner, "once", o.once ? "true" : "false",
+	          (char *)NULL);
 
 	while (!got_stop) {
 		struct sched_stats st = {0};
@@ -227,28 +228,29 @@ int main(int argc, char **argv)
 			struct cfg fresh;
 			got_reload = 0;
 			if (cfg_load(&fresh, o.config, err, sizeof(err)) < 0) {
-				log_event("error", "reload", "error", err, NULL);
+				log_event("error", "reload", "error", err, (char *)NULL);
 			} else {
 				/* Gateway settings take effect at once; the listen
 				 * address needs a restart. */
 				struct gw_client *ngw =
 				    gw_client_new(&fresh.gateway, err, sizeof(err));
 				if (!ngw) {
-					log_event("error", "reload", "error", err, NULL);
+					log_event("error", "reload", "error", err, (char *)NULL);
 				} else {
 					sched_free(running);
 					gw_client_free(gw);
 					gw = ngw;
 					cfg = fresh;
 					running = sched_new(&cfg, db, gw, owner);
-					log_event("info", "reloaded", "config", o.config, NULL);
+					log_event("info", "reloaded", "config", o.config,
+					          (char *)NULL);
 				}
 			}
 			if (sync_plans(db, &cfg, err, sizeof(err)) < 0)
-				log_event("error", "reload", "error", err, NULL);
+				log_event("error", "reload", "error", err, (char *)NULL);
 		}
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
-			log_event("error", "pass", "error", err, NULL);
+			log_event("error", "pass", "error", err, (char *)NULL);
 			if (db_is_down(db) || PQstatus(db) != CONNECTION_OK) {
 				PQfinish(db);
 				db = connect_db(&cfg, owner, o.once);
@@ -268,7 +270,7 @@ int main(int argc, char **argv)
 			break;
 		sleep_ms(cfg.poll_interval_ms);
 	}
-	log_event("info", "stopped", "owner", owner, NULL);
+	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
 	listener_stop(lsn);
 	sched_free(running);

@@ -249,7 +249,8 @@ static int submit_claimed(struct sched *s, PGresult *r, int is_query)
 			/* Refused before sending: nothing left this process. The
 			 * intent stays pending and is resolved when its lease ends. */
 			log_event("error", "charge_refused", "subscription", j->sub_id,
-			          "mch_order_no", j->mch_order_no, "error", res.detail, NULL);
+			          "mch_order_no", j->mch_order_no, "error", res.detail,
+			          (char *)NULL);
 			free(j);
 		}
 	}
@@ -428,7 +429,7 @@ static void log_outcome(const struct job *j, enum sched_result r, const struct s
 	log_event(r == SR_UNKNOWN ? "warn" : "info", j->is_query ? "charge_resolved" : "charge",
 	          "subscription", j->sub_id, "mch_order_no", j->mch_order_no, "amount", amount,
 	          "outcome", result_name(r), "pay_order_id", j->res.order.pay_order_id, "sub_state",
-	          ss->state, "ret_msg", ret_msg(j, r), NULL);
+	          ss->state, "ret_msg", ret_msg(j, r), (char *)NULL);
 }
 
 static void count(struct sched_stats *st, enum sched_result r, int is_query)
@@ -670,7 +671,7 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 		else if (o == GW_FAIL && strcmp(db_str(r, i, 1), "bound") == 0)
 			rc = db_exec(s->db, SQL_UNBOUND, 1, q, err, errlen);
 		log_event("info", "binding_check", "customer", id, "was", db_str(r, i, 1),
-		          "outcome", gw_outcome_name(o), NULL);
+		          "outcome", gw_outcome_name(o), (char *)NULL);
 		if (st)
 			st->bindings++;
 		if (rc < 0) {
