@@ -42,7 +42,7 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	if (out_args(argc, argv, 1, NULL, pos, 1, 1, CHARGE_USAGE) < 0 ||
 	    out_parse_id("subscription", pos[0], &id) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
 	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
 	if (!s) {

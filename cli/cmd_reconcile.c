@@ -5,6 +5,7 @@
 
 #include "out.h"
 #include "reconcile.h"
+#include "scheduler.h"
 
 #define USAGE "usage: billctl reconcile --from D --to D"
 
@@ -54,6 +55,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 	                     "OURS",    "GATEWAY", "DETAIL"};
 	struct reconcile_report rep;
 	struct gw_client *gw;
+	struct sched *s;
 	int64_t from, to;
 	char err[512];
 	PGconn *db;
@@ -65,12 +67,19 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		cli_error("--from and --to are required (%s)", USAGE);
 		return CLI_USAGE;
 	}
-	if (out_timezone(ctx) != CLI_OK)
-		return CLI_FAIL;
 	if (out_parse_window(from_s, to_s, &from, &to) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
+	/* Open subscription charges are resolved the daemon's way first, so that
+	 * their subscriptions advance or step with the outcome. */
+	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
+	if (!s || sched_resolve(s, ctx->now, NULL, err, sizeof(err)) < 0) {
+		cli_error("%s", s ? err : "out of memory");
+		sched_free(s);
+		return CLI_FAIL;
+	}
+	sched_free(s);
 	if (reconcile_run(db, gw, &ctx->cfg, from, to, &rep, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;

@@ -178,8 +178,6 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	}
 	json = format ? strcmp(format, "json") == 0 : ctx->json;
-	if (out_timezone(ctx) != CLI_OK)
-		return CLI_FAIL;
 	if (out_parse_window(from_s, to_s, &from, &to) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))

@@ -82,8 +82,6 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 1, opts, pos, 2, 2, SUBSCRIBE_USAGE) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK)
-		return CLI_FAIL;
 	if ((start_s && out_parse_time("--start", start_s, &start) < 0) ||
 	    (trial_s && out_parse_int("--trial-days", trial_s, 0, 3650, &trial) < 0))
 		return CLI_USAGE;
@@ -129,7 +127,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		          state);
 		return CLI_USAGE;
 	}
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
@@ -173,7 +171,7 @@ static int show(struct cli *ctx, int argc, char **argv)
 
 	if (parse_id_arg(argc, argv, NULL, pos, 1, &id) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_get(db, id, &s, err, sizeof(err)) < 0 ||
 	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0) {
@@ -230,7 +228,7 @@ static int cancel(struct cli *ctx, int argc, char **argv)
 
 	if (parse_id_arg(argc, argv, opts, pos, 1, &id) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
@@ -251,7 +249,7 @@ static int pause_resume(struct cli *ctx, int argc, char **argv, int resume)
 
 	if (parse_id_arg(argc, argv, NULL, pos, 1, &id) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	rc = resume ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
 	            : subscriptions_pause(db, id, &s, err, sizeof(err));
@@ -283,7 +281,7 @@ static int change_plan(struct cli *ctx, int argc, char **argv)
 
 	if (parse_id_arg(argc, argv, NULL, pos, 2, &id) < 0)
 		return CLI_USAGE;
-	if (out_timezone(ctx) != CLI_OK || !(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
 	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0) {

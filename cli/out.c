@@ -145,17 +145,6 @@ void out_json_time(cJSON *o, const char *key, int64_t t)
 	cJSON_AddStringToObject(o, key, buf);
 }
 
-int out_timezone(struct cli *ctx)
-{
-	char err[256];
-
-	if (cfg_apply_timezone(&ctx->cfg, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
-	return CLI_OK;
-}
-
 /* Whole decimal integer in [min, max]. */
 static int parse_range(const char *s, int64_t min, int64_t max, int64_t *v)
 {

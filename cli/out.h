@@ -34,10 +34,6 @@ void out_json(cJSON *j);
 /* Adds a time as local ISO 8601 (null for 0). */
 void out_json_time(cJSON *o, const char *key, int64_t t);
 
-/* Applies billing.timezone to the process, so that dates typed and printed
- * are the configured timezone's; CLI_OK, or CLI_FAIL after one error line. */
-int out_timezone(struct cli *ctx);
-
 /* Argument parsers: 0, or -1 after printing one error line naming what (an
  * option or argument name) and the bad value. */
 int out_parse_id(const char *what, const char *s, int64_t *v);
