@@ -25,6 +25,13 @@ static void one_line(char *err, size_t errlen, const char *prefix, const char *m
 	snprintf(err, errlen, "%s%.*s", prefix, (int)n, msg);
 }
 
+/* Server notices ("... does not exist, skipping") are not our log lines. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 {
 	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
