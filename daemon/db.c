@@ -48,6 +48,7 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 		PQfinish(c);
 		return NULL;
 	}
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
 	if (db_exec(c,
 	            "SELECT set_config('billing.actor', $1, false), "
 	            "set_config('TimeZone', 'UTC', false)",
