@@ -575,17 +575,20 @@ out:
 }
 
 /* Drives the gateway until fewer than `below` requests are pending,
- * recording outcomes as they arrive. */
+ * recording outcomes as they arrive, a quarter of max_in_flight at a time
+ * so that one transaction carries many outcomes. */
 static int drain(struct sched *s, int below, int64_t now, struct sched_stats *st, char *err,
                  size_t errlen)
 {
+	int batch = s->cfg->gateway.max_in_flight / 4 + 1;
+
 	while (gw_multi_pending(s->multi) >= below && gw_multi_pending(s->multi) > 0) {
 		if (gw_multi_run(s->multi, 100) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			return -1;
 		}
 		metrics_in_flight(gw_multi_pending(s->multi));
-		if (s->ndone && record_done(s, now, st, err, errlen) < 0)
+		if (s->ndone >= batch && record_done(s, now, st, err, errlen) < 0)
 			return -1;
 	}
 	return record_done(s, now, st, err, errlen);
