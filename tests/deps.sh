@@ -3,7 +3,7 @@
 # skipping those already there.
 set -e
 pkgs="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libssl-dev libpq-dev
-libyaml-dev libmicrohttpd-dev libcmocka-dev postgresql postgresql-contrib curl procps"
+libyaml-dev libmicrohttpd-dev libcmocka-dev postgresql postgresql-contrib curl procps time"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
