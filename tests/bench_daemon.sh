@@ -7,7 +7,9 @@
 # peak RSS, checks that every subscription was charged exactly once and that
 # the gateway's ledger agrees, then runs pgbench with a comparable write (one
 # charge-like INSERT and one subscription-like UPDATE per transaction, one
-# client) for scale. BENCH_PGBENCH_S sets pgbench's seconds (default 10).
+# client) for scale. BENCH_PGBENCH_S sets pgbench's seconds (default 10);
+# BENCH_BATCH billing.batch_size (default 256); BENCH_LOG=FILE keeps billingd's
+# log; BENCH_WRAP="perf record -g -o FILE" runs billingd under a profiler.
 set -eu
 B=${B:-build}
 N=${BENCH_N:-100000}
@@ -92,6 +94,7 @@ pg_cpu() {
 # ---- the run ----
 PG_CPU0=$(pg_cpu)
 echo "bench: billingd --once (gateway latency ${LATENCY_MS} ms, max_in_flight $IN_FLIGHT)"
+# shellcheck disable=SC2086 # BENCH_WRAP is a command line, split on purpose
 /usr/bin/time -f "%e %M %U %S" -o "$T/time" ${BENCH_WRAP:-} \
 	"$B/billingd" -c "$T/billing.yaml" --once --now "$NOW" 2>"$T/billingd.log" ||
 	fail "billingd exited $?: $(grep 'level=error' "$T/billingd.log" | head -n 3)"
