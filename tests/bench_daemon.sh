@@ -155,4 +155,4 @@ EOF
 	fail "pgbench: $(tail -n 3 "$T/pgbench.out")"
 TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$T/pgbench.out")
 sql "SET client_min_messages = warning; DROP SCHEMA pgb CASCADE"
-printf 'bench: pgbench comparable write on this cluster: %.0f tps (1 client, one INSERT + one UPDATE per transaction; billingd batches a whole drain per transaction)\n' "$TPS"
+printf 'bench: pgbench comparable write on this cluster: %.0f tps (1 client, one INSERT + one UPDATE per transaction, no triggers; billingd records many outcomes per transaction)\n' "$TPS"
