@@ -809,6 +809,24 @@ static const char *card_type(const char *card)
 	}
 }
 
+/* 4501161234567214 -> 450116XXXXXX7214 */
+static void mask_card(char *out, size_t len, const char *card)
+{
+	snprintf(out, len, "%.6sXXXXXX%s", card, card + strlen(card) - 4);
+}
+
+/* Binds card (the full number) to the customer, replacing any card. */
+static struct customer *customer_bind(const char *id, const char *card, const char *expiry)
+{
+	struct customer *c = customer_get(id, 1);
+
+	c->bound = 1;
+	mask_card(c->card_number, sizeof(c->card_number), card);
+	snprintf(c->expiry, sizeof(c->expiry), "%s", expiry);
+	snprintf(c->card_type, sizeof(c->card_type), "%s", card_type(card));
+	return c;
+}
+
 static void queue_notify(const struct order *o, const struct page *p, const char *card_num,
                          const char *expiry, const char *type)
 {
@@ -867,17 +885,13 @@ static unsigned hosted_visit(int purchase, const char *token, const char *card, 
 	if (p->used)
 		return 409;
 	if (ok)
-		snprintf(masked, sizeof(masked), "%.6sXXXXXX%s", card, card + strlen(card) - 4);
+		mask_card(masked, sizeof(masked), card);
 	if (!purchase) {
 		kv[n++] = (struct sign_kv){"retCode", ok ? "SUCCESS" : "FAIL"};
 		kv[n++] = (struct sign_kv){"customerId", p->customer_id};
 		if (ok) {
-			struct customer *c = customer_get(p->customer_id, 1);
+			struct customer *c = customer_bind(p->customer_id, card, expiry);
 
-			c->bound = 1;
-			snprintf(c->card_number, sizeof(c->card_number), "%s", masked);
-			snprintf(c->expiry, sizeof(c->expiry), "%s", expiry);
-			snprintf(c->card_type, sizeof(c->card_type), "%s", card_type(card));
 			kv[n++] = (struct sign_kv){"cardNumber", c->card_number};
 			kv[n++] = (struct sign_kv){"expirationDate", c->expiry};
 			kv[n++] = (struct sign_kv){"cardType", c->card_type};
@@ -1165,6 +1179,24 @@ static const char *ctl_customer(const cJSON *in, int unbind)
 	return NULL;
 }
 
+/* Binds <prefix>1 .. <prefix>count at once (benchmark set-up), each to the
+ * card 4501161234567214, as if each had completed the hosted page. */
+static const char *ctl_bind(const cJSON *in)
+{
+	const cJSON *prefix = cJSON_GetObjectItemCaseSensitive(in, "prefix");
+	const cJSON *count = cJSON_GetObjectItemCaseSensitive(in, "count");
+	char id[32];
+
+	if (!cJSON_IsString(prefix) || strlen(prefix->valuestring) > 20 || !cJSON_IsNumber(count) ||
+	    count->valuedouble < 1 || count->valuedouble > 1e9)
+		return "prefix (at most 20 characters) and count (1..1e9) are required";
+	for (long i = 1; i <= (long)count->valuedouble; i++) {
+		snprintf(id, sizeof(id), "%s%ld", prefix->valuestring, i);
+		customer_bind(id, "4501161234567214", "0728");
+	}
+	return NULL;
+}
+
 /* POST /_fake/<name>: 200 {"ok":true} or 400 {"error":...}. */
 static unsigned control(const char *name, const char *body, size_t len, char **out)
 {
@@ -1183,6 +1215,8 @@ static unsigned control(const char *name, const char *body, size_t len, char **o
 		err = ctl_customer(in, 0);
 	else if (strcmp(name, "unbind") == 0)
 		err = ctl_customer(in, 1);
+	else if (strcmp(name, "bind") == 0)
+		err = ctl_bind(in);
 	else
 		err = "unknown control";
 	pthread_mutex_unlock(&st.mu);
