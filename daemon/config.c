@@ -214,17 +214,18 @@ static int read_key_file(struct cfg *c, char *err, size_t errlen)
 	FILE *f;
 	size_t n;
 
+	/* The path is not echoed: a key pasted there by mistake would be. */
 	if (stat(path, &st) < 0)
-		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
+		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
 		            strerror(errno));
 	if (st.st_mode & 077)
 		return fail(err, errlen,
-		            "gateway.merchant_key_file: %s is readable by group or others "
-		            "(chmod 600 it)",
-		            path);
+		            "%s: gateway.merchant_key_file: the file is readable by group or "
+		            "others (chmod 600 it)",
+		            c->path);
 	f = fopen(path, "r");
 	if (!f)
-		return fail(err, errlen, "gateway.merchant_key_file: %s: %s", path,
+		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
 		            strerror(errno));
 	n = fread(c->gateway.merchant_key, 1, sizeof(c->gateway.merchant_key) - 1, f);
 	fclose(f);

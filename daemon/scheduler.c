@@ -283,12 +283,12 @@ static int claim_due(struct sched *s, int64_t now, const char *only_sub, int lim
 	return claim(s, SQL_CLAIM_DUE, 6, p, 0, err, errlen);
 }
 
-static int claim_unresolved(struct sched *s, char *err, size_t errlen)
+static int claim_unresolved(struct sched *s, int limit, char *err, size_t errlen)
 {
 	char lim[16], lease[16];
 	const char *p[3] = {s->owner, lease, lim};
 
-	snprintf(lim, sizeof(lim), "%d", s->cfg->batch_size);
+	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%d", s->cfg->lease_seconds);
 	return claim(s, SQL_CLAIM_UNRESOLVED, 3, p, 1, err, errlen);
 }
@@ -314,7 +314,12 @@ static enum sched_result interpret(const struct job *j)
 	case GW_SUCCESS:
 		return SR_SUCCEEDED;
 	case GW_FAIL:
-		return strcasestr(r->ret_msg, "busy") ? SR_BUSY : SR_DECLINED;
+		/* Not processed, and not the customer's doing: retried later
+		 * without a dunning step (a wrong key must not dun everyone). */
+		return strcasestr(r->ret_msg, "busy") || strcasestr(r->ret_msg, "sign error") ||
+		               strcasestr(r->ret_msg, "mchId error")
+		           ? SR_BUSY
+		           : SR_DECLINED;
 	default:
 		return SR_UNKNOWN;
 	}
@@ -688,15 +693,28 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 
 /* ---- passes ---- */
 
+/* How many to claim: no more than can be sent at once. A claimed request
+ * waiting in the queue for a connection spends its lease before any byte
+ * leaves; another daemon could then take the lease over, find the order
+ * absent and charge again while this one still sends it. It also keeps a
+ * stop prompt and what a crash leaves to expire small. */
+static int claimable(struct sched *s)
+{
+	int free_slots = s->cfg->gateway.max_in_flight - gw_multi_pending(s->multi);
+
+	return free_slots < s->cfg->batch_size ? free_slots : s->cfg->batch_size;
+}
+
 int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
 {
-	int n;
+	int n, want;
 
 	do {
-		n = claim_unresolved(s, err, errlen);
+		want = claimable(s);
+		n = claim_unresolved(s, want, err, errlen);
 		if (n < 0 || drain(s, s->cfg->gateway.max_in_flight, now, st, err, errlen) < 0)
 			return -1;
-	} while (n == s->cfg->batch_size && !s->stopping);
+	} while (n == want && !s->stopping);
 	return drain(s, 1, now, st, err, errlen);
 }
 
@@ -708,7 +726,7 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
 		return -1;
 	while (!s->stopping) {
-		n = claim_due(s, now, NULL, s->cfg->batch_size, err, errlen);
+		n = claim_due(s, now, NULL, claimable(s), err, errlen);
 		if (n < 0)
 			return -1;
 		if (st)

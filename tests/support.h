@@ -71,3 +71,28 @@ void ts_sync_plans(PGconn *db);
 /* Subscribes customer to the current version of plan_code from start
  * (unix seconds), with the plan's trial; returns the subscription id. */
 long ts_subscribe(PGconn *db, const char *customer, const char *plan_code, long start);
+
+/* ---- processes (support_proc.c) ---- */
+/* Monotonic milliseconds, and a sleep that signals do not cut short. */
+long ts_ms_now(void);
+void ts_sleep_ms(long ms);
+/* Starts argv[0] (NULL-terminated argv) with the extra environment settings
+ * env ("K=V", NULL-terminated; may be NULL), stdin and stdout on /dev/null
+ * and stderr appended to err_path (NULL: inherited). The child is killed if
+ * the test program dies. Aborts if it cannot fork. */
+pid_t ts_spawn(const char *const argv[], const char *const env[], const char *err_path);
+/* Waits up to timeout_ms for pid to exit: its wait status, or -1 when it is
+ * still running. */
+int ts_wait_pid(pid_t pid, long timeout_ms);
+/* kill -9 and reap. */
+void ts_kill_pid(pid_t pid);
+/* Polls sql (its first column of the first row, as a long) on the database
+ * at url every 50 ms until it equals want or timeout_ms pass; returns the
+ * last value seen (-1: no row or no answer). Connection errors are retried,
+ * so that it waits across a server restart. */
+long ts_db_wait(const char *url, const char *sql, long want, long timeout_ms);
+/* The whole file (malloc'd); aborts if it cannot be read. */
+char *ts_read_file(const char *path);
+/* The value of key in one logfmt line (up to its newline), unquoted; 0, or
+ * -1 when the key is absent or the line is not logfmt. */
+int ts_logfmt_get(const char *line, const char *key, char *out, size_t outlen);
