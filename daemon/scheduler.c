@@ -45,6 +45,7 @@ struct sched {
 	struct gw_client *gw;
 	struct gw_multi *multi;
 	char owner[96];
+	char resolve_cutoff[48]; /* database time at the start of sched_resolve */
 	volatile sig_atomic_t stopping;
 	struct plan *plans; /* cache: plan versions never change */
 	int nplans;
@@ -196,7 +197,7 @@ static const char SQL_CLAIM_UNRESOLVED[] =
     "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
     "$2::int)"
     " WHERE id IN (SELECT id FROM charges"
-    "               WHERE state IN ('pending', 'unknown') AND lease_expires_at <= now()"
+    "               WHERE state IN ('pending', 'unknown') AND lease_expires_at <= $4::timestamptz"
     "                 AND kind = 'subscription'"
     "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
@@ -283,14 +284,20 @@ static int claim_due(struct sched *s, int64_t now, const char *only_sub, int lim
 	return claim(s, SQL_CLAIM_DUE, 6, p, 0, err, errlen);
 }
 
-static int claim_unresolved(struct sched *s, int limit, char *err, size_t errlen)
+static int claim_any_due(struct sched *s, int64_t now, int limit, char *err, size_t errlen)
+{
+	return claim_due(s, now, NULL, limit, err, errlen);
+}
+
+static int claim_unresolved(struct sched *s, int64_t now, int limit, char *err, size_t errlen)
 {
 	char lim[16], lease[16];
-	const char *p[3] = {s->owner, lease, lim};
+	const char *p[4] = {s->owner, lease, lim, s->resolve_cutoff};
 
+	(void)now; /* leases run on the database's clock, not the billing clock */
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%d", s->cfg->lease_seconds);
-	return claim(s, SQL_CLAIM_UNRESOLVED, 3, p, 1, err, errlen);
+	return claim(s, SQL_CLAIM_UNRESOLVED, 4, p, 1, err, errlen);
 }
 
 /* ---- recording ---- */
@@ -579,24 +586,51 @@ out:
 	return rc;
 }
 
-/* Drives the gateway until fewer than `below` requests are pending,
- * recording outcomes as they arrive, a quarter of max_in_flight at a time
- * so that one transaction carries many outcomes. */
-static int drain(struct sched *s, int below, int64_t now, struct sched_stats *st, char *err,
-                 size_t errlen)
+/* How many to claim: no more than can be sent at once. A claimed request
+ * waiting in the queue for a connection spends its lease before any byte
+ * leaves; another daemon could then take the lease over, find the order
+ * absent and charge again while this one still sends it. It also keeps a
+ * stop prompt and what a crash leaves to expire small. */
+static int claimable(struct sched *s)
 {
-	int batch = s->cfg->gateway.max_in_flight / 4 + 1;
+	int free_slots = s->cfg->gateway.max_in_flight - gw_multi_pending(s->multi);
 
-	while (gw_multi_pending(s->multi) >= below && gw_multi_pending(s->multi) > 0) {
+	return free_slots < s->cfg->batch_size ? free_slots : s->cfg->batch_size;
+}
+
+typedef int (*claim_fn)(struct sched *s, int64_t now, int limit, char *err, size_t errlen);
+
+/* Keeps max_in_flight requests going while claim (may be NULL) finds work,
+ * then finishes what is in flight. Claims and records happen a quarter of
+ * max_in_flight at a time, so that each statement carries many charges
+ * while the gateway stays busy. Returns how many were claimed, or -1. */
+static int pump(struct sched *s, claim_fn claim, int64_t now, struct sched_stats *st, char *err,
+                size_t errlen)
+{
+	int chunk = s->cfg->gateway.max_in_flight / 4 + 1, more = claim != NULL, claimed = 0;
+
+	for (;;) {
+		int room = claimable(s), idle = gw_multi_pending(s->multi) == 0;
+
+		if (more && !s->stopping && room > 0 && (room >= chunk || idle)) {
+			int n = claim(s, now, room, err, errlen);
+			if (n < 0)
+				return -1;
+			claimed += n;
+			more = n == room;
+			continue;
+		}
+		if (idle)
+			break;
 		if (gw_multi_run(s->multi, 100) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			return -1;
 		}
 		metrics_in_flight(gw_multi_pending(s->multi));
-		if (s->ndone >= batch && record_done(s, now, st, err, errlen) < 0)
+		if (s->ndone >= chunk && record_done(s, now, st, err, errlen) < 0)
 			return -1;
 	}
-	return record_done(s, now, st, err, errlen);
+	return record_done(s, now, st, err, errlen) < 0 ? -1 : claimed;
 }
 
 /* ---- period boundaries and enrolment follow-up ---- */
@@ -693,52 +727,31 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 
 /* ---- passes ---- */
 
-/* How many to claim: no more than can be sent at once. A claimed request
- * waiting in the queue for a connection spends its lease before any byte
- * leaves; another daemon could then take the lease over, find the order
- * absent and charge again while this one still sends it. It also keeps a
- * stop prompt and what a crash leaves to expire small. */
-static int claimable(struct sched *s)
-{
-	int free_slots = s->cfg->gateway.max_in_flight - gw_multi_pending(s->multi);
-
-	return free_slots < s->cfg->batch_size ? free_slots : s->cfg->batch_size;
-}
-
 int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
 {
-	int n, want;
+	/* Each is queried once: an outcome still unknown becomes claimable
+	 * again only after this cutoff, that is in a later pass. */
+	PGresult *r = db_query(s->db, "SELECT clock_timestamp()", 0, NULL, err, errlen);
 
-	do {
-		want = claimable(s);
-		n = claim_unresolved(s, want, err, errlen);
-		if (n < 0 || drain(s, s->cfg->gateway.max_in_flight, now, st, err, errlen) < 0)
-			return -1;
-	} while (n == want && !s->stopping);
-	return drain(s, 1, now, st, err, errlen);
+	if (!r)
+		return -1;
+	snprintf(s->resolve_cutoff, sizeof(s->resolve_cutoff), "%s", db_str(r, 0, 0));
+	PQclear(r);
+	return pump(s, claim_unresolved, now, st, err, errlen) < 0 ? -1 : 0;
 }
 
 int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
 {
-	int max = s->cfg->gateway.max_in_flight;
 	int n;
 
+	/* Unknowns first: their subscriptions get nothing new until resolved. */
 	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
 		return -1;
-	while (!s->stopping) {
-		n = claim_due(s, now, NULL, claimable(s), err, errlen);
-		if (n < 0)
-			return -1;
-		if (st)
-			st->claimed += n;
-		if (n == 0)
-			break;
-		/* Keep max_in_flight busy: claim again once half has drained. */
-		if (drain(s, max / 2 + 1, now, st, err, errlen) < 0)
-			return -1;
-	}
-	if (drain(s, 1, now, st, err, errlen) < 0)
+	n = pump(s, claim_any_due, now, st, err, errlen);
+	if (n < 0)
 		return -1;
+	if (st)
+		st->claimed += n;
 	if (s->stopping)
 		return 0;
 	return check_bindings(s, now, st, err, errlen);
@@ -813,7 +826,7 @@ int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char
 			why_not(s, id, err, errlen);
 		return GW_INVALID;
 	}
-	if (drain(s, 1, now, NULL, err, errlen) < 0)
+	if (pump(s, NULL, now, NULL, err, errlen) < 0)
 		return GW_INVALID;
 	r = db_query(s->db, SQL_LAST_ATTEMPT, 1, p, err, errlen);
 	if (!r)
