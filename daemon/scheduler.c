@@ -12,7 +12,12 @@
  *     open attempt per subscription); only proven absence allows a new
  *     attempt, with a new mch_order_no.
  * The database enforces the invariants; this file never relies on the
- * gateway refusing a duplicate mch_order_no. */
+ * gateway refusing a duplicate mch_order_no.
+ *
+ * Two threads: the pass's own drives the gateway and claims; a recorder
+ * thread, on a connection of its own, writes outcomes as they arrive, so
+ * that the gateway never waits for the ledger. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +37,32 @@ struct job {
 	struct sched *s;
 	int64_t charge_id;
 	int64_t amount;
+	int64_t now; /* the billing clock when it was sent */
 	int is_query;
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];
 	struct gw_result res;
+	/* filled when recorded */
+	int recorded;
+	enum sched_result result;
+	char sub_state[12];
+};
+
+/* Completed jobs, handed from the pass's thread to the recorder. */
+struct recorder {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job **queue;
+	int n, cap;
+	int busy, quit;
+	PGconn *db;
+	struct plan *plans; /* cache: plan versions never change */
+	int nplans;
+	struct sched_stats stats; /* since the last flush */
+	int failed;
+	char err[512];
 };
 
 struct sched {
@@ -47,11 +73,10 @@ struct sched {
 	char owner[96];
 	char resolve_cutoff[48]; /* database time at the start of sched_resolve */
 	volatile sig_atomic_t stopping;
-	struct plan *plans; /* cache: plan versions never change */
-	int nplans;
-	struct job **done; /* completed, not yet recorded */
-	int ndone, capdone;
+	struct recorder rec;
 };
+
+static void *recorder_main(void *arg);
 
 struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw, const char *owner)
 {
@@ -62,12 +87,15 @@ struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw,
 	s->cfg = cfg;
 	s->db = db;
 	s->gw = gw;
+	snprintf(s->owner, sizeof(s->owner), "%s", owner);
+	pthread_mutex_init(&s->rec.mu, NULL);
+	pthread_cond_init(&s->rec.cv, NULL);
 	s->multi = gw_multi_new(gw, cfg->gateway.max_in_flight);
-	if (!s->multi) {
+	if (!s->multi || pthread_create(&s->rec.thread, NULL, recorder_main, s) != 0) {
+		gw_multi_free(s->multi);
 		free(s);
 		return NULL;
 	}
-	snprintf(s->owner, sizeof(s->owner), "%s", owner);
 	return s;
 }
 
@@ -75,11 +103,19 @@ void sched_free(struct sched *s)
 {
 	if (!s)
 		return;
+	pthread_mutex_lock(&s->rec.mu);
+	s->rec.quit = 1;
+	pthread_cond_broadcast(&s->rec.cv);
+	pthread_mutex_unlock(&s->rec.mu);
+	pthread_join(s->rec.thread, NULL);
 	gw_multi_free(s->multi);
-	for (int i = 0; i < s->ndone; i++)
-		free(s->done[i]);
-	free(s->done);
-	free(s->plans);
+	for (int i = 0; i < s->rec.n; i++)
+		free(s->rec.queue[i]);
+	free(s->rec.queue);
+	free(s->rec.plans);
+	PQfinish(s->rec.db);
+	pthread_mutex_destroy(&s->rec.mu);
+	pthread_cond_destroy(&s->rec.cv);
 	free(s);
 }
 
@@ -93,22 +129,22 @@ void sched_stop(struct sched *s)
 	s->stopping = 1;
 }
 
-static const struct plan *plan_cached(struct sched *s, int64_t id, char *err, size_t errlen)
+static const struct plan *plan_cached(struct recorder *rec, int64_t id, char *err, size_t errlen)
 {
 	struct plan *grown;
 
-	for (int i = 0; i < s->nplans; i++)
-		if (s->plans[i].id == id)
-			return &s->plans[i];
-	grown = realloc(s->plans, (size_t)(s->nplans + 1) * sizeof(*grown));
+	for (int i = 0; i < rec->nplans; i++)
+		if (rec->plans[i].id == id)
+			return &rec->plans[i];
+	grown = realloc(rec->plans, (size_t)(rec->nplans + 1) * sizeof(*grown));
 	if (!grown) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	s->plans = grown;
-	if (plans_get(s->db, id, &s->plans[s->nplans], err, errlen) < 0)
+	rec->plans = grown;
+	if (plans_get(rec->db, id, &rec->plans[rec->nplans], err, errlen) < 0)
 		return NULL;
-	return &s->plans[s->nplans++];
+	return &rec->plans[rec->nplans++];
 }
 
 /* ---- the billing rules ---- */
@@ -202,26 +238,30 @@ static const char SQL_CLAIM_UNRESOLVED[] =
     "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents";
 
+/* Called in the pass's thread as each request completes. */
 static void job_done(void *udata, const struct gw_result *res)
 {
 	struct job *j = udata;
-	struct sched *s = j->s;
+	struct recorder *rec = &j->s->rec;
 
 	j->res = *res;
 	metrics_gateway_observe(res->seconds);
-	if (s->ndone == s->capdone) {
-		int cap = s->capdone ? s->capdone * 2 : 64;
-		struct job **d = realloc(s->done, (size_t)cap * sizeof(*d));
-		if (!d)
+	pthread_mutex_lock(&rec->mu);
+	if (rec->n == rec->cap) {
+		int cap = rec->cap ? rec->cap * 2 : 64;
+		struct job **q = realloc(rec->queue, (size_t)cap * sizeof(*q));
+		if (!q)
 			abort(); /* the outcome must not be dropped silently */
-		s->done = d;
-		s->capdone = cap;
+		rec->queue = q;
+		rec->cap = cap;
 	}
-	s->done[s->ndone++] = j;
+	rec->queue[rec->n++] = j;
+	pthread_cond_signal(&rec->cv);
+	pthread_mutex_unlock(&rec->mu);
 }
 
 /* Sends every claimed row of r (columns of SQL_CLAIM_*). Returns the count. */
-static int submit_claimed(struct sched *s, PGresult *r, int is_query)
+static int submit_claimed(struct sched *s, PGresult *r, int is_query, int64_t now)
 {
 	int n = PQntuples(r);
 
@@ -238,6 +278,7 @@ static int submit_claimed(struct sched *s, PGresult *r, int is_query)
 		snprintf(j->sub_id, sizeof(j->sub_id), "%s", db_str(r, i, 2));
 		snprintf(j->customer_id, sizeof(j->customer_id), "%s", db_str(r, i, 3));
 		j->amount = db_i64(r, i, 4);
+		j->now = now;
 		j->is_query = is_query;
 		req.call = is_query ? GW_QUERY : GW_PURCHASE_TOKEN;
 		req.mch_order_no = j->mch_order_no;
@@ -260,14 +301,14 @@ static int submit_claimed(struct sched *s, PGresult *r, int is_query)
 }
 
 static int claim(struct sched *s, const char *sql, int nparams, const char *const *p, int is_query,
-                 char *err, size_t errlen)
+                 int64_t now, char *err, size_t errlen)
 {
 	PGresult *r = db_query(s->db, sql, nparams, p, err, errlen);
 	int n;
 
 	if (!r)
 		return -1;
-	n = submit_claimed(s, r, is_query);
+	n = submit_claimed(s, r, is_query, now);
 	PQclear(r);
 	return n;
 }
@@ -281,7 +322,7 @@ static int claim_due(struct sched *s, int64_t now, const char *only_sub, int lim
 	snprintf(t, sizeof(t), "%lld", (long long)now);
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%d", s->cfg->lease_seconds);
-	return claim(s, SQL_CLAIM_DUE, 6, p, 0, err, errlen);
+	return claim(s, SQL_CLAIM_DUE, 6, p, 0, now, err, errlen);
 }
 
 static int claim_any_due(struct sched *s, int64_t now, int limit, char *err, size_t errlen)
@@ -294,10 +335,10 @@ static int claim_unresolved(struct sched *s, int64_t now, int limit, char *err, 
 	char lim[16], lease[16];
 	const char *p[4] = {s->owner, lease, lim, s->resolve_cutoff};
 
-	(void)now; /* leases run on the database's clock, not the billing clock */
+	/* Leases run on the database's clock, not the billing clock. */
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%d", s->cfg->lease_seconds);
-	return claim(s, SQL_CLAIM_UNRESOLVED, 4, p, 1, err, errlen);
+	return claim(s, SQL_CLAIM_UNRESOLVED, 4, p, 1, now, err, errlen);
 }
 
 /* ---- recording ---- */
@@ -424,30 +465,26 @@ static void opt_str(struct db_arr *a, const char *v)
 	db_arr_str(a, v && v[0] ? v : NULL);
 }
 
-static struct job *find_job(struct sched *s, int64_t charge_id)
+static struct job *find_job(struct job **jobs, int n, int64_t charge_id)
 {
-	for (int i = 0; i < s->ndone; i++)
-		if (s->done[i] && s->done[i]->charge_id == charge_id)
-			return s->done[i];
+	for (int i = 0; i < n; i++)
+		if (jobs[i]->charge_id == charge_id)
+			return jobs[i];
 	return NULL;
 }
 
-static void log_outcome(const struct job *j, enum sched_result r, const struct sched_sub *ss)
+/* After the commit: the log line, the metric and the pass's counts. */
+static void report_outcome(const struct job *j, struct sched_stats *st)
 {
-	char amount[24], period[16];
+	enum sched_result r = j->result;
+	char amount[24];
 
 	snprintf(amount, sizeof(amount), "%lld", (long long)j->amount);
-	snprintf(period, sizeof(period), "%d", ss->period);
 	log_event(r == SR_UNKNOWN ? "warn" : "info", j->is_query ? "charge_resolved" : "charge",
 	          "subscription", j->sub_id, "mch_order_no", j->mch_order_no, "amount", amount,
 	          "outcome", result_name(r), "pay_order_id", j->res.order.pay_order_id, "sub_state",
-	          ss->state, "ret_msg", ret_msg(j, r), (char *)NULL);
-}
-
-static void count(struct sched_stats *st, enum sched_result r, int is_query)
-{
-	if (!st)
-		return;
+	          j->sub_state, "ret_msg", ret_msg(j, r), (char *)NULL);
+	metrics_charge(r == SR_SUCCEEDED ? "success" : r == SR_UNKNOWN ? "unknown" : "fail");
 	switch (r) {
 	case SR_SUCCEEDED:
 		st->succeeded++;
@@ -463,15 +500,14 @@ static void count(struct sched_stats *st, enum sched_result r, int is_query)
 		st->unknown++;
 		break;
 	}
-	(void)is_query;
 }
 
 /* Adds one owned charge (row i of the locked set) to the batch. */
-static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, int64_t now,
-                        struct sched_stats *st, char *err, size_t errlen)
+static int add_to_batch(struct recorder *rec, struct batch *b, PGresult *r, int i,
+                        struct job **jobs, int njobs, char *err, size_t errlen)
 {
-	struct job *j = find_job(s, db_i64(r, i, 0));
-	const struct plan *p = plan_cached(s, db_i64(r, i, 2), err, errlen);
+	struct job *j = find_job(jobs, njobs, db_i64(r, i, 0));
+	const struct plan *p = plan_cached(rec, db_i64(r, i, 2), err, errlen);
 	struct sched_sub ss = {0};
 	enum sched_result res;
 	char status[12];
@@ -488,7 +524,7 @@ static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, in
 	snprintf(ss.state, sizeof(ss.state), "%s", db_str(r, i, 8));
 	ss.next_charge_at = db_i64(r, i, 9);
 	res = interpret(j);
-	sched_apply(p, &ss, res, now);
+	sched_apply(p, &ss, res, j->now);
 
 	db_arr_i64(&b->ids, j->charge_id);
 	db_arr_str(&b->c_state, charge_state(res));
@@ -516,13 +552,13 @@ static int add_to_batch(struct sched *s, struct batch *b, PGresult *r, int i, in
 		db_arr_str(&b->rebind, j->customer_id);
 		b->nrebind++;
 	}
-	log_outcome(j, res, &ss);
-	metrics_charge(res == SR_SUCCEEDED ? "success" : res == SR_UNKNOWN ? "unknown" : "fail");
-	count(st, res, j->is_query);
+	j->recorded = 1;
+	j->result = res;
+	memcpy(j->sub_state, ss.state, sizeof(j->sub_state));
 	return 0;
 }
 
-static int write_batch(struct sched *s, struct batch *b, int64_t now, char *err, size_t errlen)
+static int write_batch(PGconn *db, struct batch *b, int64_t now, char *err, size_t errlen)
 {
 	char t[24];
 	const char *pc[7] = {db_arr_text(&b->ids),      db_arr_text(&b->c_state),
@@ -536,53 +572,132 @@ static int write_batch(struct sched *s, struct batch *b, int64_t now, char *err,
 	const char *pr[2] = {db_arr_text(&b->rebind), t};
 
 	snprintf(t, sizeof(t), "%lld", (long long)now);
-	if (b->ncharges && db_exec(s->db, SQL_SET_CHARGES, 7, pc, err, errlen) < 0)
+	if (b->ncharges && db_exec(db, SQL_SET_CHARGES, 7, pc, err, errlen) < 0)
 		return -1;
-	if (b->nsubs && db_exec(s->db, SQL_SET_SUBS, 8, ps, err, errlen) < 0)
+	if (b->nsubs && db_exec(db, SQL_SET_SUBS, 8, ps, err, errlen) < 0)
 		return -1;
-	if (b->nrebind && db_exec(s->db, SQL_FLAG_BINDINGS, 2, pr, err, errlen) < 0)
+	if (b->nrebind && db_exec(db, SQL_FLAG_BINDINGS, 2, pr, err, errlen) < 0)
 		return -1;
 	return 0;
 }
 
-/* Records every completed job in one transaction. Jobs whose lease this
- * process lost are dropped: their new owner resolves them with cc_query. */
-static int record_done(struct sched *s, int64_t now, struct sched_stats *st, char *err,
-                       size_t errlen)
+/* Records jobs[0..n) in one transaction; reports them once committed.
+ * Jobs whose lease this process lost are dropped: their new owner resolves
+ * them with cc_query. On failure nothing is written and the charges stay
+ * pending until their lease ends. Frees the jobs. */
+static int record(struct sched *s, struct job **jobs, int n, struct sched_stats *st, char *err,
+                  size_t errlen)
 {
+	struct recorder *rec = &s->rec;
 	struct db_arr ids = {0};
 	struct batch b = {0};
 	PGresult *r = NULL;
 	const char *p[2];
 	int rc = -1;
 
-	if (s->ndone == 0)
-		return 0;
-	for (int i = 0; i < s->ndone; i++)
-		db_arr_i64(&ids, s->done[i]->charge_id);
+	if (db_is_down(rec->db)) {
+		PQfinish(rec->db);
+		rec->db = db_connect(s->cfg->database_url, s->owner, err, errlen);
+		if (!rec->db)
+			goto out;
+	}
+	for (int i = 0; i < n; i++)
+		db_arr_i64(&ids, jobs[i]->charge_id);
 	p[0] = db_arr_text(&ids);
 	p[1] = s->owner;
-	if (db_begin(s->db, err, errlen) < 0)
+	if (db_begin(rec->db, err, errlen) < 0)
 		goto out;
-	r = db_query(s->db, SQL_LOCK_OWNED, 2, p, err, errlen);
+	r = db_query(rec->db, SQL_LOCK_OWNED, 2, p, err, errlen);
 	if (!r)
 		goto rollback;
 	for (int i = 0; i < PQntuples(r); i++)
-		if (add_to_batch(s, &b, r, i, now, st, err, errlen) < 0)
+		if (add_to_batch(rec, &b, r, i, jobs, n, err, errlen) < 0)
 			goto rollback;
-	if (write_batch(s, &b, now, err, errlen) < 0 || db_commit(s->db, err, errlen) < 0)
+	/* the rebinding flag's time: the latest attempt's billing clock */
+	if (write_batch(rec->db, &b, jobs[n - 1]->now, err, errlen) < 0 ||
+	    db_commit(rec->db, err, errlen) < 0)
 		goto rollback;
+	for (int i = 0; i < n; i++)
+		if (jobs[i]->recorded)
+			report_outcome(jobs[i], st);
 	rc = 0;
 	goto out;
 rollback:
-	db_rollback(s->db);
+	db_rollback(rec->db);
 out:
 	PQclear(r);
 	batch_free(&b);
 	db_arr_free(&ids);
-	for (int i = 0; i < s->ndone; i++)
-		free(s->done[i]);
-	s->ndone = 0;
+	for (int i = 0; i < n; i++)
+		free(jobs[i]);
+	return rc;
+}
+
+static void *recorder_main(void *arg)
+{
+	struct sched *s = arg;
+	struct recorder *rec = &s->rec;
+
+	pthread_mutex_lock(&rec->mu);
+	for (;;) {
+		struct job **jobs;
+		struct sched_stats st = {0};
+		char err[512];
+		int n, rc;
+
+		while (rec->n == 0 && !rec->quit)
+			pthread_cond_wait(&rec->cv, &rec->mu);
+		if (rec->n == 0)
+			break;
+		jobs = rec->queue;
+		n = rec->n;
+		rec->queue = NULL;
+		rec->n = rec->cap = 0;
+		rec->busy = 1;
+		pthread_mutex_unlock(&rec->mu);
+		rc = record(s, jobs, n, &st, err, sizeof(err));
+		free(jobs);
+		if (rc < 0)
+			log_event("error", "record", "error", err, (char *)NULL);
+		pthread_mutex_lock(&rec->mu);
+		rec->busy = 0;
+		rec->stats.succeeded += st.succeeded;
+		rec->stats.declined += st.declined;
+		rec->stats.absent += st.absent;
+		rec->stats.unknown += st.unknown;
+		if (rc < 0 && !rec->failed) {
+			rec->failed = 1;
+			snprintf(rec->err, sizeof(rec->err), "%s", err);
+		}
+		pthread_cond_broadcast(&rec->cv);
+	}
+	pthread_mutex_unlock(&rec->mu);
+	return NULL;
+}
+
+/* Waits until every completed job is recorded; adds the counts to st.
+ * -1 with err if a batch could not be written since the last flush. */
+static int flush(struct sched *s, struct sched_stats *st, char *err, size_t errlen)
+{
+	struct recorder *rec = &s->rec;
+	int rc = 0;
+
+	pthread_mutex_lock(&rec->mu);
+	while (rec->n > 0 || rec->busy)
+		pthread_cond_wait(&rec->cv, &rec->mu);
+	if (st) {
+		st->succeeded += rec->stats.succeeded;
+		st->declined += rec->stats.declined;
+		st->absent += rec->stats.absent;
+		st->unknown += rec->stats.unknown;
+	}
+	memset(&rec->stats, 0, sizeof(rec->stats));
+	if (rec->failed) {
+		snprintf(err, errlen, "%s", rec->err);
+		rec->failed = 0;
+		rc = -1;
+	}
+	pthread_mutex_unlock(&rec->mu);
 	return rc;
 }
 
@@ -601,9 +716,10 @@ static int claimable(struct sched *s)
 typedef int (*claim_fn)(struct sched *s, int64_t now, int limit, char *err, size_t errlen);
 
 /* Keeps max_in_flight requests going while claim (may be NULL) finds work,
- * then finishes what is in flight. Claims and records happen a quarter of
- * max_in_flight at a time, so that each statement carries many charges
- * while the gateway stays busy. Returns how many were claimed, or -1. */
+ * then finishes what is in flight and waits for the recorder. Claims are
+ * made a quarter of max_in_flight at a time, so that each statement carries
+ * many charges while the gateway stays busy. Returns how many were claimed,
+ * or -1. */
 static int pump(struct sched *s, claim_fn claim, int64_t now, struct sched_stats *st, char *err,
                 size_t errlen)
 {
@@ -627,10 +743,8 @@ static int pump(struct sched *s, claim_fn claim, int64_t now, struct sched_stats
 			return -1;
 		}
 		metrics_in_flight(gw_multi_pending(s->multi));
-		if (s->ndone >= chunk && record_done(s, now, st, err, errlen) < 0)
-			return -1;
 	}
-	return record_done(s, now, st, err, errlen) < 0 ? -1 : claimed;
+	return flush(s, st, err, errlen) < 0 ? -1 : claimed;
 }
 
 /* ---- period boundaries and enrolment follow-up ---- */
