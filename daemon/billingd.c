@@ -94,19 +94,51 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 /* Loads the plans directory and records new versions. */
 static int sync_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
 {
-	struct plan *p = NULL;
-	int n = 0, created = 0, rc;
-	char num[32];
+	int loaded = 0, created = 0;
+	char n[16], m[16];
 
-	if (plans_load_dir(c->plans_dir, &p, &n, err, errlen) < 0)
+	if (plans_sync_dir(db, c->plans_dir, &loaded, &created, err, errlen) < 0)
 		return -1;
-	rc = plans_sync(db, p, n, &created, err, errlen);
-	free(p);
-	if (rc == 0) {
-		snprintf(num, sizeof(num), "%d", n);
-		log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", num, (char *)NULL);
+	snprintf(n, sizeof(n), "%d", loaded);
+	snprintf(m, sizeof(m), "%d", created);
+	log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", n, "new_versions", m,
+	          (char *)NULL);
+	return 0;
+}
+
+/* SIGHUP: the configuration and a gateway client for it, then the plans.
+ * A bad file keeps what runs. -1 only if the scheduler cannot restart. */
+static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_client **gw,
+                  const char *owner)
+{
+	struct cfg fresh;
+	struct gw_client *ngw;
+	struct sched *old = running;
+	char err[512];
+
+	if (cfg_load(&fresh, path, err, sizeof(err)) < 0 ||
+	    !(ngw = gw_client_new(&fresh.gateway, err, sizeof(err)))) {
+		log_event("error", "reload", "error", err, (char *)NULL);
+		return 0;
 	}
-	return rc;
+	/* Gateway and billing settings take effect at once; the listen address
+	 * needs a restart. The signal handler must not see a freed scheduler. */
+	running = NULL;
+	sched_free(old);
+	gw_client_free(*gw);
+	*gw = ngw;
+	*cfg = fresh;
+	running = sched_new(cfg, db, *gw, owner);
+	if (!running) {
+		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
+		return -1;
+	}
+	if (got_stop)
+		sched_stop(running);
+	log_event("info", "reloaded", "config", path, (char *)NULL);
+	if (sync_plans(db, cfg, err, sizeof(err)) < 0)
+		log_event("error", "reload", "error", err, (char *)NULL);
+	return 0;
 }
 
 /* Connects, retrying with back-off until it works or a stop is asked for. */
@@ -117,6 +149,8 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 
 	for (;;) {
 		PGconn *db = db_connect(c->database_url, owner, err, sizeof(err));
+		if (db && delay > 1)
+			log_event("info", "database_reconnected", (char *)NULL);
 		if (db) {
 			if (migrate_check(db, migrate_embedded, migrate_embedded_count, err,
 			                  sizeof(err)) == 0)
@@ -210,6 +244,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	running = sched_new(&cfg, db, gw, owner);
+	if (!running) {
+		fprintf(stderr, "billingd: cannot start the scheduler (out of memory)\n");
+		rc = 1;
+		goto out;
+	}
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
 		if (!lsn) {
@@ -225,37 +264,19 @@ int main(int argc, char **argv)
 		struct sched_stats st = {0};
 
 		if (got_reload) {
-			struct cfg fresh;
 			got_reload = 0;
-			if (cfg_load(&fresh, o.config, err, sizeof(err)) < 0) {
-				log_event("error", "reload", "error", err, (char *)NULL);
-			} else {
-				/* Gateway settings take effect at once; the listen
-				 * address needs a restart. */
-				struct gw_client *ngw =
-				    gw_client_new(&fresh.gateway, err, sizeof(err));
-				if (!ngw) {
-					log_event("error", "reload", "error", err, (char *)NULL);
-				} else {
-					sched_free(running);
-					gw_client_free(gw);
-					gw = ngw;
-					cfg = fresh;
-					running = sched_new(&cfg, db, gw, owner);
-					log_event("info", "reloaded", "config", o.config,
-					          (char *)NULL);
-				}
+			if (reload(o.config, &cfg, db, &gw, owner) < 0) {
+				rc = 1;
+				break;
 			}
-			if (sync_plans(db, &cfg, err, sizeof(err)) < 0)
-				log_event("error", "reload", "error", err, (char *)NULL);
 		}
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
 			log_event("error", "pass", "error", err, (char *)NULL);
-			if (db_is_down(db) || PQstatus(db) != CONNECTION_OK) {
+			if (db_is_down(db)) {
 				PQfinish(db);
 				db = connect_db(&cfg, owner, o.once);
 				if (!db) {
-					rc = 1;
+					rc = got_stop ? 0 : 1; /* a stop asked for while waiting */
 					break;
 				}
 				sched_set_db(running, db);

@@ -31,7 +31,8 @@
 #include "plans.h"
 #include "scheduler.h"
 
-#define BUSY_RETRY_SECONDS 60
+#define BUSY_RETRY_SECONDS      60
+#define BINDING_CHECKS_PER_PASS 16
 
 struct job {
 	struct sched *s;
@@ -810,7 +811,9 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 	PGresult *r;
 
 	snprintf(t, sizeof(t), "%lld", (long long)now);
-	snprintf(lim, sizeof(lim), "%d", s->cfg->batch_size);
+	/* One at a time and synchronous: a few a pass, so that a slow gateway
+	 * does not hold up charging. */
+	snprintf(lim, sizeof(lim), "%d", BINDING_CHECKS_PER_PASS);
 	r = db_query(s->db, SQL_CLAIM_CHECKS, 2, p, err, errlen);
 	if (!r)
 		return -1;
