@@ -208,13 +208,9 @@ int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **
 	             2, p, err, errlen);
 	if (!r)
 		return -1;
-	*n = PQntuples(r);
-	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
-	if (!*out) {
-		PQclear(r);
-		snprintf(err, errlen, "out of memory");
+	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
+	if (!*out)
 		return -1;
-	}
 	for (i = 0; i < *n; i++)
 		fill(r, i, &(*out)[i]);
 	PQclear(r);

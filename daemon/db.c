@@ -114,6 +114,19 @@ int db_is_down(PGconn *c)
 	return !c || PQstatus(c) != CONNECTION_OK;
 }
 
+void *db_rows_alloc(PGresult *r, size_t size, int *n, char *err, size_t errlen)
+{
+	void *rows;
+
+	*n = PQntuples(r);
+	rows = calloc(*n ? (size_t)*n : 1, size);
+	if (!rows) {
+		PQclear(r);
+		snprintf(err, errlen, "out of memory");
+	}
+	return rows;
+}
+
 const char *db_str(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col);

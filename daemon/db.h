@@ -31,6 +31,11 @@ const char *db_last_sqlstate(void);
 /* 1 when the connection is lost (the caller should reconnect). */
 int db_is_down(PGconn *c);
 
+/* An array of one element of size bytes per row of r (zeroed; at least one
+ * element, so never NULL on success), its length in *n. NULL with err when
+ * out of memory, after PQclear(r). The caller free()s it. */
+void *db_rows_alloc(PGresult *r, size_t size, int *n, char *err, size_t errlen);
+
 /* Field helpers: NULL-safe, "" for SQL NULL. */
 const char *db_str(const PGresult *r, int row, int col);
 int64_t db_i64(const PGresult *r, int row, int col);

@@ -127,13 +127,9 @@ int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
 
 	if (!r)
 		return -1;
-	*n = PQntuples(r);
-	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
-	if (!*out) {
-		PQclear(r);
-		snprintf(err, errlen, "out of memory");
+	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
+	if (!*out)
 		return -1;
-	}
 	for (int i = 0; i < *n; i++)
 		fill(r, i, &(*out)[i]);
 	PQclear(r);
@@ -156,13 +152,9 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 	             1, p, err, errlen);
 	if (!r)
 		return -1;
-	*n = PQntuples(r);
-	*out = calloc(*n ? (size_t)*n : 1, sizeof(**out));
-	if (!*out) {
-		PQclear(r);
-		snprintf(err, errlen, "out of memory");
+	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
+	if (!*out)
 		return -1;
-	}
 	for (int i = 0; i < *n; i++) {
 		struct subscription_charge *ch = &(*out)[i];
 		ch->id = db_i64(r, i, 0);
