@@ -11,6 +11,7 @@
 # BENCH_BATCH billing.batch_size (default 256); BENCH_LOG=FILE keeps billingd's
 # log; BENCH_WRAP="perf record -g -o FILE" runs billingd under a profiler.
 set -eu
+. tests/fakegw.sh
 B=${B:-build}
 N=${BENCH_N:-100000}
 PGB_S=${BENCH_PGBENCH_S:-10}
@@ -37,16 +38,7 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 [ -x /usr/bin/time ] || fail "/usr/bin/time is missing (make deps installs Debian's time)"
 
 # ---- the fake gateway, with every customer bound ----
-"$B/fakegw" --key "$KEY" --mch-id "$MCH" --port 0 --latency-ms $LATENCY_MS \
-	>"$T/fakegw.out" 2>"$T/fakegw.err" &
-GWPID=$!
-for _ in $(seq 50); do
-	grep -q '^port=' "$T/fakegw.out" 2>/dev/null && break
-	sleep 0.1
-done
-GWPORT=$(sed -n 's/^port=//p' "$T/fakegw.out")
-[ -n "$GWPORT" ] || fail "fakegw did not start: $(cat "$T/fakegw.err")"
-FAKE=http://127.0.0.1:$GWPORT
+fakegw_start "$T" --key "$KEY" --mch-id "$MCH" --latency-ms $LATENCY_MS || fail "the fake gateway did not start"
 curl -sf -o /dev/null -X POST -d "{\"prefix\":\"b\",\"count\":$N}" "$FAKE/_fake/bind" ||
 	fail "POST /_fake/bind"
 

@@ -8,6 +8,7 @@
 # on the way. Ends with a summary table checked against the gateway's own
 # ledger (exit 1 when they differ). Everything it starts is stopped on exit.
 set -u
+. tests/fakegw.sh
 B=${B:-build}
 YEAR=2027
 NCUST=50
@@ -54,16 +55,7 @@ eval "$PGENV"
 DBURL=$DATABASE_URL
 unset DATABASE_URL # billing.yaml names the database
 say "PostgreSQL on 127.0.0.1:$PGPORT (data in $PGTMP)"
-"$B/fakegw" --key "$KEY" --mch-id "$MCH" --port 0 --decline-rate 0.08 --seed 2027 \
-	>"$T/fakegw.out" 2>"$T/fakegw.err" &
-GWPID=$!
-for _ in $(seq 50); do
-	grep -q '^port=' "$T/fakegw.out" 2>/dev/null && break
-	sleep 0.1
-done
-GWPORT=$(sed -n 's/^port=//p' "$T/fakegw.out")
-[ -n "$GWPORT" ] || die "fakegw did not start: $(cat "$T/fakegw.err")"
-FAKE=http://127.0.0.1:$GWPORT
+fakegw_start "$T" --key "$KEY" --mch-id "$MCH" --decline-rate 0.08 --seed 2027 || die "the fake gateway did not start"
 for kind in drop_after http5xx; do
 	curl -sf -o /dev/null -X POST "$FAKE/_fake/faults" \
 		-d "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"$kind\",\"rate\":0.03}" ||
