@@ -1,12 +1,21 @@
 # billingd / billctl: recurring billing for the IOTPay card gateway.
 # `make` builds, `make test` runs every test against a throwaway PostgreSQL,
 # `make demo` runs a simulated year, `make bench*` prints performance figures.
+#
+# pkg-config is asked lazily (first use, then remembered), and every target
+# that installs packages first re-enters make afterwards: on a fresh machine
+# nothing is evaluated before `make deps` has installed it.
 
 CC       ?= cc
 PKGS     := libcurl libcjson openssl libpq yaml-0.1 libmicrohttpd
+lazy      = $(eval $1 := $(shell pkg-config $2))$($1)
+PKG_CFLAGS = $(call lazy,PKG_CFLAGS,--cflags $(PKGS))
+PKG_LIBS   = $(call lazy,PKG_LIBS,--libs $(PKGS))
+TEST_CFLAGS = $(call lazy,TEST_CFLAGS,--cflags cmocka)
+TEST_LIBS   = $(call lazy,TEST_LIBS,--libs cmocka)
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Idaemon $(shell pkg-config --cflags $(PKGS) cmocka)
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Idaemon $(PKG_CFLAGS)
+LDLIBS    = $(PKG_LIBS) -lpthread -lm
 B        := build
 
 ifeq ($(SANITIZE),1)
@@ -26,20 +35,22 @@ IT       := $(patsubst tests/it/%.c,$(B)/tests/it/%,$(wildcard tests/it/test_*.c
 BENCH    := $(patsubst tests/bench/%.c,$(B)/tests/bench/%,$(wildcard tests/bench/*.c))
 MIGR     := $(sort $(wildcard migrations/*.sql))
 
-.PHONY: tests-build all deps test check-format format cppcheck demo bench bench-client bench-due clean
+# Objects are kept (and their .d files read) so that a rebuild is incremental.
+.SECONDARY:
+.PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
 
-all: $(B)/billingd $(B)/billctl $(B)/fakegw
+all: $(B)/billingd $(B)/billctl
 
-$(B)/lib/%.o: daemon/%.c $(wildcard daemon/*.h)
+$(B)/lib/%.o: daemon/%.c
 	@mkdir -p $(@D)
 	@echo '  CC      $<'
 	@$(CC) $(CFLAGS) -c -o $@ $<
 
 # The migrations are compiled into the binaries so that `billctl migrate`
 # and billingd's schema check never depend on the working directory.
-$(B)/lib/migrations_gen.c: $(MIGR) tests/embed_migrations.sh
+$(B)/lib/migrations_gen.c: $(MIGR) tools/embed_migrations.sh
 	@mkdir -p $(@D)
-	sh tests/embed_migrations.sh $(MIGR) > $@
+	sh tools/embed_migrations.sh $(MIGR) > $@
 
 $(B)/lib/migrations_gen.o: $(B)/lib/migrations_gen.c
 	@echo '  CC      $<'
@@ -48,64 +59,59 @@ $(B)/lib/migrations_gen.o: $(B)/lib/migrations_gen.c
 $(B)/libbilling.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(B)/billingd: daemon/billingd.c $(B)/libbilling.a
+$(B)/billingd: $(B)/lib/billingd.o $(B)/libbilling.a
 	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/cli/%.o: cli/%.c $(wildcard cli/*.h) $(wildcard daemon/*.h)
+$(B)/cli/%.o: cli/%.c
 	@mkdir -p $(@D)
 	@echo '  CC      $<'
 	@$(CC) $(CFLAGS) -Icli -c -o $@ $<
 
 $(B)/billctl: $(CLI_OBJ) $(B)/libbilling.a
 	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(B)/libbilling.a $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/fakegw: tests/fakegw.c $(B)/libbilling.a
-	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libbilling.a $(LDLIBS)
-
-$(B)/tests/%.o: tests/%.c tests/support.h $(wildcard daemon/*.h)
+# Everything below is for tests only: cmocka's flags stay here.
+$(B)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
 	@echo '  CC      $<'
-	@$(CC) $(CFLAGS) -Itests -c -o $@ $<
+	@$(CC) $(CFLAGS) $(TEST_CFLAGS) -Itests -c -o $@ $<
 
-$(B)/tests/unit/%: tests/unit/%.c $(B)/libbilling.a $(SUP_OBJ)
-	@mkdir -p $(@D)
+$(B)/fakegw: $(B)/tests/fakegw.o $(B)/libbilling.a
 	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/tests/it/%: tests/it/%.c $(B)/libbilling.a $(SUP_OBJ)
-	@mkdir -p $(@D)
+$(B)/tests/unit/%: $(B)/tests/unit/%.o $(SUP_OBJ) $(B)/libbilling.a
 	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
-$(B)/tests/bench/%: tests/bench/%.c $(B)/libbilling.a $(SUP_OBJ)
-	@mkdir -p $(@D)
+$(B)/tests/it/%: $(B)/tests/it/%.o $(SUP_OBJ) $(B)/libbilling.a
 	@echo '  LD      $@'
-	@$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(SUP_OBJ) $(B)/libbilling.a $(LDLIBS)
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
-tests-build: all $(UNIT) $(IT) $(BENCH)
+$(B)/tests/bench/%: $(B)/tests/bench/%.o $(SUP_OBJ) $(B)/libbilling.a
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests-build: all $(B)/fakegw $(UNIT) $(IT) $(BENCH)
 
 deps:
 	sh tests/deps.sh
 
-# One summary line at the end: "N passed, N failed".
+# Each target that needs packages runs `make deps` and then a new make, which
+# reads pkg-config only once the packages are there.
 test: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/run.sh
 
-demo: deps all
+demo: deps
+	$(MAKE) -j2 all $(B)/fakegw
 	B=$(B) sh tests/demo.sh
 
-bench: deps tests-build
-	B=$(B) sh tests/bench.sh daemon
-
-bench-client: deps tests-build
-	B=$(B) sh tests/bench.sh client
-
-bench-due: deps tests-build
-	B=$(B) sh tests/bench.sh due
+bench bench-client bench-due: deps
+	$(MAKE) -j2 tests-build
+	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
 
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c
@@ -119,3 +125,5 @@ cppcheck:
 
 clean:
 	rm -rf build build-san
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
