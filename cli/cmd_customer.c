@@ -131,58 +131,46 @@ static int list(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
-/* cc_isbinding, and our record brought in line with a definite answer. */
+/* cc_isbinding, and our record brought in line with a definite answer
+ * (the binding rule is customers_check_binding's, as in billingd). */
 static int check(struct cli *ctx, int argc, char **argv)
 {
 	const char *id;
-	struct customer cu;
-	struct gw_request req = {.call = GW_ISBINDING};
-	struct gw_result res;
-	enum gw_outcome o;
-	const char *now_state;
+	struct customers_binding b;
 	char err[512];
 	PGconn *db;
 	struct gw_client *gw;
+	int changed;
 
 	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
-	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
+	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
-	req.customer_id = id;
-	o = gw_call(gw, &req, &res);
-	if (o != GW_SUCCESS && o != GW_FAIL) {
-		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, res.detail,
-		          gw_outcome_name(o));
+	if (b.outcome != GW_SUCCESS && b.outcome != GW_FAIL) {
+		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, b.detail,
+		          gw_outcome_name(b.outcome));
 		return CLI_FAIL;
 	}
-	now_state = cu.state;
-	if (o == GW_SUCCESS && strcmp(cu.state, "pending") == 0)
-		now_state = "bound";
-	else if (o == GW_FAIL && strcmp(cu.state, "bound") == 0)
-		now_state = "unbound";
-	if (now_state != cu.state && customers_set_state(db, id, now_state, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	changed = strcmp(b.state, b.was) != 0;
 	if (ctx->json) {
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddStringToObject(j, "customer_id", id);
-		cJSON_AddBoolToObject(j, "bound", o == GW_SUCCESS);
-		cJSON_AddStringToObject(j, "state", now_state);
-		cJSON_AddStringToObject(j, "was", cu.state);
+		cJSON_AddBoolToObject(j, "bound", b.outcome == GW_SUCCESS);
+		cJSON_AddStringToObject(j, "state", b.state);
+		cJSON_AddStringToObject(j, "was", b.was);
 		out_json(j);
 	} else {
 		printf("%s: %s at the gateway; state %s", id,
-		       o == GW_SUCCESS ? "bound" : "not bound", now_state);
-		if (now_state != cu.state)
-			printf(" (was %s)", cu.state);
+		       b.outcome == GW_SUCCESS ? "bound" : "not bound", b.state);
+		if (changed)
+			printf(" (was %s)", b.was);
 		putchar('\n');
 	}
-	return o == GW_SUCCESS ? CLI_OK : CLI_FAIL;
+	return b.outcome == GW_SUCCESS ? CLI_OK : CLI_FAIL;
 }
 
 int cmd_customer(struct cli *ctx, int argc, char **argv)

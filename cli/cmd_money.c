@@ -191,7 +191,7 @@ int cmd_query(struct cli *ctx, int argc, char **argv)
 		       "status          %d%s\namount          %ld\npay_type        %s\n"
 		       "original_order  %s\npay_succ_time   %s\n",
 		       o->pay_order_id, o->mch_order_no, o->trans_id, o->status,
-		       o->status == 2 || o->status == 3 ? " (paid)" : "", o->amount, o->pay_type,
+		       gw_order_paid(o) ? " (paid)" : "", o->amount, o->pay_type,
 		       o->original_order_id, o->pay_succ_time);
 		return CLI_OK;
 	}

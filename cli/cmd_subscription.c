@@ -6,15 +6,13 @@
 
 #include "out.h"
 #include "plans.h"
+#include "billing.h"
 #include "subscriptions.h"
 
 #define SUBSCRIBE_USAGE "usage: billctl subscribe CUSTOMER PLAN [--start T] [--trial-days N]"
 #define USAGE                                                                                      \
 	"usage: billctl subscription list [--customer C] [--state S] | show ID | cancel ID "       \
 	"[--at-period-end] | pause ID | resume ID | change-plan ID PLAN"
-
-static const char *const states[] = {"trialing", "active", "past_due", "paused",
-                                     "canceled", "ended",  NULL};
 
 static cJSON *subscription_json(const struct subscription *s)
 {
@@ -114,14 +112,12 @@ static int list(struct cli *ctx, int argc, char **argv)
 	struct subscription *ss = NULL;
 	struct out_table *t;
 	char err[512];
-	int n = 0, known = 0;
+	int n = 0;
 	PGconn *db;
 
 	if (out_args(argc, argv, 2, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
-	for (int i = 0; state && states[i]; i++)
-		known |= strcmp(state, states[i]) == 0;
-	if (state && !known) {
+	if (state && billing_state_parse(state) < 0) {
 		cli_error("--state: '%s' is not one of trialing, active, past_due, paused, "
 		          "canceled, ended",
 		          state);

@@ -340,3 +340,93 @@ int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_
 	PQclear(r);
 	return 0;
 }
+
+/* ---- the binding rule and its follow-up ---- */
+
+static const char SQL_BOUND[] =
+    "UPDATE customers SET state = 'bound', next_check_at = NULL, checks_done = 0"
+    " WHERE customer_id = $1 AND (state = 'pending'"
+    "       OR (state = 'bound' AND (next_check_at IS NOT NULL OR checks_done <> 0)))"
+    " RETURNING state";
+
+static const char SQL_UNBOUND[] = "UPDATE customers SET state = 'unbound', next_check_at = NULL"
+                                  " WHERE customer_id = $1 AND state = 'bound' RETURNING state";
+
+int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
+                            struct customers_binding *out, char *err, size_t errlen)
+{
+	struct customer cu;
+	struct gw_request req = {.call = GW_ISBINDING, .customer_id = id};
+	struct gw_result res;
+	const char *p[1] = {id};
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	if (customers_get(c, id, &cu, err, errlen) < 0)
+		return -1;
+	copy(out->was, sizeof(out->was), cu.state);
+	copy(out->state, sizeof(out->state), cu.state);
+	out->outcome = gw_call(gw, &req, &res);
+	copy(out->detail, sizeof(out->detail), res.detail);
+	if (out->outcome != GW_SUCCESS && out->outcome != GW_FAIL)
+		return 0;
+	r = db_query(c, out->outcome == GW_SUCCESS ? SQL_BOUND : SQL_UNBOUND, 1, p, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r))
+		copy(out->state, sizeof(out->state), db_str(r, 0, 0));
+	PQclear(r);
+	return 0;
+}
+
+int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen)
+{
+	struct db_params p = {0};
+
+	db_p_i64(&p, now);
+	return db_execp(c,
+	                "UPDATE customers SET state = 'failed', next_check_at = NULL"
+	                " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)",
+	                &p, err, errlen);
+}
+
+static const char SQL_CLAIM_CHECKS[] =
+    "UPDATE customers SET checks_done = checks_done + 1,"
+    "       next_check_at = to_timestamp($1)"
+    "                     + make_interval(secs => least(300 * 2 ^ least(checks_done, 10), 21600))"
+    " WHERE customer_id IN (SELECT customer_id FROM customers"
+    "                        WHERE next_check_at <= to_timestamp($1)"
+    "                          AND state IN ('pending', 'bound')"
+    "                        ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " RETURNING customer_id";
+
+int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
+                           size_t errlen)
+{
+	struct db_params p = {0};
+	PGresult *r;
+	int n;
+
+	db_p_i64(&p, now);
+	db_p_i64(&p, limit);
+	r = db_queryp(c, SQL_CLAIM_CHECKS, &p, err, errlen);
+	if (!r)
+		return -1;
+	n = PQntuples(r) < limit ? PQntuples(r) : limit;
+	for (int i = 0; i < n; i++)
+		copy(ids[i], sizeof(ids[i]), db_str(r, i, 0));
+	PQclear(r);
+	return n;
+}
+
+int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, size_t errlen)
+{
+	struct db_params p = {0};
+
+	db_p_str(&p, ids);
+	db_p_i64(&p, now);
+	return db_execp(c,
+	                "UPDATE customers SET next_check_at = to_timestamp($2)"
+	                " WHERE customer_id = ANY($1::text[]) AND state = 'bound'",
+	                &p, err, errlen);
+}

@@ -2,6 +2,7 @@
  *
  * Every error becomes one line: libpq's messages span several lines, and a
  * caller prints ours as "billctl: <line>". */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,47 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 		return -1;
 	PQclear(r);
 	return 0;
+}
+
+/* More parameters than DB_MAX_PARAMS is a programming error, caught by
+ * every test that runs the query. */
+static char *p_slot(struct db_params *p)
+{
+	if (p->n == DB_MAX_PARAMS)
+		abort();
+	return p->num[p->n];
+}
+
+void db_p_str(struct db_params *p, const char *s)
+{
+	p_slot(p);
+	p->v[p->n++] = s;
+}
+
+void db_p_i64(struct db_params *p, int64_t v)
+{
+	char *b = p_slot(p);
+
+	snprintf(b, sizeof(p->num[0]), "%lld", (long long)v);
+	p->v[p->n++] = b;
+}
+
+void db_p_opt_i64(struct db_params *p, int64_t v)
+{
+	if (v)
+		db_p_i64(p, v);
+	else
+		db_p_str(p, NULL);
+}
+
+PGresult *db_queryp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen)
+{
+	return db_query(c, sql, p->n, p->v, err, errlen);
+}
+
+int db_execp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen)
+{
+	return db_exec(c, sql, p->n, p->v, err, errlen);
 }
 
 int db_begin(PGconn *c, char *err, size_t errlen)
@@ -212,4 +254,82 @@ void db_arr_free(struct db_arr *a)
 {
 	free(a->buf);
 	memset(a, 0, sizeof(*a));
+}
+
+struct db_pool {
+	char *url, *actor;
+	pthread_mutex_t mu;
+	pthread_cond_t freed;
+	int size;
+	PGconn **db;
+	int *busy;
+};
+
+struct db_pool *db_pool_new(const char *url, const char *actor, int size)
+{
+	struct db_pool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->size = size;
+	p->url = strdup(url);
+	p->actor = strdup(actor);
+	p->db = calloc((size_t)size, sizeof(*p->db));
+	p->busy = calloc((size_t)size, sizeof(*p->busy));
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->freed, NULL);
+	if (!p->url || !p->actor || !p->db || !p->busy) {
+		db_pool_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void db_pool_free(struct db_pool *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; p->db && i < p->size; i++)
+		PQfinish(p->db[i]);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->freed);
+	free(p->db);
+	free(p->busy);
+	free(p->url);
+	free(p->actor);
+	free(p);
+}
+
+int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen)
+{
+	int slot, tries, rc = -1;
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		for (slot = 0; slot < p->size && p->busy[slot]; slot++)
+			;
+		if (slot < p->size)
+			break;
+		pthread_cond_wait(&p->freed, &p->mu);
+	}
+	p->busy[slot] = 1;
+	pthread_mutex_unlock(&p->mu);
+
+	for (tries = 0; tries < 2; tries++) {
+		if (db_is_down(p->db[slot])) {
+			PQfinish(p->db[slot]);
+			p->db[slot] = db_connect(p->url, p->actor, err, errlen);
+			if (!p->db[slot])
+				break;
+		}
+		rc = fn(p->db[slot], arg, err, errlen);
+		if (rc >= 0 || !db_is_down(p->db[slot]))
+			break;
+	}
+
+	pthread_mutex_lock(&p->mu);
+	p->busy[slot] = 0;
+	pthread_cond_signal(&p->freed);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
 }

@@ -16,6 +16,21 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
                    size_t errlen);
 
+/* Query parameters from typed values, so that no caller formats numbers
+ * by hand: db_p_i64(&p, id); db_p_str(&p, name); db_queryp(c, sql, &p, ...). */
+#define DB_MAX_PARAMS 16
+struct db_params {
+	int n;
+	const char *v[DB_MAX_PARAMS];
+	char num[DB_MAX_PARAMS][24];
+};
+void db_p_str(struct db_params *p, const char *s); /* NULL: SQL NULL */
+void db_p_i64(struct db_params *p, int64_t v);
+void db_p_opt_i64(struct db_params *p, int64_t v); /* 0: SQL NULL */
+PGresult *db_queryp(PGconn *c, const char *sql, const struct db_params *p, char *err,
+                    size_t errlen);
+int db_execp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen);
+
 /* Like db_query for statements whose rows are not needed; 0 / -1. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
             size_t errlen);
@@ -52,5 +67,19 @@ void db_arr_str(struct db_arr *a, const char *s); /* NULL: SQL NULL */
 void db_arr_null(struct db_arr *a);
 const char *db_arr_text(struct db_arr *a); /* "{...}": once, when complete */
 void db_arr_free(struct db_arr *a);
+
+/* A fixed set of connections shared by threads, each opened on first use
+ * and reopened when found down (so that its owner starts while the
+ * database is down). */
+struct db_pool;
+/* NULL when out of memory. */
+struct db_pool *db_pool_new(const char *url, const char *actor, int size);
+void db_pool_free(struct db_pool *p);
+typedef int (*db_fn)(PGconn *c, void *arg, char *err, size_t errlen);
+/* Runs fn (which returns < 0 on a database error) on a free connection,
+ * waiting for one; when fn fails because the connection went down (the
+ * database restarted), runs it once more on a new one: fn must be
+ * idempotent. Returns fn's result, or -1 with err when no connection. */
+int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen);
 
 #endif

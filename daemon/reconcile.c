@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "charges.h"
 #include "db.h"
 #include "reconcile.h"
 #include "refunds.h"
@@ -29,33 +30,34 @@ static const char SQL_ROWS[] =
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
     "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
     " UNION ALL"
-    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
-    "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
-    "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
-    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
-    " UNION ALL"
-    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
-    "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
-    "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
-    "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
-    " UNION ALL"
-    " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
-    "        'subscription', ''"
-    "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
-    "                max(attempt) AS mx"
-    "           FROM charges WHERE kind = 'subscription' AND" WINDOW
-    "          GROUP BY subscription_id, period) m,"
-    "        generate_series(1, m.mx - 1) a"
-    "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
-    "                     AND period = m.period AND attempt = a)";
-
-/* A payment link proven paid: what the listener records from a notify. */
-static const char SQL_LINK_PAID[] =
-    "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
-    "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
-    "       lease_expires_at = NULL, ret_msg = 'paid: recorded by reconcile'"
-    " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
-    "   AND amount_cents = $6::bigint RETURNING id";
+    " SELECT 'charge', 0, " ORDER_NO_LINK(
+        "$3",
+        "g") ", '', 0, '', '', 'one_off', ''"
+             "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
+             "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
+             "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
+             " UNION ALL"
+             " SELECT 'refund', 0, " ORDER_NO_REFUND(
+                 "$3",
+                 "g") ", '', 0, '', '', '', ''"
+                      "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
+                      "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
+                      "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
+                      " UNION ALL"
+                      " SELECT 'charge', 0, " ORDER_NO_ATTEMPT(
+                          "$3", "m.sid", "m.period",
+                          "a") ", m.customer_id,"
+                               "        0, '', '',"
+                               "        'subscription', ''"
+                               "   FROM (SELECT subscription_id AS sid, period, min(customer_id) "
+                               "AS customer_id,"
+                               "                max(attempt) AS mx"
+                               "           FROM charges WHERE kind = 'subscription' AND" WINDOW
+                               "          GROUP BY subscription_id, period) m,"
+                               "        generate_series(1, m.mx - 1) a"
+                               "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = "
+                               "m.sid"
+                               "                     AND period = m.period AND attempt = a)";
 
 struct pending {
 	struct reconcile_item *item;
@@ -106,7 +108,7 @@ static void set(struct reconcile_item *it, enum reconcile_verdict v, const char 
 
 static int paid(const struct reconcile_item *it)
 {
-	return it->gw_found == 1 && (it->gw_status == 2 || it->gw_status == 3);
+	return it->gw_found == 1 && gw_status_state(it->gw_status) == GW_ORDER_PAID;
 }
 
 /* A row we could have sent but do not have: anything there is one-sided. */
@@ -183,33 +185,31 @@ static void resolve_refund(PGconn *c, struct gw_client *gw, struct reconcile_ite
 static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_order *o, char *err,
                         size_t errlen)
 {
-	char id[24], status[16], amount[24];
-	const char *p[6] = {id, o->pay_order_id, o->trans_id, status, o->pay_succ_time, amount};
-	PGresult *r;
+	struct charges_payment pm = {.pay_order_id = o->pay_order_id,
+	                             .trans_id = o->trans_id,
+	                             .pay_succ_time = o->pay_succ_time,
+	                             .status = o->status,
+	                             .amount_cents = o->amount,
+	                             .note = "paid: recorded by reconcile"};
 
-	snprintf(id, sizeof(id), "%" PRId64, it->id);
-	snprintf(status, sizeof(status), "%d", o->status);
-	snprintf(amount, sizeof(amount), "%ld", o->amount);
-	r = db_query(c, SQL_LINK_PAID, 6, p, err, errlen);
-	if (!r) {
-		/* Another charge has this payOrderId: a human must look. */
-		if (strcmp(db_last_sqlstate(), "23505") == 0) {
-			set(it, RECONCILE_MISMATCH,
-			    "the gateway's order %s is already another charge's", o->pay_order_id);
-			return 0;
-		}
+	switch (charges_mark_paid(c, it->mch_order_no, &pm, err, errlen)) {
+	case CHARGES_PAID_ERROR:
 		return -1;
-	}
-	if (PQntuples(r) == 1) {
+	case CHARGES_PAID_RECORDED:
 		snprintf(it->state, sizeof(it->state), "succeeded");
 		snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", o->pay_order_id);
 		set(it, RECONCILE_RESOLVED, "paid at the gateway: recorded succeeded");
-	} else {
+		return 0;
+	case CHARGES_PAID_DUPLICATE:
+		/* Another charge has this payOrderId: a human must look. */
+		set(it, RECONCILE_MISMATCH, "the gateway's order %s is already another charge's",
+		    o->pay_order_id);
+		return 0;
+	default:
 		set(it, RECONCILE_MISMATCH, "amount: ours %" PRId64 " cents, the gateway's %ld",
 		    it->amount_cents, o->amount);
+		return 0;
 	}
-	PQclear(r);
-	return 0;
 }
 
 /* An open row (pending or unknown). */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "charges.h"
 #include "db.h"
 #include "refunds.h"
 
@@ -160,11 +161,12 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 	}
 	snprintf(charge, sizeof(charge), "%" PRId64, charge_id);
 	snprintf(amt, sizeof(amt), "%" PRId64, amount);
-	r = db_query(c,
-	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
-	             "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
-	             "SELECT id, $1::text || 'R' || id, $2, $3, $4 FROM n RETURNING id",
-	             4, p, err, errlen);
+	r = db_query(
+	    c,
+	    "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
+	    "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
+	    "SELECT id, " ORDER_NO_REFUND("$1::text", "id") ", $2, $3, $4 FROM n RETURNING id",
+	    4, p, err, errlen);
 	if (!r) {
 		db_rollback(c);
 		return -1;
@@ -274,7 +276,7 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct r
 	req.mch_order_no = out->mch_refund_no;
 	switch (gw_call(gw, &req, &res)) {
 	case GW_SUCCESS:
-		if (!res.has_order || (o->status != 2 && o->status != 3)) {
+		if (!res.has_order || !gw_order_paid(o)) {
 			snprintf(why, sizeof(why), "cc_query: order status %d",
 			         res.has_order ? o->status : -1);
 			break;

@@ -36,7 +36,7 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
                     char *err, size_t errlen);
 
 /* Settles a pending or unknown refund with cc_query by its mchRefundNo: found
- * with status 2/3 -> succeeded, proven absent -> failed, else it stays
+ * paid -> succeeded, proven absent -> failed, else it stays
  * unknown. A pending refund younger than REFUNDS_IN_FLIGHT_SECONDS may still
  * be on its way to the gateway and is left alone (-1). Returns the refund's
  * outcome (GW_SUCCESS, GW_FAIL, GW_UNKNOWN; a settled refund is returned

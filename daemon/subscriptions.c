@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "billing.h"
 #include "db.h"
 #include "plans.h"
 #include "subscriptions.h"
@@ -73,7 +74,7 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
                          int trial_days, struct subscription *out, char *err, size_t errlen)
 {
-	int64_t anchor = plans_anchor(start, trial_days);
+	int64_t anchor = billing_anchor(start, trial_days);
 	char plan[24], anc[24], trial[24];
 	const char *q[4] = {customer_id, plan, anc, trial_days > 0 ? trial : NULL};
 	const char *cq[1] = {customer_id};
@@ -270,4 +271,141 @@ int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struc
 	              " WHERE id = $1 AND plan_id <> $2"
 	              "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
 	              2, q, "its plan can no longer change", out, err, errlen);
+}
+
+/* ---- the scheduler's writes ---- */
+
+#define NO_OPEN_CHARGE                                                                             \
+	" NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"                      \
+	"              AND c.state IN ('pending', 'unknown'))"
+
+static const char SQL_CANCEL_AT_END[] =
+    "UPDATE subscriptions s SET state = 'canceled', next_charge_at = NULL"
+    " WHERE cancel_at_period_end AND next_charge_at <= to_timestamp($1)"
+    "   AND state IN ('trialing', 'active', 'past_due') AND" NO_OPEN_CHARGE;
+
+/* A plan change takes effect at the next period: that period starts the new
+ * plan's calendar (anchored there) and its cycle count. */
+static const char SQL_SWITCH_PLAN[] =
+    "UPDATE subscriptions s SET plan_id = next_plan_id, next_plan_id = NULL,"
+    "       anchor = next_charge_at, anchor_period = period, cycles_done = 0"
+    " WHERE next_plan_id IS NOT NULL AND attempts = 0 AND next_charge_at <= to_timestamp($1)"
+    "   AND state IN ('trialing', 'active', 'past_due') AND" NO_OPEN_CHARGE;
+
+int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen)
+{
+	struct db_params p = {0};
+
+	db_p_i64(&p, now);
+	if (db_execp(c, SQL_CANCEL_AT_END, &p, err, errlen) < 0 ||
+	    db_execp(c, SQL_SWITCH_PLAN, &p, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+static const char SQL_MAKE_DUE[] =
+    "UPDATE subscriptions s SET next_charge_at = to_timestamp($2)"
+    " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due')"
+    "   AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                AND cu.state = 'bound')"
+    "   AND" NO_OPEN_CHARGE " RETURNING id";
+
+int subscriptions_make_due(PGconn *c, int64_t id, int64_t now, char *err, size_t errlen)
+{
+	struct db_params p = {0};
+	PGresult *r;
+	int n;
+
+	db_p_i64(&p, id);
+	db_p_i64(&p, now);
+	r = db_queryp(c, SQL_MAKE_DUE, &p, err, errlen);
+	if (!r)
+		return -1;
+	n = PQntuples(r);
+	PQclear(r);
+	return n > 0;
+}
+
+enum { WN_STATE, WN_CUSTOMER_STATE, WN_OPEN };
+static const char SQL_WHY_NOT_DUE[] =
+    "SELECT s.state, cu.state, " NO_OPEN_CHARGE "  FROM subscriptions s"
+    "  JOIN customers cu ON cu.customer_id = s.customer_id"
+    " WHERE s.id = $1";
+
+void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
+{
+	struct db_params p = {0};
+	PGresult *r;
+
+	db_p_i64(&p, id);
+	r = db_queryp(c, SQL_WHY_NOT_DUE, &p, err, errlen);
+	if (!r)
+		return;
+	if (PQntuples(r) == 0)
+		snprintf(err, errlen, "unknown subscription %s", p.v[0]);
+	else if (strcmp(db_str(r, 0, WN_OPEN), "f") == 0)
+		snprintf(err, errlen,
+		         "subscription %s has a charge whose outcome is not known yet: it is "
+		         "resolved with cc_query first",
+		         p.v[0]);
+	else if (strcmp(db_str(r, 0, WN_CUSTOMER_STATE), "bound") != 0)
+		snprintf(err, errlen, "subscription %s: its customer's card is %s, not bound",
+		         p.v[0], db_str(r, 0, WN_CUSTOMER_STATE));
+	else
+		snprintf(err, errlen, "subscription %s is %s: nothing to charge", p.v[0],
+		         db_str(r, 0, WN_STATE));
+	PQclear(r);
+}
+
+static const char SQL_MOVES[] =
+    "UPDATE subscriptions s SET period = u.period, state = u.state, attempts = u.attempts,"
+    "       cycles_done = u.cycles, next_charge_at = to_timestamp(u.next),"
+    "       period_start = coalesce(to_timestamp(u.ps), s.period_start),"
+    "       period_end = coalesce(to_timestamp(u.pe), s.period_end)"
+    "  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
+    "              $7::bigint[], $8::bigint[]) AS u(id, period, state, attempts, cycles, next,"
+    "              ps, pe)"
+    " WHERE s.id = u.id";
+
+static void opt_i64(struct db_arr *a, int64_t v)
+{
+	if (v)
+		db_arr_i64(a, v);
+	else
+		db_arr_null(a);
+}
+
+void subscriptions_moves_add(struct subscriptions_moves *m, int64_t id, int period,
+                             const char *state, int attempts, int cycles, int64_t next,
+                             int64_t period_start, int64_t period_end)
+{
+	db_arr_i64(&m->id, id);
+	db_arr_i64(&m->period, period);
+	db_arr_str(&m->state, state);
+	db_arr_i64(&m->attempts, attempts);
+	db_arr_i64(&m->cycles, cycles);
+	opt_i64(&m->next, next);
+	opt_i64(&m->ps, period_start);
+	opt_i64(&m->pe, period_end);
+	m->n++;
+}
+
+int subscriptions_moves_write(PGconn *c, struct subscriptions_moves *m, char *err, size_t errlen)
+{
+	const char *p[8] = {db_arr_text(&m->id),     db_arr_text(&m->period),
+	                    db_arr_text(&m->state),  db_arr_text(&m->attempts),
+	                    db_arr_text(&m->cycles), db_arr_text(&m->next),
+	                    db_arr_text(&m->ps),     db_arr_text(&m->pe)};
+
+	return m->n ? db_exec(c, SQL_MOVES, 8, p, err, errlen) : 0;
+}
+
+void subscriptions_moves_free(struct subscriptions_moves *m)
+{
+	struct db_arr *all[] = {&m->id,     &m->period, &m->state, &m->attempts,
+	                        &m->cycles, &m->next,   &m->ps,    &m->pe};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		db_arr_free(all[i]);
+	m->n = 0;
 }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "billing.h"
 #include "plans.h"
 
 static char tmp[64];
@@ -304,11 +305,14 @@ static int64_t instant(const char *iso)
 	return t;
 }
 
+/* The plan files' rules through the billing rules (billing_apply): trial,
+ * periods from the anchor, fixed cycles, retries from the failed attempt. */
 static void test_calendar_rules(void **state)
 {
 	struct plan monthly, instalments;
+	struct billing_sub s;
 	char err[512];
-	int64_t anchor, at = 0;
+	int64_t anchor;
 	int64_t failed = instant("2026-03-07T15:20:00-05:00");
 
 	(void)state;
@@ -318,35 +322,38 @@ static void test_calendar_rules(void **state)
 
 	/* The 14-day trial shifts every paid period: first charge 14 local days
 	 * after the start (across the spring transition), then monthly. */
-	anchor = plans_anchor(instant("2026-02-28T09:00:00-05:00"), monthly.trial_days);
+	anchor = billing_anchor(instant("2026-02-28T09:00:00-05:00"), monthly.trial_days);
 	assert_int_equal(anchor, instant("2026-03-14T09:00:00-04:00"));
-	assert_int_equal(plans_period_start(&monthly, anchor, 0), anchor);
-	assert_int_equal(plans_period_start(&monthly, anchor, 1),
-	                 instant("2026-04-14T09:00:00-04:00"));
-	assert_int_equal(plans_anchor(anchor, 0), anchor);
+	assert_int_equal(billing_anchor(anchor, 0), anchor);
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_TRIALING};
+	billing_apply(&monthly, &s, BILLING_SUCCEEDED, anchor);
+	assert_int_equal(s.period_start, anchor);
+	assert_int_equal(s.period_end, instant("2026-04-14T09:00:00-04:00"));
 
 	/* Twelve payments, then the subscription ends at the end of the twelfth
 	 * period. */
 	anchor = instant("2026-01-31T10:00:00-05:00");
-	assert_true(plans_has_period(&instalments, 0));
-	assert_true(plans_has_period(&instalments, 11));
-	assert_false(plans_has_period(&instalments, 12));
-	assert_true(plans_has_period(&monthly, 100000));
-	assert_int_equal(plans_period_start(&instalments, anchor, 11),
-	                 instant("2026-12-31T10:00:00-05:00"));
-	assert_int_equal(plans_period_start(&instalments, anchor, instalments.cycles),
-	                 instant("2027-01-31T10:00:00-05:00"));
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_ACTIVE};
+	for (int n = 0; n < 11; n++)
+		billing_apply(&instalments, &s, BILLING_SUCCEEDED, s.next_charge_at);
+	assert_int_equal(s.state, BILLING_ACTIVE);
+	billing_apply(&instalments, &s, BILLING_SUCCEEDED, s.next_charge_at);
+	assert_int_equal(s.period_start, instant("2026-12-31T10:00:00-05:00"));
+	assert_int_equal(s.period_end, instant("2027-01-31T10:00:00-05:00"));
+	assert_int_equal(s.state, BILLING_ENDED);
+	assert_int_equal(s.next_charge_at, 0);
 
 	/* Retries count from the failed attempt: 1d, 3d, 7d local days. */
-	assert_int_equal(plans_retry_at(&monthly, 1, failed, &at), 1);
-	assert_int_equal(at, instant("2026-03-08T15:20:00-04:00"));
-	assert_int_equal(plans_retry_at(&monthly, 2, instant("2026-03-08T15:21:07-04:00"), &at), 1);
-	assert_int_equal(at, instant("2026-03-11T15:21:07-04:00"));
-	assert_int_equal(plans_retry_at(&monthly, 3, failed, &at), 1);
-	assert_int_equal(at, instant("2026-03-14T15:20:00-04:00"));
-	at = 0;
-	assert_int_equal(plans_retry_at(&monthly, 4, failed, &at), 0);
-	assert_int_equal(at, 0);
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_ACTIVE};
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, instant("2026-03-08T15:20:00-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, instant("2026-03-08T15:21:07-04:00"));
+	assert_int_equal(s.next_charge_at, instant("2026-03-11T15:21:07-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, instant("2026-03-14T15:20:00-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, 0);
+	assert_int_equal(s.state, BILLING_PAST_DUE);
 	assert_string_equal(plans_exhausted_name(monthly.on_exhausted), "past_due");
 	assert_string_equal(plans_exhausted_name(PLAN_CANCEL), "cancel");
 	assert_string_equal(plans_exhausted_name(PLAN_PAUSE), "pause");
