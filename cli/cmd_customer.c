@@ -47,7 +47,7 @@ static int enrol(struct cli *ctx, int argc, char **argv)
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "customer_id", id);
-		cJSON_AddStringToObject(o, "state", "pending");
+		cJSON_AddStringToObject(o, "state", customers_states[CUSTOMERS_PENDING]);
 		cJSON_AddStringToObject(o, "pay_url", url);
 		out_json(o);
 	} else {
@@ -80,7 +80,7 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (cu.card_masked[0])
 		printf("card      %s %s expires %.2s/%.2s\n", cu.card_type, cu.card_masked,
 		       cu.card_expiry, cu.card_expiry + 2);
-	if (strcmp(cu.state, "pending") == 0) {
+	if (strcmp(cu.state, customers_states[CUSTOMERS_PENDING]) == 0) {
 		out_time(cu.enrol_expires_at, t, sizeof(t));
 		printf("enrolment expires %s\n", t);
 	}

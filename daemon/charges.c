@@ -12,6 +12,31 @@
 
 #define OPEN_STATES "('pending', 'unknown')"
 
+const char *const charges_state_names[CHARGES_NSTATES] = {[CHARGES_PENDING] = "pending",
+                                                          [CHARGES_SUCCEEDED] = "succeeded",
+                                                          [CHARGES_FAILED] = "failed",
+                                                          [CHARGES_UNKNOWN] = "unknown"};
+
+int charges_state_parse(const char *s)
+{
+	for (int i = 0; i < CHARGES_NSTATES; i++)
+		if (strcmp(s, charges_state_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+int charges_state_outcome(const char *s)
+{
+	switch (charges_state_parse(s)) {
+	case CHARGES_SUCCEEDED:
+		return GW_SUCCESS;
+	case CHARGES_FAILED:
+		return GW_FAIL;
+	default:
+		return GW_UNKNOWN;
+	}
+}
+
 /* Columns of both claims' RETURNING. */
 enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT };
 #define CLAIM_RETURNING " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents"

@@ -11,6 +11,18 @@
 #include <libpq-fe.h>
 
 #include "db.h"
+#include "gateway.h"
+
+/* The states of a charge (and of a refund: the refunds table uses the same
+ * four), as the database spells them, indexed by the enum. */
+enum charges_state { CHARGES_PENDING, CHARGES_SUCCEEDED, CHARGES_FAILED, CHARGES_UNKNOWN };
+#define CHARGES_NSTATES 4
+extern const char *const charges_state_names[CHARGES_NSTATES];
+/* The state named s, or -1. */
+int charges_state_parse(const char *s);
+/* What a recorded state says of the money: GW_SUCCESS, GW_FAIL, else
+ * GW_UNKNOWN (pending, unknown, or not a state). */
+int charges_state_outcome(const char *s);
 
 /* Our order numbers, spelled here only, as SQL over SQL expressions: a
  * subscription's attempt <prefix><subscription>-<period>-<attempt>, a

@@ -13,7 +13,10 @@
 #include "customers.h"
 #include "db.h"
 
-const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "failed", "unbound"};
+const char *const customers_states[CUSTOMERS_NSTATES] = {[CUSTOMERS_PENDING] = "pending",
+                                                         [CUSTOMERS_BOUND] = "bound",
+                                                         [CUSTOMERS_FAILED] = "failed",
+                                                         [CUSTOMERS_UNBOUND] = "unbound"};
 
 #define FOLLOW_UP_SECONDS 300
 
@@ -37,10 +40,10 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "fa
 
 /* EXPIRING's parameters; a window of a century covers every card and keeps
  * the timestamp arithmetic in range. */
-static void window_params(int days, int64_t now, char out_days[16], char out_now[24])
+static void window_params(struct db_params *p, int days, int64_t now)
 {
-	snprintf(out_days, 16, "%d", days > 36500 ? 36500 : days);
-	snprintf(out_now, 24, "%" PRId64, now);
+	db_p_i64(p, days > 36500 ? 36500 : days);
+	db_p_i64(p, now);
 }
 
 static int valid_id(const char *id, char *err, size_t errlen)
@@ -60,18 +63,32 @@ static void copy(char *dst, size_t len, const char *src)
 	snprintf(dst, len, "%s", src);
 }
 
+/* Columns of COLS, in order. */
+enum {
+	COL_ID,
+	COL_EMAIL,
+	COL_NAME,
+	COL_STATE,
+	COL_CARD,
+	COL_CARD_TYPE,
+	COL_CARD_EXPIRY,
+	COL_ENROL_EXPIRES,
+	COL_NEXT_CHECK,
+	COL_CREATED,
+};
+
 static void fill(const PGresult *r, int row, struct customer *out)
 {
-	copy(out->id, sizeof(out->id), db_str(r, row, 0));
-	copy(out->email, sizeof(out->email), db_str(r, row, 1));
-	copy(out->name, sizeof(out->name), db_str(r, row, 2));
-	copy(out->state, sizeof(out->state), db_str(r, row, 3));
-	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, 4));
-	copy(out->card_type, sizeof(out->card_type), db_str(r, row, 5));
-	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, 6));
-	out->enrol_expires_at = db_i64(r, row, 7);
-	out->next_check_at = db_i64(r, row, 8);
-	out->created_at = db_i64(r, row, 9);
+	copy(out->id, sizeof(out->id), db_str(r, row, COL_ID));
+	copy(out->email, sizeof(out->email), db_str(r, row, COL_EMAIL));
+	copy(out->name, sizeof(out->name), db_str(r, row, COL_NAME));
+	copy(out->state, sizeof(out->state), db_str(r, row, COL_STATE));
+	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, COL_CARD));
+	copy(out->card_type, sizeof(out->card_type), db_str(r, row, COL_CARD_TYPE));
+	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, COL_CARD_EXPIRY));
+	out->enrol_expires_at = db_i64(r, row, COL_ENROL_EXPIRES);
+	out->next_check_at = db_i64(r, row, COL_NEXT_CHECK);
+	out->created_at = db_i64(r, row, COL_CREATED);
 }
 
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
@@ -153,8 +170,8 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
                     const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
                     char *err, size_t errlen)
 {
-	char ret_url[201], expires[24], check[24];
-	const char *p[5] = {id, email ? email : "", name ? name : "", expires, check};
+	char ret_url[201];
+	struct db_params p = {0};
 	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
 	struct gw_result res;
 	struct customer cur;
@@ -163,15 +180,17 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	if (valid_id(id, err, errlen) < 0 ||
 	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
 		return -1;
-	if (strlen(p[1]) >= sizeof(cur.email) || strlen(p[2]) >= sizeof(cur.name)) {
+	db_p_str(&p, id);
+	db_p_str(&p, email ? email : "");
+	db_p_str(&p, name ? name : "");
+	db_p_i64(&p, now + (int64_t)cfg->enrolment_expiry_hours * 3600);
+	db_p_i64(&p, now + FOLLOW_UP_SECONDS);
+	if (strlen(p.v[1]) >= sizeof(cur.email) || strlen(p.v[2]) >= sizeof(cur.name)) {
 		snprintf(err, errlen, "customer %s: email and name are limited to %zu characters",
 		         id, sizeof(cur.email) - 1);
 		return -1;
 	}
-	snprintf(expires, sizeof(expires), "%" PRId64,
-	         now + (int64_t)cfg->enrolment_expiry_hours * 3600);
-	snprintf(check, sizeof(check), "%" PRId64, now + FOLLOW_UP_SECONDS);
-	rc = make_pending(c, p, err, errlen);
+	rc = make_pending(c, p.v, err, errlen);
 	if (rc < 0)
 		return -1;
 	if (rc == 0) {
@@ -196,16 +215,15 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
                    char *err, size_t errlen)
 {
-	char days[16], at[24];
-	const char *p[2] = {days, at};
+	struct db_params p = {0};
 	PGresult *r;
 	int i;
 
-	window_params(expiring_days, now, days, at);
+	window_params(&p, expiring_days, now);
 	r = db_query(c,
 	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
 	             " ORDER BY customer_id",
-	             2, p, err, errlen);
+	             p.n, p.v, err, errlen);
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
@@ -318,16 +336,15 @@ int customers_set_state(PGconn *c, const char *id, const char *state, char *err,
 int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_counts *out,
                     char *err, size_t errlen)
 {
-	char days[16], at[24];
-	const char *p[2] = {days, at};
+	struct db_params p = {0};
 	PGresult *r;
 	int i, j;
 
-	window_params(expiring_days, now, days, at);
+	window_params(&p, expiring_days, now);
 	r = db_query(c,
 	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
 	             "FROM customers GROUP BY state",
-	             2, p, err, errlen);
+	             p.n, p.v, err, errlen);
 	if (!r)
 		return -1;
 	memset(out, 0, sizeof(*out));

@@ -23,8 +23,10 @@ struct customer {
 	int64_t enrol_expires_at, next_check_at, created_at; /* 0 when NULL */
 };
 
+/* A customer's binding state, indexed like customers_states. */
+enum customers_state { CUSTOMERS_PENDING, CUSTOMERS_BOUND, CUSTOMERS_FAILED, CUSTOMERS_UNBOUND };
 #define CUSTOMERS_NSTATES 4
-/* "pending", "bound", "failed", "unbound" */
+/* "pending", "bound", "failed", "unbound": customers.state */
 extern const char *const customers_states[CUSTOMERS_NSTATES];
 
 /* New customer, or re-enrolment of one not bound: upserts it as pending

@@ -184,28 +184,19 @@ int db_isnull(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col);
 }
 
+/* Out of memory while a batch is built: the outcomes it carries must not be
+ * lost silently, so the process stops (docs/design.md, "Out of memory"). */
 static void arr_put(struct db_arr *a, const char *s, size_t n)
 {
-	if (a->len + n + 3 > a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 256;
-		while (cap < a->len + n + 3)
-			cap *= 2;
-		char *b = realloc(a->buf, cap);
-		if (!b)
-			abort(); /* out of memory: nothing sensible to do mid-batch */
-		a->buf = b;
-		a->cap = cap;
-	}
-	if (a->len == 0)
-		a->buf[a->len++] = '{';
-	memcpy(a->buf + a->len, s, n);
-	a->len += n;
-	a->buf[a->len] = '\0';
+	if (a->b.len == 0 && buf_add(&a->b, "{", 1) < 0)
+		abort();
+	if (buf_add(&a->b, s, n) < 0)
+		abort();
 }
 
 static void arr_sep(struct db_arr *a)
 {
-	if (a->len > 1)
+	if (a->b.len > 1)
 		arr_put(a, ",", 1);
 	else
 		arr_put(a, "", 0);
@@ -244,16 +235,15 @@ void db_arr_str(struct db_arr *a, const char *s)
 
 const char *db_arr_text(struct db_arr *a)
 {
-	if (a->len == 0)
+	if (a->b.len == 0)
 		arr_put(a, "", 0);
 	arr_put(a, "}", 1);
-	return a->buf;
+	return a->b.p;
 }
 
 void db_arr_free(struct db_arr *a)
 {
-	free(a->buf);
-	memset(a, 0, sizeof(*a));
+	buf_free(&a->b);
 }
 
 struct db_pool {

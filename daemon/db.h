@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
+#include "buf.h"
+
 /* Connects, names the connection's actor for the audit log (SET billing.actor)
  * and sets the session time zone to UTC. On failure returns NULL with one
  * line in err (never the password). */
@@ -59,8 +61,7 @@ int db_isnull(const PGresult *r, int row, int col);
 /* A PostgreSQL array literal built element by element, passed as one text
  * parameter ($1::bigint[]) so that a batch costs one statement. */
 struct db_arr {
-	char *buf;
-	size_t len, cap;
+	struct buf b;
 };
 void db_arr_i64(struct db_arr *a, int64_t v);
 void db_arr_str(struct db_arr *a, const char *s); /* NULL: SQL NULL */

@@ -121,6 +121,8 @@ void gw_copy_line(char *dst, size_t n, const char *src)
 }
 
 static void vdetailf(char *detail, size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void vdetailf(char *detail, size_t n, const char *fmt, va_list ap)
 {
 	char tmp[512];
 

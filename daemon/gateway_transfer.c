@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
 
+#include "buf.h"
 #include "gateway_impl.h"
 
 #define GW_MAX_RESPONSE 65536 /* a larger answer is not the gateway's */
@@ -22,9 +23,7 @@ struct gw_job {
 	char pay_order_id[31];
 	char *body;
 	size_t body_len, body_off;
-	char *resp;
-	size_t resp_len;
-	int resp_too_big;
+	struct buf resp; /* at most GW_MAX_RESPONSE */
 	gw_done_fn done;
 	void *udata;
 	CURL *easy;
@@ -70,21 +69,8 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 {
 	struct gw_job *j = ud;
-	size_t k = size * nmemb;
-	char *p;
 
-	if (j->resp_len + k > GW_MAX_RESPONSE) {
-		j->resp_too_big = 1;
-		return 0;
-	}
-	p = realloc(j->resp, j->resp_len + k + 1);
-	if (!p)
-		return 0;
-	memcpy(p + j->resp_len, data, k);
-	j->resp = p;
-	j->resp_len += k;
-	p[j->resp_len] = '\0';
-	return k;
+	return buf_add(&j->resp, data, size * nmemb) < 0 ? 0 : size * nmemb;
 }
 
 static void job_free(struct gw_job *j)
@@ -92,7 +78,7 @@ static void job_free(struct gw_job *j)
 	if (j->easy)
 		curl_easy_cleanup(j->easy);
 	cJSON_free(j->body);
-	free(j->resp);
+	buf_free(&j->resp);
 	free(j);
 }
 
@@ -162,7 +148,7 @@ static void transport_unknown(struct gw_job *j, CURLcode rc, long timeout_ms)
 		gw_unknown(&j->res, "truncated response: %s", why);
 		break;
 	case CURLE_WRITE_ERROR:
-		if (j->resp_too_big) {
+		if (j->resp.full) {
 			gw_unknown(&j->res, "response longer than %d bytes", GW_MAX_RESPONSE);
 			break;
 		}
@@ -186,7 +172,7 @@ static void job_finish(struct gw_multi *m, struct gw_job *j, CURLcode rc)
 
 	curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
 	if (rc == CURLE_OK) {
-		gw_classify(&j->req, status, j->resp, j->resp_len, &j->res);
+		gw_classify(&j->req, status, j->resp.p, j->resp.len, &j->res);
 	} else {
 		gw_result_reset(&j->res);
 		j->res.http_status = status;
@@ -317,6 +303,7 @@ int gw_multi_submit(struct gw_multi *m, const struct gw_request *req, gw_done_fn
 		return GW_INVALID;
 	}
 	j->body_len = strlen(j->body);
+	j->resp.max = GW_MAX_RESPONSE;
 	j->req.call = req->call;
 	/* the ids gw_classify checks the answer against */
 	if (gw_present(req->mch_order_no)) {

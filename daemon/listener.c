@@ -22,6 +22,7 @@
 
 #include <microhttpd.h>
 
+#include "buf.h"
 #include "charges.h"
 #include "customers.h"
 #include "db.h"
@@ -53,9 +54,8 @@ struct request {
 	char *query; /* raw, NULL when absent */
 	int query_too_long;
 	int started;
-	char *body;
-	size_t body_len;
-	size_t dropped; /* bytes of a body over MAX_BODY, read and dropped */
+	struct buf body; /* at most MAX_BODY */
+	size_t dropped;  /* bytes of a body over MAX_BODY, read and dropped */
 };
 
 enum route { R_RETURN, R_NOTIFY, R_HEALTHZ, R_METRICS, R_NONE };
@@ -265,7 +265,8 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con,
 	struct gw_notify n;
 	int rc, readable;
 
-	if (gw_fields_from_json(rq->body ? rq->body : "", rq->body_len, &f, err, sizeof(err)) < 0) {
+	if (gw_fields_from_json(rq->body.p ? rq->body.p : "", rq->body.len, &f, err, sizeof(err)) <
+	    0) {
 		log_rejected(con, path, "malformed", err);
 		return answer(con, 0);
 	}
@@ -314,6 +315,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con)
 
 	(void)cls;
 	(void)con;
+	if (rq)
+		rq->body.max = MAX_BODY;
 	if (rq && q) {
 		if (strlen(q + 1) > MAX_QUERY)
 			rq->query_too_long = 1;
@@ -335,7 +338,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 	(void)toe;
 	if (rq) {
 		free(rq->query);
-		free(rq->body);
+		buf_free(&rq->body);
 		free(rq);
 		*con_cls = NULL;
 	}
@@ -350,7 +353,6 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
                         size_t *size, enum MHD_Result *ret)
 {
 	const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
-	char *b;
 
 	if (!rq->started) {
 		rq->started = 1;
@@ -366,26 +368,19 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 	}
 	if (*size == 0)
 		return 0;
-	if (rq->dropped || rq->body_len + *size > MAX_BODY) {
-		free(rq->body);
-		rq->body = NULL;
-		rq->dropped += rq->body_len + *size;
-		rq->body_len = 0;
+	if (!rq->dropped && buf_add(&rq->body, data, *size) == 0) {
 		*size = 0;
-		*ret = MHD_NO;
-		return rq->dropped > MAX_DISCARD ? -1 : 1;
+		return 1;
 	}
-	b = realloc(rq->body, rq->body_len + *size + 1);
-	if (!b) {
+	if (rq->body.nomem) {
 		*ret = MHD_NO;
 		return -1;
 	}
-	memcpy(b + rq->body_len, data, *size);
-	rq->body = b;
-	rq->body_len += *size;
-	b[rq->body_len] = '\0';
+	rq->dropped += rq->body.len + *size;
+	buf_free(&rq->body);
 	*size = 0;
-	return 1;
+	*ret = MHD_NO;
+	return rq->dropped > MAX_DISCARD ? -1 : 1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -428,6 +423,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	}
 }
 
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[256];

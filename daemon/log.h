@@ -4,7 +4,7 @@
 
 /* log_event("info", "charge", "sub", "12", "outcome", "success", NULL):
  * key/value string pairs ended by NULL; values quoted when needed. */
-void log_event(const char *level, const char *event, ...);
+void log_event(const char *level, const char *event, ...) __attribute__((sentinel));
 
 /* Suppresses info lines (billctl prints its own output). */
 void log_set_quiet(int quiet);

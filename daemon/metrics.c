@@ -12,6 +12,7 @@
 
 #include "customers.h"
 #include "db.h"
+#include "buf.h"
 #include "metrics.h"
 
 #define EXPIRING_SOON_DAYS 30
@@ -53,43 +54,12 @@ void metrics_in_flight(int n)
 	atomic_store(&in_flight, n);
 }
 
-/* A growing text buffer; on allocation failure it stays failed. */
-struct text {
-	char *s;
-	size_t len, cap;
-	int failed;
-};
-
-__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+static void family(struct buf *t, const char *name, const char *type, const char *help)
 {
-	va_list ap;
-	char *s;
-	int n;
-
-	while (!t->failed) {
-		va_start(ap, fmt);
-		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-		va_end(ap);
-		if (n >= 0 && (size_t)n < t->cap - t->len) {
-			t->len += (size_t)n;
-			return;
-		}
-		s = n < 0 ? NULL : realloc(t->s, t->cap * 2 + (size_t)n);
-		if (!s) {
-			t->failed = 1;
-			return;
-		}
-		t->s = s;
-		t->cap = t->cap * 2 + (size_t)n;
-	}
+	buf_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void family(struct text *t, const char *name, const char *type, const char *help)
-{
-	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void render_process(struct text *t)
+static void render_process(struct buf *t)
 {
 	unsigned long long cum = 0;
 	size_t i;
@@ -97,24 +67,25 @@ static void render_process(struct text *t)
 	family(t, "billing_charges_total", "counter",
 	       "Charge attempts completed by the scheduler, by outcome.");
 	for (i = 0; i < NOUTCOMES; i++)
-		put(t, "billing_charges_total{outcome=\"%s\"} %llu\n", outcomes[i],
-		    atomic_load(&charges[i]));
+		buf_printf(t, "billing_charges_total{outcome=\"%s\"} %llu\n", outcomes[i],
+		           atomic_load(&charges[i]));
 	family(t, "billing_gateway_request_duration_seconds", "histogram",
 	       "Duration of requests to the gateway.");
 	for (i = 0; i <= NBOUNDS; i++) {
 		cum += atomic_load(&buckets[i]);
 		if (i < NBOUNDS)
-			put(t, "billing_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			buf_printf(
+			    t, "billing_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
 			    bounds[i], cum);
 	}
 	/* +Inf and _count from the same snapshot, so that they always agree. */
-	put(t, "billing_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-	put(t, "billing_gateway_request_duration_seconds_sum %.9f\n",
-	    (double)atomic_load(&sum_ns) / 1e9);
-	put(t, "billing_gateway_request_duration_seconds_count %llu\n", cum);
+	buf_printf(t, "billing_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+	buf_printf(t, "billing_gateway_request_duration_seconds_sum %.9f\n",
+	           (double)atomic_load(&sum_ns) / 1e9);
+	buf_printf(t, "billing_gateway_request_duration_seconds_count %llu\n", cum);
 	family(t, "billing_gateway_requests_in_flight", "gauge",
 	       "Requests to the gateway in flight now.");
-	put(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
 }
 
 static long count(PGconn *c, const char *sql, const char *at, char *err, size_t errlen)
@@ -130,7 +101,7 @@ static long count(PGconn *c, const char *sql, const char *at, char *err, size_t 
 	return n;
 }
 
-static int render_database(struct text *t, PGconn *c, int64_t now, char *err, size_t errlen)
+static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	struct customers_counts cc;
 	char at[24];
@@ -152,40 +123,37 @@ static int render_database(struct text *t, PGconn *c, int64_t now, char *err, si
 	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
 		return -1;
 	family(t, "billing_due_backlog", "gauge", "Subscriptions due for a charge now.");
-	put(t, "billing_due_backlog %ld\n", due);
+	buf_printf(t, "billing_due_backlog %ld\n", due);
 	family(t, "billing_unknown_charges", "gauge",
 	       "Charges pending or unknown whose lease expired, awaiting reconciliation.");
-	put(t, "billing_unknown_charges %ld\n", unknown);
+	buf_printf(t, "billing_unknown_charges %ld\n", unknown);
 	family(t, "billing_customers", "gauge", "Customers by enrolment state.");
 	for (i = 0; i < CUSTOMERS_NSTATES; i++)
-		put(t, "billing_customers{state=\"%s\"} %ld\n", customers_states[i], cc.state[i]);
+		buf_printf(t, "billing_customers{state=\"%s\"} %ld\n", customers_states[i],
+		           cc.state[i]);
 	family(t, "billing_cards_expiring_soon", "gauge",
 	       "Bound cards expired or expiring within 30 days.");
-	put(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
+	buf_printf(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
 	return 0;
 }
 
 int metrics_render(PGconn *c, int64_t now, char **out, char *err, size_t errlen)
 {
-	struct text t = {.s = malloc(4096), .cap = 4096};
+	struct buf t = {0};
 
-	if (!t.s) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	render_process(&t);
 	if (c && render_database(&t, c, now, err, errlen) < 0) {
-		free(t.s);
+		buf_free(&t);
 		return -1;
 	}
 	family(&t, "billing_database_up", "gauge",
 	       "1 when the database gauges above could be computed.");
-	put(&t, "billing_database_up %d\n", c ? 1 : 0);
-	if (t.failed) {
-		free(t.s);
+	buf_printf(&t, "billing_database_up %d\n", c ? 1 : 0);
+	if (t.nomem) {
+		buf_free(&t);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	*out = t.s;
+	*out = t.p;
 	return 0;
 }

@@ -29,8 +29,7 @@ static void checksum(const struct plan *p, const char *retry, char out[65])
 /* Inserts p as a new version unless its latest version has the same terms. */
 static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, size_t errlen)
 {
-	char sum[65], retry[PLAN_MAX_RETRY * 8], version[16], amount[24], count[16], trial[16],
-	    cycles[16];
+	char sum[65], retry[PLAN_MAX_RETRY * 8];
 	const char *q[1] = {p->code};
 	PGresult *r;
 	int latest = 0, same = 0;
@@ -50,23 +49,20 @@ static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, si
 	PQclear(r);
 	if (same)
 		return 0;
-	snprintf(version, sizeof(version), "%d", latest + 1);
-	snprintf(amount, sizeof(amount), "%lld", (long long)p->amount);
-	snprintf(count, sizeof(count), "%d", p->interval_count);
-	snprintf(trial, sizeof(trial), "%d", p->trial_days);
-	snprintf(cycles, sizeof(cycles), "%d", p->cycles);
 	{
-		const char *v[] = {p->code,
-		                   version,
-		                   p->name,
-		                   amount,
-		                   cal_unit_name(p->interval),
-		                   count,
-		                   trial,
-		                   p->cycles ? cycles : NULL,
-		                   retry,
-		                   plans_exhausted_name(p->on_exhausted),
-		                   sum};
+		struct db_params v = {0};
+
+		db_p_str(&v, p->code);
+		db_p_i64(&v, latest + 1);
+		db_p_str(&v, p->name);
+		db_p_i64(&v, p->amount);
+		db_p_str(&v, cal_unit_name(p->interval));
+		db_p_i64(&v, p->interval_count);
+		db_p_i64(&v, p->trial_days);
+		db_p_opt_i64(&v, p->cycles);
+		db_p_str(&v, retry);
+		db_p_str(&v, plans_exhausted_name(p->on_exhausted));
+		db_p_str(&v, sum);
 
 		if (db_exec(
 		        c,
@@ -74,7 +70,7 @@ static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, si
 		        " interval_count, trial_days, cycles, retry_schedule, on_exhausted,"
 		        " checksum) VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8,"
 		        " string_to_array($9, ','), $10, $11)",
-		        11, v, err, errlen) < 0)
+		        v.n, v.v, err, errlen) < 0)
 			return -1;
 	}
 	(*created)++;
@@ -123,26 +119,41 @@ int plans_sync_dir(PGconn *c, const char *dir, int *loaded, int *created, char *
 	"SELECT id, version, code, name, amount_cents, interval, interval_count, trial_days,"      \
 	" coalesce(cycles, 0), array_to_string(retry_schedule, ','), on_exhausted FROM plans "
 
+/* Columns of PLAN_COLUMNS, in order. */
+enum {
+	PC_ID,
+	PC_VERSION,
+	PC_CODE,
+	PC_NAME,
+	PC_AMOUNT,
+	PC_INTERVAL,
+	PC_INTERVAL_COUNT,
+	PC_TRIAL_DAYS,
+	PC_CYCLES,
+	PC_RETRY,
+	PC_ON_EXHAUSTED,
+};
+
 static int row_to_plan(const PGresult *r, int row, struct plan *p, char *err, size_t errlen)
 {
 	char retry[256], *tok, *save = NULL;
 
 	memset(p, 0, sizeof(*p));
-	p->id = db_i64(r, row, 0);
-	p->version = (int)db_i64(r, row, 1);
-	snprintf(p->code, sizeof(p->code), "%s", db_str(r, row, 2));
-	snprintf(p->name, sizeof(p->name), "%s", db_str(r, row, 3));
-	p->amount = db_i64(r, row, 4);
-	p->interval_count = (int)db_i64(r, row, 6);
-	p->trial_days = (int)db_i64(r, row, 7);
-	p->cycles = (int)db_i64(r, row, 8);
-	snprintf(retry, sizeof(retry), "%s", db_str(r, row, 9));
+	p->id = db_i64(r, row, PC_ID);
+	p->version = (int)db_i64(r, row, PC_VERSION);
+	snprintf(p->code, sizeof(p->code), "%s", db_str(r, row, PC_CODE));
+	snprintf(p->name, sizeof(p->name), "%s", db_str(r, row, PC_NAME));
+	p->amount = db_i64(r, row, PC_AMOUNT);
+	p->interval_count = (int)db_i64(r, row, PC_INTERVAL_COUNT);
+	p->trial_days = (int)db_i64(r, row, PC_TRIAL_DAYS);
+	p->cycles = (int)db_i64(r, row, PC_CYCLES);
+	snprintf(retry, sizeof(retry), "%s", db_str(r, row, PC_RETRY));
 	for (tok = strtok_r(retry, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 		if (p->nretry == PLAN_MAX_RETRY ||
 		    cal_parse_duration(tok, &p->retry[p->nretry++]) < 0)
 			goto bad;
-	if (cal_unit_parse(db_str(r, row, 5), &p->interval) < 0 ||
-	    plans_exhausted_parse(db_str(r, row, 10), &p->on_exhausted) < 0)
+	if (cal_unit_parse(db_str(r, row, PC_INTERVAL), &p->interval) < 0 ||
+	    plans_exhausted_parse(db_str(r, row, PC_ON_EXHAUSTED), &p->on_exhausted) < 0)
 		goto bad;
 	return 0;
 bad:
@@ -199,11 +210,12 @@ static int query_one(PGconn *c, const char *sql, const char *param, struct plan 
 
 int plans_get(PGconn *c, int64_t id, struct plan *p, char *err, size_t errlen)
 {
-	char param[24], unknown[64];
+	struct db_params q = {0};
+	char unknown[64];
 
-	snprintf(param, sizeof(param), "%lld", (long long)id);
-	snprintf(unknown, sizeof(unknown), "unknown plan id %lld", (long long)id);
-	return query_one(c, PLAN_COLUMNS "WHERE id = $1", param, p, unknown, err, errlen);
+	db_p_i64(&q, id);
+	snprintf(unknown, sizeof(unknown), "unknown plan id %s", q.v[0]);
+	return query_one(c, PLAN_COLUMNS "WHERE id = $1", q.v[0], p, unknown, err, errlen);
 }
 
 int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, size_t errlen)

@@ -130,7 +130,7 @@ static void judge_no_row(struct reconcile_item *it)
 /* Our settled row (succeeded or failed) against the gateway's answer. */
 static void judge_settled(struct reconcile_item *it)
 {
-	int ours_paid = strcmp(it->state, "succeeded") == 0;
+	int ours_paid = charges_state_parse(it->state) == CHARGES_SUCCEEDED;
 
 	if (!ours_paid) {
 		if (paid(it))
@@ -196,7 +196,8 @@ static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_or
 	case CHARGES_PAID_ERROR:
 		return -1;
 	case CHARGES_PAID_RECORDED:
-		snprintf(it->state, sizeof(it->state), "succeeded");
+		snprintf(it->state, sizeof(it->state), "%s",
+		         charges_state_names[CHARGES_SUCCEEDED]);
 		snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", o->pay_order_id);
 		set(it, RECONCILE_RESOLVED, "paid at the gateway: recorded succeeded");
 		return 0;
@@ -302,19 +303,32 @@ static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps
 	return rc;
 }
 
+/* Columns of SQL_ROWS, in order. */
+enum {
+	ROW_KIND,
+	ROW_ID,
+	ROW_ORDER_NO,
+	ROW_CUSTOMER,
+	ROW_AMOUNT,
+	ROW_STATE,
+	ROW_PAY_ORDER_ID,
+	ROW_CHARGE_KIND,
+	ROW_CHARGED_ORDER,
+};
+
 static void fill_row(const PGresult *r, int i, struct pending *p)
 {
 	struct reconcile_item *it = p->item;
 
-	snprintf(it->kind, sizeof(it->kind), "%s", db_str(r, i, 0));
-	it->id = db_i64(r, i, 1);
-	snprintf(it->mch_order_no, sizeof(it->mch_order_no), "%s", db_str(r, i, 2));
-	snprintf(it->customer_id, sizeof(it->customer_id), "%s", db_str(r, i, 3));
-	it->amount_cents = db_i64(r, i, 4);
-	snprintf(it->state, sizeof(it->state), "%s", db_str(r, i, 5));
-	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, 6));
-	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, 7));
-	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, 8));
+	snprintf(it->kind, sizeof(it->kind), "%s", db_str(r, i, ROW_KIND));
+	it->id = db_i64(r, i, ROW_ID);
+	snprintf(it->mch_order_no, sizeof(it->mch_order_no), "%s", db_str(r, i, ROW_ORDER_NO));
+	snprintf(it->customer_id, sizeof(it->customer_id), "%s", db_str(r, i, ROW_CUSTOMER));
+	it->amount_cents = db_i64(r, i, ROW_AMOUNT);
+	snprintf(it->state, sizeof(it->state), "%s", db_str(r, i, ROW_STATE));
+	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, ROW_PAY_ORDER_ID));
+	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, ROW_CHARGE_KIND));
+	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, ROW_CHARGED_ORDER));
 	it->verdict = RECONCILE_OK;
 }
 
@@ -327,7 +341,7 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 		judge_no_row(it);
 		return 0;
 	}
-	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
+	if (charges_state_outcome(it->state) == GW_UNKNOWN)
 		return judge_open(c, gw, p, err, errlen);
 	if (it->gw_found < 0) {
 		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
@@ -342,16 +356,16 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
                   struct reconcile_report *out, char *err, size_t errlen)
 {
-	char f[24], t[24];
-	const char *params[3] = {f, t, cfg->order_prefix};
+	struct db_params params = {0};
 	struct pending *ps = NULL;
 	PGresult *r;
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
-	r = db_query(c, SQL_ROWS, 3, params, err, errlen);
+	db_p_i64(&params, from);
+	db_p_i64(&params, to);
+	db_p_str(&params, cfg->order_prefix);
+	r = db_queryp(c, SQL_ROWS, &params, err, errlen);
 	if (!r)
 		return -1;
 	n = PQntuples(r);

@@ -146,11 +146,11 @@ static const char *charge_state(enum billing_result r)
 {
 	switch (r) {
 	case BILLING_SUCCEEDED:
-		return "succeeded";
+		return charges_state_names[CHARGES_SUCCEEDED];
 	case BILLING_UNKNOWN:
-		return "unknown";
+		return charges_state_names[CHARGES_UNKNOWN];
 	default:
-		return "failed";
+		return charges_state_names[CHARGES_FAILED];
 	}
 }
 

@@ -19,6 +19,21 @@
 	"r.created_at < now() - make_interval(secs => $2) "                                        \
 	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
+/* Columns of ROW_SQL, in order. */
+enum {
+	ROW_ID,
+	ROW_REFUND_NO,
+	ROW_KIND,
+	ROW_CHARGE,
+	ROW_CHARGE_PAY_ORDER_ID,
+	ROW_AMOUNT,
+	ROW_STATE,
+	ROW_PAY_ORDER_ID,
+	ROW_RET_MSG,
+	ROW_CREATED,
+	ROW_STALE,
+};
+
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
  * updated before its outcome, so its age is the request's). */
@@ -39,18 +54,20 @@ static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char 
 		return -1;
 	}
 	memset(out, 0, sizeof(*out));
-	out->id = db_i64(r, 0, 0);
-	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, 1));
-	out->is_void = strcmp(db_str(r, 0, 2), "void") == 0;
-	out->charge_id = db_i64(r, 0, 3);
-	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s", db_str(r, 0, 4));
-	out->amount_cents = db_i64(r, 0, 5);
-	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, 6));
-	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s", db_str(r, 0, 7));
-	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, 8));
-	out->created_at = db_i64(r, 0, 9);
+	out->id = db_i64(r, 0, ROW_ID);
+	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, ROW_REFUND_NO));
+	out->is_void = strcmp(db_str(r, 0, ROW_KIND), "void") == 0;
+	out->charge_id = db_i64(r, 0, ROW_CHARGE);
+	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
+	         db_str(r, 0, ROW_CHARGE_PAY_ORDER_ID));
+	out->amount_cents = db_i64(r, 0, ROW_AMOUNT);
+	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, ROW_STATE));
+	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
+	         db_str(r, 0, ROW_PAY_ORDER_ID));
+	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, ROW_RET_MSG));
+	out->created_at = db_i64(r, 0, ROW_CREATED);
 	if (stale)
-		*stale = strcmp(db_str(r, 0, 10), "t") == 0;
+		*stale = strcmp(db_str(r, 0, ROW_STALE), "t") == 0;
 	PQclear(r);
 	return 0;
 }
@@ -77,13 +94,6 @@ static int record(PGconn *c, struct refund_row *out, const char *from, const cha
 	return load(c, out->id, out, NULL, err, errlen);
 }
 
-static enum gw_outcome outcome_of(const char *state)
-{
-	if (strcmp(state, "succeeded") == 0)
-		return GW_SUCCESS;
-	return strcmp(state, "failed") == 0 ? GW_FAIL : GW_UNKNOWN;
-}
-
 /* In the open transaction: locks the charge (so that concurrent requests for
  * it queue here) and checks the request against what remains. Sets
  * *charge_id and, for a void or amount 0, *amount. */
@@ -102,7 +112,7 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	             1, p, err, errlen);
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0 || strcmp(db_str(r, 0, 2), "succeeded") != 0) {
+	if (PQntuples(r) == 0 || charges_state_parse(db_str(r, 0, 2)) != CHARGES_SUCCEEDED) {
 		snprintf(err, errlen, "no succeeded charge with payOrderId %s%s%s", pay_order_id,
 		         PQntuples(r) ? ": it is " : "", PQntuples(r) ? db_str(r, 0, 2) : "");
 		PQclear(r);
@@ -213,14 +223,14 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	o = gw_call(gw, &req, &res);
 
 	if (o == GW_SUCCESS) {
-		state = "succeeded";
+		state = charges_state_names[CHARGES_SUCCEEDED];
 		snprintf(why, sizeof(why), "%s", res.ret_msg);
 	} else if (o == GW_FAIL || o == GW_INVALID) {
 		/* INVALID: refused before sending, so it certainly did not happen. */
-		state = "failed";
+		state = charges_state_names[CHARGES_FAILED];
 		snprintf(why, sizeof(why), "%s", o == GW_FAIL ? res.ret_msg : res.detail);
 	} else {
-		state = "unknown";
+		state = charges_state_names[CHARGES_UNKNOWN];
 		snprintf(why, sizeof(why), "%s", res.detail);
 	}
 	if (record(c, out, "{pending}", state, res.has_order ? res.order.pay_order_id : "", why,
@@ -262,9 +272,9 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct r
 
 	if (load(c, refund_id, out, &stale, err, errlen) < 0)
 		return -1;
-	if (strcmp(out->state, "succeeded") == 0 || strcmp(out->state, "failed") == 0)
-		return outcome_of(out->state);
-	if (strcmp(out->state, "pending") == 0 && !stale) {
+	if (charges_state_outcome(out->state) != GW_UNKNOWN)
+		return charges_state_outcome(out->state);
+	if (charges_state_parse(out->state) == CHARGES_PENDING && !stale) {
 		snprintf(err, errlen,
 		         "refund %s may still be on its way to the gateway: try again later",
 		         out->mch_refund_no);
@@ -297,17 +307,17 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct r
 		if (record(c, out, "{pending,unknown}", "succeeded", o->pay_order_id, res.ret_msg,
 		           err, errlen) < 0)
 			return -1;
-		return outcome_of(out->state);
+		return charges_state_outcome(out->state);
 	case GW_FAIL:
 		snprintf(why, sizeof(why), "not at the gateway: %s", res.ret_msg);
 		if (record(c, out, "{pending,unknown}", "failed", "", why, err, errlen) < 0)
 			return -1;
-		return outcome_of(out->state);
+		return charges_state_outcome(out->state);
 	default:
 		snprintf(why, sizeof(why), "cc_query: %s", res.detail);
 		break;
 	}
 	if (record(c, out, "{pending,unknown}", "unknown", "", why, err, errlen) < 0)
 		return -1;
-	return outcome_of(out->state);
+	return charges_state_outcome(out->state);
 }

@@ -74,15 +74,14 @@ static struct report_total *total_for(struct report *r, int *cap, const struct r
 
 int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err, size_t errlen)
 {
-	char f[24], t[24];
-	const char *p[2] = {f, t};
+	struct db_params p = {0};
 	PGresult *r;
 	int cap = 0;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
-	r = db_query(c, SQL_MOVEMENTS, 2, p, err, errlen);
+	db_p_i64(&p, from);
+	db_p_i64(&p, to);
+	r = db_queryp(c, SQL_MOVEMENTS, &p, err, errlen);
 	if (!r)
 		return -1;
 	out->n = PQntuples(r);

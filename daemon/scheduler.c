@@ -162,7 +162,5 @@ int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char
 	    charges_last_attempt(s->db, subscription_id, mch_order_no, len, state, sizeof(state),
 	                         err, errlen) < 0)
 		return GW_UNKNOWN;
-	return strcmp(state, "succeeded") == 0 ? GW_SUCCESS
-	       : strcmp(state, "failed") == 0  ? GW_FAIL
-	                                       : GW_UNKNOWN;
+	return charges_state_outcome(state);
 }

@@ -1,4 +1,4 @@
-/* scheduler.h: the charge protocol (PRODUCT.md "The charge protocol"): claim
+/* scheduler.h: the charge protocol (docs/design.md, "The charge protocol"): claim
  * what is due, commit the intent, send, record the outcome with the
  * subscription's advance or dunning step; resolve unknowns with cc_query. */
 #ifndef SCHEDULER_H

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "billing.h"
+#include "customers.h"
 #include "db.h"
 #include "plans.h"
 #include "subscriptions.h"
@@ -26,43 +27,67 @@
 	" FROM subscriptions s JOIN plans p ON p.id = s.plan_id"                                   \
 	" LEFT JOIN plans np ON np.id = s.next_plan_id"
 
+/* Columns of COLS, in order. */
+enum {
+	COL_ID,
+	COL_CUSTOMER,
+	COL_PLAN,
+	COL_PLAN_CODE,
+	COL_PLAN_VERSION,
+	COL_AMOUNT,
+	COL_NEXT_PLAN,
+	COL_NEXT_PLAN_CODE,
+	COL_STATE,
+	COL_ANCHOR,
+	COL_ANCHOR_PERIOD,
+	COL_PERIOD,
+	COL_ATTEMPTS,
+	COL_CYCLES,
+	COL_CANCEL_AT_END,
+	COL_PERIOD_START,
+	COL_PERIOD_END,
+	COL_TRIAL_END,
+	COL_NEXT_CHARGE,
+	COL_CREATED,
+};
+
 static void fill(const PGresult *r, int i, struct subscription *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->id = db_i64(r, i, 0);
-	snprintf(s->customer_id, sizeof(s->customer_id), "%s", db_str(r, i, 1));
-	s->plan_id = db_i64(r, i, 2);
-	snprintf(s->plan_code, sizeof(s->plan_code), "%s", db_str(r, i, 3));
-	s->plan_version = (int)db_i64(r, i, 4);
-	s->amount_cents = db_i64(r, i, 5);
-	s->next_plan_id = db_i64(r, i, 6);
-	snprintf(s->next_plan_code, sizeof(s->next_plan_code), "%s", db_str(r, i, 7));
-	snprintf(s->state, sizeof(s->state), "%s", db_str(r, i, 8));
-	s->anchor = db_i64(r, i, 9);
-	s->anchor_period = (int)db_i64(r, i, 10);
-	s->period = (int)db_i64(r, i, 11);
-	s->attempts = (int)db_i64(r, i, 12);
-	s->cycles_done = (int)db_i64(r, i, 13);
-	s->cancel_at_period_end = strcmp(db_str(r, i, 14), "t") == 0;
-	s->period_start = db_i64(r, i, 15);
-	s->period_end = db_i64(r, i, 16);
-	s->trial_end = db_i64(r, i, 17);
-	s->next_charge_at = db_i64(r, i, 18);
-	s->created_at = db_i64(r, i, 19);
+	s->id = db_i64(r, i, COL_ID);
+	snprintf(s->customer_id, sizeof(s->customer_id), "%s", db_str(r, i, COL_CUSTOMER));
+	s->plan_id = db_i64(r, i, COL_PLAN);
+	snprintf(s->plan_code, sizeof(s->plan_code), "%s", db_str(r, i, COL_PLAN_CODE));
+	s->plan_version = (int)db_i64(r, i, COL_PLAN_VERSION);
+	s->amount_cents = db_i64(r, i, COL_AMOUNT);
+	s->next_plan_id = db_i64(r, i, COL_NEXT_PLAN);
+	snprintf(s->next_plan_code, sizeof(s->next_plan_code), "%s",
+	         db_str(r, i, COL_NEXT_PLAN_CODE));
+	snprintf(s->state, sizeof(s->state), "%s", db_str(r, i, COL_STATE));
+	s->anchor = db_i64(r, i, COL_ANCHOR);
+	s->anchor_period = (int)db_i64(r, i, COL_ANCHOR_PERIOD);
+	s->period = (int)db_i64(r, i, COL_PERIOD);
+	s->attempts = (int)db_i64(r, i, COL_ATTEMPTS);
+	s->cycles_done = (int)db_i64(r, i, COL_CYCLES);
+	s->cancel_at_period_end = strcmp(db_str(r, i, COL_CANCEL_AT_END), "t") == 0;
+	s->period_start = db_i64(r, i, COL_PERIOD_START);
+	s->period_end = db_i64(r, i, COL_PERIOD_END);
+	s->trial_end = db_i64(r, i, COL_TRIAL_END);
+	s->next_charge_at = db_i64(r, i, COL_NEXT_CHARGE);
+	s->created_at = db_i64(r, i, COL_CREATED);
 }
 
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
 {
-	char ids[24];
-	const char *p[1] = {ids};
+	struct db_params p = {0};
 	PGresult *r;
 
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	r = db_query(c, "SELECT " COLS FROM " WHERE s.id = $1", 1, p, err, errlen);
+	db_p_i64(&p, id);
+	r = db_queryp(c, "SELECT " COLS FROM " WHERE s.id = $1", &p, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "unknown subscription %s", ids);
+		snprintf(err, errlen, "unknown subscription %s", p.v[0]);
 		PQclear(r);
 		return -1;
 	}
@@ -75,15 +100,15 @@ int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *
                          int trial_days, struct subscription *out, char *err, size_t errlen)
 {
 	int64_t anchor = billing_anchor(start, trial_days);
-	char plan[24], anc[24], trial[24];
-	const char *q[4] = {customer_id, plan, anc, trial_days > 0 ? trial : NULL};
+	struct db_params q = {0};
 	const char *cq[1] = {customer_id};
 	PGresult *r;
 	int64_t id;
 
-	snprintf(plan, sizeof(plan), "%" PRId64, p->id);
-	snprintf(anc, sizeof(anc), "%" PRId64, anchor);
-	snprintf(trial, sizeof(trial), "%" PRId64, anchor);
+	db_p_str(&q, customer_id);
+	db_p_i64(&q, p->id);
+	db_p_i64(&q, anchor);
+	db_p_opt_i64(&q, trial_days > 0 ? anchor : 0);
 	/* The customer's state is checked in the same statement as the insert. */
 	r = db_query(c,
 	             "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
@@ -93,7 +118,7 @@ int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *
 	             "        to_timestamp($3)"
 	             "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
 	             " RETURNING id",
-	             4, q, err, errlen);
+	             q.n, q.v, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
@@ -137,20 +162,32 @@ int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
 	return 0;
 }
 
+/* Columns of a subscription's charges. */
+enum {
+	CH_ID,
+	CH_ORDER_NO,
+	CH_PERIOD,
+	CH_ATTEMPT,
+	CH_AMOUNT,
+	CH_STATE,
+	CH_PAY_ORDER_ID,
+	CH_RET_MSG,
+	CH_CREATED,
+};
+
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
                           char *err, size_t errlen)
 {
-	char ids[24];
-	const char *p[1] = {ids};
+	struct db_params p = {0};
 	PGresult *r;
 
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	r = db_query(c,
-	             "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
-	             "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
-	             "       extract(epoch FROM created_at)::bigint"
-	             "  FROM charges WHERE subscription_id = $1 ORDER BY id",
-	             1, p, err, errlen);
+	db_p_i64(&p, id);
+	r = db_queryp(c,
+	              "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
+	              "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
+	              "       extract(epoch FROM created_at)::bigint"
+	              "  FROM charges WHERE subscription_id = $1 ORDER BY id",
+	              &p, err, errlen);
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
@@ -158,32 +195,36 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 		return -1;
 	for (int i = 0; i < *n; i++) {
 		struct subscription_charge *ch = &(*out)[i];
-		ch->id = db_i64(r, i, 0);
-		snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s", db_str(r, i, 1));
-		ch->period = (int)db_i64(r, i, 2);
-		ch->attempt = (int)db_i64(r, i, 3);
-		ch->amount_cents = db_i64(r, i, 4);
-		snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, 5));
-		snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s", db_str(r, i, 6));
-		snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, 7));
-		ch->created_at = db_i64(r, i, 8);
+		ch->id = db_i64(r, i, CH_ID);
+		snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s",
+		         db_str(r, i, CH_ORDER_NO));
+		ch->period = (int)db_i64(r, i, CH_PERIOD);
+		ch->attempt = (int)db_i64(r, i, CH_ATTEMPT);
+		ch->amount_cents = db_i64(r, i, CH_AMOUNT);
+		snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, CH_STATE));
+		snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s",
+		         db_str(r, i, CH_PAY_ORDER_ID));
+		snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, CH_RET_MSG));
+		ch->created_at = db_i64(r, i, CH_CREATED);
 	}
 	PQclear(r);
 	return 0;
 }
 
-/* Runs a conditional UPDATE ... WHERE id = $1 AND <the states it may leave>.
- * When it changes nothing, says why: refused(state) names the rule. */
-static int change(PGconn *c, int64_t id, const char *sql, int nparams, const char **p,
-                  const char *refused, struct subscription *out, char *err, size_t errlen)
+/* Runs a conditional UPDATE ... WHERE id = $1 AND <the states it may leave>
+ * ($2: arg, when it is not 0). When it changes nothing, says why:
+ * refused(state) names the rule. */
+static int change(PGconn *c, int64_t id, const char *sql, int64_t arg, const char *refused,
+                  struct subscription *out, char *err, size_t errlen)
 {
-	char ids[24];
+	struct db_params p = {0};
 	PGresult *r;
 	int n;
 
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	p[0] = ids;
-	r = db_query(c, sql, nparams, p, err, errlen);
+	db_p_i64(&p, id);
+	if (arg)
+		db_p_i64(&p, arg);
+	r = db_queryp(c, sql, &p, err, errlen);
 	if (!r)
 		return -1;
 	n = PQntuples(r);
@@ -191,7 +232,7 @@ static int change(PGconn *c, int64_t id, const char *sql, int nparams, const cha
 	if (subscriptions_get(c, id, out, err, errlen) < 0)
 		return -1;
 	if (n == 0) {
-		snprintf(err, errlen, "subscription %s is %s%s: %s", ids, out->state,
+		snprintf(err, errlen, "subscription %s is %s%s: %s", p.v[0], out->state,
 		         out->cancel_at_period_end ? " (canceling at the period's end)" : "",
 		         refused);
 		return -1;
@@ -202,15 +243,13 @@ static int change(PGconn *c, int64_t id, const char *sql, int nparams, const cha
 int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscription *out,
                          char *err, size_t errlen)
 {
-	const char *p[1] = {NULL};
-
 	if (at_period_end)
 		return change(c, id,
 		              "UPDATE subscriptions SET cancel_at_period_end = true"
 		              " WHERE id = $1 AND NOT cancel_at_period_end"
 		              "   AND state IN ('trialing', 'active', 'past_due')"
 		              "   AND next_charge_at IS NOT NULL RETURNING id",
-		              1, p,
+		              0,
 		              "only a subscription with a next period can cancel at its end "
 		              "(cancel it now instead)",
 		              out, err, errlen);
@@ -218,27 +257,21 @@ int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscr
 	              "UPDATE subscriptions SET state = 'canceled', next_charge_at = NULL,"
 	              "       cancel_at_period_end = false"
 	              " WHERE id = $1 AND state NOT IN ('canceled', 'ended') RETURNING id",
-	              1, p, "nothing to cancel", out, err, errlen);
+	              0, "nothing to cancel", out, err, errlen);
 }
 
 int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
 {
-	const char *p[1] = {NULL};
-
 	return change(c, id,
 	              "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL"
 	              " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due') RETURNING id",
-	              1, p, "only a trialing, active or past_due subscription can be paused", out,
-	              err, errlen);
+	              0, "only a trialing, active or past_due subscription can be paused", out, err,
+	              errlen);
 }
 
 int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
                          size_t errlen)
 {
-	char t[24];
-	const char *p[2] = {NULL, t};
-
-	snprintf(t, sizeof(t), "%" PRId64, now);
 	return change(
 	    c, id,
 	    "UPDATE subscriptions SET state = 'active', anchor = to_timestamp($2),"
@@ -246,7 +279,7 @@ int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription
 	    " WHERE id = $1 AND (state = 'paused'"
 	    "                    OR (state = 'past_due' AND next_charge_at IS NULL))"
 	    " RETURNING id",
-	    2, p,
+	    now,
 	    "only a paused subscription, or a past_due one whose retries are exhausted, "
 	    "can be resumed",
 	    out, err, errlen);
@@ -255,9 +288,6 @@ int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription
 int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
                               char *err, size_t errlen)
 {
-	char plan[24];
-	const char *q[2] = {NULL, plan};
-
 	if (subscriptions_get(c, id, out, err, errlen) < 0)
 		return -1;
 	if (out->plan_id == p->id) {
@@ -265,12 +295,11 @@ int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struc
 		         id, p->code, p->version);
 		return -1;
 	}
-	snprintf(plan, sizeof(plan), "%" PRId64, p->id);
 	return change(c, id,
 	              "UPDATE subscriptions SET next_plan_id = $2"
 	              " WHERE id = $1 AND plan_id <> $2"
 	              "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
-	              2, q, "its plan can no longer change", out, err, errlen);
+	              p->id, "its plan can no longer change", out, err, errlen);
 }
 
 /* ---- the scheduler's writes ---- */
@@ -348,7 +377,7 @@ void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
 		         "subscription %s has a charge whose outcome is not known yet: it is "
 		         "resolved with cc_query first",
 		         p.v[0]);
-	else if (strcmp(db_str(r, 0, WN_CUSTOMER_STATE), "bound") != 0)
+	else if (strcmp(db_str(r, 0, WN_CUSTOMER_STATE), customers_states[CUSTOMERS_BOUND]) != 0)
 		snprintf(err, errlen, "subscription %s: its customer's card is %s, not bound",
 		         p.v[0], db_str(r, 0, WN_CUSTOMER_STATE));
 	else
