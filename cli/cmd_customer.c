@@ -11,8 +11,9 @@
 	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
 	"DAYS] | check ID"
 
-static cJSON *customer_json(const struct customer *cu)
+static cJSON *customer_json(const void *item)
 {
+	const struct customer *cu = item;
 	cJSON *o = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "customer_id", cu->id);
@@ -109,10 +110,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, customer_json(&cs[i]));
-		out_json(a);
+		out_json_list(cs, n, sizeof(*cs), customer_json);
 		free(cs);
 		return CLI_OK;
 	}

@@ -63,11 +63,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 1, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
-	if (!from_s || !to_s) {
-		cli_error("--from and --to are required (%s)", USAGE);
-		return CLI_USAGE;
-	}
-	if (out_parse_window(from_s, to_s, &from, &to) < 0)
+	if (out_parse_window(from_s, to_s, &from, &to, USAGE) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;

@@ -132,15 +132,12 @@ static void json_report(const struct report *r, const char *from, const char *to
 	for (int i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 		cJSON *j = cJSON_CreateObject();
-		char money[32];
 
 		cJSON_AddStringToObject(j, "date", w->date);
 		cJSON_AddStringToObject(j, "type", w->type);
 		cJSON_AddStringToObject(j, "customer_id", w->customer_id);
 		cJSON_AddStringToObject(j, "plan", w->plan);
-		cJSON_AddNumberToObject(j, "amount_cents", (double)w->amount_cents);
-		out_money(w->amount_cents, money, sizeof(money));
-		cJSON_AddStringToObject(j, "amount", money);
+		out_json_money(j, w->amount_cents);
 		cJSON_AddStringToObject(j, "currency", w->currency);
 		cJSON_AddStringToObject(j, "mch_order_no", w->mch_order_no);
 		cJSON_AddStringToObject(j, "pay_order_id", w->pay_order_id);
@@ -169,16 +166,12 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 1, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
-	if (!from_s || !to_s) {
-		cli_error("--from and --to are required (%s)", USAGE);
-		return CLI_USAGE;
-	}
 	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0) {
 		cli_error("--format: '%s' is not csv or json", format);
 		return CLI_USAGE;
 	}
 	json = format ? strcmp(format, "json") == 0 : ctx->json;
-	if (out_parse_window(from_s, to_s, &from, &to) < 0)
+	if (out_parse_window(from_s, to_s, &from, &to, USAGE) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;

@@ -14,18 +14,16 @@
 	"usage: billctl subscription list [--customer C] [--state S] | show ID | cancel ID "       \
 	"[--at-period-end] | pause ID | resume ID | change-plan ID PLAN"
 
-static cJSON *subscription_json(const struct subscription *s)
+static cJSON *subscription_json(const void *item)
 {
+	const struct subscription *s = item;
 	cJSON *o = cJSON_CreateObject();
-	char money[32];
 
 	cJSON_AddNumberToObject(o, "id", (double)s->id);
 	cJSON_AddStringToObject(o, "customer_id", s->customer_id);
 	cJSON_AddStringToObject(o, "plan", s->plan_code);
 	cJSON_AddNumberToObject(o, "plan_version", s->plan_version);
-	cJSON_AddNumberToObject(o, "amount_cents", (double)s->amount_cents);
-	out_money(s->amount_cents, money, sizeof(money));
-	cJSON_AddStringToObject(o, "amount", money);
+	out_json_money(o, s->amount_cents);
 	if (s->next_plan_id)
 		cJSON_AddStringToObject(o, "next_plan", s->next_plan_code);
 	else
@@ -130,10 +128,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, subscription_json(&ss[i]));
-		out_json(a);
+		out_json_list(ss, n, sizeof(*ss), subscription_json);
 		free(ss);
 		return CLI_OK;
 	}

@@ -31,6 +31,11 @@ void out_csv_end(FILE *f);
 
 /* Prints j on one line on stdout and frees it. */
 void out_json(cJSON *j);
+/* Prints n items (size bytes apart from items) as one JSON array of
+ * to_json(item) on stdout. */
+void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(const void *item));
+/* Adds "amount_cents" and "amount" ("12.34"). */
+void out_json_money(cJSON *o, int64_t cents);
 /* Adds a time as local ISO 8601 (null for 0). */
 void out_json_time(cJSON *o, const char *key, int64_t t);
 
@@ -41,10 +46,12 @@ int out_parse_cents(const char *what, const char *s, int64_t *v); /* 1 .. INT32_
 int out_parse_int(const char *what, const char *s, int min, int max, int *v);
 int out_parse_time(const char *what, const char *s, int64_t *t);
 
-/* --from D --to D: [*from, *to) where a date D means its whole local day
- * (to is then the next local midnight) and a time is taken as given (to
- * inclusive). 0, or -1 after one error line. */
-int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to);
+/* --from D --to D (both required: usage is shown when one is missing):
+ * [*from, *to) where a date D means its whole local day (to is then the
+ * next local midnight) and a time is taken as given (to inclusive). 0, or
+ * -1 after one error line. */
+int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to,
+                     const char *usage);
 
 /* A verb's options: --name VALUE (value set) or --name (flag set to 1). */
 struct out_opt {

@@ -5,18 +5,22 @@
 
 #include "billing.h"
 #include "calendar.h"
+#include "db.h"
 
 const char *const billing_state_names[BILLING_NSTATES] = {
     [BILLING_TRIALING] = "trialing", [BILLING_ACTIVE] = "active",
     [BILLING_PAST_DUE] = "past_due", [BILLING_PAUSED] = "paused",
     [BILLING_CANCELED] = "canceled", [BILLING_ENDED] = "ended"};
 
+const char *const billing_result_names[BILLING_UNKNOWN + 1] = {[BILLING_SUCCEEDED] = "success",
+                                                               [BILLING_DECLINED] = "declined",
+                                                               [BILLING_BUSY] = "busy",
+                                                               [BILLING_ABSENT] = "absent",
+                                                               [BILLING_UNKNOWN] = "unknown"};
+
 int billing_state_parse(const char *s)
 {
-	for (int i = 0; i < BILLING_NSTATES; i++)
-		if (strcmp(s, billing_state_names[i]) == 0)
-			return i;
-	return -1;
+	return db_name_index(billing_state_names, BILLING_NSTATES, s);
 }
 
 static enum billing_state exhausted_state(const struct plan *p)

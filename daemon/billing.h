@@ -33,6 +33,8 @@ enum billing_result {
 	BILLING_UNKNOWN    /* still unknown: nothing moves */
 };
 #define BILLING_BUSY_RETRY_SECONDS 60
+/* "success", "declined", "busy", "absent", "unknown": as logs name them. */
+extern const char *const billing_result_names[BILLING_UNKNOWN + 1];
 
 /* What the rules read and move. */
 struct billing_sub {

@@ -19,10 +19,7 @@ const char *const charges_state_names[CHARGES_NSTATES] = {[CHARGES_PENDING] = "p
 
 int charges_state_parse(const char *s)
 {
-	for (int i = 0; i < CHARGES_NSTATES; i++)
-		if (strcmp(s, charges_state_names[i]) == 0)
-			return i;
-	return -1;
+	return db_name_index(charges_state_names, CHARGES_NSTATES, s);
 }
 
 int charges_state_outcome(const char *s)
@@ -98,15 +95,11 @@ int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const
                       const struct charges_lease *lease, charges_claim_fn fn, void *arg, char *err,
                       size_t errlen)
 {
-	struct db_params p = {0};
 
-	db_p_i64(&p, now);
-	db_p_i64(&p, limit);
-	db_p_str(&p, order_prefix);
-	db_p_opt_i64(&p, only_sub);
-	db_p_str(&p, lease->owner);
-	db_p_i64(&p, lease->seconds);
-	return each_claimed(db_queryp(c, SQL_CLAIM_DUE, &p, err, errlen), fn, arg);
+	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
+	                           DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
+	                           DB_I(lease->seconds)),
+	                    fn, arg);
 }
 
 int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen)
@@ -124,13 +117,10 @@ int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
                              const struct charges_lease *lease, charges_claim_fn fn, void *arg,
                              char *err, size_t errlen)
 {
-	struct db_params p = {0};
 
-	db_p_str(&p, lease->owner);
-	db_p_i64(&p, lease->seconds);
-	db_p_i64(&p, limit);
-	db_p_str(&p, cutoff);
-	return each_claimed(db_queryp(c, SQL_CLAIM_UNRESOLVED, &p, err, errlen), fn, arg);
+	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
+	                           DB_I(lease->seconds), DB_I(limit), DB_S(cutoff)),
+	                    fn, arg);
 }
 
 enum {
@@ -249,27 +239,20 @@ static const char SQL_PAID_WHY_NOT[] =
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
                                     const struct charges_payment *pm, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 	enum charges_paid rc;
+	int n = db_count(c, err, errlen, SQL_PAID, DB_S(mch_order_no), DB_S(pm->pay_order_id),
+	                 DB_S(pm->trans_id ? pm->trans_id : ""), DB_I(pm->status),
+	                 DB_S(pm->pay_succ_time ? pm->pay_succ_time : ""), DB_I(pm->amount_cents),
+	                 DB_S(pm->note));
 
-	db_p_str(&p, mch_order_no);
-	db_p_str(&p, pm->pay_order_id);
-	db_p_str(&p, pm->trans_id ? pm->trans_id : "");
-	db_p_i64(&p, pm->status);
-	db_p_str(&p, pm->pay_succ_time ? pm->pay_succ_time : "");
-	db_p_i64(&p, pm->amount_cents);
-	db_p_str(&p, pm->note);
-	r = db_queryp(c, SQL_PAID, &p, err, errlen);
-	if (!r)
+	if (n < 0)
 		return strcmp(db_last_sqlstate(), "23505") == 0 ? CHARGES_PAID_DUPLICATE
 		                                                : CHARGES_PAID_ERROR;
-	rc = PQntuples(r) ? CHARGES_PAID_RECORDED : CHARGES_PAID_ERROR;
-	PQclear(r);
-	if (rc == CHARGES_PAID_RECORDED)
-		return rc;
-	r = db_query(c, SQL_PAID_WHY_NOT, 3, (const char *const[]){p.v[0], p.v[1], p.v[5]}, err,
-	             errlen);
+	if (n > 0)
+		return CHARGES_PAID_RECORDED;
+	r = db_get(c, err, errlen, SQL_PAID_WHY_NOT, DB_S(mch_order_no), DB_S(pm->pay_order_id),
+	           DB_I(pm->amount_cents));
 	if (!r)
 		return CHARGES_PAID_ERROR;
 	rc = PQntuples(r) == 0                            ? CHARGES_PAID_UNKNOWN
@@ -282,14 +265,11 @@ enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
 
 int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 
-	db_p_i64(&p, id);
-	db_p_str(&p, ret_msg);
-	return db_execp(c,
-	                "UPDATE charges SET state = 'failed', ret_msg = $2"
-	                " WHERE id = $1 AND state = 'pending'",
-	                &p, err, errlen);
+	return db_run(c, err, errlen,
+	              "UPDATE charges SET state = 'failed', ret_msg = $2"
+	              " WHERE id = $1 AND state = 'pending'",
+	              DB_I(id), DB_S(ret_msg));
 }
 
 /* The id is taken first so that the order number can derive from it. */
@@ -305,13 +285,10 @@ int charges_create_link(PGconn *c, const char *order_prefix, const char *custome
                         int64_t amount, int64_t *id, char *mch_order_no, size_t len, char *err,
                         size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 
-	db_p_str(&p, order_prefix);
-	db_p_str(&p, customer_id);
-	db_p_i64(&p, amount);
-	r = db_queryp(c, SQL_CREATE_LINK, &p, err, errlen);
+	r = db_get(c, err, errlen, SQL_CREATE_LINK, DB_S(order_prefix), DB_S(customer_id),
+	           DB_I(amount));
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
@@ -330,14 +307,12 @@ enum { LA_ORDER_NO, LA_STATE, LA_MSG };
 int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len, char *state,
                          size_t state_len, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 
-	db_p_i64(&p, sub);
-	r = db_queryp(c,
-	              "SELECT mch_order_no, state, coalesce(ret_msg, '') FROM charges"
-	              " WHERE subscription_id = $1 ORDER BY id DESC LIMIT 1",
-	              &p, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT mch_order_no, state, coalesce(ret_msg, '') FROM charges"
+	           " WHERE subscription_id = $1 ORDER BY id DESC LIMIT 1",
+	           DB_I(sub));
 	if (!r)
 		return -1;
 	snprintf(state, state_len, "%s", PQntuples(r) ? db_str(r, 0, LA_STATE) : "");

@@ -40,11 +40,7 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {[CUSTOMERS_PENDING] = "
 
 /* EXPIRING's parameters; a window of a century covers every card and keeps
  * the timestamp arithmetic in range. */
-static void window_params(struct db_params *p, int days, int64_t now)
-{
-	db_p_i64(p, days > 36500 ? 36500 : days);
-	db_p_i64(p, now);
-}
+#define WINDOW_PARAMS(days, now) DB_I((days) > 36500 ? 36500 : (days)), DB_I(now)
 
 static int valid_id(const char *id, char *err, size_t errlen)
 {
@@ -133,7 +129,8 @@ static int return_url_for(const struct cfg *cfg, const char *id, char *out, size
 /* Makes id a pending enrolment: 1 when done, 0 when the customer is bound,
  * -1 on error. Not INSERT ... ON CONFLICT: its BEFORE INSERT trigger would
  * audit an insert that did not happen. */
-static int make_pending(PGconn *c, const char *const *p, char *err, size_t errlen)
+static int make_pending(PGconn *c, const char *id, const char *email, const char *name,
+                        int64_t expires, int64_t check, char *err, size_t errlen)
 {
 	static const char *const sql[2] = {
 	    "UPDATE customers SET email = coalesce(nullif($2, ''), email), "
@@ -144,17 +141,15 @@ static int make_pending(PGconn *c, const char *const *p, char *err, size_t errle
 	    "next_check_at) SELECT $1::text, nullif($2, ''), nullif($3, ''), 'pending', "
 	    "to_timestamp($4), to_timestamp($5) "
 	    "WHERE NOT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1::text) RETURNING 1"};
-	PGresult *r;
 	int tries, i, done;
 
 	/* A second try when a concurrent enrolment inserted the same id. */
 	for (tries = 0; tries < 2; tries++) {
 		for (i = 0; i < 2; i++) {
-			r = db_query(c, sql[i], 5, p, err, errlen);
-			if (!r)
+			done = db_count(c, err, errlen, sql[i], DB_S(id), DB_S(email), DB_S(name),
+			                DB_I(expires), DB_I(check));
+			if (done < 0)
 				break;
-			done = PQntuples(r);
-			PQclear(r);
 			if (done)
 				return 1;
 		}
@@ -171,7 +166,6 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
                     char *err, size_t errlen)
 {
 	char ret_url[201];
-	struct db_params p = {0};
 	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
 	struct gw_result res;
 	struct customer cur;
@@ -180,17 +174,15 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	if (valid_id(id, err, errlen) < 0 ||
 	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
 		return -1;
-	db_p_str(&p, id);
-	db_p_str(&p, email ? email : "");
-	db_p_str(&p, name ? name : "");
-	db_p_i64(&p, now + (int64_t)cfg->enrolment_expiry_hours * 3600);
-	db_p_i64(&p, now + FOLLOW_UP_SECONDS);
-	if (strlen(p.v[1]) >= sizeof(cur.email) || strlen(p.v[2]) >= sizeof(cur.name)) {
+	email = email ? email : "";
+	name = name ? name : "";
+	if (strlen(email) >= sizeof(cur.email) || strlen(name) >= sizeof(cur.name)) {
 		snprintf(err, errlen, "customer %s: email and name are limited to %zu characters",
 		         id, sizeof(cur.email) - 1);
 		return -1;
 	}
-	rc = make_pending(c, p.v, err, errlen);
+	rc = make_pending(c, id, email, name, now + (int64_t)cfg->enrolment_expiry_hours * 3600,
+	                  now + FOLLOW_UP_SECONDS, err, errlen);
 	if (rc < 0)
 		return -1;
 	if (rc == 0) {
@@ -215,15 +207,13 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
                    char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 	int i;
 
-	window_params(&p, expiring_days, now);
-	r = db_query(c,
-	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
-	             " ORDER BY customer_id",
-	             p.n, p.v, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
+	           " ORDER BY customer_id",
+	           WINDOW_PARAMS(expiring_days, now));
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
@@ -267,26 +257,21 @@ static int valid_card(const char *card, const char *type, const char *expiry, ch
 
 /* Runs an UPDATE ... RETURNING on one customer: CHANGED when it matched a
  * row, else UNCHANGED or UNKNOWN depending on whether the customer exists. */
-static enum customers_outcome update_one(PGconn *c, const char *sql, int np, const char *const *p,
-                                         char *err, size_t errlen)
+static enum customers_outcome update_one(PGconn *c, const char *sql, const struct db_param *p,
+                                         int np, char *err, size_t errlen)
 {
-	PGresult *r = db_query(c, sql, np, p, err, errlen);
-	int changed;
+	int changed = db_count_(c, err, errlen, sql, p, np, 1);
 
-	if (!r)
-		return CUSTOMERS_ERROR;
-	changed = PQntuples(r);
-	PQclear(r);
-	if (changed)
+	if (changed > 0)
 		return CUSTOMERS_CHANGED;
-	r = db_query(c, "SELECT 1 FROM customers WHERE customer_id = $1", 1, p, err, errlen);
-	if (!r)
+	if (changed == 0)
+		changed = db_count(c, err, errlen, "SELECT 1 FROM customers WHERE customer_id = $1",
+		                   p[0]);
+	if (changed < 0)
 		return CUSTOMERS_ERROR;
-	changed = PQntuples(r);
-	PQclear(r);
 	if (changed)
 		return CUSTOMERS_UNCHANGED;
-	snprintf(err, errlen, "unknown customer '%.40s'", p[0]);
+	snprintf(err, errlen, "unknown customer '%.40s'", p[0].s);
 	return CUSTOMERS_UNKNOWN;
 }
 
@@ -294,13 +279,11 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, int su
                                                const char *card, const char *type,
                                                const char *expiry, char *err, size_t errlen)
 {
-	const char *p[4] = {id, card, type, expiry};
-
 	if (!success)
 		return update_one(c,
 		                  "UPDATE customers SET state = 'failed' "
 		                  "WHERE customer_id = $1 AND state = 'pending' RETURNING 1",
-		                  1, p, err, errlen);
+		                  DB_PARAMS(DB_S(id)), err, errlen);
 	if (valid_card(card, type, expiry, err, errlen) < 0)
 		return CUSTOMERS_INVALID;
 	/* The condition makes a replay write nothing (no audit row, same
@@ -312,23 +295,18 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, int su
 	                  "OR card_masked IS DISTINCT FROM $2 "
 	                  "OR card_type IS DISTINCT FROM nullif($3, '') "
 	                  "OR card_expiry IS DISTINCT FROM $4) RETURNING 1",
-	                  4, p, err, errlen);
+	                  DB_PARAMS(DB_S(id), DB_S(card), DB_S(type), DB_S(expiry)), err, errlen);
 }
 
 int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen)
 {
-	const char *p[2] = {id, state};
-	int i;
-
-	for (i = 0; i < CUSTOMERS_NSTATES && strcmp(state, customers_states[i]) != 0; i++)
-		;
-	if (i == CUSTOMERS_NSTATES) {
+	if (db_name_index(customers_states, CUSTOMERS_NSTATES, state) < 0) {
 		snprintf(err, errlen,
 		         "bad customer state '%.20s': pending, bound, failed or unbound", state);
 		return -1;
 	}
 	return update_one(c, "UPDATE customers SET state = $2 WHERE customer_id = $1 RETURNING 1",
-	                  2, p, err, errlen) == CUSTOMERS_CHANGED
+	                  DB_PARAMS(DB_S(id), DB_S(state)), err, errlen) == CUSTOMERS_CHANGED
 	           ? 0
 	           : -1;
 }
@@ -336,22 +314,20 @@ int customers_set_state(PGconn *c, const char *id, const char *state, char *err,
 int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_counts *out,
                     char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 	int i, j;
 
-	window_params(&p, expiring_days, now);
-	r = db_query(c,
-	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
-	             "FROM customers GROUP BY state",
-	             p.n, p.v, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
+	           "FROM customers GROUP BY state",
+	           WINDOW_PARAMS(expiring_days, now));
 	if (!r)
 		return -1;
 	memset(out, 0, sizeof(*out));
 	for (i = 0; i < PQntuples(r); i++) {
-		for (j = 0; j < CUSTOMERS_NSTATES; j++)
-			if (strcmp(db_str(r, i, 0), customers_states[j]) == 0)
-				out->state[j] = (long)db_i64(r, i, 1);
+		j = db_name_index(customers_states, CUSTOMERS_NSTATES, db_str(r, i, 0));
+		if (j >= 0)
+			out->state[j] = (long)db_i64(r, i, 1);
 		out->expiring += (long)db_i64(r, i, 2);
 	}
 	PQclear(r);
@@ -398,13 +374,11 @@ int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
 
 int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 
-	db_p_i64(&p, now);
-	return db_execp(c,
-	                "UPDATE customers SET state = 'failed', next_check_at = NULL"
-	                " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)",
-	                &p, err, errlen);
+	return db_run(c, err, errlen,
+	              "UPDATE customers SET state = 'failed', next_check_at = NULL"
+	              " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)",
+	              DB_I(now));
 }
 
 static const char SQL_CLAIM_CHECKS[] =
@@ -420,13 +394,10 @@ static const char SQL_CLAIM_CHECKS[] =
 int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
                            size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 	int n;
 
-	db_p_i64(&p, now);
-	db_p_i64(&p, limit);
-	r = db_queryp(c, SQL_CLAIM_CHECKS, &p, err, errlen);
+	r = db_get(c, err, errlen, SQL_CLAIM_CHECKS, DB_I(now), DB_I(limit));
 	if (!r)
 		return -1;
 	n = PQntuples(r) < limit ? PQntuples(r) : limit;
@@ -438,12 +409,9 @@ int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], c
 
 int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 
-	db_p_str(&p, ids);
-	db_p_i64(&p, now);
-	return db_execp(c,
-	                "UPDATE customers SET next_check_at = to_timestamp($2)"
-	                " WHERE customer_id = ANY($1::text[]) AND state = 'bound'",
-	                &p, err, errlen);
+	return db_run(c, err, errlen,
+	              "UPDATE customers SET next_check_at = to_timestamp($2)"
+	              " WHERE customer_id = ANY($1::text[]) AND state = 'bound'",
+	              DB_S(ids), DB_I(now));
 }

@@ -92,43 +92,35 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 
 /* More parameters than DB_MAX_PARAMS is a programming error, caught by
  * every test that runs the query. */
-static char *p_slot(struct db_params *p)
+PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p,
+                  int n)
 {
-	if (p->n == DB_MAX_PARAMS)
+	char num[DB_MAX_PARAMS][24];
+	const char *v[DB_MAX_PARAMS];
+
+	if (n > DB_MAX_PARAMS)
 		abort();
-	return p->num[p->n];
+	for (int i = 0; i < n; i++) {
+		v[i] = p[i].s;
+		if (p[i].type == DB_TEXT || (p[i].type == DB_INT_OR_NULL && p[i].i == 0))
+			continue;
+		snprintf(num[i], sizeof(num[i]), "%lld", (long long)p[i].i);
+		v[i] = num[i];
+	}
+	return db_query(c, sql, n, v, err, errlen);
 }
 
-void db_p_str(struct db_params *p, const char *s)
+int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
+              int rows)
 {
-	p_slot(p);
-	p->v[p->n++] = s;
-}
+	PGresult *r = db_get_(c, err, errlen, sql, p, n);
+	int k;
 
-void db_p_i64(struct db_params *p, int64_t v)
-{
-	char *b = p_slot(p);
-
-	snprintf(b, sizeof(p->num[0]), "%lld", (long long)v);
-	p->v[p->n++] = b;
-}
-
-void db_p_opt_i64(struct db_params *p, int64_t v)
-{
-	if (v)
-		db_p_i64(p, v);
-	else
-		db_p_str(p, NULL);
-}
-
-PGresult *db_queryp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen)
-{
-	return db_query(c, sql, p->n, p->v, err, errlen);
-}
-
-int db_execp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen)
-{
-	return db_exec(c, sql, p->n, p->v, err, errlen);
+	if (!r)
+		return -1;
+	k = rows ? PQntuples(r) : 0;
+	PQclear(r);
+	return k;
 }
 
 int db_begin(PGconn *c, char *err, size_t errlen)
@@ -144,6 +136,14 @@ int db_commit(PGconn *c, char *err, size_t errlen)
 void db_rollback(PGconn *c)
 {
 	PQclear(PQexec(c, "ROLLBACK"));
+}
+
+int db_name_index(const char *const *names, int n, const char *s)
+{
+	for (int i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
 }
 
 const char *db_last_sqlstate(void)

@@ -18,20 +18,36 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
                    size_t errlen);
 
-/* Query parameters from typed values, so that no caller formats numbers
- * by hand: db_p_i64(&p, id); db_p_str(&p, name); db_queryp(c, sql, &p, ...). */
+/* Typed query parameters, so that no caller formats a number by hand:
+ *   r = db_get(c, err, errlen, "SELECT ... WHERE id = $1 AND name = $2",
+ *              DB_I(id), DB_S(name));
+ * DB_I: an integer; DB_N: an integer, SQL NULL when 0; DB_S: text, SQL
+ * NULL when NULL. At most DB_MAX_PARAMS. The error buffer comes before the
+ * SQL here, so that the parameters can come last. */
 #define DB_MAX_PARAMS 16
-struct db_params {
-	int n;
-	const char *v[DB_MAX_PARAMS];
-	char num[DB_MAX_PARAMS][24];
+enum db_type { DB_INT, DB_INT_OR_NULL, DB_TEXT };
+struct db_param {
+	enum db_type type;
+	int64_t i;
+	const char *s;
 };
-void db_p_str(struct db_params *p, const char *s); /* NULL: SQL NULL */
-void db_p_i64(struct db_params *p, int64_t v);
-void db_p_opt_i64(struct db_params *p, int64_t v); /* 0: SQL NULL */
-PGresult *db_queryp(PGconn *c, const char *sql, const struct db_params *p, char *err,
-                    size_t errlen);
-int db_execp(PGconn *c, const char *sql, const struct db_params *p, char *err, size_t errlen);
+#define DB_I(v) ((struct db_param){DB_INT, (int64_t)(v), NULL})
+#define DB_N(v) ((struct db_param){DB_INT_OR_NULL, (int64_t)(v), NULL})
+#define DB_S(v) ((struct db_param){DB_TEXT, 0, (v)})
+#define DB_PARAMS(...)                                                                             \
+	(const struct db_param[]){__VA_ARGS__},                                                    \
+	    (int)(sizeof((const struct db_param[]){__VA_ARGS__}) / sizeof(struct db_param))
+PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p,
+                  int n);
+/* The result (caller PQclear()s), or NULL with err. */
+#define db_get(c, err, errlen, sql, ...) db_get_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__))
+/* 0 / -1 with err. */
+#define db_run(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 0)
+/* How many rows the statement returned (an UPDATE ... RETURNING: how many
+ * it changed), or -1 with err. */
+#define db_count(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 1)
+int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
+              int rows);
 
 /* Like db_query for statements whose rows are not needed; 0 / -1. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
@@ -41,6 +57,10 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 int db_begin(PGconn *c, char *err, size_t errlen);
 int db_commit(PGconn *c, char *err, size_t errlen);
 void db_rollback(PGconn *c);
+
+/* The index of s in names[0..n) (a state's SQL names, indexed by its enum),
+ * or -1. */
+int db_name_index(const char *const *names, int n, const char *s);
 
 /* SQLSTATE of the last failed db_query/db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);

@@ -88,10 +88,9 @@ static void render_process(struct buf *t)
 	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
 }
 
-static long count(PGconn *c, const char *sql, const char *at, char *err, size_t errlen)
+static long count(PGconn *c, const char *sql, int64_t now, char *err, size_t errlen)
 {
-	const char *p[1] = {at};
-	PGresult *r = db_query(c, sql, 1, p, err, errlen);
+	PGresult *r = db_get(c, err, errlen, sql, DB_I(now));
 	long n;
 
 	if (!r)
@@ -104,22 +103,20 @@ static long count(PGconn *c, const char *sql, const char *at, char *err, size_t 
 static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	struct customers_counts cc;
-	char at[24];
 	long due, unknown;
 	int i;
 
-	snprintf(at, sizeof(at), "%" PRId64, now);
 	due = count(c,
 	            "SELECT count(*) FROM subscriptions WHERE next_charge_at <= to_timestamp($1) "
 	            "AND state IN ('trialing', 'active', 'past_due')",
-	            at, err, errlen);
+	            now, err, errlen);
 	unknown = due < 0
 	              ? -1
 	              : count(c,
 	                      "SELECT count(*) FROM charges WHERE state IN ('pending', 'unknown') "
 	                      "AND (lease_expires_at IS NULL OR lease_expires_at <= "
 	                      "to_timestamp($1))",
-	                      at, err, errlen);
+	                      now, err, errlen);
 	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
 		return -1;
 	family(t, "billing_due_backlog", "gauge", "Subscriptions due for a charge now.");

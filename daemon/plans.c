@@ -83,6 +83,18 @@ static int int_value(const yaml_node_t *n, long long min, long long max, long lo
 	return errno || *end || *v < min || *v > max ? -1 : 0;
 }
 
+/* An integer from min to max into *out; 0, or -1 saying what was wanted. */
+static int int_field(struct parse *x, const yaml_node_t *v, const char *key, long long min,
+                     long long max, const char *want, int *out)
+{
+	long long i;
+
+	if (int_value(v, min, max, &i) < 0)
+		return bad_value(x, v, key, want);
+	*out = (int)i;
+	return 0;
+}
+
 static int valid_code(const char *s)
 {
 	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-");
@@ -195,20 +207,14 @@ static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan 
 			return bad_value(x, v, keys[k], "day, week, month or year");
 		return 0;
 	case K_COUNT:
-		if (int_value(v, 1, 1000, &i) < 0)
-			return bad_value(x, v, keys[k], "an integer from 1 to 1000");
-		p->interval_count = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 1, 1000, "an integer from 1 to 1000",
+		                 &p->interval_count);
 	case K_TRIAL:
-		if (int_value(v, 0, 3650, &i) < 0)
-			return bad_value(x, v, keys[k], "an integer from 0 to 3650 (days)");
-		p->trial_days = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 0, 3650, "an integer from 0 to 3650 (days)",
+		                 &p->trial_days);
 	case K_CYCLES:
-		if (int_value(v, 1, 100000, &i) < 0)
-			return bad_value(x, v, keys[k], "a positive integer (number of payments)");
-		p->cycles = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 1, 100000,
+		                 "a positive integer (number of payments)", &p->cycles);
 	case K_RETRY:
 		return parse_retry(x, v, p);
 	}

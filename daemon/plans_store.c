@@ -49,30 +49,16 @@ static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, si
 	PQclear(r);
 	if (same)
 		return 0;
-	{
-		struct db_params v = {0};
-
-		db_p_str(&v, p->code);
-		db_p_i64(&v, latest + 1);
-		db_p_str(&v, p->name);
-		db_p_i64(&v, p->amount);
-		db_p_str(&v, cal_unit_name(p->interval));
-		db_p_i64(&v, p->interval_count);
-		db_p_i64(&v, p->trial_days);
-		db_p_opt_i64(&v, p->cycles);
-		db_p_str(&v, retry);
-		db_p_str(&v, plans_exhausted_name(p->on_exhausted));
-		db_p_str(&v, sum);
-
-		if (db_exec(
-		        c,
-		        "INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
-		        " interval_count, trial_days, cycles, retry_schedule, on_exhausted,"
-		        " checksum) VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8,"
-		        " string_to_array($9, ','), $10, $11)",
-		        v.n, v.v, err, errlen) < 0)
-			return -1;
-	}
+	if (db_run(c, err, errlen,
+	           "INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
+	           " interval_count, trial_days, cycles, retry_schedule, on_exhausted, checksum)"
+	           " VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8, string_to_array($9, ','), $10,"
+	           " $11)",
+	           DB_S(p->code), DB_I(latest + 1), DB_S(p->name), DB_I(p->amount),
+	           DB_S(cal_unit_name(p->interval)), DB_I(p->interval_count), DB_I(p->trial_days),
+	           DB_N(p->cycles), DB_S(retry), DB_S(plans_exhausted_name(p->on_exhausted)),
+	           DB_S(sum)) < 0)
+		return -1;
 	(*created)++;
 	return 0;
 }
@@ -162,11 +148,10 @@ bad:
 }
 
 /* Runs a PLAN_COLUMNS query; *out malloc'd (NULL when no rows). */
-static int query_plans(PGconn *c, const char *sql, const char *param, struct plan **out, int *n,
-                       char *err, size_t errlen)
+static int query_plans(PGconn *c, const char *sql, const struct db_param *param, struct plan **out,
+                       int *n, char *err, size_t errlen)
 {
-	const char *q[1] = {param};
-	PGresult *r = db_query(c, sql, param ? 1 : 0, q, err, errlen);
+	PGresult *r = db_get_(c, err, errlen, sql, param, param ? 1 : 0);
 	int rows, rc = 0;
 
 	*out = NULL;
@@ -191,7 +176,7 @@ static int query_plans(PGconn *c, const char *sql, const char *param, struct pla
 }
 
 /* The single plan a query selects, or -1 with unknown as the error. */
-static int query_one(PGconn *c, const char *sql, const char *param, struct plan *p,
+static int query_one(PGconn *c, const char *sql, const struct db_param *param, struct plan *p,
                      const char *unknown, char *err, size_t errlen)
 {
 	struct plan *rows;
@@ -210,12 +195,10 @@ static int query_one(PGconn *c, const char *sql, const char *param, struct plan 
 
 int plans_get(PGconn *c, int64_t id, struct plan *p, char *err, size_t errlen)
 {
-	struct db_params q = {0};
 	char unknown[64];
 
-	db_p_i64(&q, id);
-	snprintf(unknown, sizeof(unknown), "unknown plan id %s", q.v[0]);
-	return query_one(c, PLAN_COLUMNS "WHERE id = $1", q.v[0], p, unknown, err, errlen);
+	snprintf(unknown, sizeof(unknown), "unknown plan id %lld", (long long)id);
+	return query_one(c, PLAN_COLUMNS "WHERE id = $1", &DB_I(id), p, unknown, err, errlen);
 }
 
 int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, size_t errlen)
@@ -223,8 +206,8 @@ int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, si
 	char unknown[128];
 
 	snprintf(unknown, sizeof(unknown), "unknown plan '%.60s'", code);
-	return query_one(c, PLAN_COLUMNS "WHERE code = $1 ORDER BY version DESC LIMIT 1", code, p,
-	                 unknown, err, errlen);
+	return query_one(c, PLAN_COLUMNS "WHERE code = $1 ORDER BY version DESC LIMIT 1",
+	                 &DB_S(code), p, unknown, err, errlen);
 }
 
 int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen)

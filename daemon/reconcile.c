@@ -356,16 +356,12 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
                   struct reconcile_report *out, char *err, size_t errlen)
 {
-	struct db_params params = {0};
 	struct pending *ps = NULL;
 	PGresult *r;
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	db_p_i64(&params, from);
-	db_p_i64(&params, to);
-	db_p_str(&params, cfg->order_prefix);
-	r = db_queryp(c, SQL_ROWS, &params, err, errlen);
+	r = db_get(c, err, errlen, SQL_ROWS, DB_I(from), DB_I(to), DB_S(cfg->order_prefix));
 	if (!r)
 		return -1;
 	n = PQntuples(r);

@@ -154,12 +154,6 @@ static const char *charge_state(enum billing_result r)
 	}
 }
 
-static const char *result_name(enum billing_result r)
-{
-	static const char *names[] = {"success", "declined", "busy", "absent", "unknown"};
-	return names[r];
-}
-
 /* A query that found the order carries its ids; a query that proved it
  * absent says so; otherwise the gateway's own message. */
 static const char *ret_msg(const struct rec_job *j, enum billing_result r)
@@ -205,9 +199,9 @@ static void report_outcome(const struct rec_job *j, struct sched_stats *st)
 	snprintf(amount, sizeof(amount), "%lld", (long long)j->amount);
 	log_event(r == BILLING_UNKNOWN ? "warn" : "info",
 	          j->is_query ? "charge_resolved" : "charge", "subscription", j->sub_id,
-	          "mch_order_no", j->mch_order_no, "amount", amount, "outcome", result_name(r),
-	          "pay_order_id", j->res.order.pay_order_id, "sub_state", j->sub_state, "ret_msg",
-	          ret_msg(j, r), (char *)NULL);
+	          "mch_order_no", j->mch_order_no, "amount", amount, "outcome",
+	          billing_result_names[r], "pay_order_id", j->res.order.pay_order_id, "sub_state",
+	          j->sub_state, "ret_msg", ret_msg(j, r), (char *)NULL);
 	metrics_charge(r == BILLING_SUCCEEDED ? "success"
 	               : r == BILLING_UNKNOWN ? "unknown"
 	                                      : "fail");

@@ -39,17 +39,12 @@ enum {
  * updated before its outcome, so its age is the request's). */
 static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char *err, size_t errlen)
 {
-	char ids[24], secs[16];
-	const char *p[2] = {ids, secs};
-	PGresult *r;
+	PGresult *r = db_get(c, err, errlen, ROW_SQL, DB_I(id), DB_I(REFUNDS_IN_FLIGHT_SECONDS));
 
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	snprintf(secs, sizeof(secs), "%d", REFUNDS_IN_FLIGHT_SECONDS);
-	r = db_query(c, ROW_SQL, 2, p, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "no refund with id %s", ids);
+		snprintf(err, errlen, "no refund with id %" PRId64, id);
 		PQclear(r);
 		return -1;
 	}
@@ -82,14 +77,10 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 static int record(PGconn *c, struct refund_row *out, const char *from, const char *state,
                   const char *pay_order_id, const char *ret_msg, char *err, size_t errlen)
 {
-	char ids[24];
-	const char *p[5] = {ids, from, state, pay_order_id, ret_msg};
-
-	snprintf(ids, sizeof(ids), "%" PRId64, out->id);
-	if (db_exec(c,
-	            "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
-	            "pay_order_id), ret_msg = $5 WHERE id = $1 AND state = ANY ($2::text[])",
-	            5, p, err, errlen) < 0)
+	if (db_run(c, err, errlen,
+	           "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
+	           "pay_order_id), ret_msg = $5 WHERE id = $1 AND state = ANY ($2::text[])",
+	           DB_I(out->id), DB_S(from), DB_S(state), DB_S(pay_order_id), DB_S(ret_msg)) < 0)
 		return -1;
 	return load(c, out->id, out, NULL, err, errlen);
 }
@@ -101,8 +92,6 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
                         int64_t *charge_id, char *err, size_t errlen)
 {
 	const char *p[1] = {pay_order_id};
-	char ids[24];
-	const char *q[1] = {ids};
 	PGresult *r;
 	int64_t charged, taken;
 
@@ -122,11 +111,10 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	charged = db_i64(r, 0, 1);
 	PQclear(r);
 	/* A statement of its own: its snapshot is taken after the lock. */
-	snprintf(ids, sizeof(ids), "%" PRId64, *charge_id);
-	r = db_query(c,
-	             "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE charge_id = $1 AND "
-	             "state <> 'failed'",
-	             1, q, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE charge_id = $1 AND "
+	           "state <> 'failed'",
+	           DB_I(*charge_id));
 	if (!r)
 		return -1;
 	taken = db_i64(r, 0, 0);
@@ -158,8 +146,6 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
                          int64_t amount, struct refund_row *out, char *err, size_t errlen)
 {
-	char charge[24], amt[24];
-	const char *p[4] = {order_prefix, is_void ? "void" : "refund", charge, amt};
 	int64_t charge_id;
 	PGresult *r;
 
@@ -169,14 +155,12 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 		db_rollback(c);
 		return -1;
 	}
-	snprintf(charge, sizeof(charge), "%" PRId64, charge_id);
-	snprintf(amt, sizeof(amt), "%" PRId64, amount);
-	r = db_query(
-	    c,
+	r = db_get(
+	    c, err, errlen,
 	    "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
 	    "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
 	    "SELECT id, " ORDER_NO_REFUND("$1::text", "id") ", $2, $3, $4 FROM n RETURNING id",
-	    4, p, err, errlen);
+	    DB_S(order_prefix), DB_S(is_void ? "void" : "refund"), DB_I(charge_id), DB_I(amount));
 	if (!r) {
 		db_rollback(c);
 		return -1;

@@ -74,14 +74,11 @@ static struct report_total *total_for(struct report *r, int *cap, const struct r
 
 int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 	int cap = 0;
 
 	memset(out, 0, sizeof(*out));
-	db_p_i64(&p, from);
-	db_p_i64(&p, to);
-	r = db_queryp(c, SQL_MOVEMENTS, &p, err, errlen);
+	r = db_get(c, err, errlen, SQL_MOVEMENTS, DB_I(from), DB_I(to));
 	if (!r)
 		return -1;
 	out->n = PQntuples(r);

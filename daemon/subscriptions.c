@@ -79,15 +79,12 @@ static void fill(const PGresult *r, int i, struct subscription *s)
 
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
 {
-	struct db_params p = {0};
-	PGresult *r;
+	PGresult *r = db_get(c, err, errlen, "SELECT " COLS FROM " WHERE s.id = $1", DB_I(id));
 
-	db_p_i64(&p, id);
-	r = db_queryp(c, "SELECT " COLS FROM " WHERE s.id = $1", &p, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "unknown subscription %s", p.v[0]);
+		snprintf(err, errlen, "unknown subscription %" PRId64, id);
 		PQclear(r);
 		return -1;
 	}
@@ -100,25 +97,20 @@ int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *
                          int trial_days, struct subscription *out, char *err, size_t errlen)
 {
 	int64_t anchor = billing_anchor(start, trial_days);
-	struct db_params q = {0};
 	const char *cq[1] = {customer_id};
 	PGresult *r;
 	int64_t id;
 
-	db_p_str(&q, customer_id);
-	db_p_i64(&q, p->id);
-	db_p_i64(&q, anchor);
-	db_p_opt_i64(&q, trial_days > 0 ? anchor : 0);
 	/* The customer's state is checked in the same statement as the insert. */
-	r = db_query(c,
-	             "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
-	             "                           next_charge_at)"
-	             " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
-	             "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
-	             "        to_timestamp($3)"
-	             "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
-	             " RETURNING id",
-	             q.n, q.v, err, errlen);
+	r = db_get(c, err, errlen,
+	           "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
+	           "                           next_charge_at)"
+	           " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
+	           "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
+	           "        to_timestamp($3)"
+	           "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
+	           " RETURNING id",
+	           DB_S(customer_id), DB_I(p->id), DB_I(anchor), DB_N(trial_days > 0 ? anchor : 0));
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
@@ -178,16 +170,14 @@ enum {
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
                           char *err, size_t errlen)
 {
-	struct db_params p = {0};
 	PGresult *r;
 
-	db_p_i64(&p, id);
-	r = db_queryp(c,
-	              "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
-	              "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
-	              "       extract(epoch FROM created_at)::bigint"
-	              "  FROM charges WHERE subscription_id = $1 ORDER BY id",
-	              &p, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
+	           "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
+	           "       extract(epoch FROM created_at)::bigint"
+	           "  FROM charges WHERE subscription_id = $1 ORDER BY id",
+	           DB_I(id));
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
@@ -217,22 +207,13 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 static int change(PGconn *c, int64_t id, const char *sql, int64_t arg, const char *refused,
                   struct subscription *out, char *err, size_t errlen)
 {
-	struct db_params p = {0};
-	PGresult *r;
-	int n;
+	int n = arg ? db_count(c, err, errlen, sql, DB_I(id), DB_I(arg))
+	            : db_count(c, err, errlen, sql, DB_I(id));
 
-	db_p_i64(&p, id);
-	if (arg)
-		db_p_i64(&p, arg);
-	r = db_queryp(c, sql, &p, err, errlen);
-	if (!r)
-		return -1;
-	n = PQntuples(r);
-	PQclear(r);
-	if (subscriptions_get(c, id, out, err, errlen) < 0)
+	if (n < 0 || subscriptions_get(c, id, out, err, errlen) < 0)
 		return -1;
 	if (n == 0) {
-		snprintf(err, errlen, "subscription %s is %s%s: %s", p.v[0], out->state,
+		snprintf(err, errlen, "subscription %" PRId64 " is %s%s: %s", id, out->state,
 		         out->cancel_at_period_end ? " (canceling at the period's end)" : "",
 		         refused);
 		return -1;
@@ -323,11 +304,8 @@ static const char SQL_SWITCH_PLAN[] =
 
 int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen)
 {
-	struct db_params p = {0};
-
-	db_p_i64(&p, now);
-	if (db_execp(c, SQL_CANCEL_AT_END, &p, err, errlen) < 0 ||
-	    db_execp(c, SQL_SWITCH_PLAN, &p, err, errlen) < 0)
+	if (db_run(c, err, errlen, SQL_CANCEL_AT_END, DB_I(now)) < 0 ||
+	    db_run(c, err, errlen, SQL_SWITCH_PLAN, DB_I(now)) < 0)
 		return -1;
 	return 0;
 }
@@ -341,18 +319,9 @@ static const char SQL_MAKE_DUE[] =
 
 int subscriptions_make_due(PGconn *c, int64_t id, int64_t now, char *err, size_t errlen)
 {
-	struct db_params p = {0};
-	PGresult *r;
-	int n;
+	int n = db_count(c, err, errlen, SQL_MAKE_DUE, DB_I(id), DB_I(now));
 
-	db_p_i64(&p, id);
-	db_p_i64(&p, now);
-	r = db_queryp(c, SQL_MAKE_DUE, &p, err, errlen);
-	if (!r)
-		return -1;
-	n = PQntuples(r);
-	PQclear(r);
-	return n > 0;
+	return n < 0 ? -1 : n > 0;
 }
 
 enum { WN_STATE, WN_CUSTOMER_STATE, WN_OPEN };
@@ -363,25 +332,23 @@ static const char SQL_WHY_NOT_DUE[] =
 
 void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
 {
-	struct db_params p = {0};
-	PGresult *r;
+	PGresult *r = db_get(c, err, errlen, SQL_WHY_NOT_DUE, DB_I(id));
 
-	db_p_i64(&p, id);
-	r = db_queryp(c, SQL_WHY_NOT_DUE, &p, err, errlen);
 	if (!r)
 		return;
 	if (PQntuples(r) == 0)
-		snprintf(err, errlen, "unknown subscription %s", p.v[0]);
+		snprintf(err, errlen, "unknown subscription %" PRId64, id);
 	else if (strcmp(db_str(r, 0, WN_OPEN), "f") == 0)
 		snprintf(err, errlen,
-		         "subscription %s has a charge whose outcome is not known yet: it is "
-		         "resolved with cc_query first",
-		         p.v[0]);
+		         "subscription %" PRId64 " has a charge whose outcome is not known yet: it "
+		         "is resolved with cc_query first",
+		         id);
 	else if (strcmp(db_str(r, 0, WN_CUSTOMER_STATE), customers_states[CUSTOMERS_BOUND]) != 0)
-		snprintf(err, errlen, "subscription %s: its customer's card is %s, not bound",
-		         p.v[0], db_str(r, 0, WN_CUSTOMER_STATE));
+		snprintf(err, errlen,
+		         "subscription %" PRId64 ": its customer's card is %s, not bound", id,
+		         db_str(r, 0, WN_CUSTOMER_STATE));
 	else
-		snprintf(err, errlen, "subscription %s is %s: nothing to charge", p.v[0],
+		snprintf(err, errlen, "subscription %" PRId64 " is %s: nothing to charge", id,
 		         db_str(r, 0, WN_STATE));
 	PQclear(r);
 }
