@@ -38,6 +38,7 @@ MIGR     := $(sort $(wildcard migrations/*.sql))
 # Objects are kept (and their .d files read) so that a rebuild is incremental.
 .SECONDARY:
 .PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
+.PHONY: install check-dist
 
 all: $(B)/billingd $(B)/billctl
 
@@ -112,6 +113,40 @@ demo: deps
 bench bench-client bench-due: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
+
+# ---- install and its checks ----
+# `make install PREFIX=/usr DESTDIR=/tmp/root` lays out the binaries, man
+# pages, plans, example configuration and systemd unit; `make check-dist`
+# lints the man pages and verifies the unit as installed.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+MANS     := billctl.1 billingd.8 billing.yaml.5
+DIST     := $(B)/dist
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/billing/plans \
+	  $(DESTDIR)$(PREFIX)/share/doc/billing $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 $(B)/billctl $(DESTDIR)$(PREFIX)/bin/billctl
+	install -m 755 $(B)/billingd $(DESTDIR)$(PREFIX)/sbin/billingd
+	install -m 644 man/billctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/billctl.1
+	install -m 644 man/billing.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/billing.yaml.5
+	install -m 644 man/billingd.8 $(DESTDIR)$(PREFIX)/share/man/man8/billingd.8
+	install -m 644 plans/*.yaml $(DESTDIR)$(PREFIX)/share/billing/plans/
+	install -m 644 billing.yaml.example $(DESTDIR)$(PREFIX)/share/doc/billing/billing.yaml.example
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' dist/billingd.service.in \
+	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/billingd.service
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/billingd.service
+
+# The unit is verified as installed into a scratch prefix, where the
+# billingd of its ExecStart exists.
+check-dist: all
+	cd man && mandoc -T lint $(MANS) # in man/, where the cross-references are
+	rm -rf $(DIST)/root
+	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(DIST)/root >/dev/null
+	systemd-analyze verify --man=no $(DIST)/root/lib/systemd/system/billingd.service
+	rm -rf $(DIST)/root
 
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c

@@ -123,7 +123,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct cli ctx;
-	const char *config = "billing.yaml", *now = getenv("BILLING_NOW");
+	const char *config = NULL, *now = getenv("BILLING_NOW");
 	char err[512];
 	struct passwd *pw = getpwuid(getuid());
 	int i, rc;
@@ -158,6 +158,7 @@ int main(int argc, char **argv)
 		cli_error("unknown verb '%s' (billctl --help lists them)", argv[i]);
 		return CLI_USAGE;
 	}
+	config = cfg_find_path(config);
 	if (cfg_load(&ctx.cfg, config, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_USAGE;

@@ -60,7 +60,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	                                         {NULL, 0, NULL, 0}};
 	int ch;
 
-	o->config = "billing.yaml";
 	o->now = getenv("BILLING_NOW");
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -196,6 +195,7 @@ int main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &o) < 0)
 		return 2;
+	o.config = cfg_find_path(o.config);
 	if (cfg_load(&cfg, o.config, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		return 2;

@@ -36,8 +36,16 @@ struct cfg {
 	char plans_dir[CFG_STR];
 };
 
+/* Where the configuration is read when -c is not given. */
+#define CFG_SYSTEM_PATH "/etc/billing/billing.yaml"
+
+/* The configuration file to read: given (-c) if not NULL, else env
+ * BILLING_CONFIG, else ./billing.yaml if it exists, else CFG_SYSTEM_PATH. */
+const char *cfg_find_path(const char *given);
+
 /* Fills c with defaults, then path's values, then the environment
- * (DATABASE_URL, IOTPAY_MERCHANT_KEY). On error returns -1 with one line in
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY). Relative plans_dir, merchant_key_file
+ * and ca_file are taken relative to path's directory. On error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
 

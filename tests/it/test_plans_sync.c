@@ -316,8 +316,9 @@ static void test_billctl_plans(void **state)
 	assert_int_equal(run(out, sizeof(out), "%s -c %s plans frobnicate 2>&1", bin, cfg), 2);
 	assert_string_equal(out, "billctl: usage: billctl plans sync|list\n");
 
-	/* A bad plan file: one line naming file and line, exit 1, nothing stored
-	 * (the config's plans_dir is relative: run from dir). */
+	/* A bad plan file: one line naming file and line, exit 1, nothing stored.
+	 * The config's plans_dir is relative: to the file's directory, not to
+	 * the working directory (/). */
 	snprintf(path, sizeof(path), "%s/plans", dir);
 	assert_int_equal(mkdir(path, 0700), 0);
 	snprintf(path, sizeof(path), "%s/plans/gold.yaml", dir);
@@ -327,11 +328,13 @@ static void test_billctl_plans(void **state)
 	      "interval_count: 1\n",
 	      f);
 	fclose(f);
-	assert_int_equal(run(out, sizeof(out), "cd %s && %s -c %s plans sync 2>&1", dir, bin, cfg),
-	                 1);
-	assert_string_equal(
-	    out,
-	    "billctl: plans/gold.yaml:3: amount: must be a positive integer (cents), got '-5'\n");
+	snprintf(cfg, sizeof(cfg), "%s", ts_write_config(dir, dburl, NULL, "plans_dir: plans\n"));
+	assert_int_equal(run(out, sizeof(out), "cd / && %s -c %s plans sync 2>&1", bin, cfg), 1);
+	snprintf(path, sizeof(path),
+	         "billctl: %s/plans/gold.yaml:3: amount: must be a positive integer (cents), got "
+	         "'-5'\n",
+	         dir);
+	assert_string_equal(out, path);
 	assert_int_equal(run(out, sizeof(out), "rm -r %s", dir), 0);
 	setenv("DATABASE_URL", admin, 1);
 }
