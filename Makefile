@@ -7,7 +7,7 @@
 # nothing is evaluated before `make deps` has installed it.
 
 CC       ?= cc
-PKGS     := libcurl libcjson openssl libpq yaml-0.1 libmicrohttpd
+PKGS     := libcurl libcjson openssl libpq yaml-0.1 libmicrohttpd libsystemd
 lazy      = $(eval $1 := $(shell pkg-config $2))$($1)
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,--cflags $(PKGS))
 PKG_LIBS   = $(call lazy,PKG_LIBS,--libs $(PKGS))

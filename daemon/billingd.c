@@ -1,7 +1,9 @@
 /* billingd: charges every due subscription exactly once, on schedule.
  *
  * Runs in the foreground (a supervisor such as systemd owns the process),
- * logs logfmt on stderr. SIGTERM/SIGINT: stop claiming, finish what is in
+ * logs logfmt on stderr, and tells systemd (Type=notify) when it is ready,
+ * what the last pass did, and that its main loop still turns (watchdog).
+ * SIGTERM/SIGINT: stop claiming, finish what is in
  * flight, exit 0. SIGHUP: reload configuration and plans. A lost database is
  * logged, backed off and reconnected. */
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "calendar.h"
 #include "config.h"
@@ -115,9 +118,11 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	struct sched *old = running;
 	char err[512];
 
+	sd_notify(0, "RELOADING=1");
 	if (cfg_load(&fresh, path, err, sizeof(err)) < 0 ||
 	    !(ngw = gw_client_new(&fresh.gateway, err, sizeof(err)))) {
 		log_event("error", "reload", "error", err, (char *)NULL);
+		sd_notify(0, "READY=1");
 		return 0;
 	}
 	/* Gateway and billing settings take effect at once; the listen address
@@ -135,6 +140,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	if (got_stop)
 		sched_stop(running);
 	log_event("info", "reloaded", "config", path, (char *)NULL);
+	sd_notify(0, "READY=1");
 	if (sync_plans(db, cfg, err, sizeof(err)) < 0)
 		log_event("error", "reload", "error", err, (char *)NULL);
 	return 0;
@@ -161,9 +167,20 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 		log_event("error", "database_down", "error", err, (char *)NULL);
 		if (once || got_stop)
 			return NULL;
+		sd_notifyf(0, "STATUS=database down, retrying in %d s", delay);
+		sd_notify(0, "WATCHDOG=1"); /* waiting on the database is not a hang */
 		sleep((unsigned)delay);
 		delay = delay < 30 ? delay * 2 : 30;
 	}
+}
+
+/* systemctl status shows the last pass's figures. */
+static void notify_status(const struct sched_stats *st)
+{
+	sd_notifyf(0,
+	           "STATUS=last pass: %ld charged, %ld succeeded, %ld declined, %ld unknown, "
+	           "%ld proven absent, %ld binding checks",
+	           st->claimed, st->succeeded, st->declined, st->unknown, st->absent, st->bindings);
 }
 
 /* --now shifts the clock: time runs on from the given instant. */
@@ -259,6 +276,8 @@ int main(int argc, char **argv)
 	}
 	log_event("info", "started", "owner", owner, "once", o.once ? "true" : "false",
 	          (char *)NULL);
+	/* The database, its schema and the listener are up. */
+	sd_notify(0, "READY=1\nSTATUS=started");
 
 	while (!got_stop) {
 		struct sched_stats st = {0};
@@ -270,6 +289,7 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
+		sd_notify(0, "WATCHDOG=1");
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
 			log_event("error", "pass", "error", err, (char *)NULL);
 			if (db_is_down(db)) {
@@ -286,11 +306,13 @@ int main(int argc, char **argv)
 				rc = 1;
 				break;
 			}
-		}
+		} else
+			notify_status(&st);
 		if (o.once)
 			break;
 		sleep_ms(cfg.poll_interval_ms);
 	}
+	sd_notify(0, "STOPPING=1");
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
 	listener_stop(lsn);
