@@ -114,7 +114,12 @@ bench bench-client bench-due: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
 
-# ---- install and its checks ----
+# ---- version, install and its checks ----
+# The version is VERSION's, compiled in as BILLING_VERSION.
+VERSION  := $(shell cat VERSION)
+CFLAGS   += -DBILLING_VERSION='"$(VERSION)"'
+$(LIB_OBJ) $(CLI_OBJ) $(B)/lib/billingd.o: VERSION
+
 # `make install PREFIX=/usr DESTDIR=/tmp/root` lays out the binaries, man
 # pages, plans, example configuration and systemd unit; `make check-dist`
 # lints the man pages and verifies the unit as installed.
@@ -123,17 +128,24 @@ DESTDIR  ?=
 MANS     := billctl.1 billingd.8 billing.yaml.5
 DIST     := $(B)/dist
 
-install: all
+$(DIST)/billctl.bash: $(B)/billctl
+	@mkdir -p $(@D)
+	$< completion bash > $@
+
+install: all $(DIST)/billctl.bash
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
 	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/billing/plans \
-	  $(DESTDIR)$(PREFIX)/share/doc/billing $(DESTDIR)$(PREFIX)/lib/systemd/system
+	  $(DESTDIR)$(PREFIX)/share/doc/billing $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	install -m 755 $(B)/billctl $(DESTDIR)$(PREFIX)/bin/billctl
 	install -m 755 $(B)/billingd $(DESTDIR)$(PREFIX)/sbin/billingd
 	install -m 644 man/billctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/billctl.1
 	install -m 644 man/billing.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/billing.yaml.5
 	install -m 644 man/billingd.8 $(DESTDIR)$(PREFIX)/share/man/man8/billingd.8
 	install -m 644 plans/*.yaml $(DESTDIR)$(PREFIX)/share/billing/plans/
+	install -m 644 $(DIST)/billctl.bash \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/billctl
 	install -m 644 billing.yaml.example $(DESTDIR)$(PREFIX)/share/doc/billing/billing.yaml.example
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' dist/billingd.service.in \
 	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/billingd.service

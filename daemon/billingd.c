@@ -40,27 +40,34 @@ static void on_signal(int sig)
 		sched_stop(running);
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
-	                "[--foreground]\n");
+	fprintf(f, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
+	           "[--foreground]\n"
+	           "       billingd --help | --version\n"
+	           "  -c, --config FILE  configuration (default: $BILLING_CONFIG, else\n"
+	           "                     ./billing.yaml if it exists, else " CFG_SYSTEM_PATH ")\n"
+	           "  --check-config     check the configuration and the plan files, then exit\n"
+	           "  --once             one pass, then exit (no listener)\n"
+	           "  --now TIMESTAMP    test clock: time runs on from TIMESTAMP ($BILLING_NOW)\n"
+	           "  --foreground       accepted; billingd always runs in the foreground\n"
+	           "signals: TERM/INT stop after what is in flight, HUP reloads\n");
 }
 
 struct opts {
 	const char *config;
 	int check, once;
 	const char *now;
+	int help, version;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = {{"check-config", no_argument, NULL, 'k'},
-	                                         {"once", no_argument, NULL, '1'},
-	                                         {"now", required_argument, NULL, 'n'},
-	                                         {"foreground", no_argument, NULL, 'f'},
-	                                         {"config", required_argument, NULL, 'c'},
-	                                         {"help", no_argument, NULL, 'h'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	    {"check-config", no_argument, NULL, 'k'}, {"once", no_argument, NULL, '1'},
+	    {"now", required_argument, NULL, 'n'},    {"foreground", no_argument, NULL, 'f'},
+	    {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
 	int ch;
 
 	o->now = getenv("BILLING_NOW");
@@ -80,14 +87,20 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'f':
 			break; /* always in the foreground */
+		case 'h':
+			o->help = 1;
+			break;
+		case 'V':
+			o->version = 1;
+			break;
 		default:
-			usage();
+			usage(stderr);
 			return -1;
 		}
 	}
 	if (optind != argc) {
 		fprintf(stderr, "billingd: unexpected argument '%s'\n", argv[optind]);
-		usage();
+		usage(stderr);
 		return -1;
 	}
 	return 0;
@@ -212,6 +225,13 @@ int main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &o) < 0)
 		return 2;
+	if (o.help || o.version) {
+		if (o.help)
+			usage(stdout);
+		else
+			printf("billingd %s\n", BILLING_VERSION);
+		return 0;
+	}
 	o.config = cfg_find_path(o.config);
 	if (cfg_load(&cfg, o.config, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);

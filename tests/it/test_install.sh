@@ -40,6 +40,7 @@ check "make install DESTDIR=... PREFIX=/usr succeeds" [ $? -eq 0 ]
 (cd "$R" && find . -type f -printf '%m %p\n' | sort) >"$T/layout"
 cat >"$T/want" <<'LAYOUT'
 644 ./usr/lib/systemd/system/billingd.service
+644 ./usr/share/bash-completion/completions/billctl
 644 ./usr/share/billing/plans/annual.yaml
 644 ./usr/share/billing/plans/instalments.yaml
 644 ./usr/share/billing/plans/monthly.yaml
@@ -65,6 +66,8 @@ check "the unit reloads with SIGHUP and restarts on failure" \
 for h in User=billing ProtectSystem=strict NoNewPrivileges=yes PrivateTmp=yes; do
 	check "the unit has $h" grep -qx "$h" "$U"
 done
+"$B/billctl" completion bash | cmp -s - "$R/usr/share/bash-completion/completions/billctl"
+check "the bash completion installed is billctl's" [ $? -eq 0 ]
 cmp -s "$R/usr/share/doc/billing/billing.yaml.example" billing.yaml.example
 check "billing.yaml.example is installed as is" [ $? -eq 0 ]
 
