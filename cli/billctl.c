@@ -26,9 +26,10 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"migrate", cmd_migrate, 0, "migrate", "Applies the pending migrations.", ""},
-    {"plans", cmd_plans, 1, "plans sync|list",
-     "Loads plans_dir into versioned plan rows (sync), or lists the current versions.",
-     "sync list"},
+    {"plans", cmd_plans, 1, "plans sync [--dry-run] | list",
+     "Loads plans_dir into versioned plan rows (sync; --dry-run shows the new versions and "
+     "price changes and writes nothing), or lists the current versions.",
+     "sync list --dry-run"},
     {"customer", cmd_customer, 1,
      "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID",
      "Enrols a customer through the card page, shows, lists (cards expiring within DAYS), "

@@ -3,9 +3,9 @@
  * Runs in the foreground (a supervisor such as systemd owns the process),
  * logs logfmt on stderr, and tells systemd (Type=notify) when it is ready,
  * what the last pass did, and that its main loop still turns (watchdog).
- * SIGTERM/SIGINT: stop claiming, finish what is in
- * flight, exit 0. SIGHUP: reload configuration and plans. A lost database is
- * logged, backed off and reconnected. */
+ * SIGTERM/SIGINT: stop claiming, finish what is in flight, exit 0. SIGHUP:
+ * reload the configuration. Plan rows are only read (billctl plans sync
+ * writes them). A lost database is logged, backed off and reconnected. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -106,23 +106,45 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* Loads the plans directory and records new versions. */
-static int sync_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
+/* Daemons never write plan rows: only `billctl plans sync` does, so that
+ * hosts with different plan files cannot flip a price back and forth. The
+ * rows must exist; plan files that differ from them are said in one line.
+ * -1 with err when there is no plan row or the database fails. */
+static int check_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
 {
-	int loaded = 0, created = 0;
-	char n[16], m[16];
+	struct plan *p = NULL;
+	struct plan_diff *d;
+	int n = 0, differ = 0;
+	char e[512], count[16];
 
-	if (plans_sync_dir(db, c->plans_dir, &loaded, &created, err, errlen) < 0)
+	if (plans_list(db, &p, &n, err, errlen) < 0)
 		return -1;
-	snprintf(n, sizeof(n), "%d", loaded);
-	snprintf(m, sizeof(m), "%d", created);
-	log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", n, "new_versions", m,
-	          (char *)NULL);
+	free(p);
+	if (n == 0) {
+		snprintf(err, errlen, "no plans in the database (billctl plans sync loads them)");
+		return -1;
+	}
+	if (plans_load_dir(c->plans_dir, &p, &n, e, sizeof(e)) < 0) {
+		log_event("warn", "plans_files", "error", e, (char *)NULL);
+		return 0;
+	}
+	d = calloc((size_t)n + 1, sizeof(*d));
+	if (d && plans_diff(db, p, n, d, e, sizeof(e)) == 0) {
+		for (int i = 0; i < n; i++)
+			differ += d[i].change != PLAN_SAME;
+		snprintf(count, sizeof(count), "%d", differ);
+		if (differ)
+			log_event("warn", "plans_differ", "dir", c->plans_dir, "plans", count,
+			          "hint", "billctl plans sync --dry-run shows the difference",
+			          (char *)NULL);
+	}
+	free(d);
+	free(p);
 	return 0;
 }
 
-/* SIGHUP: the configuration and a gateway client for it, then the plans.
- * A bad file keeps what runs. -1 only if the scheduler cannot restart. */
+/* SIGHUP: the configuration and a gateway client for it; plan files are
+ * compared, never written. A bad file keeps what runs. -1 only if the scheduler cannot restart. */
 static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_client **gw,
                   const char *owner)
 {
@@ -154,7 +176,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		sched_stop(running);
 	log_event("info", "reloaded", "config", path, (char *)NULL);
 	sd_notify(0, "READY=1");
-	if (sync_plans(db, cfg, err, sizeof(err)) < 0)
+	if (check_plans(db, cfg, err, sizeof(err)) < 0)
 		log_event("error", "reload", "error", err, (char *)NULL);
 	return 0;
 }
@@ -269,7 +291,7 @@ int main(int argc, char **argv)
 	db = connect_db(&cfg, owner, o.once);
 	if (!db)
 		return 1;
-	if (sync_plans(db, &cfg, err, sizeof(err)) < 0) {
+	if (check_plans(db, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		PQfinish(db);
 		return 1;
