@@ -71,6 +71,24 @@ check "the bash completion installed is billctl's" [ $? -eq 0 ]
 cmp -s "$R/usr/share/doc/billing/billing.yaml.example" billing.yaml.example
 check "billing.yaml.example is installed as is" [ $? -eq 0 ]
 
+# README's "Running it for real" names installed files under the default
+# PREFIX: each must be where the default `make install` puts it.
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory install $san \
+	DESTDIR="$T/default" >"$T/out" 2>"$T/err"
+sed -n '/^## Running it for real/,/^## billctl/p' README.md | grep -o '/usr/local/[^ ]*' |
+	sort -u >"$T/named"
+missing=
+while read -r p; do
+	[ -e "$T/default$p" ] || missing="$missing $p"
+done <"$T/named"
+[ -s "$T/named" ] || missing="(none found)"
+check "README's install steps name files the default install lays out ($(wc -l <"$T/named") paths)" \
+	[ -z "$missing" ]
+[ -z "$missing" ] || echo "#   missing:$missing"
+check "the unit of the default install starts /usr/local/sbin/billingd" \
+	grep -qx 'ExecStart=/usr/local/sbin/billingd -c /etc/billing/billing.yaml' \
+	"$T/default/usr/local/lib/systemd/system/billingd.service"
+
 # An /etc/billing as README's "Running it for real" makes it, inside $R:
 # the example as installed (relative key file and plans), the plans copied
 # next to it.
