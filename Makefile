@@ -38,7 +38,7 @@ MIGR     := $(sort $(wildcard migrations/*.sql))
 # Objects are kept (and their .d files read) so that a rebuild is incremental.
 .SECONDARY:
 .PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
-.PHONY: install check-dist
+.PHONY: install check-dist check-install-steps
 
 all: $(B)/billingd $(B)/billctl
 
@@ -159,6 +159,10 @@ check-dist: all
 	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(DIST)/root >/dev/null
 	systemd-analyze verify --man=no $(DIST)/root/lib/systemd/system/billingd.service
 	rm -rf $(DIST)/root
+
+# README's "Running it for real", line by line, in private namespaces (root).
+check-install-steps:
+	bash tests/install_steps.sh
 
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c
