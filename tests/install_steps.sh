@@ -65,8 +65,8 @@ while b"READY=1" not in s.recv(4096):
     pass
 EOF
 	local waiter=$!
-	sleep 0.5
-	chmod 777 "$T" && chmod 666 "$T/notify"
+	for _ in $(seq 100); do [ -S "$T/notify" ] && break; sleep 0.1; done
+	chmod 711 "$T" && chmod 666 "$T/notify"
 	(cd / && NOTIFY_SOCKET=$T/notify exec setpriv --reuid="$user" --regid="$user" \
 		--init-groups $exec 2>"$T/billingd.log") &
 	BILLINGD=$!
