@@ -1,5 +1,6 @@
-/* billctl: the admin command line. Global options, then a verb; each verb
- * lives in its own cmd_*.c and calls the core library. Exit codes: 0 ok,
+/* billctl: the admin command line. A verb with global options before or
+ * after it; each verb lives in its own cmd_*.c and calls the core library.
+ * Help, version and completion need no configuration. Exit codes: 0 ok,
  * 1 failed, 2 usage error. */
 #include <pwd.h>
 #include <stdarg.h>
