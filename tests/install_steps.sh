@@ -67,6 +67,7 @@ EOF
 	local waiter=$!
 	for _ in $(seq 100); do [ -S "$T/notify" ] && break; sleep 0.1; done
 	chmod 711 "$T" && chmod 666 "$T/notify"
+	# shellcheck disable=SC2086 # ExecStart's words
 	(cd / && NOTIFY_SOCKET=$T/notify exec setpriv --reuid="$user" --regid="$user" \
 		--init-groups $exec 2>"$T/billingd.log") &
 	BILLINGD=$!

@@ -30,8 +30,7 @@ helps() {
 	d=$1
 	p=$2
 	shift 2
-	(cd "$T" && "$@") >"$T/out" 2>"$T/err"
-	if [ $? -eq 0 ] && [ ! -s "$T/err" ] && grep -q -- "$p" "$T/out"; then
+	if (cd "$T" && "$@") >"$T/out" 2>"$T/err" && [ ! -s "$T/err" ] && grep -q -- "$p" "$T/out"; then
 		ok "$d"
 	else
 		not_ok "$d"
@@ -75,15 +74,15 @@ fi
 
 helps "billctl completion bash" '^complete -F _billctl billctl$' "$BC" completion bash
 if bash -n "$T/out" 2>"$T/err"; then ok "the completion script parses"; else not_ok "the completion script parses"; fi
-# complete WORDS...: what the script offers for the last word.
-complete() {
+# completes WORDS...: what the script offers for the last word.
+completes() {
 	bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _billctl; echo "${COMPREPLY[*]}"' \
 		sh "$T/out" "$@"
 }
 check_completion() {
 	want=$1
 	shift
-	got=$(complete "$@")
+	got=$(completes "$@")
 	if [ "$got" = "$want" ]; then ok "completion of '$*': $want"; else
 		echo "#   got '$got'"
 		not_ok "completion of '$*': $want"
