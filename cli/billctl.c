@@ -165,6 +165,11 @@ static int verb_help(const char *name)
 {
 	const struct verb *v = find_verb(name);
 
+	if (strcmp(name, "help") == 0 || strcmp(name, "completion") == 0) {
+		printf("usage: billctl help [VERB] | completion bash\n"
+		       "Prints the usage of every verb or of one, or a bash completion script.\n");
+		return CLI_OK;
+	}
 	if (!v) {
 		cli_error("unknown verb '%s' (billctl --help lists them)", name);
 		return CLI_USAGE;
@@ -281,7 +286,7 @@ int main(int argc, char **argv)
 		return argc == 1 ? CLI_OK : verb_help(argv[1]);
 	}
 	if (strcmp(argv[0], "completion") == 0)
-		return completion(argc, argv);
+		return g.help ? verb_help(argv[0]) : completion(argc, argv);
 	current = find_verb(argv[0]);
 	if (!current && argv[0][0] == '-') {
 		cli_error("unknown option '%s'", argv[0]);

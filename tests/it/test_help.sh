@@ -48,6 +48,8 @@ for verb in migrate plans customer subscribe subscription charge refund void pay
 	helps "billctl help $verb" "^usage: billctl .* $verb" "$BC" help "$verb"
 	helps "billctl $verb --help" "^usage: billctl .* $verb" "$BC" "$verb" --help
 done
+helps "billctl help completion" '^usage: billctl help \[VERB\] | completion bash' "$BC" help completion
+helps "billctl completion --help" '^usage: billctl help \[VERB\] | completion bash' "$BC" completion --help
 helps "billctl refund --help: its option" '\[--amount CENTS\]' "$BC" refund --help
 helps "billctl -h before the verb" '^usage: billctl .* void PAY_ORDER_ID' "$BC" -h void
 
