@@ -37,7 +37,9 @@ static const struct verb verbs[] = {
     {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS"},
     {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
     {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
-    {"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
+    {"report", cmd_report, 1,
+     "report [--month YYYY-MM | --from D --to D] [--format csv|json] [--totals] "
+     "[--allow-open]"},
 };
 
 void cli_error(const char *fmt, ...)

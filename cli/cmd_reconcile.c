@@ -80,7 +80,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	sched_free(s);
-	if (reconcile_run(db, gw, &ctx->cfg, from, to, &rep, err, sizeof(err)) < 0) {
+	if (reconcile_run(db, gw, &ctx->cfg, from, to, ctx->now, &rep, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}

@@ -161,11 +161,11 @@ static void judge_refund_of(struct reconcile_item *it, const struct pending *p)
 }
 
 /* Resolves an open refund through the refunds ledger. */
-static void resolve_refund(PGconn *c, struct gw_client *gw, struct reconcile_item *it)
+static void resolve_refund(PGconn *c, struct gw_client *gw, int64_t now, struct reconcile_item *it)
 {
 	struct refund_row row;
 	char err[256];
-	int o = refunds_resolve(c, gw, it->id, &row, err, sizeof(err));
+	int o = refunds_resolve(c, gw, it->id, now, &row, err, sizeof(err));
 
 	if (o < 0) {
 		set(it, RECONCILE_UNRESOLVED, "%s", err);
@@ -213,12 +213,13 @@ static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_or
 }
 
 /* An open row (pending or unknown). */
-static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+static int judge_open(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p, char *err,
+                      size_t errlen)
 {
 	struct reconcile_item *it = p->item;
 
 	if (strcmp(it->kind, "charge") != 0) {
-		resolve_refund(c, gw, it);
+		resolve_refund(c, gw, now, it);
 		return 0;
 	}
 	if (strcmp(p->charge_kind, "one_off") == 0) {
@@ -318,7 +319,8 @@ static void fill_row(const PGresult *r, int i, struct pending *p)
 	it->verdict = RECONCILE_OK;
 }
 
-static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p, char *err,
+                 size_t errlen)
 {
 	struct reconcile_item *it = p->item;
 
@@ -328,7 +330,7 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 		return 0;
 	}
 	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
-		return judge_open(c, gw, p, err, errlen);
+		return judge_open(c, gw, now, p, err, errlen);
 	if (it->gw_found < 0) {
 		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
 		return 0;
@@ -340,7 +342,7 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 }
 
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-                  struct reconcile_report *out, char *err, size_t errlen)
+                  int64_t now, struct reconcile_report *out, char *err, size_t errlen)
 {
 	char f[24], t[24];
 	const char *params[3] = {f, t, cfg->order_prefix};
@@ -368,7 +370,7 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 	if (query_all(gw, cfg->gateway.max_in_flight, ps, n, err, errlen) < 0)
 		goto out;
 	for (int i = 0; i < n; i++)
-		if (judge(c, gw, &ps[i], err, errlen) < 0)
+		if (judge(c, gw, now, &ps[i], err, errlen) < 0)
 			goto out;
 	/* Numbers we never used and the gateway does not know are no finding. */
 	for (int i = 0; i < n; i++) {

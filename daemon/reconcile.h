@@ -47,11 +47,12 @@ struct reconcile_report {
 };
 
 /* Checks the window [from, to) (created_at). order_prefix derives the
- * numbers we could have sent; max_in_flight bounds concurrent queries.
+ * numbers we could have sent; max_in_flight bounds concurrent queries; now
+ * (the billing clock) dates what it resolves.
  * 0 with out filled (free with reconcile_report_free), or -1 with err
  * (database trouble). */
 int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-                  struct reconcile_report *out, char *err, size_t errlen);
+                  int64_t now, struct reconcile_report *out, char *err, size_t errlen);
 void reconcile_report_free(struct reconcile_report *r);
 
 /* 1 when nothing needs a human: no danger, mismatch or unresolved item. */
