@@ -39,7 +39,7 @@ static const struct verb verbs[] = {
     {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
     {"report", cmd_report, 1,
      "report [--month YYYY-MM | --from D --to D] [--format csv|json] [--totals] "
-     "[--allow-open]"},
+     "[--allow-open] | report summary [--month YYYY-MM | --from D --to D]"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -230,6 +230,8 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 	PGconn *db;
 	int json;
 
+	if (argc > 1 && strcmp(argv[1], "summary") == 0)
+		return cmd_report_summary(ctx, argc - 1, argv + 1);
 	if (out_args(argc, argv, 1, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
 	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0) {

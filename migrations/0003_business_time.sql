@@ -32,3 +32,7 @@ CREATE TRIGGER charges_settled_final BEFORE UPDATE OF settled_at ON charges
 	FOR EACH ROW EXECUTE FUNCTION settled_final();
 CREATE TRIGGER refunds_settled_final BEFORE UPDATE OF settled_at ON refunds
 	FOR EACH ROW EXECUTE FUNCTION settled_final();
+
+-- The summary reads a subscription's state at a month's edge from the audit
+-- log: the last change of that entity before the edge.
+CREATE INDEX audit_log_entity ON audit_log (entity, entity_id, id);

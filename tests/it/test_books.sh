@@ -83,6 +83,21 @@ for m in 2026-01 2026-02 2026-03; do
 	ledger_month "$m" >"$T/want"
 	check "report --month $m: its refunds and voids are the gateway's, each naming its charge" \
 		[ "$(grep -v '^charge' "$T/got")" = "$(grep -v '^charge' "$T/want")" ]
+	bc --json report summary --month "$m"
+	# "gross refunded voided net" of the month's ALL row, and the ledger's.
+	SUM=$(jq -r '.rows[] | select(.plan == null) | "\(.gross_cents) \(.refunded_cents) \(.voided_cents) \(.net_cents)"' "$T/out")
+	SUM=${SUM:-0 0 0 0} # a month with nothing has no rows
+	LEDGER=$(awk '{ s[$1] += $3 } END { printf "%d %d %d %d", s["charge"], -s["refund"], -s["void"],
+	              s["charge"] + s["refund"] + s["void"] }' "$T/want")
+	check "report summary --month $m: refunded and voided equal the ledger's" \
+		[ "$(echo "$SUM" | cut -d' ' -f2-3)" = "$(echo "$LEDGER" | cut -d' ' -f2-3)" ]
+	if [ "$SUM" = "$LEDGER" ]; then
+		ok "report summary --month $m: gross, refunded, voided, net equal the ledger's ($LEDGER)"
+	elif [ "$charges_dated" -eq 0 ]; then
+		skip "report summary --month $m equals the ledger" "TODO charges.settled_at: the charge writers do not set it yet"
+	else
+		not_ok "report summary --month $m: want $LEDGER, got $SUM"
+	fi
 	if cmp -s "$T/got" "$T/want"; then
 		ok "report --month $m equals the gateway's ledger for that month, to the cent"
 	elif [ "$charges_dated" -eq 0 ]; then
