@@ -80,8 +80,11 @@ struct gw_client *cli_gw(struct cli *ctx)
 {
 	char err[512];
 
+	/* The merchant key is read here, by the verbs that call the gateway
+	 * only: those that read the ledger run without access to it. */
 	if (!ctx->gw) {
-		ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
+		if (cfg_load_key(&ctx->cfg, err, sizeof(err)) == 0)
+			ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
 		if (!ctx->gw)
 			cli_error("%s", err);
 	}
@@ -160,7 +163,7 @@ int main(int argc, char **argv)
 		cli_error("unknown verb '%s' (billctl --help lists them)", argv[i]);
 		return CLI_USAGE;
 	}
-	if (cfg_load(&ctx.cfg, config, err, sizeof(err)) < 0) {
+	if (cfg_load_without_key(&ctx.cfg, config, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_USAGE;
 	}

@@ -191,5 +191,35 @@ else
 	check "... and the charge dated Apr 5, the attempt that succeeded" grep -q "^2026-04-05,charge,c1,monthly,2900,.*,T$S1-3-1," "$T/out"
 fi
 
+# ---- least privilege: the read-only verbs need neither the key nor writes ----
+ROLE=books_reader
+sql "DROP ROLE IF EXISTS $ROLE" 2>/dev/null
+# The two lines of the README, verbatim but for the names.
+sql "CREATE ROLE $ROLE LOGIN PASSWORD 'reader-pw';
+     GRANT SELECT ON ALL TABLES IN SCHEMA public TO $ROLE;"
+RURL="postgresql://$ROLE:reader-pw@$PGHOST:$PGPORT/$DBNAME"
+write_config "$T/reader.yaml" "$RURL" "$T/no-such-dir/merchant.key"
+CONF=$T/reader.yaml
+for verb in "report --month 2026-03" "report summary --month 2026-03" "customer list" \
+	"customer show c1" "subscription list" "subscription show $S1" "plans list"; do
+	# shellcheck disable=SC2086 # the verb's words
+	bc $verb
+	check "billctl $verb: a SELECT-only role and no merchant key (exit 0)" \
+		sh -c "[ $rc -eq 0 ] && [ -s '$T/out' ] && [ ! -s '$T/err' ]"
+done
+bc report --month 2026-03
+cp "$T/out" "$T/reader.csv"
+CONF= bc report --month 2026-03
+check "... and the same report as the daemon's role" cmp -s "$T/out" "$T/reader.csv"
+CONF=$T/reader.yaml
+bc subscription pause "$S1"
+check "the role cannot write: subscription pause refused, one line, exit 1" \
+	sh -c "[ $rc -eq 1 ] && [ \$(wc -l <'$T/err') -eq 1 ] && grep -q 'permission denied' '$T/err'"
+bc refund "$(pay "T$S1-1-1")" --amount 1
+check "a verb that calls the gateway still needs the key: one line naming it, exit 1" \
+	sh -c "[ $rc -eq 1 ] && [ \$(wc -l <'$T/err') -eq 1 ] && grep -q 'merchant_key_file' '$T/err'"
+CONF=
+sql "DROP OWNED BY $ROLE; DROP ROLE $ROLE"
+
 echo "1..$n"
 [ $failed -eq 0 ]
