@@ -57,11 +57,20 @@ static const char SQL_LINK_PAID[] =
     " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
     "   AND amount_cents = $6::bigint RETURNING id";
 
+/* What judging needs of the gateway's answer (a whole gw_result per order
+ * would cost kilobytes each over a year's orders). */
+struct answer {
+	enum gw_outcome outcome;
+	int has_order;
+	struct gw_order order;
+	char detail[256];
+};
+
 struct pending {
 	struct reconcile_item *item;
 	char charge_kind[16];
 	char charged_order[64]; /* refunds: the refunded charge's pay_order_id */
-	struct gw_result res;
+	struct answer res;
 	int done;
 };
 
@@ -88,7 +97,10 @@ static void on_done(void *udata, const struct gw_result *res)
 {
 	struct pending *p = udata;
 
-	p->res = *res;
+	p->res.outcome = res->outcome;
+	p->res.has_order = res->has_order;
+	p->res.order = res->order;
+	snprintf(p->res.detail, sizeof(p->res.detail), "%s", res->detail);
 	p->done = 1;
 }
 
@@ -248,7 +260,7 @@ static int judge_open(PGconn *c, struct gw_client *gw, int64_t now, struct pendi
 static void take_answer(struct pending *p)
 {
 	struct reconcile_item *it = p->item;
-	const struct gw_result *r = &p->res;
+	const struct answer *r = &p->res;
 
 	it->gw_found = -1;
 	it->gw_status = -1;
@@ -266,6 +278,14 @@ static void take_answer(struct pending *p)
 	}
 }
 
+/* The item's money as reconcile_report.cents counts it. */
+static int64_t signed_cents(const struct reconcile_item *it)
+{
+	int64_t cents = it->id ? it->amount_cents : it->gw_amount > 0 ? it->gw_amount : 0;
+
+	return strcmp(it->kind, "charge") == 0 ? cents : -cents;
+}
+
 static int by_verdict(const void *a, const void *b)
 {
 	const struct reconcile_item *x = a, *y = b;
@@ -275,30 +295,38 @@ static int by_verdict(const void *a, const void *b)
 	return strcmp(x->mch_order_no, y->mch_order_no);
 }
 
-/* Sends every query and waits for all of them. */
-static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps, int n, char *err,
-                     size_t errlen)
+/* Sends every query and waits for all of them. Requests are queued a few
+ * at a time, as slots free: a queued request holds its signed body. */
+static int query_all(struct gw_client *gw, int max_in_flight, const struct reconcile_opts *o,
+                     struct pending *ps, int n, char *err, size_t errlen)
 {
 	struct gw_multi *m = gw_multi_new(gw, max_in_flight);
-	int rc = 0;
+	struct gw_result refused;
+	int rc = 0, next = 0;
 
 	if (!m) {
 		snprintf(err, errlen, "gateway client: cannot start concurrent requests");
 		return -1;
 	}
-	for (int i = 0; i < n; i++) {
-		struct gw_request req = {.call = GW_QUERY,
-		                         .mch_order_no = ps[i].item->mch_order_no};
+	while (next < n || gw_multi_pending(m) > 0) {
+		while (next < n && gw_multi_pending(m) < 2 * max_in_flight) {
+			struct gw_request req = {.call = GW_QUERY,
+			                         .mch_order_no = ps[next].item->mch_order_no};
 
-		if (gw_multi_submit(m, &req, on_done, &ps[i], &ps[i].res) == GW_INVALID)
-			ps[i].done = 0; /* refused before sending: stays "not known" */
-	}
-	while (gw_multi_pending(m) > 0)
-		if (gw_multi_run(m, 200) < 0) {
+			/* Refused before sending: stays "not known". */
+			if (gw_multi_submit(m, &req, on_done, &ps[next], &refused) == GW_INVALID)
+				snprintf(ps[next].res.detail, sizeof(ps[next].res.detail), "%s",
+				         refused.detail);
+			next++;
+		}
+		if (gw_multi_pending(m) > 0 && gw_multi_run(m, 200) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			rc = -1;
 			break;
 		}
+		if (o->progress)
+			o->progress(o->udata, next - gw_multi_pending(m), n);
+	}
 	gw_multi_free(m);
 	return rc;
 }
@@ -341,8 +369,9 @@ static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p
 	return 0;
 }
 
-int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-                  int64_t now, struct reconcile_report *out, char *err, size_t errlen)
+int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
+                  const struct reconcile_opts *o, struct reconcile_report *out, char *err,
+                  size_t errlen)
 {
 	char f[24], t[24];
 	const char *params[3] = {f, t, cfg->order_prefix};
@@ -351,8 +380,8 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
+	snprintf(f, sizeof(f), "%" PRId64, o->from);
+	snprintf(t, sizeof(t), "%" PRId64, o->to);
 	r = db_query(c, SQL_ROWS, 3, params, err, errlen);
 	if (!r)
 		return -1;
@@ -367,10 +396,10 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 		ps[i].item = &out->items[i];
 		fill_row(r, i, &ps[i]);
 	}
-	if (query_all(gw, cfg->gateway.max_in_flight, ps, n, err, errlen) < 0)
+	if (query_all(gw, cfg->gateway.max_in_flight, o, ps, n, err, errlen) < 0)
 		goto out;
 	for (int i = 0; i < n; i++)
-		if (judge(c, gw, now, &ps[i], err, errlen) < 0)
+		if (judge(c, gw, o->now, &ps[i], err, errlen) < 0)
 			goto out;
 	/* Numbers we never used and the gateway does not know are no finding. */
 	for (int i = 0; i < n; i++) {
@@ -381,6 +410,7 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 		}
 		out->items[kept++] = *it;
 		out->count[it->verdict]++;
+		out->cents[it->verdict] += signed_cents(it);
 	}
 	out->n = kept;
 	qsort(out->items, (size_t)kept, sizeof(*out->items), by_verdict);

@@ -49,17 +49,8 @@ err_has() { grep -q -- "$1" "$T/err"; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
 
 # start_fakegw [OPTIONS...]: the fake gateway on a free port; sets FAKE.
-start_fakegw() {
-	"$B/fakegw" --key "$KEY" --mch-id "$MCH" --port 0 "$@" >"$T/fakegw.out" 2>"$T/fakegw.err" &
-	GWPID=$!
-	for _ in $(seq 50); do
-		grep -q '^port=' "$T/fakegw.out" 2>/dev/null && break
-		sleep 0.1
-	done
-	GWPORT=$(sed -n 's/^port=//p' "$T/fakegw.out")
-	[ -n "$GWPORT" ] || return 1
-	FAKE=http://127.0.0.1:$GWPORT
-}
+. tests/fakegw.sh
+start_fakegw() { fakegw_start "$T" --key "$KEY" --mch-id "$MCH" "$@"; }
 
 # fresh_db: drops and creates DBNAME; sets URL.
 fresh_db() {

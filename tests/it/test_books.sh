@@ -181,6 +181,19 @@ check "--allow-open: reported anyway (exit 0, the warning kept)" \
 	sh -c "[ $rc -eq 0 ] && grep -q 'allow-open' '$T/err' && [ \$(wc -l <'$T/out') -eq 1 ]"
 bc --now 2026-04-07T10:00:00-04:00 reconcile --from "$(date -d yesterday +%F)" --to "$(date -d tomorrow +%F)"
 check "reconcile resolves both (exit 0)" [ $rc -eq 0 ]
+# The money beside the counts: what is ok and what was resolved is all the
+# gateway's ledger holds (charges less refunds and voids), to the cent.
+curl -s "$FAKE/_fake/ledger" | jq -r '.orders[] | select(.status == 2 or .status == 3) |
+	(if .payType == "pay" then .amount else -.amount end)' | awk '{ s += $1 } END { printf "%.2f", s / 100 }' >"$T/net"
+OKM=$(sed -n 's/.*: [0-9]* ok (\([-0-9.]*\)), [0-9]* resolved (\([-0-9.]*\)), .*/\1 \2/p' "$T/out")
+check "reconcile: money beside the counts; ok + resolved = the ledger's net $(cat "$T/net") (got $OKM)" \
+	[ "$(echo "$OKM" | awk '{ printf "%.2f", $1 + $2 }')" = "$(cat "$T/net")" ]
+check "reconcile: the resolved refund's money is -1.00, mismatch and danger 0.00" \
+	grep -q ' 1 resolved (-1.00), 0 open, 0 unresolved, 0 mismatch (0.00), 0 danger (0.00);' "$T/out"
+check "reconcile, stderr not a terminal: no progress" [ ! -s "$T/err" ]
+script -qec "$B/billctl -c $T/billing.yaml reconcile --from $(date -d yesterday +%F) --to $(date -d tomorrow +%F)" /dev/null >"$T/tty" 2>&1
+check "reconcile on a terminal: progress in place (counts and rate), ending with all checked" \
+	grep -q "reconcile: \([0-9]*\) of \1 orders checked, [0-9]*/s" "$T/tty"
 bc report --month 2026-04
 check "after reconcile the same report exits 0" [ $rc -eq 0 ]
 check "... with the refund dated by its request (Apr 6), not by the reconcile" \
