@@ -19,28 +19,31 @@
 #define WINDOW " created_at >= to_timestamp($1) AND created_at < to_timestamp($2)"
 
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
- * charge kind (one_off/subscription), the refunded charge's pay_order_id. */
+ * charge kind (one_off/subscription), the refunded charge's pay_order_id,
+ * and for a charge whether it is reversed (voided or fully refunded). */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
-    "       coalesce(pay_order_id, ''), kind, ''"
+    "       coalesce(pay_order_id, ''), kind, '',"
+    "       (SELECT coalesce(sum(r.amount_cents), 0) FROM refunds r"
+    "         WHERE r.charge_id = charges.id AND r.state = 'succeeded') >= amount_cents"
     "  FROM charges WHERE" WINDOW " UNION ALL"
     " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
-    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, '')"
+    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, ''), false"
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
     "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
     " UNION ALL"
-    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
+    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', '', false"
     "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
     " UNION ALL"
-    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
+    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', '', false"
     "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
     " UNION ALL"
     " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
-    "        'subscription', ''"
+    "        'subscription', '', false"
     "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
     "                max(attempt) AS mx"
     "           FROM charges WHERE kind = 'subscription' AND" WINDOW
@@ -70,6 +73,7 @@ struct pending {
 	struct reconcile_item *item;
 	char charge_kind[16];
 	char charged_order[64]; /* refunds: the refunded charge's pay_order_id */
+	int reversed;           /* charges: voided or fully refunded */
 	struct answer res;
 	int done;
 };
@@ -138,7 +142,7 @@ static void judge_no_row(struct reconcile_item *it)
 }
 
 /* Our settled row (succeeded or failed) against the gateway's answer. */
-static void judge_settled(struct reconcile_item *it)
+static void judge_settled(struct reconcile_item *it, const struct pending *p)
 {
 	int ours_paid = strcmp(it->state, "succeeded") == 0;
 
@@ -151,7 +155,7 @@ static void judge_settled(struct reconcile_item *it)
 	}
 	if (it->gw_found == 0)
 		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway has no such order");
-	else if (!paid(it))
+	else if (!gw_order_holds_charge(&p->res.order, p->reversed))
 		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway's status is %d",
 		    it->gw_status);
 	else if (it->gw_amount >= 0 && it->gw_amount != it->amount_cents)
@@ -344,6 +348,7 @@ static void fill_row(const PGresult *r, int i, struct pending *p)
 	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, 6));
 	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, 7));
 	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, 8));
+	p->reversed = strcmp(db_str(r, i, 9), "t") == 0;
 	it->verdict = RECONCILE_OK;
 }
 
@@ -363,7 +368,7 @@ static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p
 		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
 		return 0;
 	}
-	judge_settled(it);
+	judge_settled(it, p);
 	if (strcmp(it->kind, "charge") != 0)
 		judge_refund_of(it, p);
 	return 0;

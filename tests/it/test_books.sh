@@ -234,5 +234,28 @@ check "a verb that calls the gateway still needs the key: one line naming it, ex
 CONF=
 sql "DROP OWNED BY $ROLE; DROP ROLE $ROLE"
 
+# ---- a reversal at the gateway: paid, or another status ----
+TODAY="--from $(date -d yesterday +%F) --to $(date -d tomorrow +%F)"
+reversed() { curl -s -o /dev/null -X POST -d "{\"status\":$1}" "$FAKE/_fake/reversed"; }
+# shellcheck disable=SC2086 # TODAY is two options
+bc reconcile $TODAY
+check "reconcile, reversed payments reported paid: the voided and the fully refunded charges are ok (clean)" \
+	sh -c "[ $rc -eq 0 ] && grep -q ': clean\$' '$T/out'"
+reversed 4
+bc query --pay-order-id "$(pay "T$S2-2-1")"
+check "the fake with reversed status 4: the voided charge's order now says 4" grep -q 'status *4' "$T/out"
+# shellcheck disable=SC2086
+bc reconcile $TODAY
+check "reconcile, reversed payments reported with status 4: still consistent (clean, exit 0)" \
+	sh -c "[ $rc -eq 0 ] && grep -q ': clean\$' '$T/out'"
+# Our void row gone: the charge is no longer reversed on our side, so the
+# gateway's 4 is unexplained.
+sql "DELETE FROM refunds WHERE charge_id = (SELECT id FROM charges WHERE mch_order_no = 'T$S2-2-1')"
+# shellcheck disable=SC2086
+bc reconcile $TODAY
+check "reconcile: an unexplained status is a mismatch naming it (exit 1)" \
+	sh -c "[ $rc -eq 1 ] && grep -q '^mismatch *charge *T$S2-2-1 .*we say succeeded, the gateway.s status is 4' '$T/out'"
+reversed 0
+
 echo "1..$n"
 [ $failed -eq 0 ]
