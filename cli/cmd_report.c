@@ -202,15 +202,16 @@ static void json_report(const struct report *r, const char *const window[3], con
 	out_json(o);
 }
 
-/* Names the open movements on stderr (several lines: one per movement). */
+/* Names the open movements on stderr, in one line. */
 static void report_open(const struct report *r, int allowed)
 {
-	cli_error("%d movement%s of the window %s an unknown outcome: run billctl reconcile%s",
-	          r->nopen, r->nopen == 1 ? "" : "s", r->nopen == 1 ? "has" : "have",
-	          allowed ? " (--allow-open: reported anyway)" : ", then report again");
+	fprintf(stderr, "billctl: %d movement%s of the window %s an unknown outcome:", r->nopen,
+	        r->nopen == 1 ? "" : "s", r->nopen == 1 ? "has" : "have");
 	for (int i = 0; i < r->nopen; i++)
-		fprintf(stderr, "  %s %s %s\n", r->open[i].type, r->open[i].mch_order_no,
-		        r->open[i].state);
+		fprintf(stderr, "%s %s %s (%s)", i ? "," : "", r->open[i].type,
+		        r->open[i].mch_order_no, r->open[i].state);
+	fprintf(stderr, "; run billctl reconcile%s\n",
+	        allowed ? " (--allow-open: reported anyway)" : ", then report again");
 }
 
 int cmd_report(struct cli *ctx, int argc, char **argv)
