@@ -170,8 +170,10 @@ int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *
 		add(all, row);
 	}
 	PQclear(r);
-	qsort(out->totals, (size_t)out->ntotals, sizeof(*out->totals), by_key);
-	qsort(out->all, (size_t)out->nall, sizeof(*out->all), by_key);
+	if (out->n) { /* no rows: no totals, and qsort takes no NULL */
+		qsort(out->totals, (size_t)out->ntotals, sizeof(*out->totals), by_key);
+		qsort(out->all, (size_t)out->nall, sizeof(*out->all), by_key);
+	}
 	if (load_open(c, p, out, err, errlen) < 0) {
 		report_free(out);
 		return -1;
