@@ -287,7 +287,31 @@ static int check_prefix(const char *p)
 	return 0;
 }
 
+int cfg_load_key(struct cfg *c, char *err, size_t errlen)
+{
+	const char *env;
+
+	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
+		if (strlen(env) >= sizeof(c->gateway.merchant_key))
+			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
+		snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", env);
+	} else if (c->gateway.merchant_key_file[0]) {
+		if (read_key_file(c, err, errlen) < 0)
+			return -1;
+	}
+	if (!c->gateway.merchant_key[0])
+		return fail(err, errlen,
+		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
+		            c->path);
+	return 0;
+}
+
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	return cfg_load_without_key(c, path, err, errlen) < 0 ? -1 : cfg_load_key(c, err, errlen);
+}
+
+int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errlen)
 {
 	const char *env;
 
@@ -297,22 +321,10 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 		return -1;
 	if ((env = getenv("DATABASE_URL")) && env[0])
 		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
-	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
-		if (strlen(env) >= sizeof(c->gateway.merchant_key))
-			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
-		snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", env);
-	} else if (c->gateway.merchant_key_file[0]) {
-		if (read_key_file(c, err, errlen) < 0)
-			return -1;
-	}
 	if (!c->gateway.mch_id[0])
 		return fail(err, errlen, "%s: gateway.mch_id: required", path);
 	if (!c->gateway.job_no[0])
 		return fail(err, errlen, "%s: gateway.job_no: required", path);
-	if (!c->gateway.merchant_key[0])
-		return fail(err, errlen,
-		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
-		            path);
 	if (!c->database_url[0])
 		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
 	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
