@@ -41,7 +41,7 @@ helps "billingd --help" '^usage: billingd ' "$BD" --help
 helps "billingd -h" '--check-config' "$BD" -h
 helps "billingd --version" "^billingd $VERSION\$" "$BD" --version
 helps "billctl --help" '^usage: billctl ' "$BC" --help
-helps "billctl help" '  report --from D' "$BC" help
+helps "billctl help" '  report \[--month YYYY-MM' "$BC" help
 helps "billctl --version" "^billctl $VERSION\$" "$BC" --version
 for verb in migrate plans customer subscribe subscription charge refund void pay-link query \
 	reconcile report; do
