@@ -81,6 +81,11 @@ const char *gw_endpoint(enum gw_call call)
 	return calls[call].endpoint;
 }
 
+int gw_order_holds_charge(const struct gw_order *o, int reversed)
+{
+	return reversed || gw_order_paid(o);
+}
+
 const char *gw_outcome_name(enum gw_outcome o)
 {
 	switch (o) {

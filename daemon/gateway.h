@@ -168,5 +168,10 @@ enum gw_order_state {
 enum gw_order_state gw_status_state(int status);
 /* 1 when o is paid. */
 int gw_order_paid(const struct gw_order *o);
+/* Whether the gateway's order o agrees with a charge we hold succeeded:
+ * paid, or, once we voided or fully refunded it (reversed), any status: the
+ * API defines none for a reversed payment, and gateways differ (some keep it
+ * paid, some report another number). */
+int gw_order_holds_charge(const struct gw_order *o, int reversed);
 
 #endif

@@ -26,35 +26,61 @@ static void checksum(const struct plan *p, const char *retry, char out[65])
 		sprintf(out + 2 * i, "%02x", md[i]);
 }
 
+/* The latest row of p's code against p's terms (no write): d->version 0
+ * when there is none. sum: p's checksum. */
+static int compare_latest(PGconn *c, const struct plan *p, const char *sum, struct plan_diff *d,
+                          char *err, size_t errlen)
+{
+	PGresult *r = db_get(c, err, errlen,
+	                     "SELECT version, checksum, amount_cents FROM plans WHERE code = $1 "
+	                     "ORDER BY version DESC LIMIT 1",
+	                     DB_S(p->code));
+
+	if (!r)
+		return -1;
+	memset(d, 0, sizeof(*d));
+	d->change = PLAN_NEW;
+	if (PQntuples(r)) {
+		d->version = (int)db_i64(r, 0, 0);
+		d->change = strcmp(db_str(r, 0, 1), sum) == 0 ? PLAN_SAME : PLAN_CHANGED;
+		d->old_amount = db_i64(r, 0, 2);
+	}
+	PQclear(r);
+	return 0;
+}
+
+int plans_diff(PGconn *c, const struct plan *p, int n, struct plan_diff *diff, char *err,
+               size_t errlen)
+{
+	char sum[65], retry[PLAN_MAX_RETRY * 8];
+
+	for (int i = 0; i < n; i++) {
+		plans_retry_format(&p[i], retry, sizeof(retry));
+		checksum(&p[i], retry, sum);
+		if (compare_latest(c, &p[i], sum, &diff[i], err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Inserts p as a new version unless its latest version has the same terms. */
 static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, size_t errlen)
 {
 	char sum[65], retry[PLAN_MAX_RETRY * 8];
-	const char *q[1] = {p->code};
-	PGresult *r;
-	int latest = 0, same = 0;
+	struct plan_diff d;
 
 	plans_retry_format(p, retry, sizeof(retry));
 	checksum(p, retry, sum);
-	r = db_query(c,
-	             "SELECT version, checksum FROM plans WHERE code = $1 "
-	             "ORDER BY version DESC LIMIT 1",
-	             1, q, err, errlen);
-	if (!r)
+	if (compare_latest(c, p, sum, &d, err, errlen) < 0)
 		return -1;
-	if (PQntuples(r)) {
-		latest = (int)db_i64(r, 0, 0);
-		same = strcmp(db_str(r, 0, 1), sum) == 0;
-	}
-	PQclear(r);
-	if (same)
+	if (d.change == PLAN_SAME)
 		return 0;
 	if (db_run(c, err, errlen,
 	           "INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
 	           " interval_count, trial_days, cycles, retry_schedule, on_exhausted, checksum)"
 	           " VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8, string_to_array($9, ','), $10,"
 	           " $11)",
-	           DB_S(p->code), DB_I(latest + 1), DB_S(p->name), DB_I(p->amount),
+	           DB_S(p->code), DB_I(d.version + 1), DB_S(p->name), DB_I(p->amount),
 	           DB_S(cal_unit_name(p->interval)), DB_I(p->interval_count), DB_I(p->trial_days),
 	           DB_N(p->cycles), DB_S(retry), DB_S(plans_exhausted_name(p->on_exhausted)),
 	           DB_S(sum)) < 0)
@@ -70,8 +96,8 @@ int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, 
 	*created = 0;
 	if (db_begin(c, err, errlen) < 0)
 		return -1;
-	/* Serialises concurrent syncs (several billingd starting at once), which
-	 * would otherwise race for the same next version number. */
+	/* Serialises concurrent syncs (several admins at once), which would
+	 * otherwise race for the same next version number. */
 	if (db_exec(c, "SELECT pg_advisory_xact_lock(7283640012)", 0, NULL, err, errlen) < 0)
 		goto fail;
 	for (int i = 0; i < n; i++) {

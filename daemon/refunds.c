@@ -73,14 +73,23 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 }
 
 /* Moves the refund from one of the states in `from` (a SQL array literal) to
- * state, and reloads it into out. */
+ * state, and reloads it into out. A settled outcome (succeeded, failed) is
+ * dated by its request (the gateway acted then, even when the answer came
+ * later), else now; o (may be NULL) is the gateway's order. */
 static int record(PGconn *c, struct refund_row *out, const char *from, const char *state,
-                  const char *pay_order_id, const char *ret_msg, char *err, size_t errlen)
+                  const struct gw_order *o, const char *ret_msg, int64_t now, char *err,
+                  size_t errlen)
 {
 	if (db_run(c, err, errlen,
 	           "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
-	           "pay_order_id), ret_msg = $5 WHERE id = $1 AND state = ANY ($2::text[])",
-	           DB_I(out->id), DB_S(from), DB_S(state), DB_S(pay_order_id), DB_S(ret_msg)) < 0)
+	           "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
+	           "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
+	           "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
+	           "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
+	           "WHERE id = $1 AND state = ANY ($2::text[])",
+	           DB_I(out->id), DB_S(from), DB_S(state), DB_S(o ? o->pay_order_id : ""),
+	           DB_S(ret_msg), DB_I(now), DB_S(o ? o->trans_id : ""),
+	           DB_S(o ? o->pay_succ_time : "")) < 0)
 		return -1;
 	return load(c, out->id, out, NULL, err, errlen);
 }
@@ -144,7 +153,8 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 
 /* Checks the request and commits the refund row ('pending'). */
 static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
-                         int64_t amount, struct refund_row *out, char *err, size_t errlen)
+                         int64_t amount, int64_t now, struct refund_row *out, char *err,
+                         size_t errlen)
 {
 	int64_t charge_id;
 	PGresult *r;
@@ -155,12 +165,14 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 		db_rollback(c);
 		return -1;
 	}
-	r = db_get(
-	    c, err, errlen,
-	    "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
-	    "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
-	    "SELECT id, " ORDER_NO_REFUND("$1::text", "id") ", $2, $3, $4 FROM n RETURNING id",
-	    DB_S(order_prefix), DB_S(is_void ? "void" : "refund"), DB_I(charge_id), DB_I(amount));
+	r = db_get(c, err, errlen,
+	           "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
+	           "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents, "
+	           "requested_at) SELECT id, " ORDER_NO_REFUND(
+	               "$1::text", "id") ", $2, $3, $4, "
+	                                 "to_timestamp($5::bigint) FROM n RETURNING id",
+	           DB_S(order_prefix), DB_S(is_void ? "void" : "refund"), DB_I(charge_id),
+	           DB_I(amount), DB_I(now));
 	if (!r) {
 		db_rollback(c);
 		return -1;
@@ -175,8 +187,8 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 }
 
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
-                    const char *pay_order_id, int is_void, int64_t amount, struct refund_row *out,
-                    char *err, size_t errlen)
+                    const char *pay_order_id, int is_void, int64_t amount, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen)
 {
 	struct gw_request req;
 	struct gw_result res;
@@ -196,7 +208,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 		snprintf(err, errlen, "order prefix %s is longer than 8 characters", order_prefix);
 		return -1;
 	}
-	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, out, err, errlen) < 0)
+	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err, errlen) <
+	    0)
 		return -1;
 
 	memset(&req, 0, sizeof(req));
@@ -217,8 +230,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 		state = charges_state_names[CHARGES_UNKNOWN];
 		snprintf(why, sizeof(why), "%s", res.detail);
 	}
-	if (record(c, out, "{pending}", state, res.has_order ? res.order.pay_order_id : "", why,
-	           err, errlen) < 0) {
+	if (record(c, out, "{pending}", state, res.has_order ? &res.order : NULL, why, now, err,
+	           errlen) < 0) {
 		char dberr[256];
 
 		snprintf(dberr, sizeof(dberr), "%s", err);
@@ -245,8 +258,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	return o;
 }
 
-int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct refund_row *out,
-                    char *err, size_t errlen)
+int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen)
 {
 	struct gw_request req;
 	struct gw_result res;
@@ -288,20 +301,22 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct r
 			    out->charge_pay_order_id, out->amount_cents);
 			return -1;
 		}
-		if (record(c, out, "{pending,unknown}", "succeeded", o->pay_order_id, res.ret_msg,
-		           err, errlen) < 0)
+		if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_SUCCEEDED], o,
+		           res.ret_msg, now, err, errlen) < 0)
 			return -1;
 		return charges_state_outcome(out->state);
 	case GW_FAIL:
 		snprintf(why, sizeof(why), "not at the gateway: %s", res.ret_msg);
-		if (record(c, out, "{pending,unknown}", "failed", "", why, err, errlen) < 0)
+		if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_FAILED], NULL,
+		           why, now, err, errlen) < 0)
 			return -1;
 		return charges_state_outcome(out->state);
 	default:
 		snprintf(why, sizeof(why), "cc_query: %s", res.detail);
 		break;
 	}
-	if (record(c, out, "{pending,unknown}", "unknown", "", why, err, errlen) < 0)
+	if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_UNKNOWN], NULL, why,
+	           now, err, errlen) < 0)
 		return -1;
 	return charges_state_outcome(out->state);
 }
