@@ -38,13 +38,11 @@ static int enrol(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 2, opts, &id, 1, 1, USAGE) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	if (customers_enrol(db, gw, &ctx->cfg, id, email, name, ctx->now, url, sizeof(url), err,
-	                    sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	                    sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "customer_id", id);
@@ -68,10 +66,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (customers_get(db, id, &cu, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		out_json(customer_json(&cu));
 		return CLI_OK;
@@ -105,10 +101,8 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		out_json_list(cs, n, sizeof(*cs), customer_json);
 		free(cs);
@@ -142,12 +136,10 @@ static int check(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (b.outcome != GW_SUCCESS && b.outcome != GW_FAIL) {
 		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, b.detail,
 		          gw_outcome_name(b.outcome));

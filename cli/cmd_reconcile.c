@@ -106,7 +106,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (out_parse_window(from_s, to_s, &ro.from, &ro.to, USAGE) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	/* Open subscription charges are resolved the daemon's way first, so that
 	 * their subscriptions advance or step with the outcome. */
@@ -123,10 +123,8 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		ro.progress = show_progress;
 		ro.udata = &prog;
 	}
-	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0)
+		return out_fail(err);
 	clean = reconcile_clean(&rep);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject(), *counts = cJSON_AddObjectToObject(o, "counts");

@@ -241,10 +241,8 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (report_build(db, from, to, &r, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (report_build(db, from, to, &r, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (r.nopen && !allow_open) {
 		report_open(&r, 0);
 		report_free(&r);

@@ -85,10 +85,8 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
 	    subscriptions_create(db, pos[0], &p, start, trial >= 0 ? trial : p.trial_days, &s, err,
-	                         sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	                         sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -123,10 +121,8 @@ static int list(struct cli *ctx, int argc, char **argv)
 	}
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		out_json_list(ss, n, sizeof(*ss), subscription_json);
 		free(ss);
@@ -165,10 +161,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_get(db, id, &s, err, sizeof(err)) < 0 ||
-	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = subscription_json(&s), *a = cJSON_AddArrayToObject(o, "charges");
 		for (int i = 0; i < n; i++) {
@@ -221,10 +215,8 @@ static int cancel(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -244,10 +236,8 @@ static int pause_resume(struct cli *ctx, int argc, char **argv, int resume)
 		return CLI_FAIL;
 	rc = resume ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
 	            : subscriptions_pause(db, id, &s, err, sizeof(err));
-	if (rc < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (rc < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -275,10 +265,8 @@ static int change_plan(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
-	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 

@@ -179,6 +179,19 @@ static int parse_range(const char *s, int64_t min, int64_t max, int64_t *v)
 	return 0;
 }
 
+int out_connect(struct cli *ctx, PGconn **db, struct gw_client **gw)
+{
+	*db = cli_db(ctx);
+	*gw = *db ? cli_gw(ctx) : NULL;
+	return *gw ? 0 : -1;
+}
+
+int out_fail(const char *err)
+{
+	cli_error("%s", err);
+	return CLI_FAIL;
+}
+
 int out_parse_id(const char *what, const char *s, int64_t *v)
 {
 	if (parse_range(s, 1, INT64_MAX, v) == 0)

@@ -39,6 +39,12 @@ void out_json_money(cJSON *o, int64_t cents);
 /* Adds a time as local ISO 8601 (null for 0). */
 void out_json_time(cJSON *o, const char *key, int64_t t);
 
+/* The database and the gateway client (cli_db, cli_gw): 0, or -1 after
+ * printing why. */
+int out_connect(struct cli *ctx, PGconn **db, struct gw_client **gw);
+/* Prints err as one error line; returns CLI_FAIL. */
+int out_fail(const char *err);
+
 /* Argument parsers: 0, or -1 after printing one error line naming what (an
  * option or argument name) and the bad value. */
 int out_parse_id(const char *what, const char *s, int64_t *v);

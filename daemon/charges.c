@@ -285,17 +285,12 @@ int charges_create_link(PGconn *c, const char *order_prefix, const char *custome
                         int64_t amount, int64_t *id, char *mch_order_no, size_t len, char *err,
                         size_t errlen)
 {
-	PGresult *r;
+	PGresult *r = db_one(db_get(c, err, errlen, SQL_CREATE_LINK, DB_S(order_prefix),
+	                            DB_S(customer_id), DB_I(amount)),
+	                     err, errlen, "unknown customer '%s'", customer_id);
 
-	r = db_get(c, err, errlen, SQL_CREATE_LINK, DB_S(order_prefix), DB_S(customer_id),
-	           DB_I(amount));
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "unknown customer '%s'", customer_id);
-		PQclear(r);
-		return -1;
-	}
 	*id = db_i64(r, 0, 0);
 	snprintf(mch_order_no, len, "%s", db_str(r, 0, 1));
 	PQclear(r);

@@ -89,17 +89,13 @@ static void fill(const PGresult *r, int row, struct customer *out)
 
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
 {
-	const char *p[1] = {id};
 	PGresult *r =
-	    db_query(c, "SELECT " COLS " FROM customers WHERE customer_id = $1", 1, p, err, errlen);
+	    db_one(db_get(c, err, errlen, "SELECT " COLS " FROM customers WHERE customer_id = $1",
+	                  DB_S(id)),
+	           err, errlen, "unknown customer '%.40s'", id);
 
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		snprintf(err, errlen, "unknown customer '%.40s'", id);
-		return -1;
-	}
 	fill(r, 0, out);
 	PQclear(r);
 	return 0;

@@ -3,6 +3,7 @@
  * Every error becomes one line: libpq's messages span several lines, and a
  * caller prints ours as "billctl: <line>". */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,19 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 	if (err[0] && strcmp(err, "database: ") == 0)
 		one_line(err, errlen, "database: ", PQerrorMessage(c));
 	PQclear(r);
+	return NULL;
+}
+
+PGresult *db_one(PGresult *r, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r || PQntuples(r) > 0)
+		return r;
+	PQclear(r);
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 	return NULL;
 }
 

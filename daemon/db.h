@@ -49,6 +49,12 @@ PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const st
 int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
               int rows);
 
+/* r when it has a row; else NULL, with err: fmt's message when r has no
+ * row (r is cleared), the query's error when r is NULL. For lookups:
+ *   r = db_one(db_get(...), err, errlen, "unknown subscription %d", id); */
+PGresult *db_one(PGresult *r, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Like db_query for statements whose rows are not needed; 0 / -1. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
             size_t errlen);

@@ -182,9 +182,8 @@ static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 }
 
 static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *con,
-                                    const struct request *rq)
+                                    const char *path, const struct request *rq)
 {
-	static const char *const path = "/iotpay/return";
 	char err[512];
 	struct gw_fields f;
 	struct gw_return e;
@@ -256,10 +255,9 @@ static enum MHD_Result answer(struct MHD_Connection *con, int ok)
  * a charge we already settled otherwise, a database error) so that the
  * gateway keeps retrying while an operator looks at the logged error; the
  * reconciliation settles the charge with cc_query in any case. */
-static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con,
+static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, const char *path,
                               const struct request *rq)
 {
-	static const char *const path = "/iotpay/notify";
 	char err[512];
 	struct gw_fields f;
 	struct gw_notify n;
@@ -406,13 +404,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 		                 MHD_HTTP_HEADER_ALLOW, routes[r].method);
 	switch (r) {
 	case R_RETURN:
-		return enrol_return(l, con, rq);
+		return enrol_return(l, con, url, rq);
 	case R_NOTIFY:
 		switch (collect_body(con, rq, data, size, &ret)) {
 		case 1:
 			return MHD_YES;
 		case 0:
-			return notify(l, con, rq);
+			return notify(l, con, url, rq);
 		default:
 			return ret;
 		}

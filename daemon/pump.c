@@ -39,8 +39,6 @@ struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *o
 
 void pump_free(struct pump *p)
 {
-	if (!p)
-		return;
 	/* requests still in flight are abandoned: their leases run out and a
 	 * later pass resolves them */
 	gw_multi_free(p->multi);

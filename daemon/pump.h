@@ -17,7 +17,7 @@ struct pump;
 
 /* Borrows cfg and gw; owner names this process in leases and logs. */
 struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner);
-void pump_free(struct pump *p);
+void pump_free(struct pump *p); /* p not NULL */
 
 /* What to claim: with cutoff, open outcomes whose lease ended before it
  * (for a cc_query); else charges due at now (only_sub: that subscription

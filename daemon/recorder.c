@@ -57,8 +57,6 @@ struct recorder *recorder_new(const struct cfg *cfg, const char *owner)
 
 void recorder_free(struct recorder *rec)
 {
-	if (!rec)
-		return;
 	pthread_mutex_lock(&rec->mu);
 	rec->quit = 1;
 	pthread_cond_broadcast(&rec->cv);

@@ -36,7 +36,7 @@ struct rec_job {
 /* Starts the thread; it connects to cfg->database_url as owner on first
  * use. Borrows cfg. NULL when out of memory or threads. */
 struct recorder *recorder_new(const struct cfg *cfg, const char *owner);
-/* Records what is queued, then stops the thread and frees rec. */
+/* Records what is queued, then stops the thread and frees rec (not NULL). */
 void recorder_free(struct recorder *rec);
 
 /* Hands a completed job (j->res filled) to j->rec, which frees it. Safe

@@ -39,15 +39,12 @@ enum {
  * updated before its outcome, so its age is the request's). */
 static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char *err, size_t errlen)
 {
-	PGresult *r = db_get(c, err, errlen, ROW_SQL, DB_I(id), DB_I(REFUNDS_IN_FLIGHT_SECONDS));
+	PGresult *r =
+	    db_one(db_get(c, err, errlen, ROW_SQL, DB_I(id), DB_I(REFUNDS_IN_FLIGHT_SECONDS)), err,
+	           errlen, "no refund with id %" PRId64, id);
 
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "no refund with id %" PRId64, id);
-		PQclear(r);
-		return -1;
-	}
 	memset(out, 0, sizeof(*out));
 	out->id = db_i64(r, 0, ROW_ID);
 	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, ROW_REFUND_NO));

@@ -46,16 +46,15 @@ struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw,
 {
 	struct sched *s = calloc(1, sizeof(*s));
 
-	if (!s)
-		return NULL;
-	s->cfg = cfg;
-	s->db = db;
-	s->gw = gw;
-	s->pump = pump_new(cfg, gw, owner);
-	if (!s->pump) {
+	if (s)
+		s->pump = pump_new(cfg, gw, owner);
+	if (!s || !s->pump) {
 		free(s);
 		return NULL;
 	}
+	s->cfg = cfg;
+	s->db = db;
+	s->gw = gw;
 	return s;
 }
 

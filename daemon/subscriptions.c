@@ -79,15 +79,12 @@ static void fill(const PGresult *r, int i, struct subscription *s)
 
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
 {
-	PGresult *r = db_get(c, err, errlen, "SELECT " COLS FROM " WHERE s.id = $1", DB_I(id));
+	PGresult *r =
+	    db_one(db_get(c, err, errlen, "SELECT " COLS FROM " WHERE s.id = $1", DB_I(id)), err,
+	           errlen, "unknown subscription %" PRId64, id);
 
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "unknown subscription %" PRId64, id);
-		PQclear(r);
-		return -1;
-	}
 	fill(r, 0, out);
 	PQclear(r);
 	return 0;
