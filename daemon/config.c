@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
+#include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "config.h"
@@ -207,30 +210,57 @@ static int parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+/* The key file is opened once and the open file is checked (fstat), so that
+ * what is checked is what is read. A key that does not fit is refused, not
+ * cut to a wrong key; the path is not echoed: a key pasted there by mistake
+ * would be. */
+_Static_assert(sizeof(((struct cfg *)0)->gateway.merchant_key) == 256, "the errors say 255 bytes");
+
 static int read_key_file(struct cfg *c, char *err, size_t errlen)
 {
-	const char *path = c->gateway.merchant_key_file;
+	char *key = c->gateway.merchant_key;
+	const size_t cap = sizeof(c->gateway.merchant_key);
+	char buf[sizeof(c->gateway.merchant_key) + 2];
 	struct stat st;
-	FILE *f;
-	size_t n;
+	ssize_t n;
+	size_t len = 0;
+	int fd = open(c->gateway.merchant_key_file, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	const char *why = NULL;
 
-	/* The path is not echoed: a key pasted there by mistake would be. */
-	if (stat(path, &st) < 0)
+	if (fd < 0)
 		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
 		            strerror(errno));
-	if (st.st_mode & 077)
-		return fail(err, errlen,
-		            "%s: gateway.merchant_key_file: the file is readable by group or "
-		            "others (chmod 600 it)",
-		            c->path);
-	f = fopen(path, "r");
-	if (!f)
-		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
-		            strerror(errno));
-	n = fread(c->gateway.merchant_key, 1, sizeof(c->gateway.merchant_key) - 1, f);
-	fclose(f);
-	c->gateway.merchant_key[n] = '\0';
-	c->gateway.merchant_key[strcspn(c->gateway.merchant_key, "\r\n")] = '\0';
+	if (fstat(fd, &st) < 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_mode & 077)
+		why = "the file is readable by group or others (chmod 600 it)";
+	else if (st.st_size > (off_t)cap + 1)
+		why = "longer than 255 bytes";
+	while (!why && len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+		if (n < 0 && errno != EINTR)
+			why = strerror(errno);
+		else if (n > 0)
+			len += (size_t)n;
+	}
+	close(fd);
+	/* One line: a final "\n" or "\r\n" is not part of the key. */
+	if (!why && len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (!why && len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (!why && len >= cap)
+		why = "longer than 255 bytes";
+	else if (!why && (memchr(buf, '\n', len) || memchr(buf, '\r', len) || memchr(buf, 0, len)))
+		why = "more than one line";
+	if (!why) {
+		memcpy(key, buf, len);
+		key[len] = '\0';
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (why)
+		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path, why);
 	return 0;
 }
 

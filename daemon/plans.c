@@ -185,8 +185,10 @@ static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan 
 		snprintf(p->name, sizeof(p->name), "%s", s);
 		return 0;
 	case K_AMOUNT:
-		if (int_value(v, 1, INT64_MAX, &i) < 0)
-			return bad_value(x, v, keys[k], "a positive integer (cents)");
+		/* The gateway's amount is 32-bit: a larger one is refused at every attempt. */
+		if (int_value(v, 1, INT32_MAX, &i) < 0)
+			return bad_value(x, v, keys[k],
+			                 "a positive integer (cents) up to 2147483647");
 		p->amount = i;
 		return 0;
 	case K_CURRENCY:

@@ -193,6 +193,38 @@ static void test_key_file_permissions(void **state)
 	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), 0);
 }
 
+static void write_key(const char *key)
+{
+	FILE *f = fopen(keypath, "w");
+
+	assert_non_null(f);
+	fputs(key, f);
+	fclose(f);
+}
+
+/* A key longer than the buffer is refused, never cut to a wrong key. */
+static void test_key_file_length(void **state)
+{
+	char key[300], err[512] = "";
+	struct cfg c;
+
+	(void)state;
+	memset(key, 'k', 255);
+	strcpy(key + 255, "\n");
+	write_key(key);
+	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
+	assert_int_equal(strlen(c.gateway.merchant_key), 255);
+	memset(key, 'k', 256);
+	strcpy(key + 256, "\n");
+	write_key(key);
+	expect_error(yaml_with("", ""), "gateway.merchant_key_file: longer than 255 bytes");
+	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), -1);
+	assert_null(strstr(err, "kkkk"));
+	write_key("SECRETKEY42\nSECOND\n");
+	expect_error(yaml_with("", ""), "gateway.merchant_key_file: more than one line");
+	write_key("SECRETKEY42\n");
+}
+
 /* Runs billingd -c path --check-config; returns its exit status and stderr. */
 static int check_config(const char *path, char *out, size_t len)
 {
@@ -237,6 +269,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_required),
 	    cmocka_unit_test(test_malformed_yaml),
 	    cmocka_unit_test(test_key_file_permissions),
+	    cmocka_unit_test(test_key_file_length),
 	    cmocka_unit_test(test_billingd_check_config),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);

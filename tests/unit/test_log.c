@@ -24,7 +24,7 @@ static char *line_for(const char *v)
 
 	assert_true(fd >= 0 && saved >= 0);
 	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	log_event("warn", "test", "v", v, "after", "1", NULL);
+	log_event("warn", "test", "v", v, "after", "1", (char *)NULL);
 	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
 	close(saved);
 	close(fd);
