@@ -273,7 +273,30 @@ static int check_prefix(const char *p)
 	return 0;
 }
 
-int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+/* IOTPAY_MERCHANT_KEY, taken out of the environment at the first load (its
+ * bytes wiped, so that neither /proc/PID/environ nor a child sees it) and
+ * kept for the process: a reload still has it. */
+static char env_key[sizeof(((struct cfg *)0)->gateway.merchant_key)];
+
+static int take_env_key(char *err, size_t errlen)
+{
+	char *env = getenv("IOTPAY_MERCHANT_KEY");
+	size_t n;
+
+	if (!env)
+		return 0;
+	n = strlen(env);
+	if (n < sizeof(env_key))
+		memcpy(env_key, env, n + 1);
+	OPENSSL_cleanse(env, n);
+	unsetenv("IOTPAY_MERCHANT_KEY");
+	if (n >= sizeof(env_key))
+		return fail(err, errlen, "IOTPAY_MERCHANT_KEY: longer than %zu bytes",
+		            sizeof(env_key) - 1);
+	return 0;
+}
+
+static int load(struct cfg *c, const char *path, char *err, size_t errlen)
 {
 	const char *env;
 
@@ -283,10 +306,10 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 		return -1;
 	if ((env = getenv("DATABASE_URL")) && env[0])
 		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
-	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
-		if (strlen(env) >= sizeof(c->gateway.merchant_key))
-			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
-		snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", env);
+	if (take_env_key(err, errlen) < 0)
+		return -1;
+	if (env_key[0]) {
+		memcpy(c->gateway.merchant_key, env_key, sizeof(env_key));
 	} else if (c->gateway.merchant_key_file[0]) {
 		if (read_key_file(c, err, errlen) < 0)
 			return -1;
@@ -310,6 +333,19 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 		            "more",
 		            path);
 	return cfg_apply_timezone(c, err, errlen);
+}
+
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	if (load(c, path, err, errlen) == 0)
+		return 0;
+	cfg_wipe(c);
+	return -1;
+}
+
+void cfg_wipe(struct cfg *c)
+{
+	OPENSSL_cleanse(c->gateway.merchant_key, sizeof(c->gateway.merchant_key));
 }
 
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)

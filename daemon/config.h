@@ -37,9 +37,14 @@ struct cfg {
 };
 
 /* Fills c with defaults, then path's values, then the environment
- * (DATABASE_URL, IOTPAY_MERCHANT_KEY). On error returns -1 with one line in
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY: taken out of the environment at the
+ * first load and kept for the process). On error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* Wipes the key of a configuration that is no longer needed (a copy left
+ * in freed memory would otherwise outlive it). */
+void cfg_wipe(struct cfg *c);
 
 /* Sets the process timezone (TZ) to c->timezone; -1 if it is unknown. */
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen);

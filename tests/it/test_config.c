@@ -108,26 +108,66 @@ static void test_env_overrides(void **state)
 
 	(void)state;
 	setenv("DATABASE_URL", "postgresql:///fromenv", 1);
-	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
 	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
 	assert_string_equal(c.database_url, "postgresql:///fromenv");
-	assert_string_equal(c.gateway.merchant_key, "ENVKEY");
 	unsetenv("DATABASE_URL");
-	unsetenv("IOTPAY_MERCHANT_KEY");
+}
+
+/* IOTPAY_MERCHANT_KEY is taken out of the environment (children and /proc
+ * never see it) and kept for the process: a reload still has it. Run in a
+ * child, since the process keeps it. */
+static void test_env_key_taken_once(void **state)
+{
+	pid_t pid;
+	int st;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cfg c;
+		char err[512];
+		char *env = strdup("IOTPAY_MERCHANT_KEY=ENVKEY");
+		int ok;
+
+		putenv(env);
+		ok = cfg_load(&c, yaml_with("", ""), err, sizeof(err)) == 0 &&
+		     strcmp(c.gateway.merchant_key, "ENVKEY") == 0 &&
+		     getenv("IOTPAY_MERCHANT_KEY") == NULL && strstr(env, "ENVKEY") == NULL;
+		ok = ok && cfg_load(&c, yaml_with("", ""), err, sizeof(err)) == 0 &&
+		     strcmp(c.gateway.merchant_key, "ENVKEY") == 0;
+		cfg_wipe(&c);
+		for (size_t i = 0; i < sizeof(c.gateway.merchant_key); i++)
+			ok = ok && c.gateway.merchant_key[i] == 0;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 /* The documented example is a valid configuration. */
 static void test_example_loads(void **state)
 {
-	struct cfg c;
-	char err[512];
+	pid_t pid;
+	int st;
 
 	(void)state;
-	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
-	assert_int_equal(cfg_load(&c, "billing.yaml.example", err, sizeof(err)), 0);
-	unsetenv("IOTPAY_MERCHANT_KEY");
-	assert_string_equal(c.plans_dir, "plans");
-	assert_int_equal(c.enrolment_expiry_hours, 72);
+	/* with the key in the environment, which the process keeps: in a child */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cfg c;
+		char err[512];
+
+		setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
+		if (cfg_load(&c, "billing.yaml.example", err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			_exit(1);
+		}
+		_exit(strcmp(c.plans_dir, "plans") == 0 && c.enrolment_expiry_hours == 72 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static void test_unknown_key(void **state)
@@ -261,15 +301,11 @@ static void test_billingd_check_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults_and_values),
-	    cmocka_unit_test(test_env_overrides),
-	    cmocka_unit_test(test_example_loads),
-	    cmocka_unit_test(test_unknown_key),
-	    cmocka_unit_test(test_wrong_type),
-	    cmocka_unit_test(test_missing_required),
-	    cmocka_unit_test(test_malformed_yaml),
-	    cmocka_unit_test(test_key_file_permissions),
-	    cmocka_unit_test(test_key_file_length),
+	    cmocka_unit_test(test_defaults_and_values),   cmocka_unit_test(test_env_overrides),
+	    cmocka_unit_test(test_env_key_taken_once),    cmocka_unit_test(test_example_loads),
+	    cmocka_unit_test(test_unknown_key),           cmocka_unit_test(test_wrong_type),
+	    cmocka_unit_test(test_missing_required),      cmocka_unit_test(test_malformed_yaml),
+	    cmocka_unit_test(test_key_file_permissions),  cmocka_unit_test(test_key_file_length),
 	    cmocka_unit_test(test_billingd_check_config),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
