@@ -4,6 +4,7 @@
  * enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
  * Every key is known in one table below: its type, where it goes, and
  * whether it is required. Errors name the file, the line and the key. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -264,11 +265,16 @@ static int read_key_file(struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Letters and digits, ending in a letter: order numbers are the prefix then
+ * digits, so "S1" + "2-..." would be "S" + "12-...". */
 static int check_prefix(const char *p)
 {
+	size_t n = strlen(p);
+
+	if (n == 0 || !isalpha((unsigned char)p[n - 1]))
+		return -1;
 	for (; *p; p++)
-		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-		      (*p >= '0' && *p <= '9')))
+		if (!isalnum((unsigned char)*p))
 			return -1;
 	return 0;
 }
@@ -324,9 +330,10 @@ static int load(struct cfg *c, const char *path, char *err, size_t errlen)
 		            path);
 	if (!c->database_url[0])
 		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
-	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
-		return fail(err, errlen, "%s: billing.order_prefix: 1 to 8 letters or digits",
-		            path);
+	if (check_prefix(c->order_prefix) < 0)
+		return fail(
+		    err, errlen,
+		    "%s: billing.order_prefix: 1 to 8 letters or digits, ending in a letter", path);
 	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
 		return fail(err, errlen,
 		            "%s: billing.lease_seconds: must exceed gateway.timeout_ms by 5 s or "

@@ -190,7 +190,12 @@ static void test_wrong_type(void **state)
 	             "billing.yaml:5: gateway.base_url: expected a string");
 	expect_error(yaml_with("  base_url: ftp://x\n", ""), "expected an http:// or https:// URL");
 	expect_error(yaml_with("", "billing:\n  order_prefix: AB-1\n"),
-	             "billing.order_prefix: 1 to 8 letters or digits");
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
+	/* "S1" + "2-..." would be "S" + "12-...": the prefix ends in a letter */
+	expect_error(yaml_with("", "billing:\n  order_prefix: S1\n"),
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
+	expect_error(yaml_with("", "billing:\n  order_prefix: \"\"\n"),
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
 	expect_error(yaml_with("", "billing:\n  timezone: Mars/Olympus\n"),
 	             "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
 }
