@@ -13,13 +13,16 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "config.h"
 
-enum kind { K_STR, K_INT, K_URL };
+enum kind { K_STR, K_INT, K_URL, K_BOOL };
 
 struct key {
 	const char *name; /* "gateway.timeout_ms" */
@@ -43,6 +46,11 @@ struct key {
 		n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 1                                    \
 	}
 
+#define B(n, f)                                                                                    \
+	{                                                                                          \
+		n, K_BOOL, offsetof(struct cfg, f), 0, 0, 1, 1                                     \
+	}
+
 static const struct key keys[] = {
     S("gateway.base_url", gateway.base_url, K_URL),
     S("gateway.mch_id", gateway.mch_id, K_STR),
@@ -51,6 +59,7 @@ static const struct key keys[] = {
     L("gateway.timeout_ms", gateway.timeout_ms, 100, 600000),
     L("gateway.connect_timeout_ms", gateway.connect_timeout_ms, 50, 600000),
     S("gateway.ca_file", gateway.ca_file, K_STR),
+    B("gateway.allow_insecure_http", gateway.allow_insecure_http),
     I("gateway.max_in_flight", gateway.max_in_flight, 1, 1024),
     S("database.url", database_url, K_STR),
     S("billing.timezone", timezone, K_STR),
@@ -110,6 +119,13 @@ static int set_value(struct cfg *c, const struct key *k, const char *v, const ch
 {
 	char *p = (char *)c + k->off;
 
+	if (k->kind == K_BOOL) {
+		if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
+			return fail(err, errlen, "%s:%lu: %s: expected true or false", file, line,
+			            k->name);
+		*(int *)p = strcmp(v, "true") == 0;
+		return 0;
+	}
 	if (k->kind == K_INT) {
 		char *end;
 		long n;
@@ -265,6 +281,43 @@ static int read_key_file(struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether an http:// URL's host is this machine: localhost, 127.0.0.0/8 as
+ * a dotted quad, or [::1]. */
+static int loopback_url(const char *url)
+{
+	const char *host = url + strlen("http://");
+	size_t len;
+	const char *at;
+	char h[64];
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strncmp(url, "http://", 7) != 0)
+		return 0;
+	len = strcspn(host, "/?#");
+	at = memchr(host, '@', len);
+	if (at) {
+		len -= (size_t)(at + 1 - host);
+		host = at + 1;
+	}
+	if (host[0] == '[') {
+		const char *end = memchr(host, ']', len);
+
+		if (!end || (end + 1 < host + len && end[1] != ':') ||
+		    (size_t)(end - host - 1) >= sizeof(h))
+			return 0;
+		snprintf(h, sizeof(h), "%.*s", (int)(end - host - 1), host + 1);
+		return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	len = strcspn(host, ":/?#");
+	if (len >= sizeof(h))
+		return 0;
+	snprintf(h, sizeof(h), "%.*s", (int)len, host);
+	if (strcasecmp(h, "localhost") == 0)
+		return 1;
+	return inet_pton(AF_INET, h, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
 /* Letters and digits, ending in a letter: order numbers are the prefix then
  * digits, so "S1" + "2-..." would be "S" + "12-...". */
 static int check_prefix(const char *p)
@@ -320,6 +373,13 @@ static int load(struct cfg *c, const char *path, char *err, size_t errlen)
 		if (read_key_file(c, err, errlen) < 0)
 			return -1;
 	}
+	/* The key's signatures and card tokens travel to the gateway. */
+	if (strncmp(c->gateway.base_url, "https://", 8) != 0 && !c->gateway.allow_insecure_http &&
+	    !loopback_url(c->gateway.base_url))
+		return fail(err, errlen,
+		            "%s: gateway.base_url: must be https:// unless the host is loopback or "
+		            "gateway.allow_insecure_http is true",
+		            path);
 	if (!c->gateway.mch_id[0])
 		return fail(err, errlen, "%s: gateway.mch_id: required", path);
 	if (!c->gateway.job_no[0])

@@ -17,6 +17,7 @@ struct cfg_gateway {
 	long connect_timeout_ms;
 	char ca_file[CFG_STR];
 	int max_in_flight;
+	int allow_insecure_http; /* http:// to a host that is not loopback (tests) */
 };
 
 struct cfg {

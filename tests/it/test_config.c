@@ -113,6 +113,56 @@ static void test_env_overrides(void **state)
 	unsetenv("DATABASE_URL");
 }
 
+/* The key and the card tokens go to the gateway: in clear text only to this
+ * machine, or when a test setup says so. */
+static void test_gateway_https(void **state)
+{
+	struct cfg c;
+	char err[512];
+	static const char *const loopback[] = {
+	    "http://127.0.0.1:9/v2", "http://127.8.9.10/v2", "http://localhost:80/v2",
+	    "http://LOCALHOST/v2",   "http://[::1]:8080/v2", "https://api.example.com/v2",
+	};
+	static const char *const remote[] = {
+	    "http://api.example.com/v2",
+	    "http://127.0.0.1.example.com/v2",
+	    "http://localhost.example.com/",
+	    "http://127.0.0.1@example.com/v2",
+	    "http://128.0.0.1/v2",
+	    "http://[::2]/v2",
+	    "http://127.1/v2",
+	    "http://[::1/v2",
+	    "",
+	};
+	char extra[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n", loopback[i]);
+		if (cfg_load(&c, yaml_with(extra, ""), err, sizeof(err)) < 0)
+			fail_msg("%s: %s", loopback[i], err);
+	}
+	for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n", remote[i]);
+		expect_error(yaml_with(extra, ""),
+		             "billing.yaml: gateway.base_url: must be https:// unless the host is "
+		             "loopback or gateway.allow_insecure_http is true");
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n  allow_insecure_http: true\n",
+		         remote[i]);
+		if (cfg_load(&c, yaml_with(extra, ""), err, sizeof(err)) < 0)
+			fail_msg("%s with allow_insecure_http: %s", remote[i], err);
+	}
+	/* the setting may come before base_url */
+	assert_int_equal(cfg_load(&c,
+	                          yaml_with("  allow_insecure_http: true\n"
+	                                    "  base_url: http://api.example.com/v2\n",
+	                                    ""),
+	                          err, sizeof(err)),
+	                 0);
+	expect_error(yaml_with("  allow_insecure_http: yes please\n", ""),
+	             "billing.yaml:5: gateway.allow_insecure_http: expected true or false");
+}
+
 /* IOTPAY_MERCHANT_KEY is taken out of the environment (children and /proc
  * never see it) and kept for the process: a reload still has it. Run in a
  * child, since the process keeps it. */
@@ -306,11 +356,17 @@ static void test_billingd_check_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults_and_values),   cmocka_unit_test(test_env_overrides),
-	    cmocka_unit_test(test_env_key_taken_once),    cmocka_unit_test(test_example_loads),
-	    cmocka_unit_test(test_unknown_key),           cmocka_unit_test(test_wrong_type),
-	    cmocka_unit_test(test_missing_required),      cmocka_unit_test(test_malformed_yaml),
-	    cmocka_unit_test(test_key_file_permissions),  cmocka_unit_test(test_key_file_length),
+	    cmocka_unit_test(test_defaults_and_values),
+	    cmocka_unit_test(test_env_overrides),
+	    cmocka_unit_test(test_env_key_taken_once),
+	    cmocka_unit_test(test_gateway_https),
+	    cmocka_unit_test(test_example_loads),
+	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_wrong_type),
+	    cmocka_unit_test(test_missing_required),
+	    cmocka_unit_test(test_malformed_yaml),
+	    cmocka_unit_test(test_key_file_permissions),
+	    cmocka_unit_test(test_key_file_length),
 	    cmocka_unit_test(test_billingd_check_config),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
