@@ -270,6 +270,7 @@ static void test_intent_committed_before_call(void **state)
 struct racer {
 	const char *pay, *isolation;
 	pthread_barrier_t *go;
+	struct gw_client *gw; /* its own: gw_call is not for two threads at once */
 	int rc;
 	char err[512];
 };
@@ -278,23 +279,18 @@ static void *racer_thread(void *arg)
 {
 	struct racer *t = arg;
 	struct refund_row row;
-	struct cfg cfg;
-	struct gw_client *g;
 	PGconn *c = db_connect(url, "racer", t->err, sizeof(t->err));
 	const char *p[1] = {t->isolation};
 
-	ts_cfg(&cfg, NULL, &fake);
-	g = gw_client_new(&cfg.gateway, t->err, sizeof(t->err));
 	t->rc = -9;
-	if (c && g &&
-	    db_exec(c, "SELECT set_config('default_transaction_isolation', $1, false)", 1, p,
-	            t->err, sizeof(t->err)) == 0) {
+	if (c && db_exec(c, "SELECT set_config('default_transaction_isolation', $1, false)", 1, p,
+	                 t->err, sizeof(t->err)) == 0) {
 		pthread_barrier_wait(t->go);
-		t->rc = refunds_request(c, g, PREFIX, t->pay, 0, 300, &row, t->err, sizeof(t->err));
+		t->rc =
+		    refunds_request(c, t->gw, PREFIX, t->pay, 0, 300, &row, t->err, sizeof(t->err));
 	} else {
 		pthread_barrier_wait(t->go);
 	}
-	gw_client_free(g);
 	PQfinish(c);
 	return NULL;
 }
@@ -308,20 +304,27 @@ static void test_concurrent_requests_every_isolation(void **state)
 
 	(void)state;
 	for (size_t l = 0; l < sizeof(levels) / sizeof(levels[0]); l++) {
-		char pay[64], sql[256];
+		char pay[64], sql[256], err[256];
 		struct racer r[RACERS];
+		struct cfg cfg;
 		pthread_t th[RACERS];
 		pthread_barrier_t go;
 		int ok = 0, voided;
 
 		paid_charge(1000, pay, sizeof(pay));
 		pthread_barrier_init(&go, NULL, RACERS);
+		ts_cfg(&cfg, NULL, &fake);
 		for (int i = 0; i < RACERS; i++) {
 			r[i] = (struct racer){.pay = pay, .isolation = levels[l], .go = &go};
-			assert_int_equal(pthread_create(&th[i], NULL, racer_thread, &r[i]), 0);
+			r[i].gw = gw_client_new(&cfg.gateway, err, sizeof(err));
+			assert_non_null(r[i].gw);
 		}
 		for (int i = 0; i < RACERS; i++)
+			assert_int_equal(pthread_create(&th[i], NULL, racer_thread, &r[i]), 0);
+		for (int i = 0; i < RACERS; i++) {
 			pthread_join(th[i], NULL);
+			gw_client_free(r[i].gw);
+		}
 		pthread_barrier_destroy(&go);
 		for (int i = 0; i < RACERS; i++) {
 			if (r[i].rc == GW_SUCCESS) {
