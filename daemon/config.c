@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "log.h"
 
 enum kind { K_STR, K_INT, K_URL, K_BOOL };
 
@@ -163,7 +164,7 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 		yaml_node_t *kn = yaml_document_get_node(doc, pr->key);
 		yaml_node_t *vn = yaml_document_get_node(doc, pr->value);
 		unsigned long line = kn->start_mark.line + 1;
-		char name[128];
+		char name[128], shown[128]; /* shown: name escaped for the error's one line */
 		const struct key *k;
 
 		if (kn->type != YAML_SCALAR_NODE)
@@ -176,15 +177,19 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 				known |= strncmp(keys[i].name, name, strlen(name)) == 0 &&
 				         keys[i].name[strlen(name)] == '.';
-			if (!known)
+			if (!known) {
+				log_escape(shown, sizeof(shown), name);
 				return fail(err, errlen, "%s:%lu: %s: unknown section", file, line,
-				            name);
+				            shown);
+			}
 			if (load_mapping(c, doc, vn, name, file, err, errlen) < 0)
 				return -1;
 			continue;
 		}
-		if (!k)
-			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, name);
+		if (!k) {
+			log_escape(shown, sizeof(shown), name);
+			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, shown);
+		}
 		if (vn->type != YAML_SCALAR_NODE)
 			return fail(err, errlen, "%s:%lu: %s: expected %s", file, line, name,
 			            k->kind == K_INT ? "an integer" : "a string");
@@ -476,9 +481,13 @@ int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)
 
 	/* glibc silently treats an unknown zone as UTC: check the zoneinfo file. */
 	snprintf(zone, sizeof(zone), "/usr/share/zoneinfo/%s", c->timezone);
-	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode))
+	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode)) {
+		char shown[sizeof(c->timezone)];
+
+		log_escape(shown, sizeof(shown), c->timezone);
 		return fail(err, errlen, "%s: billing.timezone: unknown IANA timezone '%s'",
-		            c->path, c->timezone);
+		            c->path, shown);
+	}
 	setenv("TZ", c->timezone, 1);
 	tzset();
 	return 0;

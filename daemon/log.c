@@ -77,6 +77,25 @@ static size_t unit(const unsigned char *v, char out[5], size_t *outlen)
 	return n;
 }
 
+void log_escape(char *dst, size_t n, const char *src)
+{
+	const unsigned char *u = (const unsigned char *)src;
+	size_t at = 0, len;
+	char out[5];
+
+	while (*u) {
+		size_t used = unit(u, out, &len);
+
+		if (at + len + 1 > n)
+			break;
+		memcpy(dst + at, out, len);
+		at += len;
+		u += used;
+	}
+	if (n)
+		dst[at] = '\0';
+}
+
 /* Writes v into buf[at..len) as a logfmt value, quoted when it is empty or
  * holds a space, '=' or anything escaped; a value that does not fit is cut
  * between units, never inside an escape, and keeps its closing quote. */

@@ -226,6 +226,10 @@ static void test_unknown_key(void **state)
 	expect_error(yaml_with("  timeout: 5\n", ""),
 	             "billing.yaml:5: gateway.timeout: unknown key");
 	expect_error(yaml_with("", "colour: blue\n"), "billing.yaml:8: colour: unknown key");
+	expect_error(yaml_with("", "\"col\\nour\": blue\n"),
+	             "billing.yaml:8: col\\nour: unknown key");
+	expect_error(yaml_with("", "\"sec\\r\":\n  a: 1\n"),
+	             "billing.yaml:8: sec\\r: unknown section");
 	expect_error(yaml_with("", "logging:\n  level: 1\n"), "logging: unknown section");
 }
 
@@ -248,6 +252,9 @@ static void test_wrong_type(void **state)
 	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
 	expect_error(yaml_with("", "billing:\n  timezone: Mars/Olympus\n"),
 	             "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
+	/* echoed on one line, escaped */
+	expect_error(yaml_with("", "billing:\n  timezone: \"Mars/\\nOlympus\\e[2J\"\n"),
+	             "billing.timezone: unknown IANA timezone 'Mars/\\nOlympus\\x1b[2J'");
 }
 
 static void test_missing_required(void **state)

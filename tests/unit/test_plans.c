@@ -163,8 +163,8 @@ static void test_bad_values(void **state)
 	expect_error("basic.yaml",
 	             "code: basic\nname: \"Two\\nlines\"\namount: 1500\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "2: name: must be one line of 1 to 127 bytes, got the quoted string \"Two\n"
-	             "lines\"");
+	             "2: name: must be one line of 1 to 127 bytes, got the quoted string "
+	             "\"Two\\nlines\"");
 }
 
 static void test_bad_retry(void **state)
@@ -234,6 +234,20 @@ static void test_wrong_types(void **state)
 	snprintf(text, sizeof(text), "%scycles:\n  count: 12\n", GOOD);
 	expect_error("basic.yaml", text,
 	             "8: cycles: must be a positive integer (number of payments), got a mapping");
+	/* the value echoed is one line, whatever it holds (found by fuzz_plans) */
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: month\n\n  weekly\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got 'month\\nweekly'");
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: \"mo\\r\\x1b[2J\\\"\"\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got the quoted string "
+	             "\"mo\\r\\x1b[2J\\\"\"");
+	snprintf(text, sizeof(text), "%s\"cy\\ncles\": 1\n", GOOD);
+	expect_error("basic.yaml", text,
+	             "7: cy\\ncles: unknown key (expected code, name, amount, currency, interval, "
+	             "interval_count, trial_days, cycles, retry)");
 	expect_error("basic.yaml", "- code: basic\n- name: Basic\n",
 	             "1: plan: expected a mapping of keys (code, name, amount, ...)");
 }
