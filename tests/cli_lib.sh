@@ -5,9 +5,8 @@
 # URL, KEY, MCH; `cleanup` stops and removes what it started.
 KEY=TESTKEY0123456789abcdef
 MCH=10000701
-n=0
-failed=0
 GWPID=
+. tests/tap.sh
 
 cleanup() {
 	[ -n "$GWPID" ] && kill "$GWPID" 2>/dev/null
@@ -16,28 +15,6 @@ cleanup() {
 	rm -rf "$T"
 }
 
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err"
-	[ -s "$T/out" ] && head -n 20 "$T/out" | sed 's/^/#   stdout: /'
-}
-# skip DESCRIPTION REASON: a TAP skip (counted as passed).
-skip() {
-	n=$((n + 1))
-	echo "ok $n - $1 # SKIP $2"
-}
-# check DESCRIPTION COMMAND...: the command's status decides.
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
 # bc ARGS...: billctl with the test configuration ($CONF, default
 # $T/billing.yaml); stdout in $T/out, stderr in $T/err, exit status in $rc.
 bc() {
@@ -85,6 +62,21 @@ enrolment:
   failure_url: https://shop.example/sorry
 plans_dir: $PWD/plans
 EOC
+}
+
+# setup_world: the fake gateway, a fresh database, the merchant key and
+# $T/billing.yaml, then the schema and the plans; 1 with a TAP line if any
+# part fails.
+setup_world() {
+	start_fakegw || { not_ok "fakegw did not start"; return 1; }
+	fresh_db || { not_ok "createdb $DBNAME"; return 1; }
+	printf '%s\n' "$KEY" >"$T/merchant.key"
+	chmod 600 "$T/merchant.key"
+	write_config "$T/billing.yaml" "$URL" "$T/merchant.key"
+	bc migrate
+	check "billctl migrate applies the schema" [ $rc -eq 0 ]
+	bc plans sync
+	check "billctl plans sync loads plans/" [ $rc -eq 0 ]
 }
 
 # enrol ID CARD: enrols, plays the customer on the hosted page, checks the

@@ -13,14 +13,7 @@ DBNAME=t_books
 . tests/cli_lib.sh
 trap cleanup EXIT INT TERM
 
-start_fakegw || { echo "not ok 1 - fakegw did not start"; exit 1; }
-fresh_db || { echo "not ok 1 - createdb $DBNAME"; exit 1; }
-printf '%s\n' "$KEY" >"$T/merchant.key"
-chmod 600 "$T/merchant.key"
-write_config "$T/billing.yaml" "$URL" "$T/merchant.key"
-bc migrate
-check "billctl migrate applies the schema" [ $rc -eq 0 ]
-bc plans sync
+setup_world || exit 1
 if enrol c1 4501161234567214 && enrol c2 4501169999990044 && enrol c3 4501161234567214; then
 	ok "c1, c2, c3 enrol through the hosted page"
 else

@@ -9,22 +9,10 @@ T=$(mktemp -d)
 BC=$(realpath "$B/billctl")
 BD=$(realpath "$B/billingd")
 VERSION=$(cat VERSION)
-n=0
-failed=0
 trap 'rm -rf "$T"' EXIT INT TERM
 export BILLING_CONFIG="$T/none.yaml"
 
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err"
-	[ -s "$T/out" ] && head -n 20 "$T/out" | sed 's/^/#   stdout: /'
-}
+. tests/tap.sh
 # helps DESCRIPTION PATTERN COMMAND...: exit 0, PATTERN on stdout, stderr empty.
 helps() {
 	d=$1

@@ -9,26 +9,9 @@ set -u
 B=${B:-build}
 T=$(mktemp -d)
 R=$T/root
-n=0
-failed=0
 trap 'rm -rf "$T"' EXIT INT TERM
 
-ok() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-not_ok() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err"
-	[ -s "$T/out" ] && head -n 20 "$T/out" | sed 's/^/#   stdout: /'
-}
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
+. tests/tap.sh
 
 # The outer make's jobserver is not ours; the sanitizer build installs itself.
 san=
