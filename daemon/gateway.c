@@ -435,7 +435,7 @@ static enum gw_reason fail_reason(const char *msg)
 	static const char *const auth[] = {"sign error", "mchId error", NULL};
 	static const char *const busy[] = {"busy", NULL};
 	static const char *const not_bound[] = {"bind", "bound", NULL};
-	static const char *const invalid[] = {"duplicate", "missing", "invalid", NULL};
+	static const char *const invalid[] = {"missing", "invalid", NULL};
 
 	if (says(msg, auth))
 		return GW_R_AUTH;
@@ -458,10 +458,31 @@ static int isbinding_unanswered(const struct gw_result *res)
 	return res->reason == GW_R_BUSY || res->reason == GW_R_AUTH || says(res->ret_msg, later);
 }
 
+/* A refusal saying that our order (or refund) number is taken: the
+ * gateway already has an order under it. */
+static int says_number_taken(const char *msg)
+{
+	static const char *const taken[] = {"duplicate", "already exist", "already used", NULL};
+
+	return says(msg, taken);
+}
+
 static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_result *res)
 {
 	const char *msg = res->ret_msg;
+	const char *our_no = req->call == GW_REFUND || req->call == GW_VOID ? req->mch_refund_no
+	                     : req->call == GW_PURCHASE || req->call == GW_PURCHASE_TOKEN
+	                         ? req->mch_order_no
+	                         : NULL;
 
+	/* Our numbers are derived from our records, so after a restore one is
+	 * sent again: its refusal is evidence of an order (maybe paid), never a
+	 * decline. */
+	if (our_no && says_number_taken(msg))
+		return gw_unknown(res,
+		                  "the gateway already has an order %s (%s): resolve with "
+		                  "cc_query",
+		                  our_no, msg);
 	res->reason = fail_reason(msg);
 
 	/* A query FAIL proves absence only when it says so; anything else

@@ -57,7 +57,7 @@ enum gw_reason {
 	GW_R_NOT_BOUND, /* the customer has no card bound */
 	GW_R_BUSY,      /* the gateway was busy: not processed */
 	GW_R_AUTH,      /* our signature or merchant id was refused: not processed */
-	GW_R_INVALID,   /* the gateway refused the request itself (duplicate, missing field) */
+	GW_R_INVALID,   /* the gateway refused the request itself (a missing field) */
 	GW_R_NOT_FOUND  /* no such order */
 };
 

@@ -367,6 +367,45 @@ static void test_unknown_resolved_first(void **state)
 	env_stop(e);
 }
 
+/* After a database restore our next order number was already sent: the
+ * gateway refuses it as a duplicate. That proves an order exists, so the
+ * charge is unknown (no dunning step), and cc_query finds it paid: the
+ * period is paid once, and nothing is charged again. */
+static void test_duplicate_refusal_is_unknown(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00"), sub, period;
+	char q[160], order_no[64];
+	struct gw_request req = {.call = GW_PURCHASE_TOKEN, .customer_id = "d1", .amount = 6450};
+	struct gw_result res;
+
+	(void)state;
+	env_start(e, "sched_duplicate", NULL, 2000);
+	ts_enrol(e->db, e->gw, "d1", NULL);
+	sub = ts_subscribe(e->db, "d1", "weekly", start);
+	snprintf(q, sizeof(q), "SELECT period FROM subscriptions WHERE id = %ld", sub);
+	period = ts_db_long(e->db, q);
+	snprintf(order_no, sizeof(order_no), "T%ld-%ld-1", sub, period);
+	/* the order the lost commit had sent */
+	req.mch_order_no = order_no;
+	assert_int_equal(gw_call(e->gw, &req, &res), GW_SUCCESS);
+
+	pass(e, start);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'unknown'"),
+	                 1);
+	assert_int_equal(ts_db_long(e->db, "SELECT attempts FROM subscriptions"), 0);
+	pass(e, start + HOUR);
+	assert_int_equal(
+	    ts_db_long(e->db,
+	               "SELECT count(*) FROM charges WHERE state = 'succeeded' AND attempt = 1"),
+	    1);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges"), 1);
+	assert_int_equal(ts_db_long(e->db, q), period + 1);
+	assert_int_equal(fake_requests(e, "cc_purchasewithtoken"), 2);
+	verify(e, start + HOUR);
+	env_stop(e);
+}
+
 /* billctl charge: once the attempt is claimed the request may be on the
  * wire, so an error after that (here the recorder cannot reach the
  * database) is an unknown outcome, never "nothing was sent". */
@@ -411,6 +450,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_dunning, teardown),
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
+	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_charge_now_error_after_claim_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_year_clean, teardown),
 	    cmocka_unit_test_teardown(test_year_with_faults, teardown),

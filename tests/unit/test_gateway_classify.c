@@ -90,6 +90,15 @@ static const struct case_ cases[] = {
     {GW_VOID, 200, OK(ORDER("3")), GW_SUCCESS, NULL},
     {GW_VOID, 200, "{\"retCode\":\"SUCCESS\"}", GW_UNKNOWN, "order"},
     {GW_VOID, 200, FAIL("already voided"), GW_FAIL, NULL},
+    /* a refusal that says our number is taken proves an order exists: a
+     * restored database sends a number again, and it was maybe paid */
+    {GW_PURCHASE_TOKEN, 200, FAIL("duplicate mchOrderNo"), GW_UNKNOWN, "already has"},
+    {GW_PURCHASE_TOKEN, 200, FAIL("Order already exists"), GW_UNKNOWN, "already has"},
+    {GW_PURCHASE_TOKEN, 200, FAIL("mchOrderNo already used"), GW_UNKNOWN, "already has"},
+    {GW_PURCHASE, 200, FAIL("duplicate mchOrderNo"), GW_UNKNOWN, "already has"},
+    {GW_REFUND, 200, FAIL("duplicate mchRefundNo"), GW_UNKNOWN, "already has"},
+    {GW_VOID, 200, FAIL("duplicate mchRefundNo"), GW_UNKNOWN, "already has"},
+    {GW_PURCHASE_TOKEN, 200, FAIL("missing field amount"), GW_FAIL, NULL},
 };
 
 static void test_classification_table(void **state)
@@ -97,7 +106,8 @@ static void test_classification_table(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct case_ *c = &cases[i];
-		struct gw_request req = {.call = c->call, .mch_order_no = "o1", .amount = 100};
+		struct gw_request req = {
+		    .call = c->call, .mch_order_no = "o1", .mch_refund_no = "r1", .amount = 100};
 		struct gw_result res;
 		enum gw_outcome o;
 
