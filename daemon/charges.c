@@ -222,18 +222,20 @@ void charges_outcomes_free(struct charges_outcomes *o)
 	o->n = 0;
 }
 
-/* Any kind of charge: a payment is recorded wherever its mchOrderNo is ours. */
+/* Payment links only: a subscription's charge moves its subscription
+ * when recorded, which the scheduler's recorder does. */
 static const char SQL_PAID[] =
     "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
     "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
     "       lease_expires_at = NULL, ret_msg = coalesce($7, ret_msg)"
     " WHERE mch_order_no = $1 AND state IN " OPEN_STATES " AND amount_cents = $6::bigint"
-    " RETURNING id";
+    "   AND kind = 'one_off' RETURNING id";
 
 /* Why SQL_PAID matched nothing. */
-enum { WHY_SAME, WHY_AMOUNT };
+enum { WHY_SAME, WHY_AMOUNT, WHY_LINK };
 static const char SQL_PAID_WHY_NOT[] =
-    "SELECT state = 'succeeded' AND pay_order_id = $2, amount_cents = $3::bigint"
+    "SELECT state = 'succeeded' AND pay_order_id = $2, amount_cents = $3::bigint,"
+    "       kind = 'one_off'"
     "  FROM charges WHERE mch_order_no = $1";
 
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
@@ -256,6 +258,7 @@ enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
 	if (!r)
 		return CHARGES_PAID_ERROR;
 	rc = PQntuples(r) == 0                            ? CHARGES_PAID_UNKNOWN
+	     : strcmp(db_str(r, 0, WHY_LINK), "t") != 0   ? CHARGES_PAID_NOT_LINK
 	     : strcmp(db_str(r, 0, WHY_SAME), "t") == 0   ? CHARGES_PAID_ALREADY
 	     : strcmp(db_str(r, 0, WHY_AMOUNT), "t") != 0 ? CHARGES_PAID_MISMATCH
 	                                                  : CHARGES_PAID_CONFLICT;

@@ -113,9 +113,10 @@ enum charges_paid {
 	CHARGES_PAID_UNKNOWN,    /* no charge with this mchOrderNo */
 	CHARGES_PAID_MISMATCH,   /* the amount differs from the charge's */
 	CHARGES_PAID_CONFLICT,   /* failed, or succeeded with another payOrderId */
-	CHARGES_PAID_DUPLICATE   /* this payOrderId is another charge's */
+	CHARGES_PAID_DUPLICATE,  /* this payOrderId is another charge's */
+	CHARGES_PAID_NOT_LINK    /* a subscription's charge: the scheduler records it */
 };
-/* Marks the open charge mch_order_no (any kind) succeeded with pm. */
+/* Marks the open payment link mch_order_no succeeded with pm. */
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
                                     const struct charges_payment *pm, char *err, size_t errlen);
 

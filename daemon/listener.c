@@ -288,6 +288,15 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
 	rc = db_pool_run(l->pool, record_notify, &n, err, sizeof(err));
+	if (rc == CHARGES_PAID_NOT_LINK) {
+		/* recorded with its subscription's move by the scheduler, which
+		 * resolves it with cc_query: nothing to send again */
+		log_event("warn", "notify_not_link", "mch_order_no", n.mch_order_no, "pay_order_id",
+		          n.pay_order_id, "detail",
+		          "a subscription's charge: left to the scheduler", (char *)NULL);
+		gw_fields_free(&f);
+		return answer(con, 1);
+	}
 	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
 		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",

@@ -514,6 +514,45 @@ static void test_notify_records_once(void **state)
 	    one("SELECT pay_order_id FROM charges WHERE mch_order_no = $1", "T-nt-1"), "PO-1001");
 }
 
+/* A subscription's charge advances its subscription when recorded, which
+ * only the scheduler does: a signed notify for one is answered (there is
+ * nothing for the gateway to send again) and changes nothing; the
+ * scheduler's cc_query settles it. */
+static void test_notify_for_subscription_charge_changes_nothing(void **state)
+{
+	struct msg m;
+	char *body;
+	long audits;
+
+	(void)state;
+	new_customer("nt_sub");
+	sql(db,
+	    "WITH p AS (INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
+	    "                              interval_count, checksum)"
+	    "           VALUES ('nt_sub', 1, 'Sub', 1500, 'CAD', 'month', 1, 'x') RETURNING id),"
+	    " s AS (INSERT INTO subscriptions (customer_id, plan_id, state, anchor)"
+	    "       SELECT $1, p.id, 'active', now() FROM p RETURNING id, plan_id)"
+	    " INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt,"
+	    "                      customer_id, plan_id, amount_cents)"
+	    " SELECT 'T-nt-sub', 'subscription', s.id, 0, 1, $1, s.plan_id, 1500 FROM s",
+	    1, "nt_sub");
+	audits = audit_rows("nt_sub");
+	notify_msg(&m, TS_KEY, TS_MCH_ID, "T-nt-sub", "PO-2001", "1500");
+	body = msg_json(&m, NULL);
+	expect_notify(body, "SUCCESS");
+	free(body);
+	assert_string_equal(one("SELECT state || ' ' || coalesce(pay_order_id, '-') FROM charges "
+	                        "WHERE mch_order_no = $1",
+	                        "T-nt-sub"),
+	                    "pending -");
+	assert_string_equal(one("SELECT count(*) FROM audit_log WHERE entity = 'charges' AND "
+	                        "entity_id = (SELECT id::text FROM charges WHERE mch_order_no = $1)"
+	                        " AND new_state <> 'pending'",
+	                        "T-nt-sub"),
+	                    "0");
+	assert_int_equal(audit_rows("nt_sub"), audits);
+}
+
 static void test_notify_rejects_and_changes_nothing(void **state)
 {
 	struct msg m;
@@ -1314,6 +1353,7 @@ int main(void)
 	    cmocka_unit_test(test_return_rejects_forged_truncated_unsigned),
 	    cmocka_unit_test(test_notify_records_once),
 	    cmocka_unit_test(test_notify_rejects_and_changes_nothing),
+	    cmocka_unit_test(test_notify_for_subscription_charge_changes_nothing),
 	    cmocka_unit_test(test_notify_from_the_gateway),
 	    cmocka_unit_test(test_enrolment_end_to_end),
 	    cmocka_unit_test(test_enrolment_return_url_with_query),
@@ -1326,5 +1366,7 @@ int main(void)
 	    cmocka_unit_test(test_metrics),
 	};
 
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
