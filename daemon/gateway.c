@@ -115,14 +115,33 @@ int gw_order_paid(const struct gw_order *o)
 	return gw_status_state(o->status) == GW_ORDER_PAID;
 }
 
-/* Copies text made for one log line: control characters become spaces. */
+static int utf8_len(const unsigned char *p);
+
+/* Copies text made for one line of the log and of the database: control
+ * characters become spaces, bytes that are not UTF-8 (a Latin-1 retMsg)
+ * '?', and a character that does not fit is left out whole. */
 void gw_copy_line(char *dst, size_t n, const char *src)
 {
+	const unsigned char *p = (const unsigned char *)(src ? src : "");
 	size_t i = 0;
 
-	for (; src && src[i] && i + 1 < n; i++)
-		dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? ' ' : src[i];
-	dst[i] = '\0';
+	while (*p) {
+		int len = utf8_len(p);
+
+		if (i + (size_t)(len ? len : 1) >= n)
+			break;
+		if (!len)
+			dst[i++] = '?';
+		else if (*p < 0x20 || *p == 0x7f)
+			dst[i++] = ' ';
+		else {
+			memcpy(dst + i, p, (size_t)len);
+			i += (size_t)len;
+		}
+		p += len ? len : 1;
+	}
+	if (n)
+		dst[i] = '\0';
 }
 
 static void vdetailf(char *detail, size_t n, const char *fmt, va_list ap)

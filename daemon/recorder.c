@@ -278,14 +278,16 @@ static int write_batch(PGconn *db, struct batch *b, int64_t now, char *err, size
 /* Records jobs[0..n) in one transaction; reports them once committed.
  * Jobs whose lease this process lost are dropped: their new owner resolves
  * them with cc_query. On failure nothing is written and the charges stay
- * pending until their lease ends. Frees the jobs. */
-static int record(struct recorder *rec, struct rec_job **jobs, int n, struct sched_stats *st,
-                  char *err, size_t errlen)
+ * pending until their lease ends. */
+static int record_batch(struct recorder *rec, struct rec_job **jobs, int n, struct sched_stats *st,
+                        char *err, size_t errlen)
 {
 	struct db_arr ids = {0};
 	struct batch b = {.rec = rec, .jobs = jobs, .njobs = n};
 	int rc = -1;
 
+	for (int i = 0; i < n; i++)
+		jobs[i]->recorded = 0;
 	if (db_is_down(rec->db)) {
 		PQfinish(rec->db);
 		rec->db = db_connect(rec->cfg->database_url, rec->owner, err, errlen);
@@ -313,6 +315,34 @@ rollback:
 out:
 	batch_free(&b);
 	db_arr_free(&ids);
+	return rc;
+}
+
+/* Records jobs[0..n) as one batch, or, when the database refuses the
+ * batch, each alone: one bad row must not lose the others' outcomes.
+ * A job that cannot be recorded stays open (pending) for cc_query, so it
+ * is never sent again. Frees the jobs. */
+static int record(struct recorder *rec, struct rec_job **jobs, int n, struct sched_stats *st,
+                  char *err, size_t errlen)
+{
+	int rc = record_batch(rec, jobs, n, st, err, errlen);
+
+	if (rc < 0 && n > 1 && !db_is_down(rec->db)) {
+		char one[512];
+
+		log_event("warn", "record", "detail",
+		          "batch refused: recording its outcomes one by one", "error", err,
+		          (char *)NULL);
+		rc = 0;
+		for (int i = 0; i < n; i++)
+			if (record_batch(rec, &jobs[i], 1, st, one, sizeof(one)) < 0) {
+				if (rc == 0)
+					snprintf(err, errlen, "%s", one);
+				rc = -1;
+				log_event("error", "record", "mch_order_no", jobs[i]->mch_order_no,
+				          "error", one, (char *)NULL);
+			}
+	}
 	for (int i = 0; i < n; i++)
 		free(jobs[i]);
 	return rc;

@@ -406,6 +406,46 @@ static void test_duplicate_refusal_is_unknown(void **state)
 	env_stop(e);
 }
 
+/* One outcome the database refuses (here a trigger standing for any bad
+ * row) does not take its batch down: the others are recorded, and the bad
+ * one stays open for cc_query, never sent again. The trigger slows every
+ * other write so that the outcomes queue up into one batch. */
+static void test_bad_row_recorded_alone(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00");
+	char id[16], err[512];
+
+	(void)state;
+	env_start(e, "sched_bad_row", NULL, 2000);
+	for (int i = 0; i < 6; i++) {
+		snprintf(id, sizeof(id), "b%d", i);
+		ts_enrol(e->db, e->gw, id, NULL);
+		ts_subscribe(e->db, id, "weekly", start + i);
+	}
+	ts_db_long(e->db, "CREATE FUNCTION t_bad_row() RETURNS trigger LANGUAGE plpgsql AS $$"
+	                  " BEGIN IF NEW.customer_id = 'b5' THEN"
+	                  "   RAISE EXCEPTION 'bad row'; END IF;"
+	                  " PERFORM pg_sleep(0.1); RETURN NEW; END $$");
+	ts_db_long(e->db, "CREATE TRIGGER t_bad_row BEFORE UPDATE OF state ON charges FOR EACH ROW"
+	                  " WHEN (NEW.state <> 'pending') EXECUTE FUNCTION t_bad_row()");
+	/* the pass reports the row it could not record */
+	assert_int_equal(sched_pass(e->s, start + 10, NULL, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "bad row"));
+	assert_int_equal(
+	    ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"), 5);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'pending'"
+	                                   " AND customer_id = 'b5'"),
+	                 1);
+	/* once the database takes it, cc_query settles it: charged once */
+	ts_db_long(e->db, "DROP TRIGGER t_bad_row ON charges");
+	ts_db_long(e->db, "UPDATE charges SET lease_expires_at = now() WHERE state = 'pending'");
+	pass(e, start + HOUR);
+	assert_int_equal(fake_requests(e, "cc_purchasewithtoken"), 6);
+	verify(e, start + HOUR);
+	env_stop(e);
+}
+
 /* billctl charge: once the attempt is claimed the request may be on the
  * wire, so an error after that (here the recorder cannot reach the
  * database) is an unknown outcome, never "nothing was sent". */
@@ -451,6 +491,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
+	    cmocka_unit_test_teardown(test_bad_row_recorded_alone, teardown),
 	    cmocka_unit_test_teardown(test_charge_now_error_after_claim_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_year_clean, teardown),
 	    cmocka_unit_test_teardown(test_year_with_faults, teardown),

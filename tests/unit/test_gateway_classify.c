@@ -165,6 +165,47 @@ static void test_ret_msg_one_line(void **state)
 	assert_string_equal(res.ret_msg, "card declined ");
 }
 
+/* Whatever bytes the gateway sends, what we keep of its text is valid UTF-8
+ * (the database refuses anything else, and with it a whole batch). */
+static int valid_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 4;
+
+		if (*p >= 0x80 && (*p < 0xc2 || *p > 0xf4))
+			return 0;
+		for (int i = 1; i < n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+		p += n;
+	}
+	return 1;
+}
+
+static void test_gateway_text_made_utf8(void **state)
+{
+	const char *latin1 = "{\"retCode\":\"FAIL\",\"retMsg\":\"carte refus\xe9"
+	                     "e\"}";
+	const char *order = "{\"retCode\":\"SUCCESS\",\"retMsg\":\"ok\",\"order\":{"
+	                    "\"payOrderId\":\"P\xff\",\"transId\":\"T\xc3\",\"status\":2}}";
+	struct gw_request req = {.call = GW_PURCHASE_TOKEN};
+	struct gw_result res;
+	char body[600];
+
+	(void)state;
+	assert_int_equal(gw_classify(&req, 200, latin1, strlen(latin1), &res), GW_FAIL);
+	assert_string_equal(res.ret_msg, "carte refus?e");
+	assert_int_equal(gw_classify(&req, 200, order, strlen(order), &res), GW_SUCCESS);
+	assert_true(valid_utf8(res.order.pay_order_id) && valid_utf8(res.order.trans_id));
+	/* cut to fit: never in the middle of a character */
+	snprintf(body, sizeof(body), "{\"retCode\":\"FAIL\",\"retMsg\":\"%0254d\xc3\xa9\"}", 0);
+	assert_int_equal(gw_classify(&req, 200, body, strlen(body), &res), GW_FAIL);
+	assert_true(valid_utf8(res.ret_msg));
+	assert_int_equal(strlen(res.ret_msg), 254);
+}
+
 /* A loopback port that refuses connections (bound, not listening) for as
  * long as the socket stays open. */
 static int refusing_port(int *fd)
@@ -361,6 +402,7 @@ int main(void)
 	    cmocka_unit_test(test_classification_table),
 	    cmocka_unit_test(test_order_fields),
 	    cmocka_unit_test(test_ret_msg_one_line),
+	    cmocka_unit_test(test_gateway_text_made_utf8),
 	    cmocka_unit_test(test_refused_before_sending),
 	    cmocka_unit_test(test_multi_refusal_queues_nothing),
 	    cmocka_unit_test(test_client_config_checked),
