@@ -101,12 +101,19 @@ int customers_get(PGconn *c, const char *id, struct customer *out, char *err, si
 	return 0;
 }
 
-/* cfg->return_url with customerId=<id> appended (ids need no escaping). */
-static int return_url_for(const struct cfg *cfg, const char *id, char *out, size_t len, char *err,
-                          size_t errlen)
+/* Our own pair in the returnUrl: the enrolment's token (not signed by the
+ * gateway, which appends its signed fields). */
+#define TOKEN_KEY "enrolment="
+#define TOKEN_LEN 32 /* hex digits */
+
+/* cfg->return_url with customerId=<id> and the enrolment's token appended
+ * (ids and tokens need no escaping). */
+static int return_url_for(const struct cfg *cfg, const char *id, const char *token, char *out,
+                          size_t len, char *err, size_t errlen)
 {
 	const char *sep = strchr(cfg->return_url, '?') ? "&" : "?";
-	int n = snprintf(out, len, "%s%scustomerId=%s", cfg->return_url, sep, id);
+	int n = snprintf(out, len, "%s%scustomerId=%s&" TOKEN_KEY "%s", cfg->return_url, sep, id,
+	                 token);
 
 	if (cfg->return_url[0] == '\0') {
 		snprintf(err, errlen, "enrolment.return_url is not set");
@@ -122,30 +129,41 @@ static int return_url_for(const struct cfg *cfg, const char *id, char *out, size
 	return 0;
 }
 
-/* Makes id a pending enrolment: 1 when done, 0 when the customer is bound,
- * -1 on error. Not INSERT ... ON CONFLICT: its BEFORE INSERT trigger would
- * audit an insert that did not happen. */
+/* Makes id a pending enrolment with a new token (into token): 1 when done,
+ * 0 when the customer is bound, -1 on error. Not INSERT ... ON CONFLICT:
+ * its BEFORE INSERT trigger would audit an insert that did not happen. */
 static int make_pending(PGconn *c, const char *id, const char *email, const char *name,
-                        int64_t expires, int64_t check, char *err, size_t errlen)
+                        int64_t expires, int64_t check, char token[TOKEN_LEN + 1], char *err,
+                        size_t errlen)
 {
+#define NEW_TOKEN "replace(gen_random_uuid()::text, '-', '')"
 	static const char *const sql[2] = {
 	    "UPDATE customers SET email = coalesce(nullif($2, ''), email), "
 	    "name = coalesce(nullif($3, ''), name), state = 'pending', "
 	    "enrol_expires_at = to_timestamp($4), next_check_at = to_timestamp($5), "
-	    "checks_done = 0 WHERE customer_id = $1 AND state <> 'bound' RETURNING 1",
+	    "checks_done = 0, enrol_token = " NEW_TOKEN " WHERE customer_id = $1 "
+	    "AND state <> 'bound' RETURNING enrol_token",
 	    "INSERT INTO customers (customer_id, email, name, state, enrol_expires_at, "
-	    "next_check_at) SELECT $1::text, nullif($2, ''), nullif($3, ''), 'pending', "
-	    "to_timestamp($4), to_timestamp($5) "
-	    "WHERE NOT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1::text) RETURNING 1"};
-	int tries, i, done;
+	    "next_check_at, enrol_token) SELECT $1::text, nullif($2, ''), nullif($3, ''), "
+	    "'pending', to_timestamp($4), to_timestamp($5), " NEW_TOKEN
+	    " WHERE NOT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1::text)"
+	    " RETURNING enrol_token"};
+#undef NEW_TOKEN
+	int tries, i;
 
 	/* A second try when a concurrent enrolment inserted the same id. */
 	for (tries = 0; tries < 2; tries++) {
 		for (i = 0; i < 2; i++) {
-			done = db_count(c, err, errlen, sql[i], DB_S(id), DB_S(email), DB_S(name),
-			                DB_I(expires), DB_I(check));
-			if (done < 0)
+			PGresult *r = db_get(c, err, errlen, sql[i], DB_S(id), DB_S(email),
+			                     DB_S(name), DB_I(expires), DB_I(check));
+			int done;
+
+			if (!r)
 				break;
+			done = PQntuples(r) > 0;
+			if (done)
+				snprintf(token, TOKEN_LEN + 1, "%s", db_str(r, 0, 0));
+			PQclear(r);
 			if (done)
 				return 1;
 		}
@@ -161,14 +179,17 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
                     const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
                     char *err, size_t errlen)
 {
-	char ret_url[201];
+	char ret_url[201], token[TOKEN_LEN + 1];
 	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
 	struct gw_result res;
 	struct customer cur;
 	int rc;
 
+	/* checked with a token's length before anything is written */
+	memset(token, '0', TOKEN_LEN);
+	token[TOKEN_LEN] = '\0';
 	if (valid_id(id, err, errlen) < 0 ||
-	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
+	    return_url_for(cfg, id, token, ret_url, sizeof(ret_url), err, errlen) < 0)
 		return -1;
 	email = email ? email : "";
 	name = name ? name : "";
@@ -178,8 +199,9 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 		return -1;
 	}
 	rc = make_pending(c, id, email, name, now + (int64_t)cfg->enrolment_expiry_hours * 3600,
-	                  now + FOLLOW_UP_SECONDS, err, errlen);
-	if (rc < 0)
+	                  now + FOLLOW_UP_SECONDS, token, err, errlen);
+	if (rc < 0 ||
+	    (rc > 0 && return_url_for(cfg, id, token, ret_url, sizeof(ret_url), err, errlen) < 0))
 		return -1;
 	if (rc == 0) {
 		if (customers_get(c, id, &cur, err, errlen) == 0)
@@ -271,27 +293,50 @@ static enum customers_outcome update_one(PGconn *c, const char *sql, const struc
 	return CUSTOMERS_UNKNOWN;
 }
 
-enum customers_outcome customers_record_return(PGconn *c, const char *id, int success,
-                                               const char *card, const char *type,
+void customers_return_token(const char *query, char *token, size_t tlen, char *rest, size_t rlen)
+{
+	size_t at = 0;
+
+	token[0] = rest[0] = '\0';
+	while (*query) {
+		size_t k = strcspn(query, "&?");
+
+		if (k > strlen(TOKEN_KEY) && strncmp(query, TOKEN_KEY, strlen(TOKEN_KEY)) == 0)
+			snprintf(token, tlen, "%.*s", (int)(k - strlen(TOKEN_KEY)),
+			         query + strlen(TOKEN_KEY));
+		else if (at + k + 2 <= rlen) {
+			if (at)
+				rest[at++] = '&';
+			memcpy(rest + at, query, k);
+			rest[at += k] = '\0';
+		}
+		query += k + (query[k] != '\0');
+	}
+}
+
+enum customers_outcome customers_record_return(PGconn *c, const char *id, const char *token,
+                                               int success, const char *card, const char *type,
                                                const char *expiry, char *err, size_t errlen)
 {
+	/* A failure leaves the token: the customer may try again on the same
+	 * page. */
 	if (!success)
 		return update_one(c,
 		                  "UPDATE customers SET state = 'failed' "
-		                  "WHERE customer_id = $1 AND state = 'pending' RETURNING 1",
-		                  DB_PARAMS(DB_S(id)), err, errlen);
+		                  "WHERE customer_id = $1 AND state = 'pending' "
+		                  "AND enrol_token = $2 RETURNING 1",
+		                  DB_PARAMS(DB_S(id), DB_S(token)), err, errlen);
 	if (valid_card(card, type, expiry, err, errlen) < 0)
 		return CUSTOMERS_INVALID;
-	/* The condition makes a replay write nothing (no audit row, same
-	 * updated_at). */
+	/* Only the enrolment's own return binds, once: it spends the token, so
+	 * a replay (or an older enrolment's return) writes nothing. */
 	return update_one(c,
 	                  "UPDATE customers SET state = 'bound', card_masked = $2, "
-	                  "card_type = nullif($3, ''), card_expiry = $4 "
-	                  "WHERE customer_id = $1 AND (state <> 'bound' "
-	                  "OR card_masked IS DISTINCT FROM $2 "
-	                  "OR card_type IS DISTINCT FROM nullif($3, '') "
-	                  "OR card_expiry IS DISTINCT FROM $4) RETURNING 1",
-	                  DB_PARAMS(DB_S(id), DB_S(card), DB_S(type), DB_S(expiry)), err, errlen);
+	                  "card_type = nullif($3, ''), card_expiry = $4, enrol_token = NULL "
+	                  "WHERE customer_id = $1 AND state <> 'bound' AND enrol_token = $5 "
+	                  "RETURNING 1",
+	                  DB_PARAMS(DB_S(id), DB_S(card), DB_S(type), DB_S(expiry), DB_S(token)),
+	                  err, errlen);
 }
 
 int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen)

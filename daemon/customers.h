@@ -55,12 +55,20 @@ enum customers_outcome {
 	CUSTOMERS_INVALID = 3    /* malformed card fields (err) */
 };
 
-/* The gateway's verdict on an enrolment (its signed return). Success binds
- * the card (masked number, type, MMYY expiry; an unmasked number is
- * refused); failure marks a pending enrolment failed and never undoes a
- * binding. Idempotent: a replay writes nothing. */
-enum customers_outcome customers_record_return(PGconn *c, const char *id, int success,
-                                               const char *card, const char *type,
+/* The return URL's query split: the enrolment's token (our own pair in the
+ * returnUrl, "" when absent) into token, the other pairs (the gateway's
+ * signed fields) joined with '&' into rest. */
+void customers_return_token(const char *query, char *token, size_t tlen, char *rest, size_t rlen);
+
+/* The gateway's verdict on an enrolment (its signed return), taken only
+ * with the token of the customer's current enrolment. Success binds the
+ * card (masked number, type, MMYY expiry; an unmasked number is refused)
+ * and spends the token: accepted once, never for a bound customer, so an
+ * old return can neither re-bind nor move the card back. Failure marks a
+ * pending enrolment failed and never undoes a binding. A replay, or a
+ * return of another enrolment, writes nothing (CUSTOMERS_UNCHANGED). */
+enum customers_outcome customers_record_return(PGconn *c, const char *id, const char *token,
+                                               int success, const char *card, const char *type,
                                                const char *expiry, char *err, size_t errlen);
 
 /* Sets the state (one of customers_states); -1 with err for an unknown

@@ -174,49 +174,60 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
+struct enrolment_return {
+	struct gw_return e;
+	char token[64]; /* of the enrolment it claims to end */
+};
+
 static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 {
-	const struct gw_return *e = arg;
+	const struct enrolment_return *er = arg;
+	const struct gw_return *e = &er->e;
 
-	return customers_record_return(c, e->customer_id, e->success, e->card, e->card_type,
-	                               e->expiry, err, errlen);
+	return customers_record_return(c, e->customer_id, er->token, e->success, e->card,
+	                               e->card_type, e->expiry, err, errlen);
 }
 
 static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *con,
                                     const char *path, const struct request *rq)
 {
-	char err[512];
+	char err[512], signed_part[MAX_QUERY + 1];
 	struct gw_fields f;
-	struct gw_return e;
+	struct enrolment_return er;
+	const struct gw_return *e = &er.e;
 	int rc;
 
+	if (rq->query)
+		customers_return_token(rq->query, er.token, sizeof(er.token), signed_part,
+		                       sizeof(signed_part));
 	if (!rq->query ||
-	    gw_fields_from_return(rq->query, l->cfg.return_url, &f, err, sizeof(err)) < 0) {
+	    gw_fields_from_return(signed_part, l->cfg.return_url, &f, err, sizeof(err)) < 0) {
 		log_rejected(con, path, "malformed", rq->query ? err : "no query string");
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	gw_return_read(&f, &e);
+	gw_return_read(&f, &er.e);
 	if (!gw_fields_verify(&f, l->cfg.gateway.merchant_key)) {
-		log_rejected(con, path, "bad signature", e.customer_id);
+		log_rejected(con, path, "bad signature", e->customer_id);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_FORBIDDEN, "forbidden\n");
 	}
-	if (e.success < 0) {
-		log_rejected(con, path, "bad retCode", e.result);
+	if (e->success < 0) {
+		log_rejected(con, path, "bad retCode", e->result);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = db_pool_run(l->pool, record_return, &e, err, sizeof(err));
+	rc = db_pool_run(l->pool, record_return, &er, err, sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
 	case CUSTOMERS_UNCHANGED:
-		log_event("info", "enrolment_return", "customer", e.customer_id, "result", e.result,
-		          "replay", rc == CUSTOMERS_UNCHANGED ? "yes" : "no", (char *)NULL);
+		log_event("info", "enrolment_return", "customer", e->customer_id, "result",
+		          e->result, "replay", rc == CUSTOMERS_UNCHANGED ? "yes" : "no",
+		          (char *)NULL);
 		gw_fields_free(&f);
 		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION,
-		                 e.success ? l->cfg.success_url : l->cfg.failure_url);
+		                 e->success ? l->cfg.success_url : l->cfg.failure_url);
 	case CUSTOMERS_UNKNOWN:
-		log_rejected(con, path, "unknown customer", e.customer_id);
+		log_rejected(con, path, "unknown customer", e->customer_id);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_NOT_FOUND, "unknown customer\n");
 	case CUSTOMERS_INVALID:
@@ -224,7 +235,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	default:
-		log_event("error", "enrolment_return", "customer", e.customer_id, "error", err,
+		log_event("error", "enrolment_return", "customer", e->customer_id, "error", err,
 		          (char *)NULL);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, "try again later\n");

@@ -100,8 +100,9 @@ static void test_enrol_refuses_bad_input_before_anything(void **state)
 
 static void test_enrol_pending_with_timers_and_return_url(void **state)
 {
-	char err[256], url[1024], expect[256], *loc;
+	char err[256], url[1024], expect[256], token[64], *loc;
 	struct customer c;
+	PGresult *r;
 
 	(void)state;
 	if (customers_enrol(db, gw, &cfg, "cu_1", "ann@example.com", "Ann", T_NOW, url, sizeof(url),
@@ -116,10 +117,17 @@ static void test_enrol_pending_with_timers_and_return_url(void **state)
 	assert_int_equal(c.next_check_at, T_NOW + 300);
 	assert_string_equal(c.card_masked, "");
 
-	/* the gateway sends the customer back to return_url?customerId=cu_1 */
+	/* the gateway sends the customer back to return_url?customerId=cu_1
+	 * with the enrolment's token */
+	r = db_query(db, "SELECT enrol_token FROM customers WHERE customer_id = 'cu_1'", 0, NULL,
+	             err, sizeof(err));
+	assert_non_null(r);
+	snprintf(token, sizeof(token), "%s", db_str(r, 0, 0));
+	PQclear(r);
+	assert_int_equal(strlen(token), 32);
 	loc = ts_fakegw_hosted(url, "card=4501161234567214&expiry=0728");
 	assert_non_null(loc);
-	snprintf(expect, sizeof(expect), "%s?customerId=cu_1&", cfg.return_url);
+	snprintf(expect, sizeof(expect), "%s?customerId=cu_1&enrolment=%s&", cfg.return_url, token);
 	assert_memory_equal(loc, expect, strlen(expect));
 	free(loc);
 
@@ -131,10 +139,19 @@ static void test_enrol_pending_with_timers_and_return_url(void **state)
 	assert_string_equal(c.email, "ann@example.com");
 	assert_int_equal(c.enrol_expires_at, T_NOW + 1000 + 72 * 3600);
 	assert_int_equal(audit_rows("cu_1"), 1); /* pending to pending is no change */
+	/* a new enrolment, a new token: the first page's return is not taken */
+	assert_int_equal(customers_record_return(db, "cu_1", token, 1, "450116XXXXXX7214", "V",
+	                                         "0728", err, sizeof(err)),
+	                 CUSTOMERS_UNCHANGED);
+	r = db_query(db, "SELECT enrol_token FROM customers WHERE customer_id = 'cu_1'", 0, NULL,
+	             err, sizeof(err));
+	assert_non_null(r);
+	snprintf(token, sizeof(token), "%s", db_str(r, 0, 0));
+	PQclear(r);
 
 	/* bound: refused, with the card named */
-	assert_int_equal(customers_record_return(db, "cu_1", 1, "450116XXXXXX7214", "V", "0728",
-	                                         err, sizeof(err)),
+	assert_int_equal(customers_record_return(db, "cu_1", token, 1, "450116XXXXXX7214", "V",
+	                                         "0728", err, sizeof(err)),
 	                 CUSTOMERS_CHANGED);
 	assert_int_equal(customers_enrol(db, gw, &cfg, "cu_1", NULL, NULL, T_NOW, url, sizeof(url),
 	                                 err, sizeof(err)),
@@ -173,46 +190,47 @@ static void test_record_return(void **state)
 	long audits;
 
 	(void)state;
-	assert_int_equal(customers_record_return(db, "nobody", 1, "450116XXXXXX7214", "V", "0728",
-	                                         err, sizeof(err)),
+	assert_int_equal(customers_record_return(db, "nobody", "t", 1, "450116XXXXXX7214", "V",
+	                                         "0728", err, sizeof(err)),
 	                 CUSTOMERS_UNKNOWN);
 	assert_string_equal(err, "unknown customer 'nobody'");
 	assert_int_equal(count("SELECT count(*) FROM customers WHERE customer_id = $1", "nobody"),
 	                 0);
-	assert_int_equal(db_exec(db, "INSERT INTO customers (customer_id) VALUES ('rr')", 0, NULL,
-	                         err, sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    db_exec(db, "INSERT INTO customers (customer_id, enrol_token) VALUES ('rr', 'tk')", 0,
+	            NULL, err, sizeof(err)),
+	    0);
 
 	/* malformed card fields are refused, nothing stored */
-	assert_int_equal(
-	    customers_record_return(db, "rr", 1, "4501161234567214", "V", "0728", err, sizeof(err)),
-	    CUSTOMERS_INVALID);
-	assert_int_equal(
-	    customers_record_return(db, "rr", 1, "450116XXXXXX7214", "V", "1328", err, sizeof(err)),
-	    CUSTOMERS_INVALID);
-	assert_int_equal(customers_record_return(db, "rr", 1, "450116XXXXXX7214", "V;--", "0728",
+	assert_int_equal(customers_record_return(db, "rr", "tk", 1, "4501161234567214", "V", "0728",
 	                                         err, sizeof(err)),
+	                 CUSTOMERS_INVALID);
+	assert_int_equal(customers_record_return(db, "rr", "tk", 1, "450116XXXXXX7214", "V", "1328",
+	                                         err, sizeof(err)),
+	                 CUSTOMERS_INVALID);
+	assert_int_equal(customers_record_return(db, "rr", "tk", 1, "450116XXXXXX7214", "V;--",
+	                                         "0728", err, sizeof(err)),
 	                 CUSTOMERS_INVALID);
 	assert_int_equal(customers_get(db, "rr", &c, err, sizeof(err)), 0);
 	assert_string_equal(c.state, "pending");
 
 	/* failure, then a replay of it */
-	assert_int_equal(customers_record_return(db, "rr", 0, "", "", "", err, sizeof(err)),
+	assert_int_equal(customers_record_return(db, "rr", "tk", 0, "", "", "", err, sizeof(err)),
 	                 CUSTOMERS_CHANGED);
 	audits = audit_rows("rr");
-	assert_int_equal(customers_record_return(db, "rr", 0, "", "", "", err, sizeof(err)),
+	assert_int_equal(customers_record_return(db, "rr", "tk", 0, "", "", "", err, sizeof(err)),
 	                 CUSTOMERS_UNCHANGED);
 	assert_int_equal(audit_rows("rr"), audits);
 
 	/* success after a failure binds; a replay writes nothing */
-	assert_int_equal(
-	    customers_record_return(db, "rr", 1, "450116XXXXXX7214", "V", "0728", err, sizeof(err)),
-	    CUSTOMERS_CHANGED);
+	assert_int_equal(customers_record_return(db, "rr", "tk", 1, "450116XXXXXX7214", "V", "0728",
+	                                         err, sizeof(err)),
+	                 CUSTOMERS_CHANGED);
 	audits = audit_rows("rr");
-	assert_int_equal(
-	    customers_record_return(db, "rr", 1, "450116XXXXXX7214", "V", "0728", err, sizeof(err)),
-	    CUSTOMERS_UNCHANGED);
-	assert_int_equal(customers_record_return(db, "rr", 0, "", "", "", err, sizeof(err)),
+	assert_int_equal(customers_record_return(db, "rr", "tk", 1, "450116XXXXXX7214", "V", "0728",
+	                                         err, sizeof(err)),
+	                 CUSTOMERS_UNCHANGED);
+	assert_int_equal(customers_record_return(db, "rr", "tk", 0, "", "", "", err, sizeof(err)),
 	                 CUSTOMERS_UNCHANGED); /* a late failure never unbinds */
 	assert_int_equal(audit_rows("rr"), audits);
 	assert_int_equal(customers_get(db, "rr", &c, err, sizeof(err)), 0);

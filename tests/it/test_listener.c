@@ -325,9 +325,13 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* A pending enrolment whose token is "tok-<id>". */
 static void new_customer(const char *id)
 {
-	sql(db, "INSERT INTO customers (customer_id, email) VALUES ($1, 'x@example.com')", 1, id);
+	sql(db,
+	    "INSERT INTO customers (customer_id, email, enrol_token) "
+	    "VALUES ($1::text, 'x@example.com', 'tok-' || $1::text)",
+	    1, id);
 }
 
 /* A one-off charge awaiting its payment; returns nothing, keyed by order. */
@@ -339,6 +343,20 @@ static void new_charge(const char *customer, const char *order, const char *cent
 	    3, order, customer, cents);
 }
 
+/* The enrolment's token in the URL the gateway returns to (our returnUrl's
+ * own pair, unsigned): customer id's current one. */
+static const char *return_with_token(const char *path, const char *id)
+{
+	static char out[8192];
+
+	if (snprintf(out, sizeof(out), "%s&enrolment=%s", path,
+	             one("SELECT coalesce(enrol_token, 'none') FROM customers "
+	                 "WHERE customer_id = $1",
+	                 id)) >= (int)sizeof(out))
+		fail_msg("return path too long");
+	return out;
+}
+
 /* ---- GET /iotpay/return ---- */
 
 static void test_return_success_binds_and_replay_changes_nothing(void **state)
@@ -346,12 +364,13 @@ static void test_return_success_binds_and_replay_changes_nothing(void **state)
 	struct msg m;
 	struct resp r;
 	long audits;
-	char updated[64];
+	char updated[64], path[8192];
 
 	(void)state;
 	new_customer("ret_ok");
 	return_success(&m, TS_KEY, "ret_ok");
-	get(msg_return_path(&m, NULL), &r);
+	snprintf(path, sizeof(path), "%s", return_with_token(msg_return_path(&m, NULL), "ret_ok"));
+	get(path, &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.success_url);
 	free(r.body);
@@ -365,7 +384,7 @@ static void test_return_success_binds_and_replay_changes_nothing(void **state)
 	snprintf(updated, sizeof(updated), "%s",
 	         one("SELECT updated_at FROM customers WHERE customer_id = $1", "ret_ok"));
 
-	get(msg_return_path(&m, NULL), &r); /* the replay */
+	get(path, &r); /* the replay */
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.success_url);
 	free(r.body);
@@ -379,17 +398,20 @@ static void test_return_fail_marks_failed_never_unbinds(void **state)
 	struct msg m;
 	struct resp r;
 	long audits;
+	char path[8192];
 
 	(void)state;
 	new_customer("ret_fail");
 	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_fail", (char *)NULL);
-	get(msg_return_path(&m, NULL), &r);
+	snprintf(path, sizeof(path), "%s",
+	         return_with_token(msg_return_path(&m, NULL), "ret_fail"));
+	get(path, &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.failure_url);
 	free(r.body);
 	assert_string_equal(customer_state("ret_fail"), "failed");
 	audits = audit_rows("ret_fail");
-	get(msg_return_path(&m, NULL), &r);
+	get(path, &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.failure_url);
 	free(r.body);
@@ -398,17 +420,71 @@ static void test_return_fail_marks_failed_never_unbinds(void **state)
 	/* A stale FAIL after the card was bound leaves the binding alone. */
 	new_customer("ret_stale");
 	return_success(&m, TS_KEY, "ret_stale");
-	get(msg_return_path(&m, NULL), &r);
+	get(return_with_token(msg_return_path(&m, NULL), "ret_stale"), &r);
 	assert_int_equal(r.status, 302);
 	free(r.body);
 	audits = audit_rows("ret_stale");
 	msg_make(&m, TS_KEY, "retCode", "FAIL", "customerId", "ret_stale", (char *)NULL);
-	get(msg_return_path(&m, NULL), &r);
+	snprintf(path, sizeof(path), "%s", msg_return_path(&m, NULL));
+	get(return_with_token(path, "ret_stale"), &r);
 	assert_int_equal(r.status, 302);
 	assert_string_equal(r.location, cfg.failure_url);
 	free(r.body);
 	assert_string_equal(customer_state("ret_stale"), "bound");
 	assert_int_equal(audit_rows("ret_stale"), audits);
+}
+
+/* An old signed return, kept by anyone who saw it (a browser history, a
+ * proxy log), replayed later: it neither binds the customer again once the
+ * binding was undone nor puts back the card of an earlier enrolment. */
+static void test_return_replay_never_rebinds_or_moves_card_back(void **state)
+{
+	char err[256], pay_url[1024], *loc, old[8192];
+	struct gw_client *gw = gw_client_new(&cfg.gateway, err, sizeof(err));
+	struct resp r;
+
+	(void)state;
+	assert_non_null(gw);
+	/* first enrolment, card ...7214; its return URL is kept */
+	assert_int_equal(customers_enrol(db, gw, &cfg, "rp_1", NULL, NULL, (int64_t)time(NULL),
+	                                 pay_url, sizeof(pay_url), err, sizeof(err)),
+	                 0);
+	loc = ts_fakegw_hosted(pay_url, "card=4501161234567214&expiry=0728");
+	assert_non_null(loc);
+	snprintf(old, sizeof(old), "%s", strstr(loc, "/iotpay/return"));
+	free(loc);
+	get(old, &r);
+	assert_int_equal(r.status, 302);
+	free(r.body);
+	assert_string_equal(customer_state("rp_1"), "bound");
+
+	/* the binding is undone: a replay does not bind again */
+	sql(db, "UPDATE customers SET state = 'unbound' WHERE customer_id = $1", 1, "rp_1");
+	get(old, &r);
+	free(r.body);
+	assert_string_equal(customer_state("rp_1"), "unbound");
+
+	/* re-enrolled with card ...0004: the old return does not roll it back,
+	 * neither while the new enrolment is pending nor after */
+	assert_int_equal(customers_enrol(db, gw, &cfg, "rp_1", NULL, NULL, (int64_t)time(NULL),
+	                                 pay_url, sizeof(pay_url), err, sizeof(err)),
+	                 0);
+	get(old, &r);
+	free(r.body);
+	assert_string_equal(customer_state("rp_1"), "pending");
+	loc = ts_fakegw_hosted(pay_url, "card=5500001234560004&expiry=1129");
+	assert_non_null(loc);
+	get(strstr(loc, "/iotpay/return"), &r);
+	free(r.body);
+	free(loc);
+	assert_string_equal(customer_state("rp_1"), "bound");
+	get(old, &r);
+	free(r.body);
+	assert_string_equal(
+	    one("SELECT card_masked || ' ' || card_expiry FROM customers WHERE customer_id = $1",
+	        "rp_1"),
+	    "550000XXXXXX0004 1129");
+	gw_client_free(gw);
 }
 
 static void expect_return_status(const char *path, long status)
@@ -1351,6 +1427,7 @@ int main(void)
 	    cmocka_unit_test(test_return_success_binds_and_replay_changes_nothing),
 	    cmocka_unit_test(test_return_fail_marks_failed_never_unbinds),
 	    cmocka_unit_test(test_return_rejects_forged_truncated_unsigned),
+	    cmocka_unit_test(test_return_replay_never_rebinds_or_moves_card_back),
 	    cmocka_unit_test(test_notify_records_once),
 	    cmocka_unit_test(test_notify_rejects_and_changes_nothing),
 	    cmocka_unit_test(test_notify_for_subscription_charge_changes_nothing),
