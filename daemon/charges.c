@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "charges.h"
+#include "log.h"
 
 #define OPEN_STATES "('pending', 'unknown')"
 
@@ -38,6 +39,9 @@ int charges_state_outcome(const char *s)
 enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT };
 #define CLAIM_RETURNING " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents"
 
+/* The attempts due are inserted ON CONFLICT DO NOTHING (so that one taken
+ * number does not fail the whole claim); a due attempt that was not
+ * inserted comes back with a NULL id, to be logged. */
 static const char SQL_CLAIM_DUE[] =
     "WITH due AS ("
     "  SELECT s.id, s.customer_id, s.plan_id, s.period FROM subscriptions s"
@@ -49,18 +53,27 @@ static const char SQL_CLAIM_DUE[] =
     "     AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
     "                      AND c.state IN " OPEN_STATES ")"
     "   ORDER BY s.next_charge_at LIMIT $2"
-    "   FOR UPDATE OF s SKIP LOCKED)"
-    " INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, customer_id,"
-    "                      plan_id, amount_cents, lease_owner, lease_expires_at)"
-    " SELECT " ORDER_NO_ATTEMPT(
+    "   FOR UPDATE OF s SKIP LOCKED),"
+    " attempt AS ("
+    "  SELECT " ORDER_NO_ATTEMPT(
         "$3", "d.id", "d.period",
-        "a.n") ", 'subscription', d.id,"
-               "        d.period, a.n, d.customer_id, d.plan_id, p.amount_cents, $5,"
-               "        now() + make_interval(secs => $6::int)"
-               "   FROM due d JOIN plans p ON p.id = d.plan_id"
+        "a.n") " AS mch_order_no, d.id,"
+               "         d.period, a.n, d.customer_id, d.plan_id, p.amount_cents"
+               "    FROM due d JOIN plans p ON p.id = d.plan_id"
                "   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
-               "                        WHERE c.subscription_id = d.id AND c.period = d.period) a"
-               " ON CONFLICT DO NOTHING" CLAIM_RETURNING;
+               "                        WHERE c.subscription_id = d.id AND c.period = d.period) a),"
+               " ins AS ("
+               "  INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, "
+               "customer_id,"
+               "                       plan_id, amount_cents, lease_owner, lease_expires_at)"
+               "  SELECT mch_order_no, 'subscription', id, period, n, customer_id, plan_id, "
+               "amount_cents,"
+               "         $5, now() + make_interval(secs => $6::int) FROM attempt"
+               "  ON CONFLICT DO NOTHING" CLAIM_RETURNING ")"
+               " SELECT * FROM ins"
+               " UNION ALL SELECT NULL, a.mch_order_no, a.id, a.customer_id, a.amount_cents FROM "
+               "attempt a"
+               "  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = a.id)";
 
 /* Leases run on the database's clock, not the billing clock. */
 static const char SQL_CLAIM_UNRESOLVED[] =
@@ -73,19 +86,32 @@ static const char SQL_CLAIM_UNRESOLVED[] =
 
 static int each_claimed(PGresult *r, charges_claim_fn fn, void *arg)
 {
-	int n;
+	int n = 0;
 
 	if (!r)
 		return -1;
-	n = PQntuples(r);
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < PQntuples(r); i++) {
 		struct charges_claim cl = {.id = db_i64(r, i, CL_ID),
 		                           .subscription_id = db_i64(r, i, CL_SUB),
 		                           .amount_cents = db_i64(r, i, CL_AMOUNT)};
 
 		snprintf(cl.mch_order_no, sizeof(cl.mch_order_no), "%s", db_str(r, i, CL_ORDER_NO));
 		snprintf(cl.customer_id, sizeof(cl.customer_id), "%s", db_str(r, i, CL_CUSTOMER));
+		if (db_isnull(r, i, CL_ID)) {
+			/* Its number is taken: the subscription stays due, and is
+			 * skipped until someone looks. */
+			char sub[24];
+
+			snprintf(sub, sizeof(sub), "%lld", (long long)cl.subscription_id);
+			log_event(
+			    "error", "claim_conflict", "subscription", sub, "mch_order_no",
+			    cl.mch_order_no, "detail",
+			    "the attempt's order number or attempt is already taken: not charged",
+			    (char *)NULL);
+			continue;
+		}
 		fn(arg, &cl);
+		n++;
 	}
 	PQclear(r);
 	return n;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "calendar.h"
@@ -446,6 +447,47 @@ static void test_bad_row_recorded_alone(void **state)
 	env_stop(e);
 }
 
+/* An attempt whose order number is already taken (by any row: a restore,
+ * a hand-made row) is not claimed, and says so at error level instead of
+ * skipping the subscription silently at every pass. */
+static void test_claim_conflict_logged(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00"), sub;
+	char q[256], log_path[] = "/tmp/test_claim_conflict.XXXXXX", *log;
+	int fd, saved;
+
+	(void)state;
+	env_start(e, "sched_conflict", NULL, 2000);
+	ts_enrol(e->db, e->gw, "k1", NULL);
+	sub = ts_subscribe(e->db, "k1", "weekly", start);
+	snprintf(q, sizeof(q),
+	         "INSERT INTO charges (mch_order_no, kind, customer_id, amount_cents)"
+	         " SELECT 'T' || id || '-' || period || '-1', 'one_off', customer_id, 100"
+	         "   FROM subscriptions WHERE id = %ld",
+	         sub);
+	ts_db_long(e->db, q);
+	fd = mkstemp(log_path);
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fd, 2);
+	pass(e, start);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	log = ts_read_file(log_path);
+	unlink(log_path);
+	fputs(log, stderr);
+	assert_non_null(strstr(log, "level=error event=claim_conflict"));
+	snprintf(q, sizeof(q), "mch_order_no=T%ld-", sub);
+	assert_non_null(strstr(log, q));
+	free(log);
+	assert_int_equal(fake_requests(e, "cc_purchasewithtoken"), 0);
+	env_stop(e);
+}
+
 /* billctl charge: once the attempt is claimed the request may be on the
  * wire, so an error after that (here the recorder cannot reach the
  * database) is an unknown outcome, never "nothing was sent". */
@@ -492,6 +534,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_bad_row_recorded_alone, teardown),
+	    cmocka_unit_test_teardown(test_claim_conflict_logged, teardown),
 	    cmocka_unit_test_teardown(test_charge_now_error_after_claim_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_year_clean, teardown),
 	    cmocka_unit_test_teardown(test_year_with_faults, teardown),
