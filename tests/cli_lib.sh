@@ -29,11 +29,15 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
 . tests/fakegw.sh
 start_fakegw() { fakegw_start "$T" --key "$KEY" --mch-id "$MCH" "$@"; }
 
-# fresh_db: drops and creates DBNAME; sets URL.
+# fresh_db: drops and creates DBNAME, owned by billing_owner (tests/pg.sh);
+# sets URL (the superuser, for fixtures), OWNER_URL (the tables' owner, for
+# migrations) and APP_URL (billing_daemon, a member of billing_app).
 fresh_db() {
 	dropdb --if-exists --force "$DBNAME" >/dev/null 2>&1
-	createdb "$DBNAME" || return 1
+	createdb -O billing_owner "$DBNAME" || return 1
 	URL="postgresql://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$DBNAME"
+	OWNER_URL="postgresql://billing_owner:billing@$PGHOST:$PGPORT/$DBNAME"
+	APP_URL="postgresql://billing_daemon:billing@$PGHOST:$PGPORT/$DBNAME"
 	unset DATABASE_URL # the configuration's database.url is the one used
 }
 
@@ -65,16 +69,18 @@ EOC
 }
 
 # setup_world: the fake gateway, a fresh database, the merchant key and
-# $T/billing.yaml, then the schema and the plans; 1 with a TAP line if any
-# part fails.
+# $T/billing.yaml (as the application role), then the schema (migrated as
+# the owner) and the plans; 1 with a TAP line if any part fails.
 setup_world() {
 	start_fakegw || { not_ok "fakegw did not start"; return 1; }
 	fresh_db || { not_ok "createdb $DBNAME"; return 1; }
 	printf '%s\n' "$KEY" >"$T/merchant.key"
 	chmod 600 "$T/merchant.key"
-	write_config "$T/billing.yaml" "$URL" "$T/merchant.key"
+	write_config "$T/billing.yaml" "$APP_URL" "$T/merchant.key"
+	export DATABASE_URL="$OWNER_URL"
 	bc migrate
-	check "billctl migrate applies the schema" [ $rc -eq 0 ]
+	unset DATABASE_URL
+	check "billctl migrate applies the schema as the tables' owner" [ $rc -eq 0 ]
 	bc plans sync
 	check "billctl plans sync loads plans/" [ $rc -eq 0 ]
 }

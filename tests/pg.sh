@@ -6,6 +6,10 @@
 #   sh tests/pg.sh restart "$PGTMP"  restart it (tests of reconnection)
 # initdb refuses to run as root, so as root the cluster belongs to the
 # unprivileged "postgres" user (created if missing).
+# Roles as the README sets them up: billing (the superuser, for fixtures),
+# billing_owner (owns the tables: migrations run as it), billing_app (what
+# billingd and billctl may do) and its member billing_daemon (the programs'
+# login); the passwords are all "billing".
 set -e
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bindir/initdb" ] || { echo "pg.sh: PostgreSQL server not installed (run make deps)" >&2; exit 1; }
@@ -51,6 +55,10 @@ CONF
 	done
 	echo "$port" > "$dir/port"
 	as_owner "$bindir/createdb" -h "$dir" -p "$port" -U billing billing
+	as_owner "$bindir/psql" -X -q -h "$dir" -p "$port" -U billing -d billing -v ON_ERROR_STOP=1 \
+		-c "CREATE ROLE billing_owner LOGIN PASSWORD 'billing'" \
+		-c "CREATE ROLE billing_app NOLOGIN" \
+		-c "CREATE ROLE billing_daemon LOGIN PASSWORD 'billing' IN ROLE billing_app" >/dev/null
 	echo "export PGTMP='$dir' PGHOST=127.0.0.1 PGPORT=$port PGUSER=billing PGPASSWORD=billing PGDATABASE=billing"
 	echo "export DATABASE_URL='postgresql://billing:billing@127.0.0.1:$port/billing'"
 	echo "export PG_BINDIR='$bindir'"
