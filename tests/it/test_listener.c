@@ -888,6 +888,81 @@ static void test_duplicate_content_length(void **state)
 	                 200);
 }
 
+/* The hostile-HTTP round against the running listener (with the replayed
+ * returns and the subscription's notify above): control bytes in every
+ * callback field reach the log escaped, one line per event; a signed
+ * notify behind a duplicate header is not recorded; a signed return
+ * replayed with another enrolment's token changes nothing. */
+static void test_hostile_http(void **state)
+{
+	char log_path[] = "/tmp/test_hostile_http.XXXXXX", req[4096], ev[64], *log, *body;
+	struct msg m;
+	struct resp r;
+	int fd, saved;
+
+	(void)state;
+	new_customer("hx_1");
+	new_charge("hx_1", "T-hx-1", "1500");
+	fd = mkstemp(log_path);
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fd, 2);
+
+	/* control bytes: in a return's query, a notify's fields, a path */
+	get("/iotpay/return?retCode=SUCCESS&customerId=a%0d%0als%3dinjected%1b%5b31m&sign=x", &r);
+	free(r.body);
+	post("/iotpay/notify",
+	     "{\"mchId\":\"" TS_MCH_ID "\",\"mchOrderNo\":\"T\\r\\nlevel=error event=forged"
+	     "\\u001b[2J\",\"sign\":\"00\"}",
+	     &r);
+	assert_string_equal(r.body, "FAIL");
+	free(r.body);
+	assert_int_equal(raw_status("GET /iotpay/return?customerId=%07%08%7f HTTP/1.1\r\n"
+	                            "Host: x\r\nConnection: close\r\n\r\n"),
+	                 403);
+
+	/* a genuine notify behind two Content-Length headers is not taken */
+	notify_msg(&m, TS_KEY, TS_MCH_ID, "T-hx-1", "PO-hx-1", "1500");
+	body = msg_json(&m, NULL);
+	snprintf(req, sizeof(req),
+	         "POST /iotpay/notify HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
+	         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	         strlen(body), strlen(body), body);
+	assert_int_equal(raw_status(req), 400);
+	free(body);
+	assert_string_equal(one("SELECT state FROM charges WHERE mch_order_no = $1", "T-hx-1"),
+	                    "pending");
+
+	/* a genuine return with a stale token */
+	return_success(&m, TS_KEY, "hx_1");
+	snprintf(req, sizeof(req), "%s&enrolment=0123456789abcdef0123456789abcdef",
+	         msg_return_path(&m, NULL));
+	get(req, &r);
+	free(r.body);
+	assert_string_equal(customer_state("hx_1"), "pending");
+
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	log = ts_read_file(log_path);
+	unlink(log_path);
+	fputs(log, stderr);
+	/* every line is one event: nothing injected a line or a terminal code */
+	for (char *line = log; *line; line = strchr(line, '\n') + 1) {
+		assert_memory_equal(line, "ts=", 3);
+		assert_null(memchr(line, '\r', strcspn(line, "\n")));
+		assert_null(memchr(line, '\x1b', strcspn(line, "\n")));
+		assert_int_equal(ts_logfmt_get(line, "event", ev, sizeof(ev)), 0);
+		assert_string_not_equal(ev, "forged");
+		if (!strchr(line, '\n'))
+			break;
+	}
+	assert_non_null(strstr(log, "callback_rejected"));
+	free(log);
+}
+
 /* ---- concurrency ---- */
 
 #define CONCURRENT 1000
@@ -1436,6 +1511,7 @@ int main(void)
 	    cmocka_unit_test(test_enrolment_return_url_with_query),
 	    cmocka_unit_test(test_limits_paths_methods),
 	    cmocka_unit_test(test_duplicate_content_length),
+	    cmocka_unit_test(test_hostile_http),
 	    cmocka_unit_test(test_thousand_concurrent_requests),
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_bad_listen_address),
