@@ -37,7 +37,7 @@ MIGR     := $(sort $(wildcard migrations/*.sql))
 
 # Objects are kept (and their .d files read) so that a rebuild is incremental.
 .SECONDARY:
-.PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
+.PHONY: all tests-build deps test demo bench bench-client bench-due test-fresh-root check-format format cppcheck clean
 
 all: $(B)/billingd $(B)/billctl
 
@@ -112,6 +112,11 @@ demo: deps
 bench bench-client bench-due: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
+
+# README's two commands, both orders, on a new Debian 12 root (as root; slow:
+# a debootstrap and two full builds and test runs).
+test-fresh-root:
+	bash tests/fresh_root.sh
 
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c
