@@ -12,7 +12,7 @@ failed=0
 log=$(mktemp)
 for t in "$B"/tests/unit/test_* "$B"/tests/it/test_* tests/it/test_*.sh; do
 	[ -e "$t" ] || continue
-	case "$t" in *.o) continue ;; esac
+	case "$t" in *.o | *.d) continue ;; esac # objects and make's dependency files
 	if [ -n "${TESTS:-}" ] && ! echo "$t" | grep -q -- "$TESTS"; then continue; fi
 	echo "== $t"
 	case "$t" in
