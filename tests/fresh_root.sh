@@ -4,7 +4,9 @@
 # make and git, clones this checkout's committed HEAD into it, and runs
 # README's two commands in both orders, each in its own copy of that root:
 # `make demo` then `make test`, and `make test` then `make demo`. Prints each
-# command's wall time and exit status; exits 1 if any of them failed.
+# command's wall time and exit status; exits 1 if any of them failed. The
+# first order runs as a console login would (no LANG), the second as an ssh
+# login from a desktop would (LANG=en_US.UTF-8, a locale the root lacks).
 #   FRESH_ROOT_CACHE=DIR   keep debootstrap's download in DIR and reuse it on
 #                          later runs (default: none, a truly fresh download)
 #   FRESH_ROOT_TMP=DIR     where the roots are built (default /var/tmp; ~4 GB)
@@ -87,12 +89,13 @@ umount_root() {
 	kill_in "$1"
 	for m in $(mounts_under "$1"); do umount "$m"; done
 }
-# in_root ROOT COMMAND: COMMAND in ROOT's checkout, with the environment of a
-# root login (no variable of this script's caller leaks in) and no stdin.
+# in_root ROOT COMMAND [VAR=VALUE...]: COMMAND in ROOT's checkout, with the
+# environment of a root login (nothing of this script's caller leaks in) and
+# no stdin.
 in_root() {
 	timeout "$TMO" chroot "$1" /usr/bin/env -i HOME=/root USER=root LOGNAME=root \
 		SHELL=/bin/sh TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		/bin/sh -c "cd /root/billing && $2" </dev/null
+		"${@:3}" /bin/sh -c "cd /root/billing && $2" </dev/null
 }
 secs() { echo $(($(date +%s) - $1)); }
 
@@ -140,17 +143,19 @@ cp -a "$BASE" "$WORK/test-first"
 # ---- README's two commands, in both orders ----
 failed=0
 summary=()
-# run ORDER CMD...: the commands one after the other in $WORK/ORDER.
+# run ORDER ENV CMD...: the commands one after the other in $WORK/ORDER, with
+# ENV (VAR=VALUE, or empty) added to their environment.
 run() {
-	local order=$1 root=$WORK/$1 cmd log rc s
-	shift
+	local order=$1 root=$WORK/$1 cmd log rc s env=()
+	[ -n "$2" ] && env=("$2")
+	shift 2
 	mount_root "$root"
 	for cmd in "$@"; do
 		log=$WORK/logs/$order-${cmd// /-}.log
-		echo "fresh_root: [$order] $cmd ..."
+		echo "fresh_root: [$order] ${env[*]}${env[*]:+ }$cmd ..."
 		t=$(date +%s)
 		rc=0
-		in_root "$root" "$cmd" >"$log" 2>&1 || rc=$?
+		in_root "$root" "$cmd" "${env[@]}" >"$log" 2>&1 || rc=$?
 		s=$(secs "$t")
 		summary+=("$(printf '%-12s %-10s %6d s   exit %d   %s' "$order" "$cmd" "$s" "$rc" \
 			"$(grep -E '^(ledger matches the gateway|[0-9]+ passed, [0-9]+ failed)' "$log" | tail -n 1)")")
@@ -162,8 +167,8 @@ run() {
 	done
 	umount_root "$root"
 }
-run demo-first "make demo" "make test"
-run test-first "make test" "make demo"
+run demo-first "" "make demo" "make test"
+run test-first LANG=en_US.UTF-8 "make test" "make demo"
 
 echo
 echo "fresh_root: Debian 12 minbase root + make + git, README's commands (wall time):"
