@@ -155,7 +155,9 @@ run() {
 		echo "fresh_root: [$order] ${env[*]}${env[*]:+ }$cmd ..."
 		t=$(date +%s)
 		rc=0
-		in_root "$root" "$cmd" "${env[@]}" >"$log" 2>&1 || rc=$?
+		# In the background: a signal to this script is handled at once.
+		in_root "$root" "$cmd" "${env[@]}" >"$log" 2>&1 &
+		wait $! || rc=$?
 		s=$(secs "$t")
 		summary+=("$(printf '%-12s %-10s %6d s   exit %d   %s' "$order" "$cmd" "$s" "$rc" \
 			"$(grep -E '^(ledger matches the gateway|[0-9]+ passed, [0-9]+ failed)' "$log" | tail -n 1)")")
