@@ -53,9 +53,19 @@ kill_in() {
 		sleep 0.1
 	done
 }
+# run_bg COMMAND...: runs COMMAND in its own process group and waits for it; in
+# the background, so that a signal to this script is handled at once, and
+# cleanup can kill the whole group.
+CHILD=
+run_bg() {
+	setsid "$@" &
+	CHILD=$!
+	wait "$CHILD"
+}
 cleanup() {
 	local rc=$? m left
 	trap - EXIT INT TERM
+	[ -z "$CHILD" ] || kill -9 -- "-$CHILD" 2>/dev/null || true
 	kill_in "$WORK"
 	for m in $(mounts_under "$WORK"); do
 		umount "$m" 2>/dev/null || umount -l "$m" || true
@@ -93,7 +103,7 @@ umount_root() {
 # environment of a root login (nothing of this script's caller leaks in) and
 # no stdin.
 in_root() {
-	timeout "$TMO" chroot "$1" /usr/bin/env -i HOME=/root USER=root LOGNAME=root \
+	run_bg timeout "$TMO" chroot "$1" /usr/bin/env -i HOME=/root USER=root LOGNAME=root \
 		SHELL=/bin/sh TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		"${@:3}" /bin/sh -c "cd /root/billing && $2" </dev/null
 }
@@ -114,21 +124,21 @@ if [ -n "${FRESH_ROOT_CACHE:-}" ]; then
 	mkdir -p "$FRESH_ROOT_CACHE"
 	tarball=$FRESH_ROOT_CACHE/$SUITE-minbase-$(dpkg --print-architecture).tgz
 	if [ ! -s "$tarball" ]; then
-		debootstrap --make-tarball="$tarball.part" "${args[@]}" >"$WORK/logs/debootstrap.log" 2>&1 ||
+		run_bg debootstrap --make-tarball="$tarball.part" "${args[@]}" >"$WORK/logs/debootstrap.log" 2>&1 ||
 			{ tail -n 20 "$WORK/logs/debootstrap.log"; die "debootstrap --make-tarball failed"; }
 		rm -rf --one-file-system "$BASE"
 		mv "$tarball.part" "$tarball"
 	fi
 	args=(--unpack-tarball="$tarball" "${args[@]}")
 fi
-debootstrap "${args[@]}" >>"$WORK/logs/debootstrap.log" 2>&1 ||
+run_bg debootstrap "${args[@]}" >>"$WORK/logs/debootstrap.log" 2>&1 ||
 	{ tail -n 20 "$WORK/logs/debootstrap.log"; die "debootstrap failed"; }
 DEBOOTSTRAP_S=$(secs "$t")
 echo "fresh_root: debootstrap --variant=minbase $SUITE: $DEBOOTSTRAP_S s${FRESH_ROOT_CACHE:+ (cache $FRESH_ROOT_CACHE)}"
 
 t=$(date +%s)
 mount_root "$BASE"
-chroot "$BASE" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+run_bg chroot "$BASE" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
 	/bin/sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends make git' \
 	</dev/null >"$WORK/logs/make-git.log" 2>&1 ||
 	{ tail -n 20 "$WORK/logs/make-git.log"; die "apt-get install make git failed in the root"; }
@@ -155,9 +165,7 @@ run() {
 		echo "fresh_root: [$order] ${env[*]}${env[*]:+ }$cmd ..."
 		t=$(date +%s)
 		rc=0
-		# In the background: a signal to this script is handled at once.
-		in_root "$root" "$cmd" "${env[@]}" >"$log" 2>&1 &
-		wait $! || rc=$?
+		in_root "$root" "$cmd" "${env[@]}" >"$log" 2>&1 || rc=$?
 		s=$(secs "$t")
 		summary+=("$(printf '%-12s %-10s %6d s   exit %d   %s' "$order" "$cmd" "$s" "$rc" \
 			"$(grep -E '^(ledger matches the gateway|[0-9]+ passed, [0-9]+ failed)' "$log" | tail -n 1)")")
