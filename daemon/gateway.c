@@ -1041,7 +1041,10 @@ static int fields_add(struct gw_fields *f, const char *key, const char *value, c
 	}
 	/* a second value for a key could be signed one way and read another */
 	if (gw_fields_get(f, key)) {
-		snprintf(err, errlen, "field %.40s appears twice", key);
+		char name[41];
+
+		copy_line(name, sizeof(name), key);
+		snprintf(err, errlen, "field %s appears twice", name);
 		return -1;
 	}
 	f->kv[f->n].key = key;
@@ -1141,7 +1144,10 @@ int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char 
 		else if (cJSON_IsNull(it))
 			text[n] = "";
 		else {
-			snprintf(err, errlen, "field %.40s is not a string or number", it->string);
+			char name[41];
+
+			copy_line(name, sizeof(name), it->string);
+			snprintf(err, errlen, "field %s is not a string or number", name);
 			goto fail;
 		}
 		need += strlen(it->string) + strlen(text[n]) + 2;

@@ -56,6 +56,7 @@ struct listener {
 struct request {
 	char *query; /* raw, NULL when absent */
 	int query_too_long;
+	int headers_checked;
 	int started;
 	char *body;
 	size_t body_len;
@@ -555,6 +556,25 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 	return 1;
 }
 
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value)
+{
+	(void)kind;
+	(void)value;
+	*(int *)cls += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
+	return MHD_YES;
+}
+
+/* More than one Content-Length: a proxy in front may frame the body by
+ * another one than we do (request smuggling). */
+static int smuggling(struct MHD_Connection *con)
+{
+	int n = 0;
+
+	MHD_get_connection_values(con, MHD_HEADER_KIND, count_content_length, &n);
+	return n > 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *size, void **con_cls)
@@ -567,6 +587,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	(void)version;
 	if (!rq)
 		return reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	if (!rq->headers_checked) {
+		rq->headers_checked = 1;
+		if (smuggling(con))
+			return reply_hdr(con, MHD_HTTP_BAD_REQUEST, "duplicate Content-Length\n",
+			                 MHD_HTTP_HEADER_CONNECTION, "close");
+	}
 	if (rq->query_too_long)
 		return reply(con, MHD_HTTP_URI_TOO_LONG, "query string too long\n");
 	for (r = 0; r < R_NONE && strcmp(url, routes[r].path) != 0; r++)

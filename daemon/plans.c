@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "db.h"
+#include "log.h"
 #include "plans.h"
 
 static const char *const exhausted_names[] = {"past_due", "cancel", "pause"};
@@ -43,27 +44,32 @@ static int bad(struct parse *x, const yaml_node_t *n, const char *key, const cha
     __attribute__((format(printf, 4, 5)));
 static int bad(struct parse *x, const yaml_node_t *n, const char *key, const char *fmt, ...)
 {
-	char msg[256];
+	char msg[256], path[512], name[64];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(x->err, x->errlen, "%s:%lu: %s: %s", x->path, line_of(n), key, msg);
+	/* the file's name and a key from it: echoed on one line */
+	log_escape(path, sizeof(path), x->path);
+	log_escape(name, sizeof(name), key);
+	snprintf(x->err, x->errlen, "%s:%lu: %s: %s", path, line_of(n), name, msg);
 	return -1;
 }
 
 /* "key: must be <want>, got <what the file has>"; returns -1. */
 static int bad_value(struct parse *x, const yaml_node_t *v, const char *key, const char *want)
 {
+	char shown[41]; /* the value echoed on the error's one line */
+
 	if (v->type == YAML_SEQUENCE_NODE)
 		return bad(x, v, key, "must be %s, got a list", want);
 	if (v->type == YAML_MAPPING_NODE)
 		return bad(x, v, key, "must be %s, got a mapping", want);
+	log_escape(shown, sizeof(shown), (const char *)v->data.scalar.value);
 	if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return bad(x, v, key, "must be %s, got the quoted string \"%.40s\"", want,
-		           (const char *)v->data.scalar.value);
-	return bad(x, v, key, "must be %s, got '%.40s'", want, (const char *)v->data.scalar.value);
+		return bad(x, v, key, "must be %s, got the quoted string \"%s\"", want, shown);
+	return bad(x, v, key, "must be %s, got '%s'", want, shown);
 }
 
 static const char *scalar(const yaml_node_t *n)
@@ -185,8 +191,10 @@ static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan 
 		snprintf(p->name, sizeof(p->name), "%s", s);
 		return 0;
 	case K_AMOUNT:
-		if (int_value(v, 1, INT64_MAX, &i) < 0)
-			return bad_value(x, v, keys[k], "a positive integer (cents)");
+		/* The gateway's amount is 32-bit: a larger one is refused at every attempt. */
+		if (int_value(v, 1, INT32_MAX, &i) < 0)
+			return bad_value(x, v, keys[k],
+			                 "a positive integer (cents) up to 2147483647");
 		p->amount = i;
 		return 0;
 	case K_CURRENCY:

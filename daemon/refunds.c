@@ -158,10 +158,9 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	return 0;
 }
 
-/* Checks the request and commits the refund row ('pending'). */
-static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
-                         int64_t amount, int64_t now, struct refund_row *out, char *err,
-                         size_t errlen)
+/* Checks the request and commits the refund row ('pending'), in one try. */
+static int try_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
+                      int64_t amount, int64_t now, struct refund_row *out, char *err, size_t errlen)
 {
 	char charge[24], amt[24], at[24];
 	const char *p[5] = {order_prefix, is_void ? "void" : "refund", charge, amt, at};
@@ -194,6 +193,27 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 		return -1;
 	}
 	return load(c, out->id, out, NULL, err, errlen);
+}
+
+/* Under REPEATABLE READ or SERIALIZABLE a refund of the same charge
+ * committed meanwhile fails the intent with a serialization error (or a
+ * deadlock): nothing was sent, so it is retried in a new transaction, which
+ * sees that refund and checks against what truly remains. */
+#define INTENT_TRIES 20
+
+static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
+                         int64_t amount, int64_t now, struct refund_row *out, char *err,
+                         size_t errlen)
+{
+	for (int i = 1;; i++) {
+		int rc = try_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err,
+		                    errlen);
+		const char *st = db_last_sqlstate();
+
+		if (rc == 0 || i == INTENT_TRIES ||
+		    (strcmp(st, "40001") != 0 && strcmp(st, "40P01") != 0))
+			return rc;
+	}
 }
 
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,

@@ -99,6 +99,20 @@ static void test_defaults(void **state)
 	assert_int_equal(p.id, 0);
 }
 
+static void test_largest_amount(void **state)
+{
+	struct plan p;
+	char err[512];
+
+	(void)state;
+	if (plans_load_file(write_file("basic.yaml",
+	                               "code: basic\nname: Basic\namount: 2147483647\n"
+	                               "currency: CAD\ninterval: month\ninterval_count: 1\n"),
+	                    &p, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	assert_int_equal(p.amount, 2147483647);
+}
+
 static void test_bad_values(void **state)
 {
 	(void)state;
@@ -109,15 +123,23 @@ static void test_bad_values(void **state)
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\ncurrency: CAD\namount: -5\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "4: amount: must be a positive integer (cents), got '-5'");
+	             "4: amount: must be a positive integer (cents) up to 2147483647, got '-5'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 0\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "3: amount: must be a positive integer (cents), got '0'");
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got '0'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 15.00\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "3: amount: must be a positive integer (cents), got '15.00'");
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got "
+	             "'15.00'");
+	/* The gateway's amount is a 32-bit integer: a larger one would be
+	 * refused at every attempt. */
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 2147483648\ncurrency: CAD\n"
+	             "interval: month\ninterval_count: 1\n",
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got "
+	             "'2147483648'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 1500\ncurrency: USD\n"
 	             "interval: month\ninterval_count: 1\n",
@@ -141,8 +163,8 @@ static void test_bad_values(void **state)
 	expect_error("basic.yaml",
 	             "code: basic\nname: \"Two\\nlines\"\namount: 1500\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "2: name: must be one line of 1 to 127 bytes, got the quoted string \"Two\n"
-	             "lines\"");
+	             "2: name: must be one line of 1 to 127 bytes, got the quoted string "
+	             "\"Two\\nlines\"");
 }
 
 static void test_bad_retry(void **state)
@@ -193,11 +215,11 @@ static void test_wrong_types(void **state)
 	char text[1024];
 
 	(void)state;
-	expect_error(
-	    "basic.yaml",
-	    "code: basic\nname: Basic\namount: \"1500\"\ncurrency: CAD\n"
-	    "interval: month\ninterval_count: 1\n",
-	    "3: amount: must be a positive integer (cents), got the quoted string \"1500\"");
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: \"1500\"\ncurrency: CAD\n"
+	             "interval: month\ninterval_count: 1\n",
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got the "
+	             "quoted string \"1500\"");
 	expect_error("basic.yaml",
 	             "code: basic\nname: [Basic, Plan]\namount: 1500\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
@@ -212,6 +234,20 @@ static void test_wrong_types(void **state)
 	snprintf(text, sizeof(text), "%scycles:\n  count: 12\n", GOOD);
 	expect_error("basic.yaml", text,
 	             "8: cycles: must be a positive integer (number of payments), got a mapping");
+	/* the value echoed is one line, whatever it holds (found by fuzz_plans) */
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: month\n\n  weekly\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got 'month\\nweekly'");
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: \"mo\\r\\x1b[2J\\\"\"\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got the quoted string "
+	             "\"mo\\r\\x1b[2J\\\"\"");
+	snprintf(text, sizeof(text), "%s\"cy\\ncles\": 1\n", GOOD);
+	expect_error("basic.yaml", text,
+	             "7: cy\\ncles: unknown key (expected code, name, amount, currency, interval, "
+	             "interval_count, trial_days, cycles, retry)");
 	expect_error("basic.yaml", "- code: basic\n- name: Basic\n",
 	             "1: plan: expected a mapping of keys (code, name, amount, ...)");
 }
@@ -380,6 +416,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_examples),
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_largest_amount),
 	    cmocka_unit_test(test_bad_values),
 	    cmocka_unit_test(test_bad_retry),
 	    cmocka_unit_test(test_unknown_missing_duplicate_key),
