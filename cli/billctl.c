@@ -38,6 +38,9 @@ static const struct verb verbs[] = {
     {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
     {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
     {"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
+    {"events", cmd_events, 1,
+     "events list [--type T] [--since T] [--status S] [--customer C] | show ID | "
+     "replay ID | replay --since T [--type T] | tail"},
 };
 
 void cli_error(const char *fmt, ...)
@@ -62,6 +65,12 @@ PGconn *cli_db(struct cli *ctx)
 	ctx->db = db_connect(ctx->cfg.database_url, ctx->actor, err, sizeof(err));
 	if (!ctx->db) {
 		cli_error("%s", err);
+		return NULL;
+	}
+	if (db_set_now(ctx->db, ctx->now, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		PQfinish(ctx->db);
+		ctx->db = NULL;
 		return NULL;
 	}
 	if (current && current->needs_schema &&

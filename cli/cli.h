@@ -41,5 +41,6 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv);
 int cmd_query(struct cli *ctx, int argc, char **argv);
 int cmd_reconcile(struct cli *ctx, int argc, char **argv);
 int cmd_report(struct cli *ctx, int argc, char **argv);
+int cmd_events(struct cli *ctx, int argc, char **argv);
 
 #endif

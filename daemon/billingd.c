@@ -16,6 +16,7 @@
 #include "calendar.h"
 #include "config.h"
 #include "db.h"
+#include "events.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
@@ -25,6 +26,7 @@
 
 static volatile sig_atomic_t got_stop, got_reload;
 static struct sched *running;
+static struct events *events;
 
 static void on_signal(int sig)
 {
@@ -128,6 +130,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	gw_client_free(*gw);
 	*gw = ngw;
 	*cfg = fresh;
+	events_reload(events, &cfg->events);
 	running = sched_new(cfg, db, *gw, owner);
 	if (!running) {
 		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
@@ -251,7 +254,9 @@ int main(int argc, char **argv)
 	}
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
-		if (!lsn) {
+		if (lsn)
+			events = events_start(&cfg, billing_clock, owner, err, sizeof(err));
+		if (!lsn || !events) {
 			fprintf(stderr, "billingd: %s\n", err);
 			rc = 1;
 			goto out;
@@ -293,6 +298,7 @@ int main(int argc, char **argv)
 	}
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
+	events_stop(events);
 	listener_stop(lsn);
 	sched_free(running);
 	running = NULL;

@@ -19,6 +19,20 @@ struct cfg_gateway {
 	int max_in_flight;
 };
 
+/* Events to the operator's application (events.*). */
+#define CFG_EVENTS_MAX_RETRY 32
+struct cfg_events {
+	char url[CFG_URL]; /* "": events are written, not sent */
+	char secret_file[CFG_STR];
+	char secret[CFG_STR]; /* never logged, never printed */
+	long timeout_ms;
+	int max_in_flight;
+	char retry_text[CFG_STR];         /* as configured: "30s,2m,..." */
+	long retry[CFG_EVENTS_MAX_RETRY]; /* seconds before each retry */
+	int nretry;
+	int card_expiring_days;
+};
+
 struct cfg {
 	char path[CFG_STR];
 	struct cfg_gateway gateway;
@@ -34,10 +48,11 @@ struct cfg {
 	char failure_url[CFG_URL];
 	int enrolment_expiry_hours;
 	char plans_dir[CFG_STR];
+	struct cfg_events events;
 };
 
 /* Fills c with defaults, then path's values, then the environment
- * (DATABASE_URL, IOTPAY_MERCHANT_KEY). On error returns -1 with one line in
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY, BILLING_EVENTS_SECRET). On error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
 

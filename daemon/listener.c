@@ -158,7 +158,10 @@ static int with_db(struct listener *l, db_fn fn, void *arg, char *err, size_t er
 			if (!l->db[slot])
 				break;
 		}
-		rc = fn(l->db[slot], arg, err, errlen);
+		rc = db_set_now(l->db[slot], l->clock ? l->clock() : (int64_t)time(NULL), err,
+		                errlen);
+		if (rc >= 0)
+			rc = fn(l->db[slot], arg, err, errlen);
 		if (rc >= 0 || !db_is_down(l->db[slot]))
 			break;
 	}

@@ -606,7 +606,8 @@ static int record(struct sched *s, struct job **jobs, int n, struct sched_stats 
 		db_arr_i64(&ids, jobs[i]->charge_id);
 	p[0] = db_arr_text(&ids);
 	p[1] = s->owner;
-	if (db_begin(rec->db, err, errlen) < 0)
+	if (db_set_now(rec->db, jobs[n - 1]->now, err, errlen) < 0 ||
+	    db_begin(rec->db, err, errlen) < 0)
 		goto out;
 	r = db_query(rec->db, SQL_LOCK_OWNED, 2, p, err, errlen);
 	if (!r)
@@ -862,7 +863,8 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	int n;
 
 	/* Unknowns first: their subscriptions get nothing new until resolved. */
-	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
+	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0 ||
+	    sched_resolve(s, now, st, err, errlen) < 0)
 		return -1;
 	n = pump(s, claim_any_due, now, st, err, errlen);
 	if (n < 0)
