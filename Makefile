@@ -7,7 +7,7 @@
 # nothing is evaluated before `make deps` has installed it.
 
 CC       ?= cc
-PKGS     := libcurl libcjson openssl libpq yaml-0.1 libmicrohttpd
+PKGS     := libcurl libcjson openssl libpq yaml-0.1 libmicrohttpd libsystemd
 lazy      = $(eval $1 := $(shell pkg-config $2))$($1)
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,--cflags $(PKGS))
 PKG_LIBS   = $(call lazy,PKG_LIBS,--libs $(PKGS))
@@ -38,6 +38,7 @@ MIGR     := $(sort $(wildcard migrations/*.sql))
 # Objects are kept (and their .d files read) so that a rebuild is incremental.
 .SECONDARY:
 .PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
+.PHONY: install check-dist check-install-steps
 
 all: $(B)/billingd $(B)/billctl
 
@@ -113,6 +114,56 @@ bench bench-client bench-due: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
 
+# ---- version, install and its checks ----
+# The version is VERSION's, compiled in as BILLING_VERSION.
+VERSION  := $(shell cat VERSION)
+CFLAGS   += -DBILLING_VERSION='"$(VERSION)"'
+$(LIB_OBJ) $(CLI_OBJ) $(B)/lib/billingd.o: VERSION
+
+# `make install PREFIX=/usr DESTDIR=/tmp/root` lays out the binaries, man
+# pages, plans, example configuration and systemd unit; `make check-dist`
+# lints the man pages and verifies the unit as installed.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+MANS     := billctl.1 billingd.8 billing.yaml.5
+DIST     := $(B)/dist
+
+$(DIST)/billctl.bash: $(B)/billctl
+	@mkdir -p $(@D)
+	$< completion bash > $@
+
+install: all $(DIST)/billctl.bash
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/billing/plans \
+	  $(DESTDIR)$(PREFIX)/share/doc/billing $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 755 $(B)/billctl $(DESTDIR)$(PREFIX)/bin/billctl
+	install -m 755 $(B)/billingd $(DESTDIR)$(PREFIX)/sbin/billingd
+	install -m 644 man/billctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/billctl.1
+	install -m 644 man/billing.yaml.5 $(DESTDIR)$(PREFIX)/share/man/man5/billing.yaml.5
+	install -m 644 man/billingd.8 $(DESTDIR)$(PREFIX)/share/man/man8/billingd.8
+	install -m 644 plans/*.yaml $(DESTDIR)$(PREFIX)/share/billing/plans/
+	install -m 644 $(DIST)/billctl.bash \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions/billctl
+	install -m 644 billing.yaml.example $(DESTDIR)$(PREFIX)/share/doc/billing/billing.yaml.example
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' dist/billingd.service.in \
+	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/billingd.service
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/billingd.service
+
+# The unit is verified as installed into a scratch prefix, where the
+# billingd of its ExecStart exists.
+check-dist: all
+	cd man && mandoc -T lint $(MANS) # in man/, where the cross-references are
+	rm -rf $(DIST)/root
+	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(DIST)/root >/dev/null
+	systemd-analyze verify --man=no $(DIST)/root/lib/systemd/system/billingd.service
+	rm -rf $(DIST)/root
+
+# README's "Running it for real", line by line, in private namespaces (root).
+check-install-steps:
+	bash tests/install_steps.sh
+
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c
 
@@ -127,3 +178,10 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# Reconcile throughput (issue 14): 100,000 orders checked against the fake
+# gateway at 20 ms, the rate printed beside max_in_flight / latency.
+.PHONY: bench-reconcile
+bench-reconcile: deps
+	$(MAKE) -j2 tests-build
+	B=$(B) sh tests/bench.sh reconcile

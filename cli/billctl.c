@@ -1,5 +1,6 @@
-/* billctl: the admin command line. Global options, then a verb; each verb
- * lives in its own cmd_*.c and calls the core library. Exit codes: 0 ok,
+/* billctl: the admin command line. A verb with global options before or
+ * after it; each verb lives in its own cmd_*.c and calls the core library.
+ * Help, version and completion need no configuration. Exit codes: 0 ok,
  * 1 failed, 2 usage error. */
 #include <pwd.h>
 #include <stdarg.h>
@@ -20,28 +21,58 @@ struct verb {
 	int (*run)(struct cli *ctx, int argc, char **argv);
 	int needs_schema; /* refuse to run against an older schema */
 	const char *usage;
+	const char *what;
+	const char *words; /* subcommands and options, for shell completion */
 };
 
 static const struct verb verbs[] = {
-    {"migrate", cmd_migrate, 0, "migrate"},
-    {"plans", cmd_plans, 1, "plans sync|list"},
+    {"migrate", cmd_migrate, 0, "migrate", "Applies the pending migrations.", ""},
+    {"plans", cmd_plans, 1, "plans sync [--dry-run] | list",
+     "Loads plans_dir into versioned plan rows (sync; --dry-run shows the new versions and "
+     "price changes and writes nothing), or lists the current versions.",
+     "sync list --dry-run"},
     {"customer", cmd_customer, 1,
-     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID"},
-    {"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]"},
+     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID",
+     "Enrols a customer through the card page, shows, lists (cards expiring within DAYS), "
+     "or checks the binding at the gateway (exit 0 bound, 1 not).",
+     "enrol show list check --email --name --expiring"},
+    {"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]",
+     "Subscribes a customer to the current version of a plan.", "--start --trial-days"},
     {"subscription", cmd_subscription, 1,
      "subscription list [--customer C] [--state S] | show ID | cancel ID [--at-period-end] | "
-     "pause ID | resume ID | change-plan ID PLAN"},
-    {"charge", cmd_charge, 1, "charge SUBSCRIPTION"},
-    {"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]"},
-    {"void", cmd_void, 1, "void PAY_ORDER_ID"},
-    {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS"},
-    {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y"},
-    {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D"},
-    {"report", cmd_report, 1, "report --from D --to D [--format csv|json] [--totals]"},
+     "pause ID | resume ID | change-plan ID PLAN",
+     "Lists, shows, cancels, pauses, resumes a subscription, or changes its plan from the "
+     "next period.",
+     "list show cancel pause resume change-plan --customer --state --at-period-end"},
+    {"charge", cmd_charge, 1, "charge SUBSCRIPTION",
+     "Charges a subscription now, through the daemon's protocol.", ""},
+    {"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]",
+     "Refunds a charge in full or in part (intent recorded before the gateway call).", "--amount"},
+    {"void", cmd_void, 1, "void PAY_ORDER_ID", "Voids a charge of the same day.", ""},
+    {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS",
+     "Creates a one-off payment page and prints its URL.", ""},
+    {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y",
+     "Asks the gateway about one order (cc_query).", "--pay-order-id --mch-order-no"},
+    {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D",
+     "Checks every order number of the window at the gateway; exit 1 while mismatches "
+     "remain.",
+     "--from --to"},
+    {"report", cmd_report, 1,
+     "report [--month YYYY-MM | --from D --to D] [--format csv|json] [--totals] "
+     "[--allow-open] | report summary [--month YYYY-MM | --from D --to D]",
+     "One row per money movement of the window, for the accountants (exit 1 while the "
+     "window has unknown outcomes, unless --allow-open); summary: per month and plan.",
+     "summary --month --from --to --format --totals --allow-open"},
     {"events", cmd_events, 1,
-     "events list [--type T] [--since T] [--status S] [--customer C] | show ID | "
-     "replay ID | replay --since T [--type T] | tail"},
+     "events list [--type T] [--since T] [--status S] [--customer C] | show ID | replay ID | "
+     "replay --since T [--type T] | tail",
+     "Lists the events written for the operator's application, shows one with every delivery "
+     "attempt, queues events to be sent again (same id), or follows new ones as they commit.",
+     "list show replay tail --type --since --status --customer"},
 };
+
+#define NVERBS       (sizeof(verbs) / sizeof(verbs[0]))
+#define GLOBAL_USAGE "billctl [-c FILE] [--json] [--now TIMESTAMP] VERB ..."
 
 void cli_error(const char *fmt, ...)
 {
@@ -87,8 +118,11 @@ struct gw_client *cli_gw(struct cli *ctx)
 {
 	char err[512];
 
+	/* The merchant key is read here, by the verbs that call the gateway
+	 * only: those that read the ledger run without access to it. */
 	if (!ctx->gw) {
-		ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
+		if (cfg_load_key(&ctx->cfg, err, sizeof(err)) == 0)
+			ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
 		if (!ctx->gw)
 			cli_error("%s", err);
 	}
@@ -124,61 +158,179 @@ int cmd_migrate(struct cli *ctx, int argc, char **argv)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: billctl [-c FILE] [--json] [--now TIMESTAMP] VERB ...\nverbs:\n");
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+	fprintf(f,
+	        "usage: " GLOBAL_USAGE "\n"
+	        "       billctl help VERB | VERB --help | completion bash | --version\n"
+	        "options (before or after the verb):\n"
+	        "  -c FILE          configuration (default: $BILLING_CONFIG, else ./billing.yaml\n"
+	        "                   if it exists, else " CFG_SYSTEM_PATH ")\n"
+	        "  --json           machine-readable output\n"
+	        "  --now TIMESTAMP  the billing clock (default: $BILLING_NOW, else now)\n"
+	        "verbs:\n");
+	for (size_t i = 0; i < NVERBS; i++)
 		fprintf(f, "  %s\n", verbs[i].usage);
+}
+
+static const struct verb *find_verb(const char *name)
+{
+	for (size_t v = 0; v < NVERBS; v++)
+		if (strcmp(verbs[v].name, name) == 0)
+			return &verbs[v];
+	return NULL;
+}
+
+static int verb_help(const char *name)
+{
+	const struct verb *v = find_verb(name);
+
+	if (strcmp(name, "help") == 0 || strcmp(name, "completion") == 0) {
+		printf("usage: billctl help [VERB] | completion bash\n"
+		       "Prints the usage of every verb or of one, or a bash completion script.\n");
+		return CLI_OK;
+	}
+	if (!v) {
+		cli_error("unknown verb '%s' (billctl --help lists them)", name);
+		return CLI_USAGE;
+	}
+	printf("usage: billctl [-c FILE] [--json] [--now TIMESTAMP] %s\n%s\n", v->usage, v->what);
+	return CLI_OK;
+}
+
+/* The completion script is made from the verb table, so that it never lags
+ * behind the verbs. */
+static int completion(int argc, char **argv)
+{
+	if (argc != 2 || strcmp(argv[1], "bash") != 0) {
+		cli_error("usage: billctl completion bash");
+		return CLI_USAGE;
+	}
+	printf("# bash completion for billctl (billctl completion bash)\n"
+	       "_billctl() {\n"
+	       "\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n"
+	       "\tlocal verb='' i words='-c --json --now --help'\n"
+	       "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	       "\t\tcase ${COMP_WORDS[i]} in\n"
+	       "\t\t-c | --now) i=$((i + 1)) ;;\n"
+	       "\t\t-*) ;;\n"
+	       "\t\t*) verb=${COMP_WORDS[i]} && break ;;\n"
+	       "\t\tesac\n"
+	       "\tdone\n"
+	       "\tif [ \"$prev\" = -c ]; then\n"
+	       "\t\tmapfile -t COMPREPLY < <(compgen -f -- \"$cur\")\n"
+	       "\t\treturn\n"
+	       "\tfi\n"
+	       "\tcase $verb in\n"
+	       "\t'') words=\"$words --version help completion");
+	for (size_t i = 0; i < NVERBS; i++)
+		printf(" %s", verbs[i].name);
+	printf("\" ;;\n\thelp) words=\"");
+	for (size_t i = 0; i < NVERBS; i++)
+		printf("%s%s", i ? " " : "", verbs[i].name);
+	printf("\" ;;\n\tcompletion) words=bash ;;\n");
+	for (size_t i = 0; i < NVERBS; i++)
+		printf("\t%s) words=\"$words %s\" ;;\n", verbs[i].name, verbs[i].words);
+	printf("\tesac\n"
+	       "\tmapfile -t COMPREPLY < <(compgen -W \"$words\" -- \"$cur\")\n"
+	       "}\n"
+	       "complete -F _billctl billctl\n");
+	return CLI_OK;
+}
+
+/* Takes the global options out of argv, wherever they are (before or after
+ * the verb), leaving the verb and its arguments in argv[0..*argc). */
+struct globals {
+	const char *config, *now;
+	int json, help, version;
+};
+
+static int take_globals(int *argc, char **argv, struct globals *g)
+{
+	int n = 0;
+
+	for (int i = 0; i < *argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--json") == 0) {
+			g->json = 1;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			g->help = 1;
+		} else if (strcmp(a, "--version") == 0) {
+			g->version = 1;
+		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--now") == 0) {
+			if (i + 1 == *argc) {
+				cli_error("%s: needs a value", a);
+				return -1;
+			}
+			*(a[1] == 'c' ? &g->config : &g->now) = argv[++i];
+		} else {
+			argv[n++] = argv[i];
+		}
+	}
+	*argc = n;
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	struct cli ctx;
-	const char *config = "billing.yaml", *now = getenv("BILLING_NOW");
+	struct globals g = {NULL, getenv("BILLING_NOW"), 0, 0, 0};
 	char err[512];
 	struct passwd *pw = getpwuid(getuid());
-	int i, rc;
+	const char *config;
+	int rc;
 
 	memset(&ctx, 0, sizeof(ctx));
-	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			ctx.json = 1;
-		} else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--now") == 0) &&
-		           i + 1 < argc) {
-			if (argv[i][1] == 'c')
-				config = argv[++i];
-			else
-				now = argv[++i];
-		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return CLI_OK;
-		} else {
-			cli_error("unknown option '%s'", argv[i]);
-			usage(stderr);
-			return CLI_USAGE;
-		}
-	}
-	if (i == argc) {
+	argc--;
+	argv++;
+	if (take_globals(&argc, argv, &g) < 0) {
 		usage(stderr);
 		return CLI_USAGE;
 	}
-	for (size_t v = 0; v < sizeof(verbs) / sizeof(verbs[0]); v++)
-		if (strcmp(verbs[v].name, argv[i]) == 0)
-			current = &verbs[v];
-	if (!current) {
-		cli_error("unknown verb '%s' (billctl --help lists them)", argv[i]);
+	if (g.version) {
+		printf("billctl %s\n", BILLING_VERSION);
+		return CLI_OK;
+	}
+	if (argc == 0 || (g.help && strcmp(argv[0], "help") == 0)) {
+		usage(g.help ? stdout : stderr);
+		return g.help ? CLI_OK : CLI_USAGE;
+	}
+	if (strcmp(argv[0], "help") == 0) {
+		if (argc > 2) {
+			cli_error("usage: billctl help [VERB]");
+			return CLI_USAGE;
+		}
+		if (argc == 1)
+			usage(stdout);
+		return argc == 1 ? CLI_OK : verb_help(argv[1]);
+	}
+	if (strcmp(argv[0], "completion") == 0)
+		return g.help ? verb_help(argv[0]) : completion(argc, argv);
+	current = find_verb(argv[0]);
+	if (!current && argv[0][0] == '-') {
+		cli_error("unknown option '%s'", argv[0]);
+		usage(stderr);
 		return CLI_USAGE;
 	}
-	if (cfg_load(&ctx.cfg, config, err, sizeof(err)) < 0) {
+	if (!current) {
+		cli_error("unknown verb '%s' (billctl --help lists them)", argv[0]);
+		return CLI_USAGE;
+	}
+	if (g.help)
+		return verb_help(argv[0]);
+	ctx.json = g.json;
+	config = cfg_find_path(g.config);
+	if (cfg_load_without_key(&ctx.cfg, config, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_USAGE;
 	}
 	ctx.now = (int64_t)time(NULL);
-	if (now && now[0] && cal_parse_time(now, &ctx.now, err, sizeof(err)) < 0) {
+	if (g.now && g.now[0] && cal_parse_time(g.now, &ctx.now, err, sizeof(err)) < 0) {
 		cli_error("--now: %s", err);
 		return CLI_USAGE;
 	}
 	snprintf(ctx.actor, sizeof(ctx.actor), "billctl:%s", pw ? pw->pw_name : "unknown");
 	log_set_quiet(1);
-	rc = current->run(&ctx, argc - i, argv + i);
+	rc = current->run(&ctx, argc, argv);
 	gw_client_free(ctx.gw);
 	PQfinish(ctx.db);
 	return rc;

@@ -41,6 +41,7 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv);
 int cmd_query(struct cli *ctx, int argc, char **argv);
 int cmd_reconcile(struct cli *ctx, int argc, char **argv);
 int cmd_report(struct cli *ctx, int argc, char **argv);
+int cmd_report_summary(struct cli *ctx, int argc, char **argv); /* argv[0]: "summary" */
 int cmd_events(struct cli *ctx, int argc, char **argv);
 
 #endif

@@ -86,8 +86,8 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
-	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, &row, err,
-	                    sizeof(err));
+	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, ctx->now, &row,
+	                    err, sizeof(err));
 	if (o < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;

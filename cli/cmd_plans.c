@@ -1,13 +1,16 @@
 /* cmd_plans.c: `billctl plans sync` (the plan files of plans_dir into
- * versioned rows) and `billctl plans list` (the current version of each plan,
- * as a table or JSON). */
+ * versioned rows; the only writer of plan rows), `plans sync --dry-run` (what
+ * a sync would change, nothing written) and `billctl plans list` (the current
+ * version of each plan, as a table or JSON). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
 
-#include "cli.h"
+#include "out.h"
 #include "plans.h"
+
+#define USAGE "usage: billctl plans sync [--dry-run] | list"
 
 static void dollars(int64_t cents, char *buf, size_t len)
 {
@@ -24,14 +27,102 @@ static void retry_text(const struct plan *p, char *buf, size_t len)
 	         plans_exhausted_name(p->on_exhausted));
 }
 
-static int run_sync(struct cli *ctx)
+/* One line per plan a sync would write: a new plan, or a new version with
+ * its price change. */
+static void print_diff_text(const struct plan *p, const struct plan_diff *d, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char was[32], now[32];
+
+		dollars(p[i].amount, now, sizeof(now));
+		dollars(d[i].old_amount, was, sizeof(was));
+		if (d[i].change == PLAN_NEW)
+			printf("%s: new plan, v1, amount %s\n", p[i].code, now);
+		else if (d[i].change == PLAN_CHANGED && p[i].amount != d[i].old_amount)
+			printf("%s: v%d -> v%d, amount %s -> %s\n", p[i].code, d[i].version,
+			       d[i].version + 1, was, now);
+		else if (d[i].change == PLAN_CHANGED)
+			printf("%s: v%d -> v%d, terms changed, amount %s unchanged\n", p[i].code,
+			       d[i].version, d[i].version + 1, now);
+	}
+}
+
+static void print_diff_json(const struct plan *p, const struct plan_diff *d, int n, int created)
+{
+	cJSON *o = cJSON_CreateObject(), *changes = cJSON_CreateArray();
+
+	cJSON_AddBoolToObject(o, "dry_run", 1);
+	cJSON_AddNumberToObject(o, "loaded", n);
+	cJSON_AddNumberToObject(o, "created", created);
+	for (int i = 0; i < n; i++) {
+		cJSON *c;
+
+		if (d[i].change == PLAN_SAME)
+			continue;
+		c = cJSON_CreateObject();
+		cJSON_AddStringToObject(c, "code", p[i].code);
+		cJSON_AddNumberToObject(c, "version", d[i].version + 1);
+		cJSON_AddNumberToObject(c, "amount_cents", (double)p[i].amount);
+		if (d[i].change == PLAN_NEW) {
+			cJSON_AddNullToObject(c, "previous_version");
+			cJSON_AddNullToObject(c, "previous_amount_cents");
+		} else {
+			cJSON_AddNumberToObject(c, "previous_version", d[i].version);
+			cJSON_AddNumberToObject(c, "previous_amount_cents",
+			                        (double)d[i].old_amount);
+		}
+		cJSON_AddItemToArray(changes, c);
+	}
+	cJSON_AddItemToObject(o, "changes", changes);
+	out_json(o);
+}
+
+static int run_dry_run(struct cli *ctx, PGconn *db)
 {
 	char err[512];
-	int loaded, created;
-	PGconn *db = cli_db(ctx);
+	struct plan *p = NULL;
+	struct plan_diff *d;
+	int n = 0, created = 0;
 
+	if (plans_load_dir(ctx->cfg.plans_dir, &p, &n, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return CLI_FAIL;
+	}
+	d = calloc((size_t)n + 1, sizeof(*d));
+	if (!d || plans_diff(db, p, n, d, err, sizeof(err)) < 0) {
+		cli_error("%s", d ? err : "out of memory");
+		free(d);
+		free(p);
+		return CLI_FAIL;
+	}
+	for (int i = 0; i < n; i++)
+		created += d[i].change != PLAN_SAME;
+	if (ctx->json) {
+		print_diff_json(p, d, n, created);
+	} else {
+		print_diff_text(p, d, n);
+		printf("plans: %d loaded, %d new version%s (dry run: nothing written)\n", n,
+		       created, created == 1 ? "" : "s");
+	}
+	free(d);
+	free(p);
+	return CLI_OK;
+}
+
+static int run_sync(struct cli *ctx, int argc, char **argv)
+{
+	char err[512];
+	int loaded, created, dry_run = 0;
+	const struct out_opt opts[] = {{"--dry-run", NULL, &dry_run}, {0}};
+	PGconn *db;
+
+	if (out_args(argc, argv, 2, opts, NULL, 0, 0, USAGE) < 0)
+		return CLI_USAGE;
+	db = cli_db(ctx);
 	if (!db)
 		return CLI_FAIL;
+	if (dry_run)
+		return run_dry_run(ctx, db);
 	if (plans_sync_dir(db, ctx->cfg.plans_dir, &loaded, &created, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
@@ -139,10 +230,10 @@ static int run_list(struct cli *ctx)
 
 int cmd_plans(struct cli *ctx, int argc, char **argv)
 {
-	if (argc == 2 && strcmp(argv[1], "sync") == 0)
-		return run_sync(ctx);
+	if (argc >= 2 && strcmp(argv[1], "sync") == 0)
+		return run_sync(ctx, argc, argv);
 	if (argc == 2 && strcmp(argv[1], "list") == 0)
 		return run_list(ctx);
-	cli_error("usage: billctl plans sync|list");
+	cli_error(USAGE);
 	return CLI_USAGE;
 }

@@ -3,6 +3,8 @@
  * Exit 1 while anything needs a human, 0 when clean. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "events.h"
 #include "out.h"
@@ -10,6 +12,44 @@
 #include "scheduler.h"
 
 #define USAGE "usage: billctl reconcile --from D --to D"
+
+struct progress {
+	struct timespec start, shown;
+};
+
+static double since(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+/* On a terminal: the answers so far and their rate, updated in place four
+ * times a second, and a last time when all are in. */
+static void show_progress(void *udata, int done, int total)
+{
+	struct progress *p = udata;
+	struct timespec now;
+	double secs;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (done < total && since(&p->shown, &now) < 0.25)
+		return;
+	p->shown = now;
+	secs = since(&p->start, &now);
+	fprintf(stderr, "\rreconcile: %d of %d orders checked, %.0f/s ", done, total,
+	        secs > 0 ? done / secs : 0.0);
+	if (done == total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+/* "12 ok (1234.56)": a count and its money. */
+static void count_money(char *buf, size_t len, int count, const char *name, int64_t cents)
+{
+	char money[32];
+
+	out_money(cents, money, sizeof(money));
+	snprintf(buf, len, "%d %s (%s)", count, name, money);
+}
 
 static void gateway_side(const struct reconcile_item *it, char *buf, size_t len)
 {
@@ -89,10 +129,11 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 	const struct out_opt opts[] = {{"--from", &from_s, NULL}, {"--to", &to_s, NULL}, {0}};
 	const char *hdr[] = {"VERDICT", "KIND",    "MCH_ORDER_NO", "CUSTOMER",
 	                     "OURS",    "GATEWAY", "DETAIL"};
+	struct reconcile_opts ro = {.now = ctx->now};
+	struct progress prog;
 	struct reconcile_report rep;
 	struct gw_client *gw;
 	struct sched *s;
-	int64_t from, to;
 	char err[512];
 	PGconn *db;
 	int clean;
@@ -103,7 +144,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		cli_error("--from and --to are required (%s)", USAGE);
 		return CLI_USAGE;
 	}
-	if (out_parse_window(from_s, to_s, &from, &to) < 0)
+	if (out_parse_window(from_s, to_s, &ro.from, &ro.to) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
 		return CLI_FAIL;
@@ -116,7 +157,13 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	sched_free(s);
-	if (reconcile_run(db, gw, &ctx->cfg, from, to, &rep, err, sizeof(err)) < 0) {
+	if (isatty(STDERR_FILENO)) {
+		clock_gettime(CLOCK_MONOTONIC, &prog.start);
+		prog.shown = prog.start;
+		ro.progress = show_progress;
+		ro.udata = &prog;
+	}
+	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
@@ -127,12 +174,16 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 	clean = reconcile_clean(&rep);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject(), *counts = cJSON_AddObjectToObject(o, "counts");
+		cJSON *cents = cJSON_AddObjectToObject(o, "cents");
 		cJSON *items = cJSON_CreateArray();
 		cJSON_AddStringToObject(o, "from", from_s);
 		cJSON_AddStringToObject(o, "to", to_s);
 		cJSON_AddBoolToObject(o, "clean", clean);
-		for (int v = RECONCILE_DANGER; v <= RECONCILE_OK; v++)
+		for (int v = RECONCILE_DANGER; v <= RECONCILE_OK; v++) {
 			cJSON_AddNumberToObject(counts, reconcile_verdict_name(v), rep.count[v]);
+			cJSON_AddNumberToObject(cents, reconcile_verdict_name(v),
+			                        (double)rep.cents[v]);
+		}
 		cJSON_AddNumberToObject(counts, "probed_absent", rep.probed);
 		for (int i = 0; i < rep.n; i++)
 			if (rep.items[i].verdict != RECONCILE_OK)
@@ -142,6 +193,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 	} else {
 		struct out_table *t = out_table_new(7, hdr);
 		int listed = 0;
+		char c[4][64];
 		for (int i = 0; i < rep.n; i++) {
 			const struct reconcile_item *it = &rep.items[i];
 			char ours[128] = "-", gws[128];
@@ -160,11 +212,18 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		if (listed)
 			out_table_print(t, stdout);
 		out_table_free(t);
-		printf("reconcile %s .. %s: %d ok, %d resolved, %d open, %d unresolved, "
-		       "%d mismatch, %d danger; %d unused numbers absent: %s\n",
-		       from_s, to_s, rep.count[RECONCILE_OK], rep.count[RECONCILE_RESOLVED],
-		       rep.count[RECONCILE_OPEN], rep.count[RECONCILE_UNRESOLVED],
-		       rep.count[RECONCILE_MISMATCH], rep.count[RECONCILE_DANGER], rep.probed,
+		count_money(c[0], sizeof(c[0]), rep.count[RECONCILE_OK], "ok",
+		            rep.cents[RECONCILE_OK]);
+		count_money(c[1], sizeof(c[1]), rep.count[RECONCILE_RESOLVED], "resolved",
+		            rep.cents[RECONCILE_RESOLVED]);
+		count_money(c[2], sizeof(c[2]), rep.count[RECONCILE_MISMATCH], "mismatch",
+		            rep.cents[RECONCILE_MISMATCH]);
+		count_money(c[3], sizeof(c[3]), rep.count[RECONCILE_DANGER], "danger",
+		            rep.cents[RECONCILE_DANGER]);
+		printf("reconcile %s .. %s: %s, %s, %d open, %d unresolved, %s, %s; %d unused "
+		       "numbers absent: %s\n",
+		       from_s, to_s, c[0], c[1], rep.count[RECONCILE_OPEN],
+		       rep.count[RECONCILE_UNRESOLVED], c[2], c[3], rep.probed,
 		       clean ? "clean" : "NOT clean");
 	}
 	reconcile_report_free(&rep);

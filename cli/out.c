@@ -215,6 +215,35 @@ int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_
 	return 0;
 }
 
+int out_parse_period(const char *month_s, const char *from_s, const char *to_s, int64_t *from,
+                     int64_t *to)
+{
+	char first[24];
+	int y, m, used = 0;
+
+	if (!month_s) {
+		if (!from_s || !to_s) {
+			cli_error("give --month YYYY-MM or both --from and --to");
+			return -1;
+		}
+		return out_parse_window(from_s, to_s, from, to);
+	}
+	if (from_s || to_s) {
+		cli_error("--month %s: give either --month or --from/--to", month_s);
+		return -1;
+	}
+	if (strlen(month_s) != 7 || sscanf(month_s, "%4d-%2d%n", &y, &m, &used) != 2 || used != 7 ||
+	    y < 1970 || m < 1 || m > 12 || month_s[4] != '-') {
+		cli_error("--month: '%s' is not a month (YYYY-MM)", month_s);
+		return -1;
+	}
+	snprintf(first, sizeof(first), "%04d-%02d-01", y, m);
+	if (out_parse_time("--month", first, from) < 0)
+		return -1;
+	*to = cal_period_start(*from, CAL_MONTH, 1, 1);
+	return 0;
+}
+
 int out_args(int argc, char **argv, int first, const struct out_opt *opts, const char **pos,
              int minpos, int maxpos, const char *usage)
 {

@@ -46,6 +46,11 @@ int out_parse_time(const char *what, const char *s, int64_t *t);
  * inclusive). 0, or -1 after one error line. */
 int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to);
 
+/* --month YYYY-MM (its local days) or --from D --to D (out_parse_window),
+ * exactly one of the two. 0, or -1 after one error line. */
+int out_parse_period(const char *month_s, const char *from_s, const char *to_s, int64_t *from,
+                     int64_t *to);
+
 /* A verb's options: --name VALUE (value set) or --name (flag set to 1). */
 struct out_opt {
 	const char *name;

@@ -1,9 +1,11 @@
 /* billingd: charges every due subscription exactly once, on schedule.
  *
  * Runs in the foreground (a supervisor such as systemd owns the process),
- * logs logfmt on stderr. SIGTERM/SIGINT: stop claiming, finish what is in
- * flight, exit 0. SIGHUP: reload configuration and plans. A lost database is
- * logged, backed off and reconnected. */
+ * logs logfmt on stderr, and tells systemd (Type=notify) when it is ready,
+ * what the last pass did, and that its main loop still turns (watchdog).
+ * SIGTERM/SIGINT: stop claiming, finish what is in flight, exit 0. SIGHUP:
+ * reload the configuration. Plan rows are only read (billctl plans sync
+ * writes them). A lost database is logged, backed off and reconnected. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "calendar.h"
 #include "config.h"
@@ -39,30 +42,36 @@ static void on_signal(int sig)
 		sched_stop(running);
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
-	                "[--foreground]\n");
+	fprintf(f, "usage: billingd [-c FILE] [--check-config] [--once] [--now TIMESTAMP] "
+	           "[--foreground]\n"
+	           "       billingd --help | --version\n"
+	           "  -c, --config FILE  configuration (default: $BILLING_CONFIG, else\n"
+	           "                     ./billing.yaml if it exists, else " CFG_SYSTEM_PATH ")\n"
+	           "  --check-config     check the configuration and the plan files, then exit\n"
+	           "  --once             one pass, then exit (no listener)\n"
+	           "  --now TIMESTAMP    test clock: time runs on from TIMESTAMP ($BILLING_NOW)\n"
+	           "  --foreground       accepted; billingd always runs in the foreground\n"
+	           "signals: TERM/INT stop after what is in flight, HUP reloads\n");
 }
 
 struct opts {
 	const char *config;
 	int check, once;
 	const char *now;
+	int help, version;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = {{"check-config", no_argument, NULL, 'k'},
-	                                         {"once", no_argument, NULL, '1'},
-	                                         {"now", required_argument, NULL, 'n'},
-	                                         {"foreground", no_argument, NULL, 'f'},
-	                                         {"config", required_argument, NULL, 'c'},
-	                                         {"help", no_argument, NULL, 'h'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	    {"check-config", no_argument, NULL, 'k'}, {"once", no_argument, NULL, '1'},
+	    {"now", required_argument, NULL, 'n'},    {"foreground", no_argument, NULL, 'f'},
+	    {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
 	int ch;
 
-	o->config = "billing.yaml";
 	o->now = getenv("BILLING_NOW");
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -80,36 +89,64 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 'f':
 			break; /* always in the foreground */
+		case 'h':
+			o->help = 1;
+			break;
+		case 'V':
+			o->version = 1;
+			break;
 		default:
-			usage();
+			usage(stderr);
 			return -1;
 		}
 	}
 	if (optind != argc) {
 		fprintf(stderr, "billingd: unexpected argument '%s'\n", argv[optind]);
-		usage();
+		usage(stderr);
 		return -1;
 	}
 	return 0;
 }
 
-/* Loads the plans directory and records new versions. */
-static int sync_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
+/* Daemons never write plan rows: only `billctl plans sync` does, so that
+ * hosts with different plan files cannot flip a price back and forth. The
+ * rows must exist; plan files that differ from them are said in one line.
+ * -1 with err when there is no plan row or the database fails. */
+static int check_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen)
 {
-	int loaded = 0, created = 0;
-	char n[16], m[16];
+	struct plan *p = NULL;
+	struct plan_diff *d;
+	int n = 0, differ = 0;
+	char e[512], count[16];
 
-	if (plans_sync_dir(db, c->plans_dir, &loaded, &created, err, errlen) < 0)
+	if (plans_list(db, &p, &n, err, errlen) < 0)
 		return -1;
-	snprintf(n, sizeof(n), "%d", loaded);
-	snprintf(m, sizeof(m), "%d", created);
-	log_event("info", "plans_loaded", "dir", c->plans_dir, "plans", n, "new_versions", m,
-	          (char *)NULL);
+	free(p);
+	if (n == 0) {
+		snprintf(err, errlen, "no plans in the database (billctl plans sync loads them)");
+		return -1;
+	}
+	if (plans_load_dir(c->plans_dir, &p, &n, e, sizeof(e)) < 0) {
+		log_event("warn", "plans_files", "error", e, (char *)NULL);
+		return 0;
+	}
+	d = calloc((size_t)n + 1, sizeof(*d));
+	if (d && plans_diff(db, p, n, d, e, sizeof(e)) == 0) {
+		for (int i = 0; i < n; i++)
+			differ += d[i].change != PLAN_SAME;
+		snprintf(count, sizeof(count), "%d", differ);
+		if (differ)
+			log_event("warn", "plans_differ", "dir", c->plans_dir, "plans", count,
+			          "hint", "billctl plans sync --dry-run shows the difference",
+			          (char *)NULL);
+	}
+	free(d);
+	free(p);
 	return 0;
 }
 
-/* SIGHUP: the configuration and a gateway client for it, then the plans.
- * A bad file keeps what runs. -1 only if the scheduler cannot restart. */
+/* SIGHUP: the configuration and a gateway client for it; plan files are
+ * compared, never written. A bad file keeps what runs. -1 only if the scheduler cannot restart. */
 static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_client **gw,
                   const char *owner)
 {
@@ -118,9 +155,11 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	struct sched *old = running;
 	char err[512];
 
+	sd_notify(0, "RELOADING=1");
 	if (cfg_load(&fresh, path, err, sizeof(err)) < 0 ||
 	    !(ngw = gw_client_new(&fresh.gateway, err, sizeof(err)))) {
 		log_event("error", "reload", "error", err, (char *)NULL);
+		sd_notify(0, "READY=1");
 		return 0;
 	}
 	/* Gateway and billing settings take effect at once; the listen address
@@ -139,7 +178,8 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	if (got_stop)
 		sched_stop(running);
 	log_event("info", "reloaded", "config", path, (char *)NULL);
-	if (sync_plans(db, cfg, err, sizeof(err)) < 0)
+	sd_notify(0, "READY=1");
+	if (check_plans(db, cfg, err, sizeof(err)) < 0)
 		log_event("error", "reload", "error", err, (char *)NULL);
 	return 0;
 }
@@ -165,9 +205,20 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 		log_event("error", "database_down", "error", err, (char *)NULL);
 		if (once || got_stop)
 			return NULL;
+		sd_notifyf(0, "STATUS=database down, retrying in %d s", delay);
+		sd_notify(0, "WATCHDOG=1"); /* waiting on the database is not a hang */
 		sleep((unsigned)delay);
 		delay = delay < 30 ? delay * 2 : 30;
 	}
+}
+
+/* systemctl status shows the last pass's figures. */
+static void notify_status(const struct sched_stats *st)
+{
+	sd_notifyf(0,
+	           "STATUS=last pass: %ld charged, %ld succeeded, %ld declined, %ld unknown, "
+	           "%ld proven absent, %ld binding checks",
+	           st->claimed, st->succeeded, st->declined, st->unknown, st->absent, st->bindings);
 }
 
 /* --now shifts the clock: time runs on from the given instant. */
@@ -199,6 +250,14 @@ int main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &o) < 0)
 		return 2;
+	if (o.help || o.version) {
+		if (o.help)
+			usage(stdout);
+		else
+			printf("billingd %s\n", BILLING_VERSION);
+		return 0;
+	}
+	o.config = cfg_find_path(o.config);
 	if (cfg_load(&cfg, o.config, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		return 2;
@@ -235,7 +294,7 @@ int main(int argc, char **argv)
 	db = connect_db(&cfg, owner, o.once);
 	if (!db)
 		return 1;
-	if (sync_plans(db, &cfg, err, sizeof(err)) < 0) {
+	if (check_plans(db, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		PQfinish(db);
 		return 1;
@@ -264,6 +323,8 @@ int main(int argc, char **argv)
 	}
 	log_event("info", "started", "owner", owner, "once", o.once ? "true" : "false",
 	          (char *)NULL);
+	/* The database, its schema and the listener are up. */
+	sd_notify(0, "READY=1\nSTATUS=started");
 
 	while (!got_stop) {
 		struct sched_stats st = {0};
@@ -275,6 +336,7 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
+		sd_notify(0, "WATCHDOG=1");
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
 			log_event("error", "pass", "error", err, (char *)NULL);
 			if (db_is_down(db)) {
@@ -291,11 +353,13 @@ int main(int argc, char **argv)
 				rc = 1;
 				break;
 			}
-		}
+		} else
+			notify_status(&st);
 		if (o.once)
 			break;
 		sleep_ms(cfg.poll_interval_ms);
 	}
+	sd_notify(0, "STOPPING=1");
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
 	events_stop(events);

@@ -248,6 +248,52 @@ static int parse_file(struct cfg *c, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+/* A relative path in the file is relative to the file's directory, not to
+ * the working directory (which is / under systemd). */
+static int resolve_path(const struct cfg *c, char *field, size_t size, const char *key, char *err,
+                        size_t errlen)
+{
+	const char *slash = strrchr(c->path, '/');
+	char joined[CFG_STR];
+	int n;
+
+	if (!field[0] || field[0] == '/' || !slash)
+		return 0;
+	n = snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - c->path), c->path, field);
+	if (n < 0 || (size_t)n >= size || (size_t)n >= sizeof(joined))
+		return fail(err, errlen, "%s: %s: longer than %zu characters once resolved",
+		            c->path, key, size - 1);
+	memcpy(field, joined, (size_t)n + 1);
+	return 0;
+}
+
+static int resolve_paths(struct cfg *c, char *err, size_t errlen)
+{
+	if (resolve_path(c, c->plans_dir, sizeof(c->plans_dir), "plans_dir", err, errlen) < 0 ||
+	    resolve_path(c, c->gateway.merchant_key_file, sizeof(c->gateway.merchant_key_file),
+	                 "gateway.merchant_key_file", err, errlen) < 0 ||
+	    resolve_path(c, c->gateway.ca_file, sizeof(c->gateway.ca_file), "gateway.ca_file", err,
+	                 errlen) < 0 ||
+	    resolve_path(c, c->events.secret_file, sizeof(c->events.secret_file),
+	                 "events.secret_file", err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+const char *cfg_find_path(const char *given)
+{
+	const char *env = getenv("BILLING_CONFIG");
+	struct stat st;
+
+	if (given)
+		return given;
+	if (env && env[0])
+		return env;
+	if (stat("billing.yaml", &st) == 0)
+		return "billing.yaml";
+	return CFG_SYSTEM_PATH;
+}
+
 static int read_key_file(struct cfg *c, char *err, size_t errlen)
 {
 	const char *path = c->gateway.merchant_key_file;
@@ -376,16 +422,10 @@ static int check_prefix(const char *p)
 	return 0;
 }
 
-int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+int cfg_load_key(struct cfg *c, char *err, size_t errlen)
 {
 	const char *env;
 
-	defaults(c);
-	snprintf(c->path, sizeof(c->path), "%s", path);
-	if (parse_file(c, path, err, errlen) < 0)
-		return -1;
-	if ((env = getenv("DATABASE_URL")) && env[0])
-		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
 	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
 		if (strlen(env) >= sizeof(c->gateway.merchant_key))
 			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
@@ -394,20 +434,41 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 		if (read_key_file(c, err, errlen) < 0)
 			return -1;
 	}
+	if (!c->gateway.merchant_key[0])
+		return fail(err, errlen,
+		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
+		            c->path);
+	return 0;
+}
+
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	/* Only the daemon, which sends the events, reads their secret. */
+	if (cfg_load_without_key(c, path, err, errlen) < 0 || cfg_load_key(c, err, errlen) < 0)
+		return -1;
+	return events_secret(c, err, errlen);
+}
+
+int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+	const char *env;
+
+	defaults(c);
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (parse_file(c, path, err, errlen) < 0 || resolve_paths(c, err, errlen) < 0)
+		return -1;
+	if ((env = getenv("DATABASE_URL")) && env[0])
+		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
 	if (!c->gateway.mch_id[0])
 		return fail(err, errlen, "%s: gateway.mch_id: required", path);
 	if (!c->gateway.job_no[0])
 		return fail(err, errlen, "%s: gateway.job_no: required", path);
-	if (!c->gateway.merchant_key[0])
-		return fail(err, errlen,
-		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
-		            path);
 	if (!c->database_url[0])
 		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
 	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
 		return fail(err, errlen, "%s: billing.order_prefix: 1 to 8 letters or digits",
 		            path);
-	if (events_retry(c, err, errlen) < 0 || events_secret(c, err, errlen) < 0)
+	if (events_retry(c, err, errlen) < 0)
 		return -1;
 	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
 		return fail(err, errlen,

@@ -51,10 +51,26 @@ struct cfg {
 	struct cfg_events events;
 };
 
+/* Where the configuration is read when -c is not given. */
+#define CFG_SYSTEM_PATH "/etc/billing/billing.yaml"
+
+/* The configuration file to read: given (-c) if not NULL, else env
+ * BILLING_CONFIG, else ./billing.yaml if it exists, else CFG_SYSTEM_PATH. */
+const char *cfg_find_path(const char *given);
+
 /* Fills c with defaults, then path's values, then the environment
- * (DATABASE_URL, IOTPAY_MERCHANT_KEY, BILLING_EVENTS_SECRET). On error returns -1 with one line in
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY, BILLING_EVENTS_SECRET). Relative plans_dir,
+ * merchant_key_file, ca_file and events.secret_file are taken relative to path's directory. On
+ * error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* cfg_load in two steps, so that a process that only reads the ledger never
+ * reads the merchant key: everything but the key, then the key (env
+ * IOTPAY_MERCHANT_KEY or gateway.merchant_key_file), which only what calls
+ * the gateway needs. Same errors as cfg_load. */
+int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errlen);
+int cfg_load_key(struct cfg *c, char *err, size_t errlen);
 
 /* Sets the process timezone (TZ) to c->timezone; -1 if it is unknown. */
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen);

@@ -114,6 +114,11 @@ struct gw_multi {
 	struct gw_job *running;       /* handed to libcurl */
 };
 
+int gw_order_holds_charge(const struct gw_order *o, int reversed)
+{
+	return reversed || o->status == 2 || o->status == 3;
+}
+
 const char *gw_outcome_name(enum gw_outcome o)
 {
 	switch (o) {

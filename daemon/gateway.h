@@ -121,4 +121,10 @@ int gw_fields_verify(const struct gw_fields *f, const char *merchant_key);
 
 const char *gw_outcome_name(enum gw_outcome o); /* "success", "fail", ... */
 
+/* Whether the gateway's order o agrees with a charge we hold succeeded:
+ * paid, or, once we voided or fully refunded it (reversed), any status: the
+ * API defines none for a reversed payment, and gateways differ (some keep it
+ * paid, some report another number). */
+int gw_order_holds_charge(const struct gw_order *o, int reversed);
+
 #endif

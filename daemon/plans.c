@@ -493,31 +493,58 @@ static void checksum(const struct plan *p, const char *retry, char out[65])
 		sprintf(out + 2 * i, "%02x", md[i]);
 }
 
+/* The latest row of p's code against p's terms (no write): d->version 0
+ * when there is none. sum: p's checksum. */
+static int compare_latest(PGconn *c, const struct plan *p, const char *sum, struct plan_diff *d,
+                          char *err, size_t errlen)
+{
+	const char *q[1] = {p->code};
+	PGresult *r = db_query(c,
+	                       "SELECT version, checksum, amount_cents FROM plans WHERE code = $1 "
+	                       "ORDER BY version DESC LIMIT 1",
+	                       1, q, err, errlen);
+
+	if (!r)
+		return -1;
+	memset(d, 0, sizeof(*d));
+	d->change = PLAN_NEW;
+	if (PQntuples(r)) {
+		d->version = (int)db_i64(r, 0, 0);
+		d->change = strcmp(db_str(r, 0, 1), sum) == 0 ? PLAN_SAME : PLAN_CHANGED;
+		d->old_amount = db_i64(r, 0, 2);
+	}
+	PQclear(r);
+	return 0;
+}
+
+int plans_diff(PGconn *c, const struct plan *p, int n, struct plan_diff *diff, char *err,
+               size_t errlen)
+{
+	char sum[65], retry[PLAN_MAX_RETRY * 8];
+
+	for (int i = 0; i < n; i++) {
+		plans_retry_format(&p[i], retry, sizeof(retry));
+		checksum(&p[i], retry, sum);
+		if (compare_latest(c, &p[i], sum, &diff[i], err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Inserts p as a new version unless its latest version has the same terms. */
 static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, size_t errlen)
 {
 	char sum[65], retry[PLAN_MAX_RETRY * 8], version[16], amount[24], count[16], trial[16],
 	    cycles[16];
-	const char *q[1] = {p->code};
-	PGresult *r;
-	int latest = 0, same = 0;
+	struct plan_diff d;
 
 	plans_retry_format(p, retry, sizeof(retry));
 	checksum(p, retry, sum);
-	r = db_query(c,
-	             "SELECT version, checksum FROM plans WHERE code = $1 "
-	             "ORDER BY version DESC LIMIT 1",
-	             1, q, err, errlen);
-	if (!r)
+	if (compare_latest(c, p, sum, &d, err, errlen) < 0)
 		return -1;
-	if (PQntuples(r)) {
-		latest = (int)db_i64(r, 0, 0);
-		same = strcmp(db_str(r, 0, 1), sum) == 0;
-	}
-	PQclear(r);
-	if (same)
+	if (d.change == PLAN_SAME)
 		return 0;
-	snprintf(version, sizeof(version), "%d", latest + 1);
+	snprintf(version, sizeof(version), "%d", d.version + 1);
 	snprintf(amount, sizeof(amount), "%lld", (long long)p->amount);
 	snprintf(count, sizeof(count), "%d", p->interval_count);
 	snprintf(trial, sizeof(trial), "%d", p->trial_days);
@@ -555,8 +582,8 @@ int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, 
 	*created = 0;
 	if (db_begin(c, err, errlen) < 0)
 		return -1;
-	/* Serialises concurrent syncs (several billingd starting at once), which
-	 * would otherwise race for the same next version number. */
+	/* Serialises concurrent syncs (several admins at once), which would
+	 * otherwise race for the same next version number. */
 	if (db_exec(c, "SELECT pg_advisory_xact_lock(7283640012)", 0, NULL, err, errlen) < 0)
 		goto fail;
 	for (int i = 0; i < n; i++) {

@@ -45,8 +45,21 @@ int plans_load_dir(const char *dir, struct plan **out, int *n, char *err, size_t
  * the number of new rows. 0 / -1. */
 int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, size_t errlen);
 
-/* plans_load_dir then plans_sync: what `billctl plans sync` and billingd (at
- * start and on SIGHUP) do. *loaded: plans found in dir. 0 / -1. */
+/* How a plan file stands against the latest row of its code. */
+enum plan_change { PLAN_SAME, PLAN_NEW, PLAN_CHANGED };
+struct plan_diff {
+	enum plan_change change;
+	int version;        /* the latest row's version; 0 for PLAN_NEW */
+	int64_t old_amount; /* the latest row's amount (cents) */
+};
+
+/* Compares each of the n plans with the latest version of its code, writing
+ * nothing: diff[i] is p[i]'s. 0 / -1. */
+int plans_diff(PGconn *c, const struct plan *p, int n, struct plan_diff *diff, char *err,
+               size_t errlen);
+
+/* plans_load_dir then plans_sync: what `billctl plans sync` does (daemons
+ * never write plans). *loaded: plans found in dir. 0 / -1. */
 int plans_sync_dir(PGconn *c, const char *dir, int *loaded, int *created, char *err, size_t errlen);
 
 /* The plan row with this id; -1 "unknown plan id 7". */

@@ -19,28 +19,31 @@
 #define WINDOW " created_at >= to_timestamp($1) AND created_at < to_timestamp($2)"
 
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
- * charge kind (one_off/subscription), the refunded charge's pay_order_id. */
+ * charge kind (one_off/subscription), the refunded charge's pay_order_id,
+ * and for a charge whether it is reversed (voided or fully refunded). */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
-    "       coalesce(pay_order_id, ''), kind, ''"
+    "       coalesce(pay_order_id, ''), kind, '',"
+    "       (SELECT coalesce(sum(r.amount_cents), 0) FROM refunds r"
+    "         WHERE r.charge_id = charges.id AND r.state = 'succeeded') >= amount_cents"
     "  FROM charges WHERE" WINDOW " UNION ALL"
     " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
-    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, '')"
+    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, ''), false"
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
     "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
     " UNION ALL"
-    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', ''"
+    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', '', false"
     "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
     " UNION ALL"
-    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', ''"
+    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', '', false"
     "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
     " UNION ALL"
     " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
-    "        'subscription', ''"
+    "        'subscription', '', false"
     "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
     "                max(attempt) AS mx"
     "           FROM charges WHERE kind = 'subscription' AND" WINDOW
@@ -57,11 +60,21 @@ static const char SQL_LINK_PAID[] =
     " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
     "   AND amount_cents = $6::bigint RETURNING id";
 
+/* What judging needs of the gateway's answer (a whole gw_result per order
+ * would cost kilobytes each over a year's orders). */
+struct answer {
+	enum gw_outcome outcome;
+	int has_order;
+	struct gw_order order;
+	char detail[256];
+};
+
 struct pending {
 	struct reconcile_item *item;
 	char charge_kind[16];
 	char charged_order[64]; /* refunds: the refunded charge's pay_order_id */
-	struct gw_result res;
+	int reversed;           /* charges: voided or fully refunded */
+	struct answer res;
 	int done;
 };
 
@@ -88,7 +101,10 @@ static void on_done(void *udata, const struct gw_result *res)
 {
 	struct pending *p = udata;
 
-	p->res = *res;
+	p->res.outcome = res->outcome;
+	p->res.has_order = res->has_order;
+	p->res.order = res->order;
+	snprintf(p->res.detail, sizeof(p->res.detail), "%s", res->detail);
 	p->done = 1;
 }
 
@@ -126,7 +142,7 @@ static void judge_no_row(struct reconcile_item *it)
 }
 
 /* Our settled row (succeeded or failed) against the gateway's answer. */
-static void judge_settled(struct reconcile_item *it)
+static void judge_settled(struct reconcile_item *it, const struct pending *p)
 {
 	int ours_paid = strcmp(it->state, "succeeded") == 0;
 
@@ -139,7 +155,7 @@ static void judge_settled(struct reconcile_item *it)
 	}
 	if (it->gw_found == 0)
 		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway has no such order");
-	else if (!paid(it))
+	else if (!gw_order_holds_charge(&p->res.order, p->reversed))
 		set(it, RECONCILE_MISMATCH, "we say succeeded, the gateway's status is %d",
 		    it->gw_status);
 	else if (it->gw_amount >= 0 && it->gw_amount != it->amount_cents)
@@ -161,11 +177,11 @@ static void judge_refund_of(struct reconcile_item *it, const struct pending *p)
 }
 
 /* Resolves an open refund through the refunds ledger. */
-static void resolve_refund(PGconn *c, struct gw_client *gw, struct reconcile_item *it)
+static void resolve_refund(PGconn *c, struct gw_client *gw, int64_t now, struct reconcile_item *it)
 {
 	struct refund_row row;
 	char err[256];
-	int o = refunds_resolve(c, gw, it->id, &row, err, sizeof(err));
+	int o = refunds_resolve(c, gw, it->id, now, &row, err, sizeof(err));
 
 	if (o < 0) {
 		set(it, RECONCILE_UNRESOLVED, "%s", err);
@@ -213,12 +229,13 @@ static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_or
 }
 
 /* An open row (pending or unknown). */
-static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+static int judge_open(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p, char *err,
+                      size_t errlen)
 {
 	struct reconcile_item *it = p->item;
 
 	if (strcmp(it->kind, "charge") != 0) {
-		resolve_refund(c, gw, it);
+		resolve_refund(c, gw, now, it);
 		return 0;
 	}
 	if (strcmp(p->charge_kind, "one_off") == 0) {
@@ -247,7 +264,7 @@ static int judge_open(PGconn *c, struct gw_client *gw, struct pending *p, char *
 static void take_answer(struct pending *p)
 {
 	struct reconcile_item *it = p->item;
-	const struct gw_result *r = &p->res;
+	const struct answer *r = &p->res;
 
 	it->gw_found = -1;
 	it->gw_status = -1;
@@ -265,6 +282,14 @@ static void take_answer(struct pending *p)
 	}
 }
 
+/* The item's money as reconcile_report.cents counts it. */
+static int64_t signed_cents(const struct reconcile_item *it)
+{
+	int64_t cents = it->id ? it->amount_cents : it->gw_amount > 0 ? it->gw_amount : 0;
+
+	return strcmp(it->kind, "charge") == 0 ? cents : -cents;
+}
+
 static int by_verdict(const void *a, const void *b)
 {
 	const struct reconcile_item *x = a, *y = b;
@@ -274,30 +299,38 @@ static int by_verdict(const void *a, const void *b)
 	return strcmp(x->mch_order_no, y->mch_order_no);
 }
 
-/* Sends every query and waits for all of them. */
-static int query_all(struct gw_client *gw, int max_in_flight, struct pending *ps, int n, char *err,
-                     size_t errlen)
+/* Sends every query and waits for all of them. Requests are queued a few
+ * at a time, as slots free: a queued request holds its signed body. */
+static int query_all(struct gw_client *gw, int max_in_flight, const struct reconcile_opts *o,
+                     struct pending *ps, int n, char *err, size_t errlen)
 {
 	struct gw_multi *m = gw_multi_new(gw, max_in_flight);
-	int rc = 0;
+	struct gw_result refused;
+	int rc = 0, next = 0;
 
 	if (!m) {
 		snprintf(err, errlen, "gateway client: cannot start concurrent requests");
 		return -1;
 	}
-	for (int i = 0; i < n; i++) {
-		struct gw_request req = {.call = GW_QUERY,
-		                         .mch_order_no = ps[i].item->mch_order_no};
+	while (next < n || gw_multi_pending(m) > 0) {
+		while (next < n && gw_multi_pending(m) < 2 * max_in_flight) {
+			struct gw_request req = {.call = GW_QUERY,
+			                         .mch_order_no = ps[next].item->mch_order_no};
 
-		if (gw_multi_submit(m, &req, on_done, &ps[i], &ps[i].res) == GW_INVALID)
-			ps[i].done = 0; /* refused before sending: stays "not known" */
-	}
-	while (gw_multi_pending(m) > 0)
-		if (gw_multi_run(m, 200) < 0) {
+			/* Refused before sending: stays "not known". */
+			if (gw_multi_submit(m, &req, on_done, &ps[next], &refused) == GW_INVALID)
+				snprintf(ps[next].res.detail, sizeof(ps[next].res.detail), "%s",
+				         refused.detail);
+			next++;
+		}
+		if (gw_multi_pending(m) > 0 && gw_multi_run(m, 200) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			rc = -1;
 			break;
 		}
+		if (o->progress)
+			o->progress(o->udata, next - gw_multi_pending(m), n);
+	}
 	gw_multi_free(m);
 	return rc;
 }
@@ -315,10 +348,12 @@ static void fill_row(const PGresult *r, int i, struct pending *p)
 	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, 6));
 	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, 7));
 	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, 8));
+	p->reversed = strcmp(db_str(r, i, 9), "t") == 0;
 	it->verdict = RECONCILE_OK;
 }
 
-static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, size_t errlen)
+static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p, char *err,
+                 size_t errlen)
 {
 	struct reconcile_item *it = p->item;
 
@@ -328,19 +363,20 @@ static int judge(PGconn *c, struct gw_client *gw, struct pending *p, char *err, 
 		return 0;
 	}
 	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
-		return judge_open(c, gw, p, err, errlen);
+		return judge_open(c, gw, now, p, err, errlen);
 	if (it->gw_found < 0) {
 		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
 		return 0;
 	}
-	judge_settled(it);
+	judge_settled(it, p);
 	if (strcmp(it->kind, "charge") != 0)
 		judge_refund_of(it, p);
 	return 0;
 }
 
-int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-                  struct reconcile_report *out, char *err, size_t errlen)
+int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
+                  const struct reconcile_opts *o, struct reconcile_report *out, char *err,
+                  size_t errlen)
 {
 	char f[24], t[24];
 	const char *params[3] = {f, t, cfg->order_prefix};
@@ -349,8 +385,8 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
+	snprintf(f, sizeof(f), "%" PRId64, o->from);
+	snprintf(t, sizeof(t), "%" PRId64, o->to);
 	r = db_query(c, SQL_ROWS, 3, params, err, errlen);
 	if (!r)
 		return -1;
@@ -365,10 +401,10 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 		ps[i].item = &out->items[i];
 		fill_row(r, i, &ps[i]);
 	}
-	if (query_all(gw, cfg->gateway.max_in_flight, ps, n, err, errlen) < 0)
+	if (query_all(gw, cfg->gateway.max_in_flight, o, ps, n, err, errlen) < 0)
 		goto out;
 	for (int i = 0; i < n; i++)
-		if (judge(c, gw, &ps[i], err, errlen) < 0)
+		if (judge(c, gw, o->now, &ps[i], err, errlen) < 0)
 			goto out;
 	/* Numbers we never used and the gateway does not know are no finding. */
 	for (int i = 0; i < n; i++) {
@@ -379,6 +415,7 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_
 		}
 		out->items[kept++] = *it;
 		out->count[it->verdict]++;
+		out->cents[it->verdict] += signed_cents(it);
 	}
 	out->n = kept;
 	qsort(out->items, (size_t)kept, sizeof(*out->items), by_verdict);

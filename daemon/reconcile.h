@@ -43,15 +43,28 @@ struct reconcile_report {
 	struct reconcile_item *items; /* sorted by verdict, then order number */
 	int n;
 	int count[RECONCILE_OK + 1]; /* items per verdict */
-	int probed;                  /* numbers we could have sent without a row: proven absent */
+	/* Their money per verdict, in cents: charges positive, refunds and
+	 * voids negative; ours, or the gateway's amount when we have no row. */
+	int64_t cents[RECONCILE_OK + 1];
+	int probed; /* numbers we could have sent without a row: proven absent */
 };
 
-/* Checks the window [from, to) (created_at). order_prefix derives the
- * numbers we could have sent; max_in_flight bounds concurrent queries.
- * 0 with out filled (free with reconcile_report_free), or -1 with err
- * (database trouble). */
-int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg, int64_t from, int64_t to,
-                  struct reconcile_report *out, char *err, size_t errlen);
+/* What reconcile_run checks and how it reports progress. */
+struct reconcile_opts {
+	int64_t from, to; /* the window [from, to) of created_at */
+	int64_t now;      /* the billing clock: dates what it resolves */
+	/* Called (when not NULL) as the gateway's answers come in: done of
+	 * total queries answered. */
+	void (*progress)(void *udata, int done, int total);
+	void *udata;
+};
+
+/* Checks the window. order_prefix derives the numbers we could have sent;
+ * max_in_flight bounds concurrent queries. 0 with out filled (free with
+ * reconcile_report_free), or -1 with err (database trouble). */
+int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
+                  const struct reconcile_opts *o, struct reconcile_report *out, char *err,
+                  size_t errlen);
 void reconcile_report_free(struct reconcile_report *r);
 
 /* 1 when nothing needs a human: no danger, mismatch or unresolved item. */

@@ -60,18 +60,33 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 }
 
 /* Moves the refund from one of the states in `from` (a SQL array literal) to
- * state, and reloads it into out. */
+ * state, and reloads it into out. A settled outcome (succeeded, failed) is
+ * dated by its request (the gateway acted then, even when the answer came
+ * later), else now; o (may be NULL) is the gateway's order. */
 static int record(PGconn *c, struct refund_row *out, const char *from, const char *state,
-                  const char *pay_order_id, const char *ret_msg, char *err, size_t errlen)
+                  const struct gw_order *o, const char *ret_msg, int64_t now, char *err,
+                  size_t errlen)
 {
-	char ids[24];
-	const char *p[5] = {ids, from, state, pay_order_id, ret_msg};
+	char ids[24], at[24];
+	const char *p[8] = {ids,
+	                    from,
+	                    state,
+	                    o ? o->pay_order_id : "",
+	                    ret_msg,
+	                    at,
+	                    o ? o->trans_id : "",
+	                    o ? o->pay_succ_time : ""};
 
 	snprintf(ids, sizeof(ids), "%" PRId64, out->id);
+	snprintf(at, sizeof(at), "%" PRId64, now);
 	if (db_exec(c,
 	            "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
-	            "pay_order_id), ret_msg = $5 WHERE id = $1 AND state = ANY ($2::text[])",
-	            5, p, err, errlen) < 0)
+	            "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
+	            "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
+	            "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
+	            "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
+	            "WHERE id = $1 AND state = ANY ($2::text[])",
+	            8, p, err, errlen) < 0)
 		return -1;
 	return load(c, out->id, out, NULL, err, errlen);
 }
@@ -145,10 +160,11 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 
 /* Checks the request and commits the refund row ('pending'). */
 static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
-                         int64_t amount, struct refund_row *out, char *err, size_t errlen)
+                         int64_t amount, int64_t now, struct refund_row *out, char *err,
+                         size_t errlen)
 {
-	char charge[24], amt[24];
-	const char *p[4] = {order_prefix, is_void ? "void" : "refund", charge, amt};
+	char charge[24], amt[24], at[24];
+	const char *p[5] = {order_prefix, is_void ? "void" : "refund", charge, amt, at};
 	int64_t charge_id;
 	PGresult *r;
 
@@ -160,11 +176,13 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 	}
 	snprintf(charge, sizeof(charge), "%" PRId64, charge_id);
 	snprintf(amt, sizeof(amt), "%" PRId64, amount);
+	snprintf(at, sizeof(at), "%" PRId64, now);
 	r = db_query(c,
 	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
-	             "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents) "
-	             "SELECT id, $1::text || 'R' || id, $2, $3, $4 FROM n RETURNING id",
-	             4, p, err, errlen);
+	             "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents, "
+	             "requested_at) SELECT id, $1::text || 'R' || id, $2, $3, $4, "
+	             "to_timestamp($5::bigint) FROM n RETURNING id",
+	             5, p, err, errlen);
 	if (!r) {
 		db_rollback(c);
 		return -1;
@@ -179,8 +197,8 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 }
 
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
-                    const char *pay_order_id, int is_void, int64_t amount, struct refund_row *out,
-                    char *err, size_t errlen)
+                    const char *pay_order_id, int is_void, int64_t amount, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen)
 {
 	struct gw_request req;
 	struct gw_result res;
@@ -200,7 +218,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 		snprintf(err, errlen, "order prefix %s is longer than 8 characters", order_prefix);
 		return -1;
 	}
-	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, out, err, errlen) < 0)
+	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err, errlen) <
+	    0)
 		return -1;
 
 	memset(&req, 0, sizeof(req));
@@ -221,8 +240,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 		state = "unknown";
 		snprintf(why, sizeof(why), "%s", res.detail);
 	}
-	if (record(c, out, "{pending}", state, res.has_order ? res.order.pay_order_id : "", why,
-	           err, errlen) < 0) {
+	if (record(c, out, "{pending}", state, res.has_order ? &res.order : NULL, why, now, err,
+	           errlen) < 0) {
 		char dberr[256];
 
 		snprintf(dberr, sizeof(dberr), "%s", err);
@@ -249,8 +268,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	return o;
 }
 
-int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct refund_row *out,
-                    char *err, size_t errlen)
+int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen)
 {
 	struct gw_request req;
 	struct gw_result res;
@@ -292,20 +311,20 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct r
 			    out->charge_pay_order_id, out->amount_cents);
 			return -1;
 		}
-		if (record(c, out, "{pending,unknown}", "succeeded", o->pay_order_id, res.ret_msg,
-		           err, errlen) < 0)
+		if (record(c, out, "{pending,unknown}", "succeeded", o, res.ret_msg, now, err,
+		           errlen) < 0)
 			return -1;
 		return outcome_of(out->state);
 	case GW_FAIL:
 		snprintf(why, sizeof(why), "not at the gateway: %s", res.ret_msg);
-		if (record(c, out, "{pending,unknown}", "failed", "", why, err, errlen) < 0)
+		if (record(c, out, "{pending,unknown}", "failed", NULL, why, now, err, errlen) < 0)
 			return -1;
 		return outcome_of(out->state);
 	default:
 		snprintf(why, sizeof(why), "cc_query: %s", res.detail);
 		break;
 	}
-	if (record(c, out, "{pending,unknown}", "unknown", "", why, err, errlen) < 0)
+	if (record(c, out, "{pending,unknown}", "unknown", NULL, why, now, err, errlen) < 0)
 		return -1;
 	return outcome_of(out->state);
 }

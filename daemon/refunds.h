@@ -26,24 +26,26 @@ struct refund_row {
 /* Refunds amount cents (0: all that remains) of the succeeded charge with
  * pay_order_id, or voids it (is_void: the whole charge, only while nothing
  * is refunded). Commits the intent, calls cc_refund / cc_void, records the
- * outcome and fills out. Returns GW_SUCCESS, GW_FAIL (out->ret_msg says why)
- * or GW_UNKNOWN (left 'unknown': refunds_resolve settles it), with a line in
+ * outcome and fills out; now (the billing clock) dates the request and its
+ * outcome. Returns GW_SUCCESS, GW_FAIL (out->ret_msg says why) or
+ * GW_UNKNOWN (left 'unknown': refunds_resolve settles it), with a line in
  * err for the last two; -1 with err when nothing was sent (no such charge,
  * "refund of N cents exceeds the M cents remaining on <payOrderId>", void
  * after a refund, refused by the client, database errors). */
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
-                    const char *pay_order_id, int is_void, int64_t amount, struct refund_row *out,
-                    char *err, size_t errlen);
+                    const char *pay_order_id, int is_void, int64_t amount, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen);
 
 /* Settles a pending or unknown refund with cc_query by its mchRefundNo: found
  * with status 2/3 -> succeeded, proven absent -> failed, else it stays
- * unknown. A pending refund younger than REFUNDS_IN_FLIGHT_SECONDS may still
- * be on its way to the gateway and is left alone (-1). Returns the refund's
- * outcome (GW_SUCCESS, GW_FAIL, GW_UNKNOWN; a settled refund is returned
- * without a call) and fills out; -1 with err on errors. */
+ * unknown; a settled outcome is dated by the request (else now). A pending
+ * refund younger than REFUNDS_IN_FLIGHT_SECONDS may still be on its way to
+ * the gateway and is left alone (-1). Returns the refund's outcome
+ * (GW_SUCCESS, GW_FAIL, GW_UNKNOWN; a settled refund is returned without a
+ * call) and fills out; -1 with err on errors. */
 #define REFUNDS_IN_FLIGHT_SECONDS 600
-int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, struct refund_row *out,
-                    char *err, size_t errlen);
+int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t now,
+                    struct refund_row *out, char *err, size_t errlen);
 
 /* Reads refund refund_id into out. 0 / -1 with err (also when absent). */
 int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen);

@@ -11,7 +11,6 @@
 # BENCH_BATCH billing.batch_size (default 256); BENCH_LOG=FILE keeps billingd's
 # log; BENCH_WRAP="perf record -g -o FILE" runs billingd under a profiler.
 set -eu
-. tests/fakegw.sh
 B=${B:-build}
 N=${BENCH_N:-100000}
 PGB_S=${BENCH_PGBENCH_S:-10}
@@ -21,61 +20,9 @@ KEY=BENCHKEY0123456789abcdef
 MCH=10000701
 NOW=2026-03-01T12:00:00Z # every subscription is due by then
 
-T=$(mktemp -d)
-GWPID=
-cleanup() {
-	[ -n "$GWPID" ] && kill "$GWPID" 2>/dev/null && wait "$GWPID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-fail() {
-	echo "bench: FAILED: $*" >&2
-	exit 1
-}
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+. tests/bench_setup.sh
 [ -x /usr/bin/time ] || fail "/usr/bin/time is missing (make deps installs Debian's time)"
-
-# ---- the fake gateway, with every customer bound ----
-fakegw_start "$T" --key "$KEY" --mch-id "$MCH" --latency-ms $LATENCY_MS || fail "the fake gateway did not start"
-curl -sf -o /dev/null -X POST -d "{\"prefix\":\"b\",\"count\":$N}" "$FAKE/_fake/bind" ||
-	fail "POST /_fake/bind"
-
-# ---- our side: schema, plans, N bound customers with one due subscription each ----
-printf '%s\n' "$KEY" >"$T/merchant.key"
-chmod 600 "$T/merchant.key"
-cat >"$T/billing.yaml" <<EOF
-gateway:
-  base_url: $FAKE/v2
-  mch_id: "$MCH"
-  job_no: bench
-  merchant_key_file: $T/merchant.key
-  timeout_ms: 10000
-  max_in_flight: $IN_FLIGHT
-database:
-  url: "$DATABASE_URL"
-billing:
-  order_prefix: B
-  batch_size: ${BENCH_BATCH:-256}
-listen:
-  address: 127.0.0.1:0
-enrolment:
-  return_url: http://127.0.0.1:9/iotpay/return
-plans_dir: $PWD/plans
-EOF
-"$B/billctl" -c "$T/billing.yaml" migrate >/dev/null
-"$B/billctl" -c "$T/billing.yaml" plans sync >/dev/null
-echo "bench: setting up $N bound customers with a due monthly subscription each"
-# Due times spread over the hour before NOW, as a day's renewals would be.
-sql "INSERT INTO customers (customer_id, state, card_masked, card_type, card_expiry)
-     SELECT 'b' || n, 'bound', '450116XXXXXX7214', 'V', '0728' FROM generate_series(1, $N) n;
-     INSERT INTO subscriptions (customer_id, plan_id, state, anchor, next_charge_at)
-     SELECT 'b' || n, p.id, 'active', t, t
-       FROM generate_series(1, $N) n, plans p,
-            LATERAL (SELECT '$NOW'::timestamptz - make_interval(secs => n % 3600) AS t) a
-      WHERE p.code = 'monthly'"
-sql "VACUUM ANALYZE"
+bench_setup
 
 # CPU seconds of the server's exited backends (the postmaster's cutime+cstime).
 pg_cpu() {

@@ -4,7 +4,7 @@
 set -e
 pkgs="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libssl-dev libpq-dev
 libyaml-dev libmicrohttpd-dev libcmocka-dev postgresql postgresql-contrib curl procps
-tzdata clang-format cppcheck time openssl python3"
+tzdata clang-format cppcheck time mandoc systemd libsystemd-dev jq openssl python3"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

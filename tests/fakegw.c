@@ -43,6 +43,7 @@ static struct {
 	long latency_ms;
 	double decline_rate;
 	unsigned long long seed;
+	int reversed_status; /* 0: a reversed order still reports its own status */
 } opt = {.seed = 1};
 
 /* ---- string -> index hash table (open addressing, keys owned elsewhere) */
@@ -585,11 +586,15 @@ static cJSON *fail(const char *msg)
 static cJSON *order_json(const struct order *o)
 {
 	cJSON *j = cJSON_CreateObject();
+	/* The API defines no status for a voided or fully refunded payment;
+	 * some gateways keep reporting it paid, others give it another number. */
+	int reversed = strcmp(o->pay_type, "pay") == 0 && (o->voided || o->refunded >= o->amount);
 
 	cJSON_AddStringToObject(j, "payOrderId", o->pay_order_id);
 	cJSON_AddStringToObject(j, "mchOrderNo", o->mch_order_no);
 	cJSON_AddStringToObject(j, "transId", o->trans_id);
-	cJSON_AddNumberToObject(j, "status", o->status);
+	cJSON_AddNumberToObject(j, "status",
+	                        reversed && opt.reversed_status ? opt.reversed_status : o->status);
 	cJSON_AddStringToObject(j, "paySuccTime", o->pay_succ_time);
 	cJSON_AddStringToObject(j, "originalOrderId", o->original_order_id);
 	cJSON_AddStringToObject(j, "payType", o->pay_type);
@@ -1197,6 +1202,18 @@ static const char *ctl_bind(const cJSON *in)
 	return NULL;
 }
 
+/* {"status":N}: the status reversed payments are reported with (0: their own). */
+static const char *ctl_reversed(const cJSON *in)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(in, "status");
+
+	if (!cJSON_IsNumber(n) || n->valuedouble < 0 || n->valuedouble > 99 ||
+	    n->valuedouble != (int)n->valuedouble)
+		return "status must be an integer from 0 to 99";
+	opt.reversed_status = (int)n->valuedouble;
+	return NULL;
+}
+
 /* POST /_fake/<name>: 200 {"ok":true} or 400 {"error":...}. */
 static unsigned control(const char *name, const char *body, size_t len, char **out)
 {
@@ -1217,6 +1234,8 @@ static unsigned control(const char *name, const char *body, size_t len, char **o
 		err = ctl_customer(in, 1);
 	else if (strcmp(name, "bind") == 0)
 		err = ctl_bind(in);
+	else if (strcmp(name, "reversed") == 0)
+		err = ctl_reversed(in);
 	else
 		err = "unknown control";
 	pthread_mutex_unlock(&st.mu);
@@ -1393,7 +1412,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void usage(void)
 {
 	fprintf(stderr, "usage: fakegw --key KEY --mch-id ID [--port N] [--latency-ms N] "
-	                "[--decline-rate P] [--seed N]\n");
+	                "[--decline-rate P] [--seed N] [--reversed-status N]\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -1417,13 +1436,16 @@ static int parse_args(int argc, char **argv)
 			opt.decline_rate = strtod(v, &end);
 		else if (strcmp(a, "--seed") == 0)
 			opt.seed = strtoull(v, &end, 10);
+		else if (strcmp(a, "--reversed-status") == 0)
+			opt.reversed_status = (int)strtol(v, &end, 10);
 		else
 			return -1;
 		if (end && *end)
 			return -1;
 	}
 	if (!opt.key || !opt.key[0] || !opt.mch_id || !opt.mch_id[0] || opt.port < 0 ||
-	    opt.port > 65535 || opt.latency_ms < 0 || opt.decline_rate < 0 || opt.decline_rate > 1)
+	    opt.port > 65535 || opt.latency_ms < 0 || opt.decline_rate < 0 ||
+	    opt.decline_rate > 1 || opt.reversed_status < 0 || opt.reversed_status > 99)
 		return -1;
 	return 0;
 }

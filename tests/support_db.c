@@ -1,4 +1,5 @@
 /* support_db.c: test databases, binaries and configurations. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +115,7 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
                             const char *extra_yaml)
 {
 	static char path[512];
-	char keypath[512];
+	char keypath[512], plans[PATH_MAX];
 	FILE *f;
 
 	snprintf(keypath, sizeof(keypath), "%s/merchant.key", dir);
@@ -124,6 +125,10 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
 	fputs(TS_KEY "\n", f);
 	fclose(f);
 	chmod(keypath, 0600);
+	/* Relative paths are the config file's directory's: the repository's
+	 * plans are named in full. */
+	if (!realpath("plans", plans))
+		die("realpath", "plans");
 	snprintf(path, sizeof(path), "%s/billing.yaml", dir);
 	f = fopen(path, "w");
 	if (!f)
@@ -142,10 +147,10 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
 	        "  timezone: America/Toronto\n"
 	        "  order_prefix: T\n"
 	        "  lease_seconds: 10\n"
-	        "plans_dir: plans\n"
+	        "plans_dir: %s\n"
 	        "%s",
 	        g ? g->base_url : "http://127.0.0.1:9/v2", TS_MCH_ID, TS_JOB_NO, keypath,
-	        db_url ? db_url : "", extra_yaml ? extra_yaml : "");
+	        db_url ? db_url : "", plans, extra_yaml ? extra_yaml : "");
 	fclose(f);
 	return path;
 }

@@ -761,43 +761,100 @@ static void test_old_schema_and_database_down(void **state)
 	env_stop(e);
 }
 
-/* ---- 7. SIGHUP reloads plans ---- */
+/* ---- 7. daemons never write plans ---- */
 
-static void test_sighup_reloads_plans(void **state)
+/* A copy of plans/ in e->dir/name with monthly's 2900 cents made amount;
+ * returns a configuration naming it (static buffer). */
+static const char *config_with_plans(struct env *e, const char *name, const char *amount)
 {
-	struct env *e = &the_env;
-	char plans[2048], extra[2560], cmd[4096], *text, *at;
-	pid_t pid;
+	static char config[512];
+	char plans[1024], extra[1536], cmd[2048], sub[1000], *text, *at;
 
-	(void)state;
-	env_start(e, "daemon_sighup", NULL, FAST_CONFIG);
-	snprintf(plans, sizeof(plans), "%s/plans", e->dir);
+	snprintf(sub, sizeof(sub), "%.400s/%s", e->dir, name);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(plans, sizeof(plans), "%s/plans", sub);
 	snprintf(cmd, sizeof(cmd), "cp -r plans '%s'", plans);
 	assert_int_equal(system(cmd), 0);
-	snprintf(extra, sizeof(extra), FAST_CONFIG "plans_dir: %s\n", plans);
-	snprintf(e->config, sizeof(e->config), "%s",
-	         ts_write_config(e->dir, e->url, &e->fake, extra));
-	pid = daemon_start(e);
-	wait_log(e->log, "event=started", 20000);
-	assert_int_equal(ts_db_long(e->db, "SELECT max(version) FROM plans WHERE code = 'monthly'"),
-	                 1);
-
 	snprintf(cmd, sizeof(cmd), "%s/monthly.yaml", plans);
 	text = ts_read_file(cmd);
 	at = strstr(text, "amount: 2900");
 	assert_non_null(at);
-	memcpy(at, "amount: 3100", 12);
+	memcpy(at + 8, amount, 4);
 	write_file(cmd, text);
 	free(text);
-	kill(pid, SIGHUP);
-	assert_int_equal(ts_db_wait(e->url,
-	                            "SELECT amount_cents FROM plans WHERE code = 'monthly'"
-	                            " AND version = 2",
-	                            3100, 10000),
-	                 3100);
-	wait_log(e->log, "event=reloaded", 5000);
-	/* still running, and stops cleanly */
-	daemon_stop(e, pid, SIGTERM, 5000);
+	snprintf(extra, sizeof(extra), FAST_CONFIG "plans_dir: %s\n", plans);
+	snprintf(config, sizeof(config), "%s", ts_write_config(sub, e->url, &e->fake, extra));
+	return config;
+}
+
+#define PLAN_ROWS "SELECT count(*) * 100000 + sum(amount_cents) FROM plans"
+
+/* Two hosts with different plan files (monthly at 31.00 and at 29.00), each
+ * started and reloaded twice: no plan row is written, the price stays. */
+static void test_daemons_never_write_plans(void **state)
+{
+	struct env *e = &the_env;
+	char a[512], b[512], log_a[sizeof(e->log)], log_b[sizeof(e->log)], *log;
+	long rows;
+	pid_t pa, pb;
+
+	(void)state;
+	env_start(e, "daemon_plans", NULL, FAST_CONFIG);
+	rows = ts_db_long(e->db, PLAN_ROWS);
+	snprintf(a, sizeof(a), "%s", config_with_plans(e, "a", "3100"));
+	snprintf(b, sizeof(b), "%s", config_with_plans(e, "b", "2900"));
+	snprintf(log_a, sizeof(log_a), "%.400s/a.log", e->dir);
+	snprintf(log_b, sizeof(log_b), "%.400s/b.log", e->dir);
+	snprintf(e->config, sizeof(e->config), "%s", a);
+	snprintf(e->log, sizeof(e->log), "%s", log_a);
+	pa = daemon_start(e);
+	snprintf(e->config, sizeof(e->config), "%s", b);
+	snprintf(e->log, sizeof(e->log), "%s", log_b);
+	pb = daemon_start(e);
+	wait_log(log_a, "event=started", 20000);
+	wait_log(log_b, "event=started", 20000);
+	for (int i = 0; i < 2; i++) {
+		kill(pa, SIGHUP);
+		kill(pb, SIGHUP);
+		ts_sleep_ms(300);
+	}
+	wait_log(log_a, "event=reloaded", 5000);
+	wait_log(log_b, "event=reloaded", 5000);
+	daemon_stop(e, pa, SIGTERM, 5000);
+	daemon_stop(e, pb, SIGTERM, 5000);
+	assert_int_equal(ts_db_long(e->db, PLAN_ROWS), rows);
+	assert_int_equal(ts_db_long(e->db, "SELECT amount_cents FROM plans WHERE code = 'monthly'"),
+	                 2900);
+	/* the host whose files differ says so; the other does not */
+	log = ts_read_file(log_a);
+	if (!strstr(log, "event=plans_differ"))
+		fail_msg("differing plan files not said: %s", log);
+	free(log);
+	log = ts_read_file(log_b);
+	if (strstr(log, "plans_differ"))
+		fail_msg("plan files said to differ when they do not: %s", log);
+	free(log);
+	env_stop(e);
+}
+
+/* A database without plan rows: billingd refuses to start, saying how. */
+static void test_no_plans_no_start(void **state)
+{
+	struct env *e = &the_env;
+	char dburl[2048], err[512], *log;
+	const char *env[] = {dburl, NULL};
+
+	(void)state;
+	env_start(e, "daemon_noplans", NULL, FAST_CONFIG);
+	if (db_exec(e->db, "DELETE FROM plans", 0, NULL, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	snprintf(dburl, sizeof(dburl), "DATABASE_URL=%s", e->url);
+	assert_int_equal(run_to_exit(e, e->config, env, "--once"), 1);
+	log = ts_read_file(e->log);
+	if (!strstr(log, "billctl plans sync"))
+		fail_msg("billingd does not say to run billctl plans sync: %s", log);
+	free(log);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM plans"), 0);
 	env_stop(e);
 }
 
@@ -813,7 +870,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_old_schema_and_database_down, teardown),
-	    cmocka_unit_test_teardown(test_sighup_reloads_plans, teardown),
+	    cmocka_unit_test_teardown(test_daemons_never_write_plans, teardown),
+	    cmocka_unit_test_teardown(test_no_plans_no_start, teardown),
 	    cmocka_unit_test_teardown(test_key_never_logged, teardown),
 	    cmocka_unit_test_teardown(test_log_lines, teardown),
 	    cmocka_unit_test_teardown(test_sigterm_while_charging, teardown),

@@ -1,6 +1,7 @@
 /* test_plans_sync.c: plan files synced into versioned rows of the real
  * PostgreSQL: new versions only for changed terms, old versions kept, one
- * transaction per sync, concurrent syncs serialised. */
+ * transaction per sync, concurrent syncs serialised; billctl plans sync and
+ * its --dry-run. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -314,10 +315,11 @@ static void test_billctl_plans(void **state)
 	cJSON_Delete(list);
 
 	assert_int_equal(run(out, sizeof(out), "%s -c %s plans frobnicate 2>&1", bin, cfg), 2);
-	assert_string_equal(out, "billctl: usage: billctl plans sync|list\n");
+	assert_string_equal(out, "billctl: usage: billctl plans sync [--dry-run] | list\n");
 
-	/* A bad plan file: one line naming file and line, exit 1, nothing stored
-	 * (the config's plans_dir is relative: run from dir). */
+	/* A bad plan file: one line naming file and line, exit 1, nothing stored.
+	 * The config's plans_dir is relative: to the file's directory, not to
+	 * the working directory (/). */
 	snprintf(path, sizeof(path), "%s/plans", dir);
 	assert_int_equal(mkdir(path, 0700), 0);
 	snprintf(path, sizeof(path), "%s/plans/gold.yaml", dir);
@@ -327,12 +329,77 @@ static void test_billctl_plans(void **state)
 	      "interval_count: 1\n",
 	      f);
 	fclose(f);
-	assert_int_equal(run(out, sizeof(out), "cd %s && %s -c %s plans sync 2>&1", dir, bin, cfg),
-	                 1);
-	assert_string_equal(
-	    out,
-	    "billctl: plans/gold.yaml:3: amount: must be a positive integer (cents), got '-5'\n");
+	snprintf(cfg, sizeof(cfg), "%s", ts_write_config(dir, dburl, NULL, "plans_dir: plans\n"));
+	assert_int_equal(run(out, sizeof(out), "cd / && %s -c %s plans sync 2>&1", bin, cfg), 1);
+	snprintf(path, sizeof(path),
+	         "billctl: %s/plans/gold.yaml:3: amount: must be a positive integer (cents), got "
+	         "'-5'\n",
+	         dir);
+	assert_string_equal(out, path);
 	assert_int_equal(run(out, sizeof(out), "rm -r %s", dir), 0);
+	setenv("DATABASE_URL", admin, 1);
+}
+
+/* plans sync --dry-run: the new plans, new versions and price changes a
+ * sync would make, and nothing written; then the sync makes exactly them. */
+static void test_billctl_dry_run(void **state)
+{
+	char dir[] = "/tmp/test_plans_dry.XXXXXX", dburl[512], bin[PATH_MAX], cfg[512];
+	char out[8192], path[600], admin[512];
+	cJSON *j, *monthly;
+	PGconn *c;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_non_null(realpath(ts_bin("billctl"), bin));
+	snprintf(dburl, sizeof(dburl), "%s", ts_db_new("plans_dry"));
+	snprintf(admin, sizeof(admin), "%s", getenv("DATABASE_URL") ? getenv("DATABASE_URL") : "");
+	setenv("DATABASE_URL", dburl, 1);
+	c = ts_db_connect(dburl);
+	ts_sync_plans(c);
+	assert_int_equal(run(out, sizeof(out),
+	                     "cp -r plans %s/plans && cd %s/plans && "
+	                     "sed -i 's/^amount: 2900/amount: 3100/' monthly.yaml && "
+	                     "sed -i 's/^name: Meal kit (weekly)/name: Meal kit/' weekly.yaml && "
+	                     "printf 'code: gold\\nname: Gold\\namount: 1000\\ncurrency: CAD\\n"
+	                     "interval: month\\ninterval_count: 1\\n' > gold.yaml",
+	                     dir, dir),
+	                 0);
+	snprintf(cfg, sizeof(cfg), "%s", ts_write_config(dir, dburl, NULL, "plans_dir: plans\n"));
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans sync --dry-run 2>&1", bin, cfg), 0);
+	assert_string_equal(out, "gold: new plan, v1, amount 10.00\n"
+	                         "monthly: v1 -> v2, amount 29.00 -> 31.00\n"
+	                         "weekly: v1 -> v2, terms changed, amount 64.50 unchanged\n"
+	                         "plans: 5 loaded, 3 new versions (dry run: nothing written)\n");
+	assert_int_equal(ts_db_long(c, "SELECT count(*) FROM plans"), 4);
+
+	assert_int_equal(
+	    run(out, sizeof(out), "%s plans sync --dry-run --json -c %s 2>&1", bin, cfg), 0);
+	j = cJSON_Parse(out);
+	assert_non_null(j);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "dry_run")));
+	assert_int_equal(cJSON_GetObjectItem(j, "created")->valueint, 3);
+	monthly = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "changes"), 1);
+	assert_string_equal(cJSON_GetObjectItem(monthly, "code")->valuestring, "monthly");
+	assert_int_equal(cJSON_GetObjectItem(monthly, "version")->valueint, 2);
+	assert_int_equal(cJSON_GetObjectItem(monthly, "previous_amount_cents")->valueint, 2900);
+	assert_int_equal(cJSON_GetObjectItem(monthly, "amount_cents")->valueint, 3100);
+	cJSON_Delete(j);
+	assert_int_equal(ts_db_long(c, "SELECT count(*) FROM plans"), 4);
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans sync 2>&1", bin, cfg), 0);
+	assert_string_equal(out, "plans: 5 loaded, 3 new versions\n");
+	assert_int_equal(ts_db_long(c, "SELECT amount_cents FROM plans WHERE code = 'monthly' "
+	                               "AND version = 2"),
+	                 3100);
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans sync --dry-run 2>&1", bin, cfg), 0);
+	assert_string_equal(out, "plans: 5 loaded, 0 new versions (dry run: nothing written)\n");
+
+	assert_int_equal(run(out, sizeof(out), "%s -c %s plans sync --dry 2>&1", bin, cfg), 2);
+	snprintf(path, sizeof(path), "rm -r %s", dir);
+	assert_int_equal(run(out, sizeof(out), "%s", path), 0);
+	PQfinish(c);
 	setenv("DATABASE_URL", admin, 1);
 }
 
@@ -361,6 +428,7 @@ int main(void)
 	    cmocka_unit_test(test_sync_is_all_or_nothing),
 	    cmocka_unit_test(test_concurrent_syncs),
 	    cmocka_unit_test(test_billctl_plans),
+	    cmocka_unit_test(test_billctl_dry_run),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -126,16 +127,24 @@ static int teardown(void **state)
 
 static void test_partial_then_rest(void **state)
 {
-	char pay[64], err[512], want[32];
+	char pay[64], err[512], want[32], sql[200];
 	struct refund_row r;
 	long before = fake_requests("cc_refund");
 	int voided;
 
 	(void)state;
 	paid_charge(1000, pay, sizeof(pay));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 300, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
+	/* Dated on the billing clock (here 2026-01-15T12:00:00Z), not the database's. */
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 300, 1768478400, &r, err, sizeof(err)),
+	    GW_SUCCESS);
 	assert_string_equal(r.state, "succeeded");
+	snprintf(want, sizeof(want), "%" PRId64, r.id);
+	snprintf(sql, sizeof(sql),
+	         "SELECT extract(epoch FROM settled_at)::bigint FROM refunds WHERE id = %s"
+	         " AND trans_id IS NOT NULL AND pay_succ_time IS NOT NULL",
+	         want);
+	assert_int_equal(ts_db_long(db, sql), 1768478400);
 	assert_int_equal(r.amount_cents, 300);
 	assert_false(r.is_void);
 	assert_string_equal(r.charge_pay_order_id, pay);
@@ -145,13 +154,15 @@ static void test_partial_then_rest(void **state)
 	assert_string_equal(r.mch_refund_no, want);
 
 	/* 0: all that remains. */
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 0, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 0, time(NULL), &r, err, sizeof(err)),
+	    GW_SUCCESS);
 	assert_int_equal(r.amount_cents, 700);
 	assert_int_equal(fake_refunded(pay, &voided), 1000);
 	assert_false(voided);
 
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 1, &r, err, sizeof(err)), -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 1, time(NULL), &r, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "exceeds the 0 cents remaining"));
 	assert_int_equal(fake_requests("cc_refund"), before + 2);
 }
@@ -164,7 +175,8 @@ static void test_over_refund_refused_unsent(void **state)
 
 	(void)state;
 	paid_charge(1000, pay, sizeof(pay));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 1500, &r, err, sizeof(err)), -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 1500, time(NULL), &r, err, sizeof(err)), -1);
 	snprintf(want, sizeof(want), "refund of 1500 cents exceeds the 1000 cents remaining on %s",
 	         pay);
 	assert_string_equal(err, want);
@@ -182,8 +194,9 @@ static void test_unknown_pay_order_id(void **state)
 	struct refund_row r;
 
 	(void)state;
-	assert_int_equal(refunds_request(db, gw, PREFIX, "NOSUCH1", 0, 100, &r, err, sizeof(err)),
-	                 -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, "NOSUCH1", 0, 100, time(NULL), &r, err, sizeof(err)),
+	    -1);
 	assert_string_equal(err, "no succeeded charge with payOrderId NOSUCH1");
 }
 
@@ -195,14 +208,16 @@ static void test_void_then_refund_refused(void **state)
 
 	(void)state;
 	paid_charge(2500, pay, sizeof(pay));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 1, 0, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 1, 0, time(NULL), &r, err, sizeof(err)),
+	    GW_SUCCESS);
 	assert_true(r.is_void);
 	assert_int_equal(r.amount_cents, 2500);
 	assert_string_equal(r.state, "succeeded");
 	fake_refunded(pay, &voided);
 	assert_true(voided);
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 1, &r, err, sizeof(err)), -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 1, time(NULL), &r, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "exceeds the 0 cents remaining"));
 }
 
@@ -214,9 +229,11 @@ static void test_void_after_refund_refused(void **state)
 
 	(void)state;
 	paid_charge(1000, pay, sizeof(pay));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 100, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 1, 0, &r, err, sizeof(err)), -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 100, time(NULL), &r, err, sizeof(err)),
+	    GW_SUCCESS);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 1, 0, time(NULL), &r, err, sizeof(err)), -1);
 	snprintf(want, sizeof(want), "cannot void %s: 100 cents of it are refunded or in doubt",
 	         pay);
 	assert_string_equal(err, want);
@@ -234,7 +251,8 @@ static void *request_thread(void *arg)
 {
 	struct request *q = arg;
 
-	q->rc = refunds_request(db, gw, PREFIX, q->pay, 0, 250, &q->row, q->err, sizeof(q->err));
+	q->rc = refunds_request(db, gw, PREFIX, q->pay, 0, 250, time(NULL), &q->row, q->err,
+	                        sizeof(q->err));
 	return NULL;
 }
 
@@ -275,17 +293,19 @@ static void test_unknown_resolved_succeeded(void **state)
 	(void)state;
 	paid_charge(1000, pay, sizeof(pay));
 	fault("drop_after");
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 400, &r, err, sizeof(err)),
-	                 GW_UNKNOWN);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 400, time(NULL), &r, err, sizeof(err)),
+	    GW_UNKNOWN);
 	assert_string_equal(r.state, "unknown");
 	assert_non_null(strstr(err, "outcome unknown"));
 	assert_int_equal(fake_refunded(pay, &voided), 400);
 	id = r.id;
 
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 700, &r, err, sizeof(err)), -1);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 700, time(NULL), &r, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "exceeds the 600 cents remaining"));
 
-	assert_int_equal(refunds_resolve(db, gw, id, &r, err, sizeof(err)), GW_SUCCESS);
+	assert_int_equal(refunds_resolve(db, gw, id, time(NULL), &r, err, sizeof(err)), GW_SUCCESS);
 	assert_string_equal(r.state, "succeeded");
 	assert_true(r.pay_order_id[0] != '\0');
 	assert_int_equal(refunds_get(db, id, &again, err, sizeof(err)), 0);
@@ -293,7 +313,8 @@ static void test_unknown_resolved_succeeded(void **state)
 	/* Settled: resolving again asks nothing. */
 	{
 		long queries = fake_requests("cc_query");
-		assert_int_equal(refunds_resolve(db, gw, id, &r, err, sizeof(err)), GW_SUCCESS);
+		assert_int_equal(refunds_resolve(db, gw, id, time(NULL), &r, err, sizeof(err)),
+		                 GW_SUCCESS);
 		assert_int_equal(fake_requests("cc_query"), queries);
 	}
 }
@@ -309,15 +330,17 @@ static void test_unknown_resolved_failed(void **state)
 	(void)state;
 	paid_charge(1000, pay, sizeof(pay));
 	fault("http429");
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 1000, &r, err, sizeof(err)),
-	                 GW_UNKNOWN);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 1000, time(NULL), &r, err, sizeof(err)),
+	    GW_UNKNOWN);
 	assert_string_equal(r.state, "unknown");
 	assert_int_equal(fake_refunded(pay, &voided), 0);
-	assert_int_equal(refunds_resolve(db, gw, r.id, &r, err, sizeof(err)), GW_FAIL);
+	assert_int_equal(refunds_resolve(db, gw, r.id, time(NULL), &r, err, sizeof(err)), GW_FAIL);
 	assert_string_equal(r.state, "failed");
 	assert_non_null(strstr(r.ret_msg, "not at the gateway"));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 1000, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 1000, time(NULL), &r, err, sizeof(err)),
+	    GW_SUCCESS);
 }
 
 /* A gateway FAIL is a definite failure: recorded, and it no longer counts. */
@@ -333,13 +356,15 @@ static void test_fail_recorded(void **state)
 	/* Refunded behind our back (the gateway's portal), so the fake refuses. */
 	ext.pay_order_id = pay;
 	assert_int_equal(gw_call(gw, &ext, &res), GW_SUCCESS);
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 500, &r, err, sizeof(err)),
-	                 GW_FAIL);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 500, time(NULL), &r, err, sizeof(err)),
+	    GW_FAIL);
 	assert_string_equal(r.state, "failed");
 	assert_string_equal(r.ret_msg, "refund amount exceeds the order");
 	assert_non_null(strstr(err, "refused by the gateway"));
-	assert_int_equal(refunds_request(db, gw, PREFIX, pay, 0, 100, &r, err, sizeof(err)),
-	                 GW_SUCCESS);
+	assert_int_equal(
+	    refunds_request(db, gw, PREFIX, pay, 0, 100, time(NULL), &r, err, sizeof(err)),
+	    GW_SUCCESS);
 }
 
 /* A pending refund may still be on its way; only an old one is resolved. */
@@ -359,7 +384,7 @@ static void test_resolve_pending(void **state)
 	assert_non_null(res);
 	snprintf(id, sizeof(id), "%s", db_str(res, 0, 0));
 	PQclear(res);
-	assert_int_equal(refunds_resolve(db, gw, atoll(id), &r, err, sizeof(err)), -1);
+	assert_int_equal(refunds_resolve(db, gw, atoll(id), time(NULL), &r, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "may still be on its way"));
 	assert_string_equal(r.state, "pending");
 
@@ -368,7 +393,8 @@ static void test_resolve_pending(void **state)
 	                         "id = $1",
 	                         1, (const char *[]){id}, err, sizeof(err)),
 	                 0);
-	assert_int_equal(refunds_resolve(db, gw, atoll(id), &r, err, sizeof(err)), GW_FAIL);
+	assert_int_equal(refunds_resolve(db, gw, atoll(id), time(NULL), &r, err, sizeof(err)),
+	                 GW_FAIL);
 	assert_string_equal(r.state, "failed");
 }
 
