@@ -27,6 +27,7 @@
 #define DUE_EVERY_MS   10000 /* the time-based events' pass */
 #define LEASE_EXTRA_S  30    /* beyond the request timeout */
 #define IDLE_POLL_MS   1000  /* retries come due without a notification */
+#define DOWN_MAX_MS    60000 /* the longest pause while the receiver cannot be reached */
 #define TRIAL_NOTICE   "3 days"
 #define EVENTS_CHANNEL "billing_events"
 
@@ -120,6 +121,10 @@ struct events {
 	CURLM *multi;
 	struct delivery *flying;
 	int in_flight;
+	/* While the receiver cannot be reached, one event at a time probes it,
+	 * after a pause doubling up to DOWN_MAX_MS: a receiver down for days
+	 * costs the database a few writes a minute, not one per event. */
+	long down_ms, down_until;
 };
 
 static long ms_now(void)
@@ -246,6 +251,10 @@ static int claim(struct events *e, char *err, size_t errlen)
 	int room = e->cfg.max_in_flight - e->in_flight;
 	PGresult *r;
 
+	if (e->down_ms && (ms_now() < e->down_until || e->in_flight))
+		return 0;
+	if (e->down_ms)
+		room = 1;
 	if (room <= 0)
 		return 0;
 	snprintf(lease, sizeof(lease), "%ld", e->cfg.timeout_ms / 1000 + LEASE_EXTRA_S);
@@ -283,6 +292,17 @@ static void record(struct events *e, struct delivery *d, CURLcode cc)
 	curl_easy_getinfo(d->h, CURLINFO_RESPONSE_CODE, &http);
 	curl_easy_getinfo(d->h, CURLINFO_TOTAL_TIME, &secs);
 	ok = cc == CURLE_OK && http >= 200 && http < 300;
+	if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST) {
+		/* the first failure of a round (or a failed probe) lengthens the pause */
+		if (ms_now() >= e->down_until) {
+			e->down_ms = e->down_ms ? e->down_ms * 2 : 1000;
+			if (e->down_ms > DOWN_MAX_MS)
+				e->down_ms = DOWN_MAX_MS;
+			e->down_until = ms_now() + e->down_ms;
+		}
+	} else {
+		e->down_ms = 0;
+	}
 	snprintf(id, sizeof(id), "%" PRId64, d->id);
 	snprintf(latency, sizeof(latency), "%d", (int)(secs * 1000));
 	snprintf(status, sizeof(status), "%ld", http);
