@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 #include <microhttpd.h>
@@ -606,6 +608,80 @@ static void test_failed_then_replayed(void **state)
 	PQfinish(db);
 }
 
+/* billingd: no events.url, then SIGHUP with a URL and a secret file: the
+ * events written meanwhile are delivered, signed with that secret; then
+ * SIGHUP with another secret: the receiver sees it (and refuses it). */
+static void write_events_config(const char *dir, const char *url, const char *secret)
+{
+	char extra[512], path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/events.secret", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "%s\n", secret);
+	fclose(f);
+	chmod(path, 0600);
+	snprintf(extra, sizeof(extra),
+	         "listen:\n  address: 127.0.0.1:0\n"
+	         "events:\n  url: \"%s\"\n  secret_file: events.secret\n"
+	         "  timeout_ms: 2000\n  retry: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
+	         url);
+	ts_write_config(dir, db_url, NULL, extra);
+}
+
+static void test_sighup_reloads_events(void **state)
+{
+	char dir[] = "/tmp/test_events.XXXXXX", url[64], log[700], cfgpath[600];
+	const char *argv[] = {ts_bin("billingd"), "-c", cfgpath, NULL};
+	char env_db[600];
+	const char *env[] = {env_db, NULL};
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(cfgpath, sizeof(cfgpath), "%s/billing.yaml", dir);
+	snprintf(log, sizeof(log), "%s/billingd.log", dir);
+	use_db("events_sighup");
+	ts_sync_plans(db);
+	receiver_reset();
+	receiver_start(0, 0, 0);
+	write_events_config(dir, "", SECRET);
+	snprintf(env_db, sizeof(env_db), "DATABASE_URL=%s", db_url); /* not the harness's */
+	pid = ts_spawn(argv, env, log);
+	emit_many(3, 1);
+	usleep(1500 * 1000);
+	assert_int_equal(rcv.nreq, 0); /* written, not sent */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", rcv.port);
+	write_events_config(dir, url, SECRET);
+	kill(pid, SIGHUP);
+	assert_int_equal(
+	    wait_for("SELECT count(*) FROM events WHERE status = 'delivered'", 3, 20000), 3);
+	assert_int_equal(rcv.bad, 0);
+	write_events_config(dir, url, "another-secret");
+	kill(pid, SIGHUP);
+	usleep(1000 * 1000); /* the reload is taken between two passes */
+	emit_many(1, 1);
+	assert_int_equal(wait_for("SELECT count(*) FROM event_attempts a JOIN events e"
+	                          " ON e.id = a.event_id WHERE e.seq = 4",
+	                          1, 20000),
+	                 1);
+	kill(pid, SIGTERM);
+	assert_true(ts_wait_pid(pid, 10000) >= 0);
+	receiver_stop();
+	assert_true(rcv.bad >= 1);
+	{
+		/* the secrets never reach the log */
+		char *text_log = ts_read_file(log);
+		assert_null(strstr(text_log, SECRET));
+		assert_null(strstr(text_log, "another-secret"));
+		free(text_log);
+	}
+	snprintf(log, sizeof(log), "rm -rf '%s'", dir);
+	assert_int_equal(system(log), 0);
+	PQfinish(db);
+}
+
 /* ---- the README's verification snippets ---- */
 
 /* The fenced block after "<!-- verify:LANG -->" in README.md (malloc'd). */
@@ -710,6 +786,7 @@ int main(void)
 	    cmocka_unit_test(test_receiver_down_then_back),
 	    cmocka_unit_test(test_failed_then_replayed),
 	    cmocka_unit_test(test_readme_snippets),
+	    cmocka_unit_test(test_sighup_reloads_events),
 	};
 
 	pthread_mutex_init(&rcv.mu, NULL);
