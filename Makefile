@@ -177,6 +177,58 @@ cppcheck:
 clean:
 	rm -rf build build-san
 
+# ---- fuzzing: libFuzzer targets of tests/fuzz/, built with clang under
+# ASan/UBSan in build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS from its
+# committed seeds (tests/fuzz/corpus/<target>/); what it finds is kept in
+# build-fuzz/corpus/<target>/, a crashing input in build-fuzz/<target>-crash-*.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FZ           := build-fuzz
+FUZZ_TARGETS := config plans gateway callback sign
+FUZZ_CFLAGS   = $(CFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=all
+FUZZ_LIB_OBJ := $(patsubst daemon/%.c,$(FZ)/lib/%.o,$(LIB_SRC)) $(FZ)/lib/migrations_gen.o
+
+.PHONY: fuzz fuzz-build clean-fuzz
+
+$(FZ)/lib/%.o: daemon/%.c
+	@mkdir -p $(@D)
+	@echo '  FUZZCC  $<'
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FZ)/lib/migrations_gen.c: $(MIGR) tools/embed_migrations.sh
+	@mkdir -p $(@D)
+	sh tools/embed_migrations.sh $(MIGR) > $@
+
+$(FZ)/lib/migrations_gen.o: $(FZ)/lib/migrations_gen.c
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_support.c tests/fuzz/fuzz.h $(FUZZ_LIB_OBJ)
+	@echo '  FUZZLD  $@'
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ \
+	  $(filter %.c %.o,$^) $(LDLIBS)
+
+fuzz-build: $(patsubst %,$(FZ)/fuzz_%,$(FUZZ_TARGETS))
+
+fuzz: deps
+	$(MAKE) -j2 fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FZ)/corpus/$$t; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(FZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=$(FZ)/$$t- \
+	    $(FZ)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FZ)/$$t.log || \
+	    { tail -n 60 $(FZ)/$$t.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units' $(FZ)/$$t.log; \
+	done
+
+clean-fuzz:
+	rm -rf $(FZ)
+
+clean: clean-fuzz
+
+-include $(shell find $(FZ) -name '*.d' 2>/dev/null)
+
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # Reconcile throughput (issue 14): 100,000 orders checked against the fake

@@ -28,20 +28,10 @@ struct gw_client *cli_gw(struct cli *ctx);
 /* Prints "billctl: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Verbs: argv[0] is the verb itself; return CLI_OK, CLI_FAIL or CLI_USAGE. */
-int cmd_migrate(struct cli *ctx, int argc, char **argv);
-int cmd_plans(struct cli *ctx, int argc, char **argv);
-int cmd_customer(struct cli *ctx, int argc, char **argv);
-int cmd_subscribe(struct cli *ctx, int argc, char **argv);
-int cmd_subscription(struct cli *ctx, int argc, char **argv);
-int cmd_charge(struct cli *ctx, int argc, char **argv);
-int cmd_refund(struct cli *ctx, int argc, char **argv);
-int cmd_void(struct cli *ctx, int argc, char **argv);
-int cmd_paylink(struct cli *ctx, int argc, char **argv);
-int cmd_query(struct cli *ctx, int argc, char **argv);
-int cmd_reconcile(struct cli *ctx, int argc, char **argv);
-int cmd_report(struct cli *ctx, int argc, char **argv);
-int cmd_report_summary(struct cli *ctx, int argc, char **argv); /* argv[0]: "summary" */
-int cmd_events(struct cli *ctx, int argc, char **argv);
+/* A verb: argv[0] is the verb itself; returns CLI_OK, CLI_FAIL or CLI_USAGE. */
+typedef int cli_verb(struct cli *ctx, int argc, char **argv);
+cli_verb cmd_migrate, cmd_plans, cmd_customer, cmd_subscribe, cmd_subscription, cmd_charge,
+    cmd_refund, cmd_void, cmd_paylink, cmd_query, cmd_reconcile, cmd_report, cmd_events;
+cli_verb cmd_report_summary; /* argv[0]: "summary" */
 
 #endif

@@ -11,8 +11,9 @@
 	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
 	"DAYS] | check ID"
 
-static cJSON *customer_json(const struct customer *cu)
+static cJSON *customer_json(const void *item)
 {
+	const struct customer *cu = item;
 	cJSON *o = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "customer_id", cu->id);
@@ -37,17 +38,15 @@ static int enrol(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 2, opts, &id, 1, 1, USAGE) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	if (customers_enrol(db, gw, &ctx->cfg, id, email, name, ctx->now, url, sizeof(url), err,
-	                    sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	                    sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "customer_id", id);
-		cJSON_AddStringToObject(o, "state", "pending");
+		cJSON_AddStringToObject(o, "state", customers_states[CUSTOMERS_PENDING]);
 		cJSON_AddStringToObject(o, "pay_url", url);
 		out_json(o);
 	} else {
@@ -67,10 +66,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (customers_get(db, id, &cu, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		out_json(customer_json(&cu));
 		return CLI_OK;
@@ -80,7 +77,7 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (cu.card_masked[0])
 		printf("card      %s %s expires %.2s/%.2s\n", cu.card_type, cu.card_masked,
 		       cu.card_expiry, cu.card_expiry + 2);
-	if (strcmp(cu.state, "pending") == 0) {
+	if (strcmp(cu.state, customers_states[CUSTOMERS_PENDING]) == 0) {
 		out_time(cu.enrol_expires_at, t, sizeof(t));
 		printf("enrolment expires %s\n", t);
 	}
@@ -104,15 +101,10 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, customer_json(&cs[i]));
-		out_json(a);
+		out_json_list(cs, n, sizeof(*cs), customer_json);
 		free(cs);
 		return CLI_OK;
 	}
@@ -131,58 +123,44 @@ static int list(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
-/* cc_isbinding, and our record brought in line with a definite answer. */
+/* cc_isbinding, and our record brought in line with a definite answer
+ * (the binding rule is customers_check_binding's, as in billingd). */
 static int check(struct cli *ctx, int argc, char **argv)
 {
 	const char *id;
-	struct customer cu;
-	struct gw_request req = {.call = GW_ISBINDING};
-	struct gw_result res;
-	enum gw_outcome o;
-	const char *now_state;
+	struct customers_binding b;
 	char err[512];
 	PGconn *db;
 	struct gw_client *gw;
+	int changed;
 
 	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	if (customers_get(db, id, &cu, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
-	req.customer_id = id;
-	o = gw_call(gw, &req, &res);
-	if (o != GW_SUCCESS && o != GW_FAIL) {
-		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, res.detail,
-		          gw_outcome_name(o));
+	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0)
+		return out_fail(err);
+	if (b.outcome != GW_SUCCESS && b.outcome != GW_FAIL) {
+		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, b.detail,
+		          gw_outcome_name(b.outcome));
 		return CLI_FAIL;
 	}
-	now_state = cu.state;
-	if (o == GW_SUCCESS && strcmp(cu.state, "pending") == 0)
-		now_state = "bound";
-	else if (o == GW_FAIL && strcmp(cu.state, "bound") == 0)
-		now_state = "unbound";
-	if (now_state != cu.state && customers_set_state(db, id, now_state, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	changed = strcmp(b.state, b.was) != 0;
 	if (ctx->json) {
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddStringToObject(j, "customer_id", id);
-		cJSON_AddBoolToObject(j, "bound", o == GW_SUCCESS);
-		cJSON_AddStringToObject(j, "state", now_state);
-		cJSON_AddStringToObject(j, "was", cu.state);
+		cJSON_AddBoolToObject(j, "bound", b.outcome == GW_SUCCESS);
+		cJSON_AddStringToObject(j, "state", b.state);
+		cJSON_AddStringToObject(j, "was", b.was);
 		out_json(j);
 	} else {
 		printf("%s: %s at the gateway; state %s", id,
-		       o == GW_SUCCESS ? "bound" : "not bound", now_state);
-		if (now_state != cu.state)
-			printf(" (was %s)", cu.state);
+		       b.outcome == GW_SUCCESS ? "bound" : "not bound", b.state);
+		if (changed)
+			printf(" (was %s)", b.was);
 		putchar('\n');
 	}
-	return o == GW_SUCCESS ? CLI_OK : CLI_FAIL;
+	return b.outcome == GW_SUCCESS ? CLI_OK : CLI_FAIL;
 }
 
 int cmd_customer(struct cli *ctx, int argc, char **argv)

@@ -42,7 +42,7 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	if (out_args(argc, argv, 1, NULL, pos, 1, 1, CHARGE_USAGE) < 0 ||
 	    out_parse_id("subscription", pos[0], &id) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
 	if (!s) {
@@ -51,10 +51,8 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	}
 	o = sched_charge_now(s, id, ctx->now, mch, sizeof(mch), err, sizeof(err));
 	sched_free(s);
-	if (o == GW_INVALID) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (o == GW_INVALID)
+		return out_fail(err);
 	j = cJSON_CreateObject();
 	cJSON_AddNumberToObject(j, "subscription", (double)id);
 	cJSON_AddStringToObject(j, "mch_order_no", mch);
@@ -84,14 +82,12 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	             is_void ? VOID_USAGE : REFUND_USAGE) < 0 ||
 	    (amount_s && out_parse_cents("--amount", amount_s, &amount) < 0))
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, ctx->now, &row,
 	                    err, sizeof(err));
-	if (o < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (o < 0)
+		return out_fail(err);
 	j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "type", is_void ? "void" : "refund");
 	cJSON_AddStringToObject(j, "mch_refund_no", row.mch_refund_no);
@@ -139,13 +135,11 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 	if (out_args(argc, argv, 1, NULL, pos, 2, 2, PAYLINK_USAGE) < 0 ||
 	    out_parse_cents("amount", pos[1], &amount) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, &pl, err, sizeof(err));
-	if (o != GW_SUCCESS) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (o != GW_SUCCESS)
+		return out_fail(err);
 	j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "customer_id", pos[0]);
 	cJSON_AddNumberToObject(j, "amount_cents", (double)amount);
@@ -191,7 +185,7 @@ int cmd_query(struct cli *ctx, int argc, char **argv)
 		       "status          %d%s\namount          %ld\npay_type        %s\n"
 		       "original_order  %s\npay_succ_time   %s\n",
 		       o->pay_order_id, o->mch_order_no, o->trans_id, o->status,
-		       o->status == 2 || o->status == 3 ? " (paid)" : "", o->amount, o->pay_type,
+		       gw_order_paid(o) ? " (paid)" : "", o->amount, o->pay_type,
 		       o->original_order_id, o->pay_succ_time);
 		return CLI_OK;
 	}

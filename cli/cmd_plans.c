@@ -84,10 +84,8 @@ static int run_dry_run(struct cli *ctx, PGconn *db)
 	struct plan_diff *d;
 	int n = 0, created = 0;
 
-	if (plans_load_dir(ctx->cfg.plans_dir, &p, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (plans_load_dir(ctx->cfg.plans_dir, &p, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	d = calloc((size_t)n + 1, sizeof(*d));
 	if (!d || plans_diff(db, p, n, d, err, sizeof(err)) < 0) {
 		cli_error("%s", d ? err : "out of memory");
@@ -123,10 +121,8 @@ static int run_sync(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (dry_run)
 		return run_dry_run(ctx, db);
-	if (plans_sync_dir(db, ctx->cfg.plans_dir, &loaded, &created, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (plans_sync_dir(db, ctx->cfg.plans_dir, &loaded, &created, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json)
 		printf("{\"loaded\":%d,\"created\":%d}\n", loaded, created);
 	else
@@ -214,10 +210,8 @@ static int run_list(struct cli *ctx)
 
 	if (!db)
 		return CLI_FAIL;
-	if (plans_list(db, &p, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (plans_list(db, &p, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json)
 		print_json(p, n);
 	else if (n == 0)

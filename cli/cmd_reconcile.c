@@ -140,13 +140,9 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 
 	if (out_args(argc, argv, 1, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
-	if (!from_s || !to_s) {
-		cli_error("--from and --to are required (%s)", USAGE);
+	if (out_parse_window(from_s, to_s, &ro.from, &ro.to, USAGE) < 0)
 		return CLI_USAGE;
-	}
-	if (out_parse_window(from_s, to_s, &ro.from, &ro.to) < 0)
-		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || !(gw = cli_gw(ctx)))
+	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	/* Open subscription charges are resolved the daemon's way first, so that
 	 * their subscriptions advance or step with the outcome. */
@@ -163,10 +159,8 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		ro.progress = show_progress;
 		ro.udata = &prog;
 	}
-	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (emit_mismatches(db, &rep) < 0) {
 		reconcile_report_free(&rep);
 		return CLI_FAIL;

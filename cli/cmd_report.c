@@ -177,15 +177,12 @@ static void json_report(const struct report *r, const char *const window[3], con
 	for (int i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 		cJSON *j = cJSON_CreateObject();
-		char money[32];
 
 		cJSON_AddStringToObject(j, "date", w->date);
 		cJSON_AddStringToObject(j, "type", w->type);
 		cJSON_AddStringToObject(j, "customer_id", w->customer_id);
 		cJSON_AddStringToObject(j, "plan", w->plan);
-		json_int(j, "amount_cents", w->amount_cents);
-		out_money(w->amount_cents, money, sizeof(money));
-		cJSON_AddStringToObject(j, "amount", money);
+		out_json_money(j, w->amount_cents);
 		cJSON_AddStringToObject(j, "currency", w->currency);
 		cJSON_AddStringToObject(j, "mch_order_no", w->mch_order_no);
 		cJSON_AddStringToObject(j, "pay_order_id", w->pay_order_id);
@@ -244,10 +241,8 @@ int cmd_report(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (report_build(db, from, to, &r, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (report_build(db, from, to, &r, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (r.nopen && !allow_open) {
 		report_open(&r, 0);
 		report_free(&r);

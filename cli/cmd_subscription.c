@@ -6,6 +6,7 @@
 
 #include "out.h"
 #include "plans.h"
+#include "billing.h"
 #include "subscriptions.h"
 
 #define SUBSCRIBE_USAGE "usage: billctl subscribe CUSTOMER PLAN [--start T] [--trial-days N]"
@@ -13,21 +14,16 @@
 	"usage: billctl subscription list [--customer C] [--state S] | show ID | cancel ID "       \
 	"[--at-period-end] | pause ID | resume ID | change-plan ID PLAN"
 
-static const char *const states[] = {"trialing", "active", "past_due", "paused",
-                                     "canceled", "ended",  NULL};
-
-static cJSON *subscription_json(const struct subscription *s)
+static cJSON *subscription_json(const void *item)
 {
+	const struct subscription *s = item;
 	cJSON *o = cJSON_CreateObject();
-	char money[32];
 
 	cJSON_AddNumberToObject(o, "id", (double)s->id);
 	cJSON_AddStringToObject(o, "customer_id", s->customer_id);
 	cJSON_AddStringToObject(o, "plan", s->plan_code);
 	cJSON_AddNumberToObject(o, "plan_version", s->plan_version);
-	cJSON_AddNumberToObject(o, "amount_cents", (double)s->amount_cents);
-	out_money(s->amount_cents, money, sizeof(money));
-	cJSON_AddStringToObject(o, "amount", money);
+	out_json_money(o, s->amount_cents);
 	if (s->next_plan_id)
 		cJSON_AddStringToObject(o, "next_plan", s->next_plan_code);
 	else
@@ -89,10 +85,8 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
 	    subscriptions_create(db, pos[0], &p, start, trial >= 0 ? trial : p.trial_days, &s, err,
-	                         sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	                         sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -114,14 +108,12 @@ static int list(struct cli *ctx, int argc, char **argv)
 	struct subscription *ss = NULL;
 	struct out_table *t;
 	char err[512];
-	int n = 0, known = 0;
+	int n = 0;
 	PGconn *db;
 
 	if (out_args(argc, argv, 2, opts, NULL, 0, 0, USAGE) < 0)
 		return CLI_USAGE;
-	for (int i = 0; state && states[i]; i++)
-		known |= strcmp(state, states[i]) == 0;
-	if (state && !known) {
+	if (state && billing_state_parse(state) < 0) {
 		cli_error("--state: '%s' is not one of trialing, active, past_due, paused, "
 		          "canceled, ended",
 		          state);
@@ -129,15 +121,10 @@ static int list(struct cli *ctx, int argc, char **argv)
 	}
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, subscription_json(&ss[i]));
-		out_json(a);
+		out_json_list(ss, n, sizeof(*ss), subscription_json);
 		free(ss);
 		return CLI_OK;
 	}
@@ -174,10 +161,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_get(db, id, &s, err, sizeof(err)) < 0 ||
-	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = subscription_json(&s), *a = cJSON_AddArrayToObject(o, "charges");
 		for (int i = 0; i < n; i++) {
@@ -230,10 +215,8 @@ static int cancel(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -253,10 +236,8 @@ static int pause_resume(struct cli *ctx, int argc, char **argv, int resume)
 		return CLI_FAIL;
 	rc = resume ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
 	            : subscriptions_pause(db, id, &s, err, sizeof(err));
-	if (rc < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (rc < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 
@@ -284,10 +265,8 @@ static int change_plan(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
-	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0)
+		return out_fail(err);
 	return print_result(ctx, &s);
 }
 

@@ -99,10 +99,8 @@ int cmd_report_summary(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (summary_build(db, from, to, ctx->cfg.timezone, &s, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (summary_build(db, from, to, ctx->cfg.timezone, &s, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json)
 		json_summary(&s);
 	else

@@ -133,6 +133,24 @@ void out_json(cJSON *j)
 	cJSON_Delete(j);
 }
 
+void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(const void *item))
+{
+	cJSON *a = cJSON_CreateArray();
+
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(a, to_json((const char *)items + (size_t)i * size));
+	out_json(a);
+}
+
+void out_json_money(cJSON *o, int64_t cents)
+{
+	char money[32];
+
+	cJSON_AddNumberToObject(o, "amount_cents", (double)cents);
+	out_money(cents, money, sizeof(money));
+	cJSON_AddStringToObject(o, "amount", money);
+}
+
 void out_json_time(cJSON *o, const char *key, int64_t t)
 {
 	char buf[40];
@@ -159,6 +177,19 @@ static int parse_range(const char *s, int64_t min, int64_t max, int64_t *v)
 		return -1;
 	*v = x;
 	return 0;
+}
+
+int out_connect(struct cli *ctx, PGconn **db, struct gw_client **gw)
+{
+	*db = cli_db(ctx);
+	*gw = *db ? cli_gw(ctx) : NULL;
+	return *gw ? 0 : -1;
+}
+
+int out_fail(const char *err)
+{
+	cli_error("%s", err);
+	return CLI_FAIL;
 }
 
 int out_parse_id(const char *what, const char *s, int64_t *v)
@@ -200,10 +231,15 @@ int out_parse_time(const char *what, const char *s, int64_t *t)
 	return -1;
 }
 
-int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to)
+int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to,
+                     const char *usage)
 {
 	static const struct cal_duration day = {1, 'd'};
 
+	if (!from_s || !to_s) {
+		cli_error("--from and --to are required (%s)", usage);
+		return -1;
+	}
 	if (out_parse_time("--from", from_s, from) < 0 || out_parse_time("--to", to_s, to) < 0)
 		return -1;
 	/* A bare date (YYYY-MM-DD) covers its whole day. */
@@ -226,7 +262,7 @@ int out_parse_period(const char *month_s, const char *from_s, const char *to_s, 
 			cli_error("give --month YYYY-MM or both --from and --to");
 			return -1;
 		}
-		return out_parse_window(from_s, to_s, from, to);
+		return out_parse_window(from_s, to_s, from, to, "");
 	}
 	if (from_s || to_s) {
 		cli_error("--month %s: give either --month or --from/--to", month_s);

@@ -31,8 +31,19 @@ void out_csv_end(FILE *f);
 
 /* Prints j on one line on stdout and frees it. */
 void out_json(cJSON *j);
+/* Prints n items (size bytes apart from items) as one JSON array of
+ * to_json(item) on stdout. */
+void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(const void *item));
+/* Adds "amount_cents" and "amount" ("12.34"). */
+void out_json_money(cJSON *o, int64_t cents);
 /* Adds a time as local ISO 8601 (null for 0). */
 void out_json_time(cJSON *o, const char *key, int64_t t);
+
+/* The database and the gateway client (cli_db, cli_gw): 0, or -1 after
+ * printing why. */
+int out_connect(struct cli *ctx, PGconn **db, struct gw_client **gw);
+/* Prints err as one error line; returns CLI_FAIL. */
+int out_fail(const char *err);
 
 /* Argument parsers: 0, or -1 after printing one error line naming what (an
  * option or argument name) and the bad value. */
@@ -41,10 +52,12 @@ int out_parse_cents(const char *what, const char *s, int64_t *v); /* 1 .. INT32_
 int out_parse_int(const char *what, const char *s, int min, int max, int *v);
 int out_parse_time(const char *what, const char *s, int64_t *t);
 
-/* --from D --to D: [*from, *to) where a date D means its whole local day
- * (to is then the next local midnight) and a time is taken as given (to
- * inclusive). 0, or -1 after one error line. */
-int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to);
+/* --from D --to D (both required: usage is shown when one is missing):
+ * [*from, *to) where a date D means its whole local day (to is then the
+ * next local midnight) and a time is taken as given (to inclusive). 0, or
+ * -1 after one error line. */
+int out_parse_window(const char *from_s, const char *to_s, int64_t *from, int64_t *to,
+                     const char *usage);
 
 /* --month YYYY-MM (its local days) or --from D --to D (out_parse_window),
  * exactly one of the two. 0, or -1 after one error line. */

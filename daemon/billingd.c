@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include "calendar.h"
@@ -159,6 +161,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	if (cfg_load(&fresh, path, err, sizeof(err)) < 0 ||
 	    !(ngw = gw_client_new(&fresh.gateway, err, sizeof(err)))) {
 		log_event("error", "reload", "error", err, (char *)NULL);
+		cfg_wipe(&fresh);
 		sd_notify(0, "READY=1");
 		return 0;
 	}
@@ -170,6 +173,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	*gw = ngw;
 	*cfg = fresh;
 	events_reload(events, &cfg->events);
+	cfg_wipe(&fresh);
 	running = sched_new(cfg, db, *gw, owner);
 	if (!running) {
 		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
@@ -237,6 +241,16 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* The merchant key is in this process's memory: no core file, and no
+ * ptrace or /proc/PID/mem by other processes of the same user. */
+static void no_core_dumps(void)
+{
+	const struct rlimit zero = {0, 0};
+
+	if (setrlimit(RLIMIT_CORE, &zero) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_event("warn", "no_core_dumps", "error", strerror(errno), (char *)NULL);
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = {0};
@@ -248,6 +262,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int rc = 0;
 
+	no_core_dumps();
 	if (parse_opts(argc, argv, &o) < 0)
 		return 2;
 	if (o.help || o.version) {
@@ -368,5 +383,6 @@ out:
 	running = NULL;
 	gw_client_free(gw);
 	PQfinish(db);
+	cfg_wipe(&cfg);
 	return rc;
 }

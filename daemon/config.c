@@ -4,18 +4,26 @@
  * enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
  * Every key is known in one table below: its type, where it goes, and
  * whether it is required. Errors name the file, the line and the key. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
+#include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "config.h"
+#include "log.h"
 
-enum kind { K_STR, K_INT, K_URL, K_LIST }; /* K_LIST: a sequence, kept comma-joined */
+enum kind { K_STR, K_INT, K_URL, K_BOOL, K_LIST }; /* K_LIST: a sequence, kept comma-joined */
 
 struct key {
 	const char *name; /* "gateway.timeout_ms" */
@@ -39,6 +47,11 @@ struct key {
 		n, K_INT, offsetof(struct cfg, f), 0, lo, hi, 1                                    \
 	}
 
+#define B(n, f)                                                                                    \
+	{                                                                                          \
+		n, K_BOOL, offsetof(struct cfg, f), 0, 0, 1, 1                                     \
+	}
+
 static const struct key keys[] = {
     S("gateway.base_url", gateway.base_url, K_URL),
     S("gateway.mch_id", gateway.mch_id, K_STR),
@@ -47,6 +60,7 @@ static const struct key keys[] = {
     L("gateway.timeout_ms", gateway.timeout_ms, 100, 600000),
     L("gateway.connect_timeout_ms", gateway.connect_timeout_ms, 50, 600000),
     S("gateway.ca_file", gateway.ca_file, K_STR),
+    B("gateway.allow_insecure_http", gateway.allow_insecure_http),
     I("gateway.max_in_flight", gateway.max_in_flight, 1, 1024),
     S("database.url", database_url, K_STR),
     S("billing.timezone", timezone, K_STR),
@@ -117,6 +131,13 @@ static int set_value(struct cfg *c, const struct key *k, const char *v, const ch
 {
 	char *p = (char *)c + k->off;
 
+	if (k->kind == K_BOOL) {
+		if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
+			return fail(err, errlen, "%s:%lu: %s: expected true or false", file, line,
+			            k->name);
+		*(int *)p = strcmp(v, "true") == 0;
+		return 0;
+	}
 	if (k->kind == K_INT) {
 		char *end;
 		long n;
@@ -179,7 +200,7 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 		yaml_node_t *kn = yaml_document_get_node(doc, pr->key);
 		yaml_node_t *vn = yaml_document_get_node(doc, pr->value);
 		unsigned long line = kn->start_mark.line + 1;
-		char name[128];
+		char name[128], shown[128]; /* shown: name escaped for the error's one line */
 		const struct key *k;
 
 		if (kn->type != YAML_SCALAR_NODE)
@@ -192,15 +213,19 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 				known |= strncmp(keys[i].name, name, strlen(name)) == 0 &&
 				         keys[i].name[strlen(name)] == '.';
-			if (!known)
+			if (!known) {
+				log_escape(shown, sizeof(shown), name);
 				return fail(err, errlen, "%s:%lu: %s: unknown section", file, line,
-				            name);
+				            shown);
+			}
 			if (load_mapping(c, doc, vn, name, file, err, errlen) < 0)
 				return -1;
 			continue;
 		}
-		if (!k)
-			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, name);
+		if (!k) {
+			log_escape(shown, sizeof(shown), name);
+			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, shown);
+		}
 		if (k->kind == K_LIST && vn->type == YAML_SEQUENCE_NODE) {
 			if (set_list(c, k, doc, vn, file, err, errlen) < 0)
 				return -1;
@@ -294,30 +319,57 @@ const char *cfg_find_path(const char *given)
 	return CFG_SYSTEM_PATH;
 }
 
+/* The key file is opened once and the open file is checked (fstat), so that
+ * what is checked is what is read. A key that does not fit is refused, not
+ * cut to a wrong key; the path is not echoed: a key pasted there by mistake
+ * would be. */
+_Static_assert(sizeof(((struct cfg *)0)->gateway.merchant_key) == 256, "the errors say 255 bytes");
+
 static int read_key_file(struct cfg *c, char *err, size_t errlen)
 {
-	const char *path = c->gateway.merchant_key_file;
+	char *key = c->gateway.merchant_key;
+	const size_t cap = sizeof(c->gateway.merchant_key);
+	char buf[sizeof(c->gateway.merchant_key) + 2];
 	struct stat st;
-	FILE *f;
-	size_t n;
+	ssize_t n;
+	size_t len = 0;
+	int fd = open(c->gateway.merchant_key_file, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	const char *why = NULL;
 
-	/* The path is not echoed: a key pasted there by mistake would be. */
-	if (stat(path, &st) < 0)
+	if (fd < 0)
 		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
 		            strerror(errno));
-	if (st.st_mode & 077)
-		return fail(err, errlen,
-		            "%s: gateway.merchant_key_file: the file is readable by group or "
-		            "others (chmod 600 it)",
-		            c->path);
-	f = fopen(path, "r");
-	if (!f)
-		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
-		            strerror(errno));
-	n = fread(c->gateway.merchant_key, 1, sizeof(c->gateway.merchant_key) - 1, f);
-	fclose(f);
-	c->gateway.merchant_key[n] = '\0';
-	c->gateway.merchant_key[strcspn(c->gateway.merchant_key, "\r\n")] = '\0';
+	if (fstat(fd, &st) < 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_mode & 077)
+		why = "the file is readable by group or others (chmod 600 it)";
+	else if (st.st_size > (off_t)cap + 1)
+		why = "longer than 255 bytes";
+	while (!why && len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+		if (n < 0 && errno != EINTR)
+			why = strerror(errno);
+		else if (n > 0)
+			len += (size_t)n;
+	}
+	close(fd);
+	/* One line: a final "\n" or "\r\n" is not part of the key. */
+	if (!why && len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (!why && len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (!why && len >= cap)
+		why = "longer than 255 bytes";
+	else if (!why && (memchr(buf, '\n', len) || memchr(buf, '\r', len) || memchr(buf, 0, len)))
+		why = "more than one line";
+	if (!why) {
+		memcpy(key, buf, len);
+		key[len] = '\0';
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (why)
+		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path, why);
 	return 0;
 }
 
@@ -413,23 +465,86 @@ static int events_secret(struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether an http:// URL's host is this machine: localhost, 127.0.0.0/8 as
+ * a dotted quad, or [::1]. */
+static int loopback_url(const char *url)
+{
+	const char *host = url + strlen("http://");
+	size_t len;
+	const char *at;
+	char h[64];
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strncmp(url, "http://", 7) != 0)
+		return 0;
+	len = strcspn(host, "/?#");
+	at = memchr(host, '@', len);
+	if (at) {
+		len -= (size_t)(at + 1 - host);
+		host = at + 1;
+	}
+	if (host[0] == '[') {
+		const char *end = memchr(host, ']', len);
+
+		if (!end || (end + 1 < host + len && end[1] != ':') ||
+		    (size_t)(end - host - 1) >= sizeof(h))
+			return 0;
+		snprintf(h, sizeof(h), "%.*s", (int)(end - host - 1), host + 1);
+		return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	len = strcspn(host, ":/?#");
+	if (len >= sizeof(h))
+		return 0;
+	snprintf(h, sizeof(h), "%.*s", (int)len, host);
+	if (strcasecmp(h, "localhost") == 0)
+		return 1;
+	return inet_pton(AF_INET, h, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* Letters and digits, ending in a letter: order numbers are the prefix then
+ * digits, so "S1" + "2-..." would be "S" + "12-...". */
 static int check_prefix(const char *p)
 {
+	size_t n = strlen(p);
+
+	if (n == 0 || !isalpha((unsigned char)p[n - 1]))
+		return -1;
 	for (; *p; p++)
-		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-		      (*p >= '0' && *p <= '9')))
+		if (!isalnum((unsigned char)*p))
 			return -1;
 	return 0;
 }
 
-int cfg_load_key(struct cfg *c, char *err, size_t errlen)
-{
-	const char *env;
+/* IOTPAY_MERCHANT_KEY, taken out of the environment at the first load (its
+ * bytes wiped, so that neither /proc/PID/environ nor a child sees it) and
+ * kept for the process: a reload still has it. */
+static char env_key[sizeof(((struct cfg *)0)->gateway.merchant_key)];
 
-	if ((env = getenv("IOTPAY_MERCHANT_KEY")) && env[0]) {
-		if (strlen(env) >= sizeof(c->gateway.merchant_key))
-			return fail(err, errlen, "IOTPAY_MERCHANT_KEY: too long");
-		snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", env);
+static int take_env_key(char *err, size_t errlen)
+{
+	char *env = getenv("IOTPAY_MERCHANT_KEY");
+	size_t n;
+
+	if (!env)
+		return 0;
+	n = strlen(env);
+	if (n < sizeof(env_key))
+		memcpy(env_key, env, n + 1);
+	OPENSSL_cleanse(env, n);
+	unsetenv("IOTPAY_MERCHANT_KEY");
+	if (n >= sizeof(env_key))
+		return fail(err, errlen, "IOTPAY_MERCHANT_KEY: longer than %zu bytes",
+		            sizeof(env_key) - 1);
+	return 0;
+}
+
+static int load_key(struct cfg *c, char *err, size_t errlen)
+{
+	if (take_env_key(err, errlen) < 0)
+		return -1;
+	if (env_key[0]) {
+		memcpy(c->gateway.merchant_key, env_key, sizeof(env_key));
 	} else if (c->gateway.merchant_key_file[0]) {
 		if (read_key_file(c, err, errlen) < 0)
 			return -1;
@@ -439,6 +554,14 @@ int cfg_load_key(struct cfg *c, char *err, size_t errlen)
 		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",
 		            c->path);
 	return 0;
+}
+
+int cfg_load_key(struct cfg *c, char *err, size_t errlen)
+{
+	if (load_key(c, err, errlen) == 0)
+		return 0;
+	cfg_wipe(c);
+	return -1;
 }
 
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
@@ -459,15 +582,23 @@ int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errl
 		return -1;
 	if ((env = getenv("DATABASE_URL")) && env[0])
 		snprintf(c->database_url, sizeof(c->database_url), "%s", env);
+	/* The key's signatures and card tokens travel to the gateway. */
+	if (strncmp(c->gateway.base_url, "https://", 8) != 0 && !c->gateway.allow_insecure_http &&
+	    !loopback_url(c->gateway.base_url))
+		return fail(err, errlen,
+		            "%s: gateway.base_url: must be https:// unless the host is loopback or "
+		            "gateway.allow_insecure_http is true",
+		            path);
 	if (!c->gateway.mch_id[0])
 		return fail(err, errlen, "%s: gateway.mch_id: required", path);
 	if (!c->gateway.job_no[0])
 		return fail(err, errlen, "%s: gateway.job_no: required", path);
 	if (!c->database_url[0])
 		return fail(err, errlen, "%s: database.url: required (or env DATABASE_URL)", path);
-	if (!c->order_prefix[0] || check_prefix(c->order_prefix) < 0)
-		return fail(err, errlen, "%s: billing.order_prefix: 1 to 8 letters or digits",
-		            path);
+	if (check_prefix(c->order_prefix) < 0)
+		return fail(
+		    err, errlen,
+		    "%s: billing.order_prefix: 1 to 8 letters or digits, ending in a letter", path);
 	if (events_retry(c, err, errlen) < 0)
 		return -1;
 	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
@@ -478,6 +609,12 @@ int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errl
 	return cfg_apply_timezone(c, err, errlen);
 }
 
+void cfg_wipe(struct cfg *c)
+{
+	OPENSSL_cleanse(c->gateway.merchant_key, sizeof(c->gateway.merchant_key));
+	OPENSSL_cleanse(c->events.secret, sizeof(c->events.secret));
+}
+
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)
 {
 	char zone[128];
@@ -485,9 +622,13 @@ int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)
 
 	/* glibc silently treats an unknown zone as UTC: check the zoneinfo file. */
 	snprintf(zone, sizeof(zone), "/usr/share/zoneinfo/%s", c->timezone);
-	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode))
+	if (strstr(c->timezone, "..") || stat(zone, &st) < 0 || !S_ISREG(st.st_mode)) {
+		char shown[sizeof(c->timezone)];
+
+		log_escape(shown, sizeof(shown), c->timezone);
 		return fail(err, errlen, "%s: billing.timezone: unknown IANA timezone '%s'",
-		            c->path, c->timezone);
+		            c->path, shown);
+	}
 	setenv("TZ", c->timezone, 1);
 	tzset();
 	return 0;

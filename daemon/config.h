@@ -17,6 +17,7 @@ struct cfg_gateway {
 	long connect_timeout_ms;
 	char ca_file[CFG_STR];
 	int max_in_flight;
+	int allow_insecure_http; /* http:// to a host that is not loopback (tests) */
 };
 
 /* Events to the operator's application (events.*). */
@@ -59,9 +60,10 @@ struct cfg {
 const char *cfg_find_path(const char *given);
 
 /* Fills c with defaults, then path's values, then the environment
- * (DATABASE_URL, IOTPAY_MERCHANT_KEY, BILLING_EVENTS_SECRET). Relative plans_dir,
- * merchant_key_file, ca_file and events.secret_file are taken relative to path's directory. On
- * error returns -1 with one line in
+ * (DATABASE_URL, IOTPAY_MERCHANT_KEY: taken out of the environment at the
+ * first load and kept for the process; BILLING_EVENTS_SECRET). Relative
+ * plans_dir, merchant_key_file, ca_file and events.secret_file are taken
+ * relative to path's directory. On error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
 
@@ -71,6 +73,10 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
  * the gateway needs. Same errors as cfg_load. */
 int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errlen);
 int cfg_load_key(struct cfg *c, char *err, size_t errlen);
+
+/* Wipes the key of a configuration that is no longer needed (a copy left
+ * in freed memory would otherwise outlive it). */
+void cfg_wipe(struct cfg *c);
 
 /* Sets the process timezone (TZ) to c->timezone; -1 if it is unknown. */
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen);

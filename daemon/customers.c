@@ -13,7 +13,10 @@
 #include "customers.h"
 #include "db.h"
 
-const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "failed", "unbound"};
+const char *const customers_states[CUSTOMERS_NSTATES] = {[CUSTOMERS_PENDING] = "pending",
+                                                         [CUSTOMERS_BOUND] = "bound",
+                                                         [CUSTOMERS_FAILED] = "failed",
+                                                         [CUSTOMERS_UNBOUND] = "unbound"};
 
 #define FOLLOW_UP_SECONDS 300
 
@@ -37,11 +40,7 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {"pending", "bound", "fa
 
 /* EXPIRING's parameters; a window of a century covers every card and keeps
  * the timestamp arithmetic in range. */
-static void window_params(int days, int64_t now, char out_days[16], char out_now[24])
-{
-	snprintf(out_days, 16, "%d", days > 36500 ? 36500 : days);
-	snprintf(out_now, 24, "%" PRId64, now);
-}
+#define WINDOW_PARAMS(days, now) DB_I((days) > 36500 ? 36500 : (days)), DB_I(now)
 
 static int valid_id(const char *id, char *err, size_t errlen)
 {
@@ -60,33 +59,43 @@ static void copy(char *dst, size_t len, const char *src)
 	snprintf(dst, len, "%s", src);
 }
 
+/* Columns of COLS, in order. */
+enum {
+	COL_ID,
+	COL_EMAIL,
+	COL_NAME,
+	COL_STATE,
+	COL_CARD,
+	COL_CARD_TYPE,
+	COL_CARD_EXPIRY,
+	COL_ENROL_EXPIRES,
+	COL_NEXT_CHECK,
+	COL_CREATED,
+};
+
 static void fill(const PGresult *r, int row, struct customer *out)
 {
-	copy(out->id, sizeof(out->id), db_str(r, row, 0));
-	copy(out->email, sizeof(out->email), db_str(r, row, 1));
-	copy(out->name, sizeof(out->name), db_str(r, row, 2));
-	copy(out->state, sizeof(out->state), db_str(r, row, 3));
-	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, 4));
-	copy(out->card_type, sizeof(out->card_type), db_str(r, row, 5));
-	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, 6));
-	out->enrol_expires_at = db_i64(r, row, 7);
-	out->next_check_at = db_i64(r, row, 8);
-	out->created_at = db_i64(r, row, 9);
+	copy(out->id, sizeof(out->id), db_str(r, row, COL_ID));
+	copy(out->email, sizeof(out->email), db_str(r, row, COL_EMAIL));
+	copy(out->name, sizeof(out->name), db_str(r, row, COL_NAME));
+	copy(out->state, sizeof(out->state), db_str(r, row, COL_STATE));
+	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, COL_CARD));
+	copy(out->card_type, sizeof(out->card_type), db_str(r, row, COL_CARD_TYPE));
+	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, COL_CARD_EXPIRY));
+	out->enrol_expires_at = db_i64(r, row, COL_ENROL_EXPIRES);
+	out->next_check_at = db_i64(r, row, COL_NEXT_CHECK);
+	out->created_at = db_i64(r, row, COL_CREATED);
 }
 
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
 {
-	const char *p[1] = {id};
 	PGresult *r =
-	    db_query(c, "SELECT " COLS " FROM customers WHERE customer_id = $1", 1, p, err, errlen);
+	    db_one(db_get(c, err, errlen, "SELECT " COLS " FROM customers WHERE customer_id = $1",
+	                  DB_S(id)),
+	           err, errlen, "unknown customer '%.40s'", id);
 
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		snprintf(err, errlen, "unknown customer '%.40s'", id);
-		return -1;
-	}
 	fill(r, 0, out);
 	PQclear(r);
 	return 0;
@@ -116,7 +125,8 @@ static int return_url_for(const struct cfg *cfg, const char *id, char *out, size
 /* Makes id a pending enrolment: 1 when done, 0 when the customer is bound,
  * -1 on error. Not INSERT ... ON CONFLICT: its BEFORE INSERT trigger would
  * audit an insert that did not happen. */
-static int make_pending(PGconn *c, const char *const *p, char *err, size_t errlen)
+static int make_pending(PGconn *c, const char *id, const char *email, const char *name,
+                        int64_t expires, int64_t check, char *err, size_t errlen)
 {
 	static const char *const sql[2] = {
 	    "UPDATE customers SET email = coalesce(nullif($2, ''), email), "
@@ -127,17 +137,15 @@ static int make_pending(PGconn *c, const char *const *p, char *err, size_t errle
 	    "next_check_at) SELECT $1::text, nullif($2, ''), nullif($3, ''), 'pending', "
 	    "to_timestamp($4), to_timestamp($5) "
 	    "WHERE NOT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1::text) RETURNING 1"};
-	PGresult *r;
 	int tries, i, done;
 
 	/* A second try when a concurrent enrolment inserted the same id. */
 	for (tries = 0; tries < 2; tries++) {
 		for (i = 0; i < 2; i++) {
-			r = db_query(c, sql[i], 5, p, err, errlen);
-			if (!r)
+			done = db_count(c, err, errlen, sql[i], DB_S(id), DB_S(email), DB_S(name),
+			                DB_I(expires), DB_I(check));
+			if (done < 0)
 				break;
-			done = PQntuples(r);
-			PQclear(r);
 			if (done)
 				return 1;
 		}
@@ -153,8 +161,7 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
                     const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
                     char *err, size_t errlen)
 {
-	char ret_url[201], expires[24], check[24];
-	const char *p[5] = {id, email ? email : "", name ? name : "", expires, check};
+	char ret_url[201];
 	struct gw_request req = {.call = GW_ADDUSER, .customer_id = id, .return_url = ret_url};
 	struct gw_result res;
 	struct customer cur;
@@ -163,15 +170,15 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	if (valid_id(id, err, errlen) < 0 ||
 	    return_url_for(cfg, id, ret_url, sizeof(ret_url), err, errlen) < 0)
 		return -1;
-	if (strlen(p[1]) >= sizeof(cur.email) || strlen(p[2]) >= sizeof(cur.name)) {
+	email = email ? email : "";
+	name = name ? name : "";
+	if (strlen(email) >= sizeof(cur.email) || strlen(name) >= sizeof(cur.name)) {
 		snprintf(err, errlen, "customer %s: email and name are limited to %zu characters",
 		         id, sizeof(cur.email) - 1);
 		return -1;
 	}
-	snprintf(expires, sizeof(expires), "%" PRId64,
-	         now + (int64_t)cfg->enrolment_expiry_hours * 3600);
-	snprintf(check, sizeof(check), "%" PRId64, now + FOLLOW_UP_SECONDS);
-	rc = make_pending(c, p, err, errlen);
+	rc = make_pending(c, id, email, name, now + (int64_t)cfg->enrolment_expiry_hours * 3600,
+	                  now + FOLLOW_UP_SECONDS, err, errlen);
 	if (rc < 0)
 		return -1;
 	if (rc == 0) {
@@ -196,16 +203,13 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
                    char *err, size_t errlen)
 {
-	char days[16], at[24];
-	const char *p[2] = {days, at};
 	PGresult *r;
 	int i;
 
-	window_params(expiring_days, now, days, at);
-	r = db_query(c,
-	             "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
-	             " ORDER BY customer_id",
-	             2, p, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
+	           " ORDER BY customer_id",
+	           WINDOW_PARAMS(expiring_days, now));
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
@@ -249,26 +253,21 @@ static int valid_card(const char *card, const char *type, const char *expiry, ch
 
 /* Runs an UPDATE ... RETURNING on one customer: CHANGED when it matched a
  * row, else UNCHANGED or UNKNOWN depending on whether the customer exists. */
-static enum customers_outcome update_one(PGconn *c, const char *sql, int np, const char *const *p,
-                                         char *err, size_t errlen)
+static enum customers_outcome update_one(PGconn *c, const char *sql, const struct db_param *p,
+                                         int np, char *err, size_t errlen)
 {
-	PGresult *r = db_query(c, sql, np, p, err, errlen);
-	int changed;
+	int changed = db_count_(c, err, errlen, sql, p, np, 1);
 
-	if (!r)
-		return CUSTOMERS_ERROR;
-	changed = PQntuples(r);
-	PQclear(r);
-	if (changed)
+	if (changed > 0)
 		return CUSTOMERS_CHANGED;
-	r = db_query(c, "SELECT 1 FROM customers WHERE customer_id = $1", 1, p, err, errlen);
-	if (!r)
+	if (changed == 0)
+		changed = db_count(c, err, errlen, "SELECT 1 FROM customers WHERE customer_id = $1",
+		                   p[0]);
+	if (changed < 0)
 		return CUSTOMERS_ERROR;
-	changed = PQntuples(r);
-	PQclear(r);
 	if (changed)
 		return CUSTOMERS_UNCHANGED;
-	snprintf(err, errlen, "unknown customer '%.40s'", p[0]);
+	snprintf(err, errlen, "unknown customer '%.40s'", p[0].s);
 	return CUSTOMERS_UNKNOWN;
 }
 
@@ -276,13 +275,11 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, int su
                                                const char *card, const char *type,
                                                const char *expiry, char *err, size_t errlen)
 {
-	const char *p[4] = {id, card, type, expiry};
-
 	if (!success)
 		return update_one(c,
 		                  "UPDATE customers SET state = 'failed' "
 		                  "WHERE customer_id = $1 AND state = 'pending' RETURNING 1",
-		                  1, p, err, errlen);
+		                  DB_PARAMS(DB_S(id)), err, errlen);
 	if (valid_card(card, type, expiry, err, errlen) < 0)
 		return CUSTOMERS_INVALID;
 	/* The condition makes a replay write nothing (no audit row, same
@@ -294,23 +291,18 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, int su
 	                  "OR card_masked IS DISTINCT FROM $2 "
 	                  "OR card_type IS DISTINCT FROM nullif($3, '') "
 	                  "OR card_expiry IS DISTINCT FROM $4) RETURNING 1",
-	                  4, p, err, errlen);
+	                  DB_PARAMS(DB_S(id), DB_S(card), DB_S(type), DB_S(expiry)), err, errlen);
 }
 
 int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen)
 {
-	const char *p[2] = {id, state};
-	int i;
-
-	for (i = 0; i < CUSTOMERS_NSTATES && strcmp(state, customers_states[i]) != 0; i++)
-		;
-	if (i == CUSTOMERS_NSTATES) {
+	if (db_name_index(customers_states, CUSTOMERS_NSTATES, state) < 0) {
 		snprintf(err, errlen,
 		         "bad customer state '%.20s': pending, bound, failed or unbound", state);
 		return -1;
 	}
 	return update_one(c, "UPDATE customers SET state = $2 WHERE customer_id = $1 RETURNING 1",
-	                  2, p, err, errlen) == CUSTOMERS_CHANGED
+	                  DB_PARAMS(DB_S(id), DB_S(state)), err, errlen) == CUSTOMERS_CHANGED
 	           ? 0
 	           : -1;
 }
@@ -318,25 +310,104 @@ int customers_set_state(PGconn *c, const char *id, const char *state, char *err,
 int customers_count(PGconn *c, int expiring_days, int64_t now, struct customers_counts *out,
                     char *err, size_t errlen)
 {
-	char days[16], at[24];
-	const char *p[2] = {days, at};
 	PGresult *r;
 	int i, j;
 
-	window_params(expiring_days, now, days, at);
-	r = db_query(c,
-	             "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
-	             "FROM customers GROUP BY state",
-	             2, p, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT state, count(*), count(*) FILTER (WHERE " EXPIRING ") "
+	           "FROM customers GROUP BY state",
+	           WINDOW_PARAMS(expiring_days, now));
 	if (!r)
 		return -1;
 	memset(out, 0, sizeof(*out));
 	for (i = 0; i < PQntuples(r); i++) {
-		for (j = 0; j < CUSTOMERS_NSTATES; j++)
-			if (strcmp(db_str(r, i, 0), customers_states[j]) == 0)
-				out->state[j] = (long)db_i64(r, i, 1);
+		j = db_name_index(customers_states, CUSTOMERS_NSTATES, db_str(r, i, 0));
+		if (j >= 0)
+			out->state[j] = (long)db_i64(r, i, 1);
 		out->expiring += (long)db_i64(r, i, 2);
 	}
 	PQclear(r);
 	return 0;
+}
+
+/* ---- the binding rule and its follow-up ---- */
+
+static const char SQL_BOUND[] =
+    "UPDATE customers SET state = 'bound', next_check_at = NULL, checks_done = 0"
+    " WHERE customer_id = $1 AND (state = 'pending'"
+    "       OR (state = 'bound' AND (next_check_at IS NOT NULL OR checks_done <> 0)))"
+    " RETURNING state";
+
+static const char SQL_UNBOUND[] = "UPDATE customers SET state = 'unbound', next_check_at = NULL"
+                                  " WHERE customer_id = $1 AND state = 'bound' RETURNING state";
+
+int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
+                            struct customers_binding *out, char *err, size_t errlen)
+{
+	struct customer cu;
+	struct gw_request req = {.call = GW_ISBINDING, .customer_id = id};
+	struct gw_result res;
+	const char *p[1] = {id};
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	if (customers_get(c, id, &cu, err, errlen) < 0)
+		return -1;
+	copy(out->was, sizeof(out->was), cu.state);
+	copy(out->state, sizeof(out->state), cu.state);
+	out->outcome = gw_call(gw, &req, &res);
+	copy(out->detail, sizeof(out->detail), res.detail);
+	if (out->outcome != GW_SUCCESS && out->outcome != GW_FAIL)
+		return 0;
+	r = db_query(c, out->outcome == GW_SUCCESS ? SQL_BOUND : SQL_UNBOUND, 1, p, err, errlen);
+	if (!r)
+		return -1;
+	if (PQntuples(r))
+		copy(out->state, sizeof(out->state), db_str(r, 0, 0));
+	PQclear(r);
+	return 0;
+}
+
+int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen)
+{
+
+	return db_run(c, err, errlen,
+	              "UPDATE customers SET state = 'failed', next_check_at = NULL"
+	              " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)",
+	              DB_I(now));
+}
+
+static const char SQL_CLAIM_CHECKS[] =
+    "UPDATE customers SET checks_done = checks_done + 1,"
+    "       next_check_at = to_timestamp($1)"
+    "                     + make_interval(secs => least(300 * 2 ^ least(checks_done, 10), 21600))"
+    " WHERE customer_id IN (SELECT customer_id FROM customers"
+    "                        WHERE next_check_at <= to_timestamp($1)"
+    "                          AND state IN ('pending', 'bound')"
+    "                        ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " RETURNING customer_id";
+
+int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
+                           size_t errlen)
+{
+	PGresult *r;
+	int n;
+
+	r = db_get(c, err, errlen, SQL_CLAIM_CHECKS, DB_I(now), DB_I(limit));
+	if (!r)
+		return -1;
+	n = PQntuples(r) < limit ? PQntuples(r) : limit;
+	for (int i = 0; i < n; i++)
+		copy(ids[i], sizeof(ids[i]), db_str(r, i, 0));
+	PQclear(r);
+	return n;
+}
+
+int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, size_t errlen)
+{
+
+	return db_run(c, err, errlen,
+	              "UPDATE customers SET next_check_at = to_timestamp($2)"
+	              " WHERE customer_id = ANY($1::text[]) AND state = 'bound'",
+	              DB_S(ids), DB_I(now));
 }

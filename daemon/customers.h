@@ -1,5 +1,7 @@
-/* customers.h: the customers ledger: enrolment (cc_adduser), the card a
- * customer bound, and the binding state (pending, bound, failed, unbound). */
+/* customers.h: the customers table's one owner: enrolment (cc_adduser), the
+ * card a customer bound, the binding state (pending, bound, failed,
+ * unbound) and its follow-up with cc_isbinding, one rule for billctl and
+ * billingd. */
 #ifndef CUSTOMERS_H
 #define CUSTOMERS_H
 
@@ -21,8 +23,10 @@ struct customer {
 	int64_t enrol_expires_at, next_check_at, created_at; /* 0 when NULL */
 };
 
+/* A customer's binding state, indexed like customers_states. */
+enum customers_state { CUSTOMERS_PENDING, CUSTOMERS_BOUND, CUSTOMERS_FAILED, CUSTOMERS_UNBOUND };
 #define CUSTOMERS_NSTATES 4
-/* "pending", "bound", "failed", "unbound" */
+/* "pending", "bound", "failed", "unbound": customers.state */
 extern const char *const customers_states[CUSTOMERS_NSTATES];
 
 /* New customer, or re-enrolment of one not bound: upserts it as pending
@@ -62,6 +66,36 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, int su
 /* Sets the state (one of customers_states); -1 with err for an unknown
  * customer or state. */
 int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen);
+
+/* The binding rule, for `billctl customer check` and billingd's follow-up:
+ * cc_isbinding, then a bound answer binds a pending customer (and ends the
+ * follow-up of a bound one), a not-bound answer unbinds a bound customer;
+ * anything else (failed, unbound; an unknown answer) changes nothing. */
+struct customers_binding {
+	enum gw_outcome outcome; /* cc_isbinding's */
+	char was[16];            /* state before */
+	char state[16];          /* state after */
+	char detail[256];        /* why the outcome is not definite */
+};
+/* 0 with out filled (whatever the gateway said), or -1 with err (unknown
+ * customer, database). */
+int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
+                            struct customers_binding *out, char *err, size_t errlen);
+
+/* billingd's follow-up: pending enrolments past their expiry become failed.
+ * 0 / -1. */
+int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen);
+
+/* Claims up to limit customers whose check is due at now (pending, or bound
+ * and flagged), pushing their next check out (from 5 minutes, doubling, at
+ * most 6 hours) so that other daemons skip them; their ids into ids.
+ * Returns how many, or -1. */
+int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
+                           size_t errlen);
+
+/* Flags bound customers (ids: a text array literal, db_arr_text) for a
+ * binding check at now: a charge was declined for a binding reason. */
+int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, size_t errlen);
 
 struct customers_counts {
 	long state[CUSTOMERS_NSTATES]; /* indexed like customers_states */

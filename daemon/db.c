@@ -2,6 +2,8 @@
  *
  * Every error becomes one line: libpq's messages span several lines, and a
  * caller prints ours as "billctl: <line>". */
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +89,19 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 	return NULL;
 }
 
+PGresult *db_one(PGresult *r, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r || PQntuples(r) > 0)
+		return r;
+	PQclear(r);
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return NULL;
+}
+
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
             size_t errlen)
 {
@@ -96,6 +111,39 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 		return -1;
 	PQclear(r);
 	return 0;
+}
+
+/* More parameters than DB_MAX_PARAMS is a programming error, caught by
+ * every test that runs the query. */
+PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p,
+                  int n)
+{
+	char num[DB_MAX_PARAMS][24];
+	const char *v[DB_MAX_PARAMS];
+
+	if (n > DB_MAX_PARAMS)
+		abort();
+	for (int i = 0; i < n; i++) {
+		v[i] = p[i].s;
+		if (p[i].type == DB_TEXT || (p[i].type == DB_INT_OR_NULL && p[i].i == 0))
+			continue;
+		snprintf(num[i], sizeof(num[i]), "%lld", (long long)p[i].i);
+		v[i] = num[i];
+	}
+	return db_query(c, sql, n, v, err, errlen);
+}
+
+int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
+              int rows)
+{
+	PGresult *r = db_get_(c, err, errlen, sql, p, n);
+	int k;
+
+	if (!r)
+		return -1;
+	k = rows ? PQntuples(r) : 0;
+	PQclear(r);
+	return k;
 }
 
 int db_begin(PGconn *c, char *err, size_t errlen)
@@ -113,9 +161,22 @@ void db_rollback(PGconn *c)
 	PQclear(PQexec(c, "ROLLBACK"));
 }
 
+int db_name_index(const char *const *names, int n, const char *s)
+{
+	for (int i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *db_last_sqlstate(void)
 {
 	return last_sqlstate;
+}
+
+int db_retryable(void)
+{
+	return strcmp(last_sqlstate, "40001") == 0 || strcmp(last_sqlstate, "40P01") == 0;
 }
 
 int db_is_down(PGconn *c)
@@ -151,28 +212,19 @@ int db_isnull(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col);
 }
 
+/* Out of memory while a batch is built: the outcomes it carries must not be
+ * lost silently, so the process stops (docs/design.md, "Out of memory"). */
 static void arr_put(struct db_arr *a, const char *s, size_t n)
 {
-	if (a->len + n + 3 > a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 256;
-		while (cap < a->len + n + 3)
-			cap *= 2;
-		char *b = realloc(a->buf, cap);
-		if (!b)
-			abort(); /* out of memory: nothing sensible to do mid-batch */
-		a->buf = b;
-		a->cap = cap;
-	}
-	if (a->len == 0)
-		a->buf[a->len++] = '{';
-	memcpy(a->buf + a->len, s, n);
-	a->len += n;
-	a->buf[a->len] = '\0';
+	if (a->b.len == 0 && buf_add(&a->b, "{", 1) < 0)
+		abort();
+	if (buf_add(&a->b, s, n) < 0)
+		abort();
 }
 
 static void arr_sep(struct db_arr *a)
 {
-	if (a->len > 1)
+	if (a->b.len > 1)
 		arr_put(a, ",", 1);
 	else
 		arr_put(a, "", 0);
@@ -211,14 +263,91 @@ void db_arr_str(struct db_arr *a, const char *s)
 
 const char *db_arr_text(struct db_arr *a)
 {
-	if (a->len == 0)
+	if (a->b.len == 0)
 		arr_put(a, "", 0);
 	arr_put(a, "}", 1);
-	return a->buf;
+	return a->b.p;
 }
 
 void db_arr_free(struct db_arr *a)
 {
-	free(a->buf);
-	memset(a, 0, sizeof(*a));
+	buf_free(&a->b);
+}
+
+struct db_pool {
+	char *url, *actor;
+	pthread_mutex_t mu;
+	pthread_cond_t freed;
+	int size;
+	PGconn **db;
+	int *busy;
+};
+
+struct db_pool *db_pool_new(const char *url, const char *actor, int size)
+{
+	struct db_pool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->size = size;
+	p->url = strdup(url);
+	p->actor = strdup(actor);
+	p->db = calloc((size_t)size, sizeof(*p->db));
+	p->busy = calloc((size_t)size, sizeof(*p->busy));
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->freed, NULL);
+	if (!p->url || !p->actor || !p->db || !p->busy) {
+		db_pool_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void db_pool_free(struct db_pool *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; p->db && i < p->size; i++)
+		PQfinish(p->db[i]);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->freed);
+	free(p->db);
+	free(p->busy);
+	free(p->url);
+	free(p->actor);
+	free(p);
+}
+
+int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen)
+{
+	int slot, tries, rc = -1;
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		for (slot = 0; slot < p->size && p->busy[slot]; slot++)
+			;
+		if (slot < p->size)
+			break;
+		pthread_cond_wait(&p->freed, &p->mu);
+	}
+	p->busy[slot] = 1;
+	pthread_mutex_unlock(&p->mu);
+
+	for (tries = 0; tries < 2; tries++) {
+		if (db_is_down(p->db[slot])) {
+			PQfinish(p->db[slot]);
+			p->db[slot] = db_connect(p->url, p->actor, err, errlen);
+			if (!p->db[slot])
+				break;
+		}
+		rc = fn(p->db[slot], arg, err, errlen);
+		if (rc >= 0 || !db_is_down(p->db[slot]))
+			break;
+	}
+
+	pthread_mutex_lock(&p->mu);
+	p->busy[slot] = 0;
+	pthread_cond_signal(&p->freed);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
 }

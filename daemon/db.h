@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 
+#include "buf.h"
+
 /* Connects, names the connection's actor for the audit log (SET billing.actor)
  * and sets the session time zone to UTC. On failure returns NULL with one
  * line in err (never the password). */
@@ -22,6 +24,43 @@ int db_set_now(PGconn *c, int64_t now, char *err, size_t errlen);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
                    size_t errlen);
 
+/* Typed query parameters, so that no caller formats a number by hand:
+ *   r = db_get(c, err, errlen, "SELECT ... WHERE id = $1 AND name = $2",
+ *              DB_I(id), DB_S(name));
+ * DB_I: an integer; DB_N: an integer, SQL NULL when 0; DB_S: text, SQL
+ * NULL when NULL. At most DB_MAX_PARAMS. The error buffer comes before the
+ * SQL here, so that the parameters can come last. */
+#define DB_MAX_PARAMS 16
+enum db_type { DB_INT, DB_INT_OR_NULL, DB_TEXT };
+struct db_param {
+	enum db_type type;
+	int64_t i;
+	const char *s;
+};
+#define DB_I(v) ((struct db_param){DB_INT, (int64_t)(v), NULL})
+#define DB_N(v) ((struct db_param){DB_INT_OR_NULL, (int64_t)(v), NULL})
+#define DB_S(v) ((struct db_param){DB_TEXT, 0, (v)})
+#define DB_PARAMS(...)                                                                             \
+	(const struct db_param[]){__VA_ARGS__},                                                    \
+	    (int)(sizeof((const struct db_param[]){__VA_ARGS__}) / sizeof(struct db_param))
+PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p,
+                  int n);
+/* The result (caller PQclear()s), or NULL with err. */
+#define db_get(c, err, errlen, sql, ...) db_get_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__))
+/* 0 / -1 with err. */
+#define db_run(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 0)
+/* How many rows the statement returned (an UPDATE ... RETURNING: how many
+ * it changed), or -1 with err. */
+#define db_count(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 1)
+int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
+              int rows);
+
+/* r when it has a row; else NULL, with err: fmt's message when r has no
+ * row (r is cleared), the query's error when r is NULL. For lookups:
+ *   r = db_one(db_get(...), err, errlen, "unknown subscription %d", id); */
+PGresult *db_one(PGresult *r, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Like db_query for statements whose rows are not needed; 0 / -1. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
             size_t errlen);
@@ -31,8 +70,15 @@ int db_begin(PGconn *c, char *err, size_t errlen);
 int db_commit(PGconn *c, char *err, size_t errlen);
 void db_rollback(PGconn *c);
 
+/* The index of s in names[0..n) (a state's SQL names, indexed by its enum),
+ * or -1. */
+int db_name_index(const char *const *names, int n, const char *s);
+
 /* SQLSTATE of the last failed db_query/db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);
+/* The last error was a serialization failure or a deadlock: the transaction
+ * (or the lone statement) may simply be run again. */
+int db_retryable(void);
 
 /* 1 when the connection is lost (the caller should reconnect). */
 int db_is_down(PGconn *c);
@@ -50,13 +96,26 @@ int db_isnull(const PGresult *r, int row, int col);
 /* A PostgreSQL array literal built element by element, passed as one text
  * parameter ($1::bigint[]) so that a batch costs one statement. */
 struct db_arr {
-	char *buf;
-	size_t len, cap;
+	struct buf b;
 };
 void db_arr_i64(struct db_arr *a, int64_t v);
 void db_arr_str(struct db_arr *a, const char *s); /* NULL: SQL NULL */
 void db_arr_null(struct db_arr *a);
 const char *db_arr_text(struct db_arr *a); /* "{...}": once, when complete */
 void db_arr_free(struct db_arr *a);
+
+/* A fixed set of connections shared by threads, each opened on first use
+ * and reopened when found down (so that its owner starts while the
+ * database is down). */
+struct db_pool;
+/* NULL when out of memory. */
+struct db_pool *db_pool_new(const char *url, const char *actor, int size);
+void db_pool_free(struct db_pool *p);
+typedef int (*db_fn)(PGconn *c, void *arg, char *err, size_t errlen);
+/* Runs fn (which returns < 0 on a database error) on a free connection,
+ * waiting for one; when fn fails because the connection went down (the
+ * database restarted), runs it once more on a new one: fn must be
+ * idempotent. Returns fn's result, or -1 with err when no connection. */
+int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen);
 
 #endif

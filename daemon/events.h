@@ -25,6 +25,9 @@ int events_emit(PGconn *c, const char *type, const char *customer, const char *d
  * (3 days before a trial's end), each once. *written: how many. */
 int events_due(PGconn *c, int card_days, int64_t now, int *written, char *err, size_t errlen);
 
+/* Events pending (to be delivered, retries included) and failed. */
+int events_count(PGconn *c, long *pending, long *failed, char *err, size_t errlen);
+
 /* ---- delivery ---- */
 
 struct events;

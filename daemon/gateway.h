@@ -46,12 +46,24 @@ struct gw_order {
 	char pay_succ_time[64];
 	char original_order_id[64];
 	char pay_type[16];
-	int status;  /* -1 when absent; 2 or 3 is success */
+	int status;  /* -1 when absent; gw_order_state says what it means */
 	long amount; /* -1 when absent */
+};
+
+/* Why the gateway said FAIL, classified from its retMsg here only. */
+enum gw_reason {
+	GW_R_NONE,      /* not a FAIL */
+	GW_R_DECLINED,  /* the card or the customer's bank said no */
+	GW_R_NOT_BOUND, /* the customer has no card bound */
+	GW_R_BUSY,      /* the gateway was busy: not processed */
+	GW_R_AUTH,      /* our signature or merchant id was refused: not processed */
+	GW_R_INVALID,   /* the gateway refused the request itself (duplicate, missing field) */
+	GW_R_NOT_FOUND  /* no such order */
 };
 
 struct gw_result {
 	enum gw_outcome outcome;
+	enum gw_reason reason;
 	char ret_msg[256];  /* the gateway's retMsg */
 	char pay_url[1024]; /* purchase, adduser */
 	int has_order;
@@ -112,6 +124,10 @@ struct gw_fields {
 /* Parse "a=1&b=2" (URL-decoded) or a flat JSON object into f. 0 / -1
  * (malformed, too many fields). Free with gw_fields_free. */
 int gw_fields_from_query(const char *qs, struct gw_fields *f, char *err, size_t errlen);
+/* The signed fields of the card page's return: raw is its query string,
+ * return_url the returnUrl we sent (its own query's pairs are dropped). */
+int gw_fields_from_return(const char *raw, const char *return_url, struct gw_fields *f, char *err,
+                          size_t errlen);
 int gw_fields_from_json(const char *body, size_t len, struct gw_fields *f, char *err,
                         size_t errlen);
 void gw_fields_free(struct gw_fields *f);
@@ -119,8 +135,39 @@ const char *gw_fields_get(const struct gw_fields *f, const char *key); /* NULL i
 /* 1 when f carries a "sign" field that matches the other fields. */
 int gw_fields_verify(const struct gw_fields *f, const char *merchant_key);
 
+/* The card page's signed return (returnUrl), read: strings "" when absent. */
+struct gw_return {
+	const char *customer_id, *card, *card_type, *expiry;
+	const char *result; /* as sent, for logs */
+	int success;        /* 1 bound, 0 failed, -1 neither (malformed) */
+};
+void gw_return_read(const struct gw_fields *f, struct gw_return *out);
+
+/* A payment notification (notifyUrl), read: strings "" when absent. */
+struct gw_notify {
+	const char *mch_id, *mch_order_no, *pay_order_id, *trans_id, *pay_succ_time;
+	const char *status_text, *amount_text; /* as sent, for logs */
+	int status;
+	long long amount;
+};
+/* 0, or -1 when a field we need is missing or malformed (also a currency
+ * other than CAD); out is filled either way. */
+int gw_notify_read(const struct gw_fields *f, struct gw_notify *out);
+/* The body that tells the gateway a notify was taken (ok) or is to be sent
+ * again. */
+const char *gw_notify_answer(int ok);
+
 const char *gw_outcome_name(enum gw_outcome o); /* "success", "fail", ... */
 
+/* What an order's status number means. */
+enum gw_order_state {
+	GW_ORDER_OPEN,  /* created or paying (or no status): not final yet */
+	GW_ORDER_PAID,  /* the money moved */
+	GW_ORDER_FAILED /* final without payment */
+};
+enum gw_order_state gw_status_state(int status);
+/* 1 when o is paid. */
+int gw_order_paid(const struct gw_order *o);
 /* Whether the gateway's order o agrees with a charge we hold succeeded:
  * paid, or, once we voided or fully refunded it (reversed), any status: the
  * API defines none for a reversed payment, and gateways differ (some keep it

@@ -5,13 +5,12 @@
  * replay changes nothing either (the ledger updates are conditional). GET
  * /healthz and GET /metrics serve monitoring. MHD runs a small thread pool
  * (epoll where available); each request thread borrows a database connection
- * from a mutex-guarded pool, reconnecting when one is found down. Request
+ * from a pool (db.h), reconnected when one is found down. Request
  * sizes are checked before anything is buffered beyond the limits. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,8 @@
 
 #include <microhttpd.h>
 
+#include "buf.h"
+#include "charges.h"
 #include "customers.h"
 #include "db.h"
 #include "gateway.h"
@@ -36,7 +37,6 @@
 #define MAX_BODY    16384
 #define MAX_DISCARD (1024 * 1024)
 #define MAX_CONNS   4096
-#define MAX_PARAMS  64
 
 struct listener {
 	struct cfg cfg; /* a copy: the caller may reload its own */
@@ -45,10 +45,7 @@ struct listener {
 	struct sockaddr_storage addr;
 	int port;
 	char actor[64];
-	pthread_mutex_t mu;
-	pthread_cond_t freed;
-	PGconn *db[THREADS];
-	int busy[THREADS];
+	struct db_pool *pool; /* one connection per thread */
 };
 
 /* One HTTP request, created by the URI callback (which sees the raw query
@@ -56,10 +53,10 @@ struct listener {
 struct request {
 	char *query; /* raw, NULL when absent */
 	int query_too_long;
+	int headers_checked;
 	int started;
-	char *body;
-	size_t body_len;
-	size_t dropped; /* bytes of a body over MAX_BODY, read and dropped */
+	struct buf body; /* at most MAX_BODY */
+	size_t dropped;  /* bytes of a body over MAX_BODY, read and dropped */
 };
 
 enum route { R_RETURN, R_NOTIFY, R_HEALTHZ, R_METRICS, R_NONE };
@@ -128,51 +125,6 @@ static void log_rejected(struct MHD_Connection *con, const char *path, const cha
 	          "detail", detail, (char *)NULL);
 }
 
-/* ---- the database pool ---- */
-
-typedef int (*db_fn)(PGconn *c, void *arg, char *err, size_t errlen);
-
-/* Runs fn (which returns < 0 on a database error) on a pooled connection,
- * connecting first when needed. When fn fails because the connection was
- * down (the database restarted), it is run once more on a new one: every
- * fn here is idempotent. */
-static int with_db(struct listener *l, db_fn fn, void *arg, char *err, size_t errlen)
-{
-	int slot, tries, rc = -1;
-
-	pthread_mutex_lock(&l->mu);
-	for (;;) {
-		for (slot = 0; slot < THREADS && l->busy[slot]; slot++)
-			;
-		if (slot < THREADS)
-			break;
-		pthread_cond_wait(&l->freed, &l->mu);
-	}
-	l->busy[slot] = 1;
-	pthread_mutex_unlock(&l->mu);
-
-	for (tries = 0; tries < 2; tries++) {
-		if (db_is_down(l->db[slot])) {
-			PQfinish(l->db[slot]);
-			l->db[slot] = db_connect(l->cfg.database_url, l->actor, err, errlen);
-			if (!l->db[slot])
-				break;
-		}
-		rc = db_set_now(l->db[slot], l->clock ? l->clock() : (int64_t)time(NULL), err,
-		                errlen);
-		if (rc >= 0)
-			rc = fn(l->db[slot], arg, err, errlen);
-		if (rc >= 0 || !db_is_down(l->db[slot]))
-			break;
-	}
-
-	pthread_mutex_lock(&l->mu);
-	l->busy[slot] = 0;
-	pthread_cond_signal(&l->freed);
-	pthread_mutex_unlock(&l->mu);
-	return rc;
-}
-
 /* ---- GET /healthz, GET /metrics ---- */
 
 static int check_schema(PGconn *c, void *arg, char *err, size_t errlen)
@@ -185,7 +137,7 @@ static enum MHD_Result healthz(struct listener *l, struct MHD_Connection *con)
 {
 	char err[512], line[520];
 
-	if (with_db(l, check_schema, NULL, err, sizeof(err)) == 0)
+	if (db_pool_run(l->pool, check_schema, NULL, err, sizeof(err)) == 0)
 		return reply(con, MHD_HTTP_OK, "ok\n");
 	snprintf(line, sizeof(line), "%s\n", err);
 	return reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, line);
@@ -211,7 +163,7 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 	/* Without the database the process's own metrics are still served,
 	 * with billing_database_up 0. */
-	if (with_db(l, render, &r, err, sizeof(err)) < 0) {
+	if (db_pool_run(l->pool, render, &r, err, sizeof(err)) < 0) {
 		log_event("warn", "metrics_database", "error", err, (char *)NULL);
 		if (render(NULL, &r, err, sizeof(err)) < 0)
 			return reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -222,117 +174,67 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
-/* Appends the '&'- or '?'-separated pairs of s not seen yet to seg[0..*n). */
-static int add_pairs(const char *s, const char **seg, size_t *seglen, int *n)
-{
-	while (*s) {
-		size_t k = strcspn(s, "&?");
-		int i;
-
-		for (i = 0; i < *n && (seglen[i] != k || memcmp(seg[i], s, k) != 0); i++)
-			;
-		if (k && i == *n) {
-			if (*n == MAX_PARAMS)
-				return -1;
-			seg[*n] = s;
-			seglen[(*n)++] = k;
-		}
-		s += k + (s[k] != '\0');
-	}
-	return 0;
-}
-
-/* The gateway's signed fields out of the return's query string. The
- * returnUrl we gave cc_adduser is enrolment.return_url (which may have a
- * query of its own) plus customerId=<id>, and the gateway appends its signed
- * fields (customerId again) with '&', or with a second '?'. So '?' separates
- * too (the gateway's values never hold one unescaped), the pairs of
- * return_url's own query are dropped, and so are exact repeats; any other
- * extra or altered pair still fails the signature. */
-static int signed_query(const struct listener *l, const char *raw, char *out, size_t len)
-{
-	const char *seg[MAX_PARAMS], *ours = strchr(l->cfg.return_url, '?');
-	size_t seglen[MAX_PARAMS], at = 0;
-	int n = 0, first, i;
-
-	if (ours && add_pairs(ours + 1, seg, seglen, &n) < 0)
-		return -1;
-	first = n;
-	if (add_pairs(raw, seg, seglen, &n) < 0)
-		return -1;
-	for (i = first; i < n; i++) {
-		if (at + seglen[i] + 2 > len)
-			return -1;
-		if (i > first)
-			out[at++] = '&';
-		memcpy(out + at, seg[i], seglen[i]);
-		at += seglen[i];
-	}
-	out[at] = '\0';
-	return 0;
-}
-
-struct enrolment {
-	const char *id, *card, *type, *expiry;
-	int success;
+/* A writer's call at the billing clock: the events its change writes are
+ * stamped with it. */
+struct clocked {
+	struct listener *l;
+	db_fn fn;
+	void *arg;
 };
+
+static int at_clock(PGconn *c, void *arg, char *err, size_t errlen)
+{
+	const struct clocked *k = arg;
+
+	if (db_set_now(c, k->l->clock ? k->l->clock() : (int64_t)time(NULL), err, errlen) < 0)
+		return -1;
+	return k->fn(c, k->arg, err, errlen);
+}
 
 static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 {
-	const struct enrolment *e = arg;
+	const struct gw_return *e = arg;
 
-	return customers_record_return(c, e->id, e->success, e->card, e->type, e->expiry, err,
-	                               errlen);
-}
-
-static const char *field(const struct gw_fields *f, const char *key)
-{
-	const char *v = gw_fields_get(f, key);
-	return v ? v : "";
+	return customers_record_return(c, e->customer_id, e->success, e->card, e->card_type,
+	                               e->expiry, err, errlen);
 }
 
 static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *con,
-                                    const struct request *rq)
+                                    const char *path, const struct request *rq)
 {
-	static const char *const path = "/iotpay/return";
-	char q[MAX_QUERY + 1], err[512];
+	char err[512];
 	struct gw_fields f;
-	struct enrolment e;
-	const char *code;
+	struct gw_return e;
 	int rc;
 
-	if (!rq->query || signed_query(l, rq->query, q, sizeof(q)) < 0 ||
-	    gw_fields_from_query(q, &f, err, sizeof(err)) < 0) {
+	if (!rq->query ||
+	    gw_fields_from_return(rq->query, l->cfg.return_url, &f, err, sizeof(err)) < 0) {
 		log_rejected(con, path, "malformed", rq->query ? err : "no query string");
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
+	gw_return_read(&f, &e);
 	if (!gw_fields_verify(&f, l->cfg.gateway.merchant_key)) {
-		log_rejected(con, path, "bad signature", field(&f, "customerId"));
+		log_rejected(con, path, "bad signature", e.customer_id);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_FORBIDDEN, "forbidden\n");
 	}
-	code = field(&f, "retCode");
-	e = (struct enrolment){.id = field(&f, "customerId"),
-	                       .card = field(&f, "cardNumber"),
-	                       .type = field(&f, "cardType"),
-	                       .expiry = field(&f, "expirationDate"),
-	                       .success = strcmp(code, "SUCCESS") == 0};
-	if (!e.success && strcmp(code, "FAIL") != 0) {
-		log_rejected(con, path, "bad retCode", code);
+	if (e.success < 0) {
+		log_rejected(con, path, "bad retCode", e.result);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = with_db(l, record_return, &e, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_return, &e}, err,
+	                 sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
 	case CUSTOMERS_UNCHANGED:
-		log_event("info", "enrolment_return", "customer", e.id, "result", code, "replay",
-		          rc == CUSTOMERS_UNCHANGED ? "yes" : "no", (char *)NULL);
+		log_event("info", "enrolment_return", "customer", e.customer_id, "result", e.result,
+		          "replay", rc == CUSTOMERS_UNCHANGED ? "yes" : "no", (char *)NULL);
 		gw_fields_free(&f);
 		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION,
 		                 e.success ? l->cfg.success_url : l->cfg.failure_url);
 	case CUSTOMERS_UNKNOWN:
-		log_rejected(con, path, "unknown customer", e.id);
+		log_rejected(con, path, "unknown customer", e.customer_id);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_NOT_FOUND, "unknown customer\n");
 	case CUSTOMERS_INVALID:
@@ -340,7 +242,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	default:
-		log_event("error", "enrolment_return", "customer", e.id, "error", err,
+		log_event("error", "enrolment_return", "customer", e.customer_id, "error", err,
 		          (char *)NULL);
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, "try again later\n");
@@ -349,71 +251,21 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 
 /* ---- POST /iotpay/notify ---- */
 
-enum notify_outcome {
-	N_ERROR = -1,
-	N_RECORDED,
-	N_ALREADY,  /* this payOrderId was recorded before: a replay */
-	N_UNKNOWN,  /* no charge with this mchOrderNo */
-	N_MISMATCH, /* the amount differs from the charge's */
-	N_CONFLICT  /* failed, or succeeded with another payOrderId */
-};
-
-struct notify {
-	const char *mch_order_no, *pay_order_id, *trans_id, *status, *pay_succ_time, *amount;
-};
-
 static int record_notify(PGconn *c, void *arg, char *err, size_t errlen)
 {
-	const struct notify *n = arg;
-	const char *p[6] = {n->mch_order_no, n->pay_order_id,  n->trans_id,
-	                    n->status,       n->pay_succ_time, n->amount};
-	PGresult *r;
-	int rc;
+	const struct gw_notify *n = arg;
+	struct charges_payment pm = {.pay_order_id = n->pay_order_id,
+	                             .trans_id = n->trans_id,
+	                             .pay_succ_time = n->pay_succ_time,
+	                             .status = n->status,
+	                             .amount_cents = n->amount};
 
-	/* Any kind of charge: notifies come for cc_purchase (one-off pay links),
-	 * but a payment is recorded wherever its mchOrderNo is ours. */
-	r = db_query(c,
-	             "UPDATE charges SET state = 'succeeded', pay_order_id = $2, "
-	             "trans_id = nullif($3, ''), gateway_status = $4::int, "
-	             "pay_succ_time = nullif($5, ''), lease_owner = NULL, lease_expires_at = NULL "
-	             "WHERE mch_order_no = $1 AND state IN ('pending', 'unknown') "
-	             "AND amount_cents = $6::bigint RETURNING id",
-	             6, p, err, errlen);
-	if (!r)
-		return strcmp(db_last_sqlstate(), "23505") == 0 ? N_CONFLICT : N_ERROR;
-	rc = PQntuples(r);
-	PQclear(r);
-	if (rc)
-		return N_RECORDED;
-	r = db_query(c,
-	             "SELECT state = 'succeeded' AND pay_order_id = $2, amount_cents = $3::bigint "
-	             "FROM charges WHERE mch_order_no = $1",
-	             3, (const char *const[]){n->mch_order_no, n->pay_order_id, n->amount}, err,
-	             errlen);
-	if (!r)
-		return N_ERROR;
-	rc = PQntuples(r) == 0                   ? N_UNKNOWN
-	     : strcmp(db_str(r, 0, 0), "t") == 0 ? N_ALREADY
-	     : strcmp(db_str(r, 0, 1), "t") != 0 ? N_MISMATCH
-	                                         : N_CONFLICT;
-	PQclear(r);
-	return rc;
-}
-
-static int is_int(const char *s)
-{
-	char *end;
-
-	if (!*s)
-		return 0;
-	errno = 0;
-	(void)strtoll(s, &end, 10);
-	return errno == 0 && *end == '\0';
+	return charges_mark_paid(c, n->mch_order_no, &pm, err, errlen);
 }
 
 static enum MHD_Result answer(struct MHD_Connection *con, int ok)
 {
-	return reply(con, MHD_HTTP_OK, ok ? "SUCCESS" : "FAIL");
+	return reply(con, MHD_HTTP_OK, gw_notify_answer(ok));
 }
 
 /* The gateway retries until it reads SUCCESS. So SUCCESS means "recorded,
@@ -422,57 +274,54 @@ static enum MHD_Result answer(struct MHD_Connection *con, int ok)
  * a charge we already settled otherwise, a database error) so that the
  * gateway keeps retrying while an operator looks at the logged error; the
  * reconciliation settles the charge with cc_query in any case. */
-static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con,
+static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, const char *path,
                               const struct request *rq)
 {
-	static const char *const path = "/iotpay/notify";
 	char err[512];
 	struct gw_fields f;
-	struct notify n;
-	int rc;
+	struct gw_notify n;
+	int rc, readable;
 
-	if (gw_fields_from_json(rq->body ? rq->body : "", rq->body_len, &f, err, sizeof(err)) < 0) {
+	if (gw_fields_from_json(rq->body.p ? rq->body.p : "", rq->body.len, &f, err, sizeof(err)) <
+	    0) {
 		log_rejected(con, path, "malformed", err);
 		return answer(con, 0);
 	}
-	n = (struct notify){.mch_order_no = field(&f, "mchOrderNo"),
-	                    .pay_order_id = field(&f, "payOrderId"),
-	                    .trans_id = field(&f, "transId"),
-	                    .status = field(&f, "status"),
-	                    .pay_succ_time = field(&f, "paySuccTime"),
-	                    .amount = field(&f, "amount")};
+	readable = gw_notify_read(&f, &n) == 0;
 	if (!gw_fields_verify(&f, l->cfg.gateway.merchant_key) ||
-	    strcmp(field(&f, "mchId"), l->cfg.gateway.mch_id) != 0) {
+	    strcmp(n.mch_id, l->cfg.gateway.mch_id) != 0) {
 		log_rejected(con, path, "bad signature or mchId", n.mch_order_no);
 		gw_fields_free(&f);
 		return answer(con, 0);
 	}
-	if (!n.mch_order_no[0] || !n.pay_order_id[0] || !is_int(n.amount) || !is_int(n.status) ||
-	    strcmp(field(&f, "currency"), "CAD") != 0) {
+	if (!readable) {
 		log_rejected(con, path, "missing or malformed field", n.mch_order_no);
 		gw_fields_free(&f);
 		return answer(con, 0);
 	}
-	if (strcmp(n.status, "2") != 0 && strcmp(n.status, "3") != 0) {
+	if (gw_status_state(n.status) != GW_ORDER_PAID) {
 		log_event("warn", "notify_not_paid", "mch_order_no", n.mch_order_no, "status",
-		          n.status, (char *)NULL);
+		          n.status_text, (char *)NULL);
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = with_db(l, record_notify, &n, err, sizeof(err));
-	if (rc == N_RECORDED || rc == N_ALREADY)
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
+	                 sizeof(err));
+	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
-		          n.pay_order_id, "replay", rc == N_ALREADY ? "yes" : "no", (char *)NULL);
+		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",
+		          (char *)NULL);
 	else
 		log_event("error", "notify_not_recorded", "mch_order_no", n.mch_order_no,
-		          "pay_order_id", n.pay_order_id, "amount", n.amount, "reason",
-		          rc == N_UNKNOWN    ? "unknown mchOrderNo"
-		          : rc == N_MISMATCH ? "amount differs from the charge"
-		          : rc == N_CONFLICT ? "charge already settled otherwise"
-		                             : err,
+		          "pay_order_id", n.pay_order_id, "amount", n.amount_text, "reason",
+		          rc == CHARGES_PAID_UNKNOWN    ? "unknown mchOrderNo"
+		          : rc == CHARGES_PAID_MISMATCH ? "amount differs from the charge"
+		          : rc == CHARGES_PAID_CONFLICT || rc == CHARGES_PAID_DUPLICATE
+		              ? "charge already settled otherwise"
+		              : err,
 		          (char *)NULL);
 	gw_fields_free(&f);
-	return answer(con, rc == N_RECORDED || rc == N_ALREADY);
+	return answer(con, rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY);
 }
 
 /* ---- MHD callbacks ---- */
@@ -484,6 +333,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con)
 
 	(void)cls;
 	(void)con;
+	if (rq)
+		rq->body.max = MAX_BODY;
 	if (rq && q) {
 		if (strlen(q + 1) > MAX_QUERY)
 			rq->query_too_long = 1;
@@ -505,7 +356,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 	(void)toe;
 	if (rq) {
 		free(rq->query);
-		free(rq->body);
+		buf_free(&rq->body);
 		free(rq);
 		*con_cls = NULL;
 	}
@@ -520,7 +371,6 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
                         size_t *size, enum MHD_Result *ret)
 {
 	const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
-	char *b;
 
 	if (!rq->started) {
 		rq->started = 1;
@@ -536,26 +386,38 @@ static int collect_body(struct MHD_Connection *con, struct request *rq, const ch
 	}
 	if (*size == 0)
 		return 0;
-	if (rq->dropped || rq->body_len + *size > MAX_BODY) {
-		free(rq->body);
-		rq->body = NULL;
-		rq->dropped += rq->body_len + *size;
-		rq->body_len = 0;
+	if (!rq->dropped && buf_add(&rq->body, data, *size) == 0) {
 		*size = 0;
-		*ret = MHD_NO;
-		return rq->dropped > MAX_DISCARD ? -1 : 1;
+		return 1;
 	}
-	b = realloc(rq->body, rq->body_len + *size + 1);
-	if (!b) {
+	if (rq->body.nomem) {
 		*ret = MHD_NO;
 		return -1;
 	}
-	memcpy(b + rq->body_len, data, *size);
-	rq->body = b;
-	rq->body_len += *size;
-	b[rq->body_len] = '\0';
+	rq->dropped += rq->body.len + *size;
+	buf_free(&rq->body);
 	*size = 0;
-	return 1;
+	*ret = MHD_NO;
+	return rq->dropped > MAX_DISCARD ? -1 : 1;
+}
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value)
+{
+	(void)kind;
+	(void)value;
+	*(int *)cls += strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0;
+	return MHD_YES;
+}
+
+/* More than one Content-Length: a proxy in front may frame the body by
+ * another one than we do (request smuggling). */
+static int smuggling(struct MHD_Connection *con)
+{
+	int n = 0;
+
+	MHD_get_connection_values(con, MHD_HEADER_KIND, count_content_length, &n);
+	return n > 1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -570,6 +432,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	(void)version;
 	if (!rq)
 		return reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	if (!rq->headers_checked) {
+		rq->headers_checked = 1;
+		if (smuggling(con))
+			return reply_hdr(con, MHD_HTTP_BAD_REQUEST, "duplicate Content-Length\n",
+			                 MHD_HTTP_HEADER_CONNECTION, "close");
+	}
 	if (rq->query_too_long)
 		return reply(con, MHD_HTTP_URI_TOO_LONG, "query string too long\n");
 	for (r = 0; r < R_NONE && strcmp(url, routes[r].path) != 0; r++)
@@ -581,13 +449,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 		                 MHD_HTTP_HEADER_ALLOW, routes[r].method);
 	switch (r) {
 	case R_RETURN:
-		return enrol_return(l, con, rq);
+		return enrol_return(l, con, url, rq);
 	case R_NOTIFY:
 		switch (collect_body(con, rq, data, size, &ret)) {
 		case 1:
 			return MHD_YES;
 		case 0:
-			return notify(l, con, rq);
+			return notify(l, con, url, rq);
 		default:
 			return ret;
 		}
@@ -598,6 +466,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	}
 }
 
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[256];
@@ -671,8 +541,12 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 	l->cfg = *c;
 	l->clock = clock;
 	snprintf(l->actor, sizeof(l->actor), "billingd-listener:%ld", (long)getpid());
-	pthread_mutex_init(&l->mu, NULL);
-	pthread_cond_init(&l->freed, NULL);
+	l->pool = db_pool_new(c->database_url, l->actor, THREADS);
+	if (!l->pool) {
+		snprintf(err, errlen, "out of memory");
+		listener_stop(l);
+		return NULL;
+	}
 	if (resolve(c->listen_address, &l->addr, err, errlen) < 0) {
 		listener_stop(l);
 		return NULL;
@@ -716,16 +590,11 @@ int listener_port(const struct listener *l)
 
 void listener_stop(struct listener *l)
 {
-	int i;
-
 	if (!l)
 		return;
 	if (l->d)
 		MHD_stop_daemon(l->d);
-	for (i = 0; i < THREADS; i++)
-		PQfinish(l->db[i]);
-	pthread_mutex_destroy(&l->mu);
-	pthread_cond_destroy(&l->freed);
+	db_pool_free(l->pool);
 	explicit_bzero(l->cfg.gateway.merchant_key, sizeof(l->cfg.gateway.merchant_key));
 	free(l);
 }

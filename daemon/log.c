@@ -15,24 +15,116 @@ void log_set_quiet(int q)
 	quiet = q;
 }
 
+/* Length of the valid UTF-8 sequence at s (2 to 4 bytes), or 0 when the
+ * bytes are not one (overlong, surrogate, truncated) or encode a C1 control
+ * (U+0080..U+009F), which some terminals obey as they do ESC. */
+static size_t utf8_len(const unsigned char *s)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (s[0] == 0xc2)
+		lo = 0xa0;
+	else if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/* One unit of the value at v, as written: an escape for quotes, backslashes,
+ * control bytes and bytes that are not valid UTF-8 (text from callers on the
+ * network must not end a line, move the cursor or forge a key), else the
+ * byte or the whole UTF-8 character. Returns the bytes of v consumed. */
+static size_t unit(const unsigned char *v, char out[5], size_t *outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = *v < 0x80 ? 1 : utf8_len(v);
+
+	if (*v == '"' || *v == '\\' || *v == '\n' || *v == '\r' || *v == '\t') {
+		out[0] = '\\';
+		out[1] = *v == '\n' ? 'n' : *v == '\r' ? 'r' : *v == '\t' ? 't' : (char)*v;
+		*outlen = 2;
+		return 1;
+	}
+	if (*v < 0x20 || *v == 0x7f || n == 0) {
+		out[0] = '\\';
+		out[1] = 'x';
+		out[2] = hex[*v >> 4];
+		out[3] = hex[*v & 15];
+		*outlen = 4;
+		return 1;
+	}
+	memcpy(out, v, n);
+	*outlen = n;
+	return n;
+}
+
+void log_escape(char *dst, size_t n, const char *src)
+{
+	const unsigned char *u = (const unsigned char *)src;
+	size_t at = 0, len;
+	char out[5];
+
+	while (*u) {
+		size_t used = unit(u, out, &len);
+
+		if (at + len + 1 > n)
+			break;
+		memcpy(dst + at, out, len);
+		at += len;
+		u += used;
+	}
+	if (n)
+		dst[at] = '\0';
+}
+
+/* Writes v into buf[at..len) as a logfmt value, quoted when it is empty or
+ * holds a space, '=' or anything escaped; a value that does not fit is cut
+ * between units, never inside an escape, and keeps its closing quote. */
 static size_t put_value(char *buf, size_t len, size_t at, const char *v)
 {
-	int needs_quotes = v[0] == '\0' || strpbrk(v, " =\"\t\n\\") != NULL;
+	const unsigned char *u = (const unsigned char *)v;
+	int quoted = !*u;
+	char out[5];
+	size_t n;
 
-	if (needs_quotes && at < len)
-		buf[at++] = '"';
-	for (; *v && at + 2 < len; v++) {
-		if (*v == '"' || *v == '\\') {
-			buf[at++] = '\\';
-			buf[at++] = *v;
-		} else if (*v == '\n') {
-			buf[at++] = '\\';
-			buf[at++] = 'n';
-		} else {
-			buf[at++] = *v;
-		}
+	for (const unsigned char *p = u; *p && !quoted;) {
+		quoted = *p == ' ' || *p == '=';
+		p += unit(p, out, &n);
+		quoted |= out[0] == '\\';
 	}
-	if (needs_quotes && at < len)
+	if (quoted && at + 2 > len)
+		return at;
+	if (quoted)
+		buf[at++] = '"';
+	while (*u) {
+		size_t used = unit(u, out, &n);
+
+		if (at + n + (size_t)quoted > len)
+			break;
+		memcpy(buf + at, out, n);
+		at += n;
+		u += used;
+	}
+	if (quoted)
 		buf[at++] = '"';
 	return at;
 }

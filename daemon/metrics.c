@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "customers.h"
+#include "events.h"
 #include "db.h"
+#include "buf.h"
 #include "metrics.h"
 
 #define EXPIRING_SOON_DAYS 30
@@ -64,43 +66,12 @@ void metrics_in_flight(int n)
 	atomic_store(&in_flight, n);
 }
 
-/* A growing text buffer; on allocation failure it stays failed. */
-struct text {
-	char *s;
-	size_t len, cap;
-	int failed;
-};
-
-__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+static void family(struct buf *t, const char *name, const char *type, const char *help)
 {
-	va_list ap;
-	char *s;
-	int n;
-
-	while (!t->failed) {
-		va_start(ap, fmt);
-		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-		va_end(ap);
-		if (n >= 0 && (size_t)n < t->cap - t->len) {
-			t->len += (size_t)n;
-			return;
-		}
-		s = n < 0 ? NULL : realloc(t->s, t->cap * 2 + (size_t)n);
-		if (!s) {
-			t->failed = 1;
-			return;
-		}
-		t->s = s;
-		t->cap = t->cap * 2 + (size_t)n;
-	}
+	buf_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void family(struct text *t, const char *name, const char *type, const char *help)
-{
-	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void render_process(struct text *t)
+static void render_process(struct buf *t)
 {
 	unsigned long long cum = 0;
 	size_t i;
@@ -108,35 +79,35 @@ static void render_process(struct text *t)
 	family(t, "billing_charges_total", "counter",
 	       "Charge attempts completed by the scheduler, by outcome.");
 	for (i = 0; i < NOUTCOMES; i++)
-		put(t, "billing_charges_total{outcome=\"%s\"} %llu\n", outcomes[i],
-		    atomic_load(&charges[i]));
+		buf_printf(t, "billing_charges_total{outcome=\"%s\"} %llu\n", outcomes[i],
+		           atomic_load(&charges[i]));
 	family(t, "billing_gateway_request_duration_seconds", "histogram",
 	       "Duration of requests to the gateway.");
 	for (i = 0; i <= NBOUNDS; i++) {
 		cum += atomic_load(&buckets[i]);
 		if (i < NBOUNDS)
-			put(t, "billing_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			buf_printf(
+			    t, "billing_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
 			    bounds[i], cum);
 	}
 	/* +Inf and _count from the same snapshot, so that they always agree. */
-	put(t, "billing_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-	put(t, "billing_gateway_request_duration_seconds_sum %.9f\n",
-	    (double)atomic_load(&sum_ns) / 1e9);
-	put(t, "billing_gateway_request_duration_seconds_count %llu\n", cum);
+	buf_printf(t, "billing_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+	buf_printf(t, "billing_gateway_request_duration_seconds_sum %.9f\n",
+	           (double)atomic_load(&sum_ns) / 1e9);
+	buf_printf(t, "billing_gateway_request_duration_seconds_count %llu\n", cum);
 	family(t, "billing_gateway_requests_in_flight", "gauge",
 	       "Requests to the gateway in flight now.");
-	put(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
 	family(t, "billing_event_deliveries_total", "counter",
 	       "Event delivery attempts by this process, by result.");
-	for (i = 0; i < NRESULTS; i++)
-		put(t, "billing_event_deliveries_total{result=\"%s\"} %llu\n", delivery_results[i],
-		    atomic_load(&deliveries[i]));
+	for (size_t k = 0; k < NRESULTS; k++)
+		buf_printf(t, "billing_event_deliveries_total{result=\"%s\"} %llu\n",
+		           delivery_results[k], atomic_load(&deliveries[k]));
 }
 
-static long count(PGconn *c, const char *sql, const char *at, char *err, size_t errlen)
+static long count(PGconn *c, const char *sql, int64_t now, char *err, size_t errlen)
 {
-	const char *p[1] = {at};
-	PGresult *r = db_query(c, sql, 1, p, err, errlen);
+	PGresult *r = db_get(c, err, errlen, sql, DB_I(now));
 	long n;
 
 	if (!r)
@@ -146,79 +117,64 @@ static long count(PGconn *c, const char *sql, const char *at, char *err, size_t 
 	return n;
 }
 
-static int render_database(struct text *t, PGconn *c, int64_t now, char *err, size_t errlen)
+static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	struct customers_counts cc;
-	char at[24];
 	long due, unknown, ev_pending, ev_failed;
 	int i;
 
-	snprintf(at, sizeof(at), "%" PRId64, now);
 	due = count(c,
 	            "SELECT count(*) FROM subscriptions WHERE next_charge_at <= to_timestamp($1) "
 	            "AND state IN ('trialing', 'active', 'past_due')",
-	            at, err, errlen);
+	            now, err, errlen);
 	unknown = due < 0
 	              ? -1
 	              : count(c,
 	                      "SELECT count(*) FROM charges WHERE state IN ('pending', 'unknown') "
 	                      "AND (lease_expires_at IS NULL OR lease_expires_at <= "
 	                      "to_timestamp($1))",
-	                      at, err, errlen);
-	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
-		return -1;
-	/* $1 unused: count()'s one parameter; both read partial indexes. */
-	ev_pending =
-	    count(c, "SELECT count(*) + 0 * $1::bigint FROM events WHERE status = 'pending'", at,
-	          err, errlen);
-	ev_failed = ev_pending < 0 ? -1
-	                           : count(c,
-	                                   "SELECT count(*) + 0 * $1::bigint FROM events"
-	                                   " WHERE status = 'failed'",
-	                                   at, err, errlen);
-	if (ev_failed < 0)
+	                      now, err, errlen);
+	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0 ||
+	    events_count(c, &ev_pending, &ev_failed, err, errlen) < 0)
 		return -1;
 	family(t, "billing_due_backlog", "gauge", "Subscriptions due for a charge now.");
-	put(t, "billing_due_backlog %ld\n", due);
+	buf_printf(t, "billing_due_backlog %ld\n", due);
 	family(t, "billing_unknown_charges", "gauge",
 	       "Charges pending or unknown whose lease expired, awaiting reconciliation.");
-	put(t, "billing_unknown_charges %ld\n", unknown);
+	buf_printf(t, "billing_unknown_charges %ld\n", unknown);
 	family(t, "billing_customers", "gauge", "Customers by enrolment state.");
 	for (i = 0; i < CUSTOMERS_NSTATES; i++)
-		put(t, "billing_customers{state=\"%s\"} %ld\n", customers_states[i], cc.state[i]);
+		buf_printf(t, "billing_customers{state=\"%s\"} %ld\n", customers_states[i],
+		           cc.state[i]);
 	family(t, "billing_cards_expiring_soon", "gauge",
 	       "Bound cards expired or expiring within 30 days.");
-	put(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
+	buf_printf(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
 	family(t, "billing_events_pending", "gauge",
 	       "Events written and not yet delivered (their retries included).");
-	put(t, "billing_events_pending %ld\n", ev_pending);
+	buf_printf(t, "billing_events_pending %ld\n", ev_pending);
 	family(t, "billing_events_failed", "gauge",
 	       "Events whose retries ran out: kept, and sent again by billctl events replay.");
-	put(t, "billing_events_failed %ld\n", ev_failed);
+	buf_printf(t, "billing_events_failed %ld\n", ev_failed);
 	return 0;
 }
 
 int metrics_render(PGconn *c, int64_t now, char **out, char *err, size_t errlen)
 {
-	struct text t = {.s = malloc(4096), .cap = 4096};
+	struct buf t = {0};
 
-	if (!t.s) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	render_process(&t);
 	if (c && render_database(&t, c, now, err, errlen) < 0) {
-		free(t.s);
+		buf_free(&t);
 		return -1;
 	}
 	family(&t, "billing_database_up", "gauge",
 	       "1 when the database gauges above could be computed.");
-	put(&t, "billing_database_up %d\n", c ? 1 : 0);
-	if (t.failed) {
-		free(t.s);
+	buf_printf(&t, "billing_database_up %d\n", c ? 1 : 0);
+	if (t.nomem) {
+		buf_free(&t);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	*out = t.s;
+	*out = t.p;
 	return 0;
 }

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "db.h"
+#include "charges.h"
 #include "paylink.h"
 
 #define GW_URL_MAX 200 /* notifyUrl and returnUrl are String(200) */
@@ -32,39 +32,10 @@ static int url_at_origin(const char *url, const char *path, char *out, size_t le
 	return 0;
 }
 
-/* Commits the pending one-off charge and fills out's id and order number. */
-static int commit_intent(PGconn *c, const struct cfg *cfg, const char *customer_id, int64_t amount,
-                         struct paylink *out, char *err, size_t errlen)
-{
-	char amt[24];
-	const char *p[3] = {cfg->order_prefix, customer_id, amt};
-	PGresult *r;
-
-	snprintf(amt, sizeof(amt), "%" PRId64, amount);
-	r = db_query(c,
-	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('charges', 'id')) AS id)"
-	             " INSERT INTO charges (id, mch_order_no, kind, customer_id, amount_cents)"
-	             " SELECT n.id, $1::text || 'P' || n.id, 'one_off', cu.customer_id, $3"
-	             "   FROM n, customers cu WHERE cu.customer_id = $2"
-	             " RETURNING id, mch_order_no",
-	             3, p, err, errlen);
-	if (!r)
-		return -1;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "unknown customer '%s'", customer_id);
-		PQclear(r);
-		return -1;
-	}
-	out->charge_id = db_i64(r, 0, 0);
-	snprintf(out->mch_order_no, sizeof(out->mch_order_no), "%s", db_str(r, 0, 1));
-	PQclear(r);
-	return 0;
-}
-
 int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
                    int64_t amount, struct paylink *out, char *err, size_t errlen)
 {
-	char notify[GW_URL_MAX + 1], ids[24];
+	char notify[GW_URL_MAX + 1];
 	struct gw_request req = {0};
 	struct gw_result res;
 	enum gw_outcome o;
@@ -89,7 +60,8 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const
 		         GW_URL_MAX);
 		return -1;
 	}
-	if (commit_intent(c, cfg, customer_id, amount, out, err, errlen) < 0)
+	if (charges_create_link(c, cfg->order_prefix, customer_id, amount, &out->charge_id,
+	                        out->mch_order_no, sizeof(out->mch_order_no), err, errlen) < 0)
 		return -1;
 
 	req.call = GW_PURCHASE;
@@ -104,17 +76,12 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const
 		snprintf(out->pay_url, sizeof(out->pay_url), "%s", res.pay_url);
 		return GW_SUCCESS;
 	}
-	snprintf(ids, sizeof(ids), "%" PRId64, out->charge_id);
 	if (o == GW_FAIL || o == GW_INVALID) {
 		/* Refused, or never sent: no page exists, so nothing can be paid. */
 		const char *why = o == GW_FAIL ? res.ret_msg : res.detail;
-		const char *p[2] = {ids, why};
 		char dberr[256];
 
-		if (db_exec(c,
-		            "UPDATE charges SET state = 'failed', ret_msg = $2"
-		            " WHERE id = $1 AND state = 'pending'",
-		            2, p, dberr, sizeof(dberr)) < 0)
+		if (charges_mark_failed(c, out->charge_id, why, dberr, sizeof(dberr)) < 0)
 			snprintf(err, errlen,
 			         "cc_purchase %s refused (%s); recording it failed: %s",
 			         out->mch_order_no, why, dberr);

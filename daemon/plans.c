@@ -1,7 +1,6 @@
 /* plans.c: plan files loaded with libyaml's document API (so every error can
- * name the line of the offending node), validated, and synced into versioned
- * rows: a row is never changed, so a subscription keeps the terms it was sold.
- * Also the plan-level rules of the billing calendar. */
+ * name the line of the offending node) and validated; plans_store.c keeps
+ * them in the database. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -9,10 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
 #include <yaml.h>
 
-#include "db.h"
+#include "log.h"
 #include "plans.h"
 
 static const char *const exhausted_names[] = {"past_due", "cancel", "pause"};
@@ -43,27 +41,32 @@ static int bad(struct parse *x, const yaml_node_t *n, const char *key, const cha
     __attribute__((format(printf, 4, 5)));
 static int bad(struct parse *x, const yaml_node_t *n, const char *key, const char *fmt, ...)
 {
-	char msg[256];
+	char msg[256], path[512], name[64];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(x->err, x->errlen, "%s:%lu: %s: %s", x->path, line_of(n), key, msg);
+	/* the file's name and a key from it: echoed on one line */
+	log_escape(path, sizeof(path), x->path);
+	log_escape(name, sizeof(name), key);
+	snprintf(x->err, x->errlen, "%s:%lu: %s: %s", path, line_of(n), name, msg);
 	return -1;
 }
 
 /* "key: must be <want>, got <what the file has>"; returns -1. */
 static int bad_value(struct parse *x, const yaml_node_t *v, const char *key, const char *want)
 {
+	char shown[41]; /* the value echoed on the error's one line */
+
 	if (v->type == YAML_SEQUENCE_NODE)
 		return bad(x, v, key, "must be %s, got a list", want);
 	if (v->type == YAML_MAPPING_NODE)
 		return bad(x, v, key, "must be %s, got a mapping", want);
+	log_escape(shown, sizeof(shown), (const char *)v->data.scalar.value);
 	if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return bad(x, v, key, "must be %s, got the quoted string \"%.40s\"", want,
-		           (const char *)v->data.scalar.value);
-	return bad(x, v, key, "must be %s, got '%.40s'", want, (const char *)v->data.scalar.value);
+		return bad(x, v, key, "must be %s, got the quoted string \"%s\"", want, shown);
+	return bad(x, v, key, "must be %s, got '%s'", want, shown);
 }
 
 static const char *scalar(const yaml_node_t *n)
@@ -86,6 +89,18 @@ static int int_value(const yaml_node_t *n, long long min, long long max, long lo
 	return errno || *end || *v < min || *v > max ? -1 : 0;
 }
 
+/* An integer from min to max into *out; 0, or -1 saying what was wanted. */
+static int int_field(struct parse *x, const yaml_node_t *v, const char *key, long long min,
+                     long long max, const char *want, int *out)
+{
+	long long i;
+
+	if (int_value(v, min, max, &i) < 0)
+		return bad_value(x, v, key, want);
+	*out = (int)i;
+	return 0;
+}
+
 static int valid_code(const char *s)
 {
 	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-");
@@ -103,7 +118,7 @@ static int valid_name(const char *s)
 	return 1;
 }
 
-static int exhausted_parse(const char *s, enum plan_exhausted *e)
+int plans_exhausted_parse(const char *s, enum plan_exhausted *e)
 {
 	for (int i = PLAN_PAST_DUE; s && i <= PLAN_PAUSE; i++) {
 		if (strcmp(s, exhausted_names[i]) == 0) {
@@ -156,7 +171,7 @@ static int parse_retry(struct parse *x, yaml_node_t *v, struct plan *p)
 		} else if (name && strcmp(name, "on_exhausted") == 0) {
 			if (seen_exhausted++)
 				return bad(x, k, "retry.on_exhausted", "duplicate key");
-			if (exhausted_parse(scalar(val), &p->on_exhausted) < 0)
+			if (plans_exhausted_parse(scalar(val), &p->on_exhausted) < 0)
 				return bad_value(x, val, "retry.on_exhausted",
 				                 "cancel, past_due or pause");
 		} else {
@@ -185,8 +200,10 @@ static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan 
 		snprintf(p->name, sizeof(p->name), "%s", s);
 		return 0;
 	case K_AMOUNT:
-		if (int_value(v, 1, INT64_MAX, &i) < 0)
-			return bad_value(x, v, keys[k], "a positive integer (cents)");
+		/* The gateway's amount is 32-bit: a larger one is refused at every attempt. */
+		if (int_value(v, 1, INT32_MAX, &i) < 0)
+			return bad_value(x, v, keys[k],
+			                 "a positive integer (cents) up to 2147483647");
 		p->amount = i;
 		return 0;
 	case K_CURRENCY:
@@ -198,20 +215,14 @@ static int parse_field(struct parse *x, enum key k, yaml_node_t *v, struct plan 
 			return bad_value(x, v, keys[k], "day, week, month or year");
 		return 0;
 	case K_COUNT:
-		if (int_value(v, 1, 1000, &i) < 0)
-			return bad_value(x, v, keys[k], "an integer from 1 to 1000");
-		p->interval_count = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 1, 1000, "an integer from 1 to 1000",
+		                 &p->interval_count);
 	case K_TRIAL:
-		if (int_value(v, 0, 3650, &i) < 0)
-			return bad_value(x, v, keys[k], "an integer from 0 to 3650 (days)");
-		p->trial_days = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 0, 3650, "an integer from 0 to 3650 (days)",
+		                 &p->trial_days);
 	case K_CYCLES:
-		if (int_value(v, 1, 100000, &i) < 0)
-			return bad_value(x, v, keys[k], "a positive integer (number of payments)");
-		p->cycles = (int)i;
-		return 0;
+		return int_field(x, v, keys[k], 1, 100000,
+		                 "a positive integer (number of payments)", &p->cycles);
 	case K_RETRY:
 		return parse_retry(x, v, p);
 	}
@@ -476,274 +487,7 @@ void plans_retry_format(const struct plan *p, char *buf, size_t len)
 	}
 }
 
-/* SHA-256 (hex) of the plan's terms, one per line (names hold no control
- * characters): formatting and comments in the file make no new version. */
-static void checksum(const struct plan *p, const char *retry, char out[65])
-{
-	char text[512];
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	int len =
-	    snprintf(text, sizeof(text), "%s\n%s\n%lld\nCAD\n%s\n%d\n%d\n%d\n%s\n%s\n", p->code,
-	             p->name, (long long)p->amount, cal_unit_name(p->interval), p->interval_count,
-	             p->trial_days, p->cycles, retry, plans_exhausted_name(p->on_exhausted));
-
-	EVP_Digest(text, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
-	for (unsigned int i = 0; i < mdlen && i < 32; i++)
-		sprintf(out + 2 * i, "%02x", md[i]);
-}
-
-/* The latest row of p's code against p's terms (no write): d->version 0
- * when there is none. sum: p's checksum. */
-static int compare_latest(PGconn *c, const struct plan *p, const char *sum, struct plan_diff *d,
-                          char *err, size_t errlen)
-{
-	const char *q[1] = {p->code};
-	PGresult *r = db_query(c,
-	                       "SELECT version, checksum, amount_cents FROM plans WHERE code = $1 "
-	                       "ORDER BY version DESC LIMIT 1",
-	                       1, q, err, errlen);
-
-	if (!r)
-		return -1;
-	memset(d, 0, sizeof(*d));
-	d->change = PLAN_NEW;
-	if (PQntuples(r)) {
-		d->version = (int)db_i64(r, 0, 0);
-		d->change = strcmp(db_str(r, 0, 1), sum) == 0 ? PLAN_SAME : PLAN_CHANGED;
-		d->old_amount = db_i64(r, 0, 2);
-	}
-	PQclear(r);
-	return 0;
-}
-
-int plans_diff(PGconn *c, const struct plan *p, int n, struct plan_diff *diff, char *err,
-               size_t errlen)
-{
-	char sum[65], retry[PLAN_MAX_RETRY * 8];
-
-	for (int i = 0; i < n; i++) {
-		plans_retry_format(&p[i], retry, sizeof(retry));
-		checksum(&p[i], retry, sum);
-		if (compare_latest(c, &p[i], sum, &diff[i], err, errlen) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* Inserts p as a new version unless its latest version has the same terms. */
-static int sync_one(PGconn *c, const struct plan *p, int *created, char *err, size_t errlen)
-{
-	char sum[65], retry[PLAN_MAX_RETRY * 8], version[16], amount[24], count[16], trial[16],
-	    cycles[16];
-	struct plan_diff d;
-
-	plans_retry_format(p, retry, sizeof(retry));
-	checksum(p, retry, sum);
-	if (compare_latest(c, p, sum, &d, err, errlen) < 0)
-		return -1;
-	if (d.change == PLAN_SAME)
-		return 0;
-	snprintf(version, sizeof(version), "%d", d.version + 1);
-	snprintf(amount, sizeof(amount), "%lld", (long long)p->amount);
-	snprintf(count, sizeof(count), "%d", p->interval_count);
-	snprintf(trial, sizeof(trial), "%d", p->trial_days);
-	snprintf(cycles, sizeof(cycles), "%d", p->cycles);
-	{
-		const char *v[] = {p->code,
-		                   version,
-		                   p->name,
-		                   amount,
-		                   cal_unit_name(p->interval),
-		                   count,
-		                   trial,
-		                   p->cycles ? cycles : NULL,
-		                   retry,
-		                   plans_exhausted_name(p->on_exhausted),
-		                   sum};
-
-		if (db_exec(
-		        c,
-		        "INSERT INTO plans (code, version, name, amount_cents, currency, interval,"
-		        " interval_count, trial_days, cycles, retry_schedule, on_exhausted,"
-		        " checksum) VALUES ($1, $2, $3, $4, 'CAD', $5, $6, $7, $8,"
-		        " string_to_array($9, ','), $10, $11)",
-		        11, v, err, errlen) < 0)
-			return -1;
-	}
-	(*created)++;
-	return 0;
-}
-
-int plans_sync(PGconn *c, const struct plan *p, int n, int *created, char *err, size_t errlen)
-{
-	char e[512];
-
-	*created = 0;
-	if (db_begin(c, err, errlen) < 0)
-		return -1;
-	/* Serialises concurrent syncs (several admins at once), which would
-	 * otherwise race for the same next version number. */
-	if (db_exec(c, "SELECT pg_advisory_xact_lock(7283640012)", 0, NULL, err, errlen) < 0)
-		goto fail;
-	for (int i = 0; i < n; i++) {
-		if (sync_one(c, &p[i], created, e, sizeof(e)) < 0) {
-			snprintf(err, errlen, "plan '%s': %s", p[i].code, e);
-			goto fail;
-		}
-	}
-	if (db_commit(c, err, errlen) == 0)
-		return 0;
-fail:
-	db_rollback(c);
-	*created = 0;
-	return -1;
-}
-
-int plans_sync_dir(PGconn *c, const char *dir, int *loaded, int *created, char *err, size_t errlen)
-{
-	struct plan *p;
-	int rc;
-
-	*loaded = *created = 0;
-	if (plans_load_dir(dir, &p, loaded, err, errlen) < 0)
-		return -1;
-	rc = plans_sync(c, p, *loaded, created, err, errlen);
-	free(p);
-	return rc;
-}
-
-#define PLAN_COLUMNS                                                                               \
-	"SELECT id, version, code, name, amount_cents, interval, interval_count, trial_days,"      \
-	" coalesce(cycles, 0), array_to_string(retry_schedule, ','), on_exhausted FROM plans "
-
-static int row_to_plan(const PGresult *r, int row, struct plan *p, char *err, size_t errlen)
-{
-	char retry[256], *tok, *save = NULL;
-
-	memset(p, 0, sizeof(*p));
-	p->id = db_i64(r, row, 0);
-	p->version = (int)db_i64(r, row, 1);
-	snprintf(p->code, sizeof(p->code), "%s", db_str(r, row, 2));
-	snprintf(p->name, sizeof(p->name), "%s", db_str(r, row, 3));
-	p->amount = db_i64(r, row, 4);
-	p->interval_count = (int)db_i64(r, row, 6);
-	p->trial_days = (int)db_i64(r, row, 7);
-	p->cycles = (int)db_i64(r, row, 8);
-	snprintf(retry, sizeof(retry), "%s", db_str(r, row, 9));
-	for (tok = strtok_r(retry, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-		if (p->nretry == PLAN_MAX_RETRY ||
-		    cal_parse_duration(tok, &p->retry[p->nretry++]) < 0)
-			goto bad;
-	if (cal_unit_parse(db_str(r, row, 5), &p->interval) < 0 ||
-	    exhausted_parse(db_str(r, row, 10), &p->on_exhausted) < 0)
-		goto bad;
-	return 0;
-bad:
-	snprintf(err, errlen, "plan id %lld: unreadable row in the plans table", (long long)p->id);
-	return -1;
-}
-
-/* Runs a PLAN_COLUMNS query; *out malloc'd (NULL when no rows). */
-static int query_plans(PGconn *c, const char *sql, const char *param, struct plan **out, int *n,
-                       char *err, size_t errlen)
-{
-	const char *q[1] = {param};
-	PGresult *r = db_query(c, sql, param ? 1 : 0, q, err, errlen);
-	int rows, rc = 0;
-
-	*out = NULL;
-	*n = 0;
-	if (!r)
-		return -1;
-	rows = PQntuples(r);
-	if (rows && !(*out = calloc((size_t)rows, sizeof(**out)))) {
-		snprintf(err, errlen, "plans: out of memory");
-		rc = -1;
-	}
-	for (int i = 0; rc == 0 && i < rows; i++)
-		rc = row_to_plan(r, i, &(*out)[i], err, errlen);
-	PQclear(r);
-	if (rc < 0) {
-		free(*out);
-		*out = NULL;
-		return -1;
-	}
-	*n = rows;
-	return 0;
-}
-
-/* The single plan a query selects, or -1 with unknown as the error. */
-static int query_one(PGconn *c, const char *sql, const char *param, struct plan *p,
-                     const char *unknown, char *err, size_t errlen)
-{
-	struct plan *rows;
-	int n;
-
-	if (query_plans(c, sql, param, &rows, &n, err, errlen) < 0)
-		return -1;
-	if (n == 0) {
-		snprintf(err, errlen, "%s", unknown);
-		return -1;
-	}
-	*p = rows[0];
-	free(rows);
-	return 0;
-}
-
-int plans_get(PGconn *c, int64_t id, struct plan *p, char *err, size_t errlen)
-{
-	char param[24], unknown[64];
-
-	snprintf(param, sizeof(param), "%lld", (long long)id);
-	snprintf(unknown, sizeof(unknown), "unknown plan id %lld", (long long)id);
-	return query_one(c, PLAN_COLUMNS "WHERE id = $1", param, p, unknown, err, errlen);
-}
-
-int plans_get_current(PGconn *c, const char *code, struct plan *p, char *err, size_t errlen)
-{
-	char unknown[128];
-
-	snprintf(unknown, sizeof(unknown), "unknown plan '%.60s'", code);
-	return query_one(c, PLAN_COLUMNS "WHERE code = $1 ORDER BY version DESC LIMIT 1", code, p,
-	                 unknown, err, errlen);
-}
-
-int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen)
-{
-	return query_plans(c,
-	                   PLAN_COLUMNS
-	                   "p WHERE NOT EXISTS (SELECT 1 FROM plans w"
-	                   " WHERE w.code = p.code AND w.version > p.version) ORDER BY code",
-	                   NULL, out, n, err, errlen);
-}
-
 const char *plans_exhausted_name(enum plan_exhausted e)
 {
 	return e >= PLAN_PAST_DUE && e <= PLAN_PAUSE ? exhausted_names[e] : "?";
-}
-
-int64_t plans_anchor(int64_t start, int trial_days)
-{
-	struct cal_duration d = {trial_days, 'd'};
-
-	return trial_days > 0 ? cal_add(start, d) : start;
-}
-
-int64_t plans_period_start(const struct plan *p, int64_t anchor, int n)
-{
-	return cal_period_start(anchor, p->interval, p->interval_count, n);
-}
-
-int plans_has_period(const struct plan *p, int n)
-{
-	return p->cycles == 0 || n < p->cycles;
-}
-
-int plans_retry_at(const struct plan *p, int failures, int64_t failed_at, int64_t *at)
-{
-	if (failures < 1 || failures > p->nretry)
-		return 0;
-	*at = cal_add(failed_at, p->retry[failures - 1]);
-	return 1;
 }

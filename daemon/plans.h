@@ -1,6 +1,5 @@
 /* plans.h: plan files (plans/<code>.yaml) loaded, validated and synced into
- * versioned rows of the plans table; the plan-level rules of the billing
- * calendar (trial, fixed cycles, retry schedule). */
+ * versioned rows of the plans table. billing.h applies them. */
 #ifndef PLANS_H
 #define PLANS_H
 
@@ -73,23 +72,9 @@ int plans_list(PGconn *c, struct plan **out, int *n, char *err, size_t errlen);
 /* The retry schedule as "1d,3d,7d" ("" when there is none). */
 void plans_retry_format(const struct plan *p, char *buf, size_t len);
 
+/* "past_due" "cancel" "pause" into *e; 0 / -1. */
+int plans_exhausted_parse(const char *s, enum plan_exhausted *e);
 /* "past_due" "cancel" "pause". */
 const char *plans_exhausted_name(enum plan_exhausted e);
-
-/* Where period 0 of a subscription started at start begins: trial_days local
- * days later (the plan's trial_days unless the subscriber chose otherwise). */
-int64_t plans_anchor(int64_t start, int trial_days);
-
-/* Start of paid period n (n >= 0), counted from the anchor. */
-int64_t plans_period_start(const struct plan *p, int64_t anchor, int n);
-
-/* 1 when period n is to be paid, 0 when a fixed-cycles plan has ended before
- * it (the subscription ends at plans_period_start(p, anchor, p->cycles)). */
-int plans_has_period(const struct plan *p, int n);
-
-/* After the failures-th failed attempt of a period (failures >= 1) at
- * failed_at: 1 with *at = failed_at + the schedule's delay for that attempt,
- * or 0 when the schedule is exhausted (apply p->on_exhausted). */
-int plans_retry_at(const struct plan *p, int failures, int64_t failed_at, int64_t *at);
 
 #endif

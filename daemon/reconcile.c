@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "charges.h"
 #include "db.h"
 #include "reconcile.h"
 #include "refunds.h"
@@ -21,6 +22,7 @@
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
  * charge kind (one_off/subscription), the refunded charge's pay_order_id,
  * and for a charge whether it is reversed (voided or fully refunded). */
+/* clang-format off */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
     "       coalesce(pay_order_id, ''), kind, '',"
@@ -32,18 +34,18 @@ static const char SQL_ROWS[] =
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
     "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
     " UNION ALL"
-    " SELECT 'charge', 0, $3 || 'P' || g, '', 0, '', '', 'one_off', '', false"
+    " SELECT 'charge', 0, " ORDER_NO_LINK("$3", "g") ", '', 0, '', '', 'one_off', '', false"
     "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
     " UNION ALL"
-    " SELECT 'refund', 0, $3 || 'R' || g, '', 0, '', '', '', '', false"
+    " SELECT 'refund', 0, " ORDER_NO_REFUND("$3", "g") ", '', 0, '', '', '', '', false"
     "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
     " UNION ALL"
-    " SELECT 'charge', 0, $3 || m.sid || '-' || m.period || '-' || a, m.customer_id, 0, '', '',"
-    "        'subscription', '', false"
+    " SELECT 'charge', 0, " ORDER_NO_ATTEMPT("$3", "m.sid", "m.period", "a") ", m.customer_id,"
+    "        0, '', '', 'subscription', '', false"
     "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
     "                max(attempt) AS mx"
     "           FROM charges WHERE kind = 'subscription' AND" WINDOW
@@ -51,14 +53,7 @@ static const char SQL_ROWS[] =
     "        generate_series(1, m.mx - 1) a"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
     "                     AND period = m.period AND attempt = a)";
-
-/* A payment link proven paid: what the listener records from a notify. */
-static const char SQL_LINK_PAID[] =
-    "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
-    "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
-    "       lease_expires_at = NULL, ret_msg = 'paid: recorded by reconcile'"
-    " WHERE id = $1 AND kind = 'one_off' AND state IN ('pending', 'unknown')"
-    "   AND amount_cents = $6::bigint RETURNING id";
+/* clang-format on */
 
 /* What judging needs of the gateway's answer (a whole gw_result per order
  * would cost kilobytes each over a year's orders). */
@@ -122,7 +117,7 @@ static void set(struct reconcile_item *it, enum reconcile_verdict v, const char 
 
 static int paid(const struct reconcile_item *it)
 {
-	return it->gw_found == 1 && (it->gw_status == 2 || it->gw_status == 3);
+	return it->gw_found == 1 && gw_status_state(it->gw_status) == GW_ORDER_PAID;
 }
 
 /* A row we could have sent but do not have: anything there is one-sided. */
@@ -144,7 +139,7 @@ static void judge_no_row(struct reconcile_item *it)
 /* Our settled row (succeeded or failed) against the gateway's answer. */
 static void judge_settled(struct reconcile_item *it, const struct pending *p)
 {
-	int ours_paid = strcmp(it->state, "succeeded") == 0;
+	int ours_paid = charges_state_parse(it->state) == CHARGES_SUCCEEDED;
 
 	if (!ours_paid) {
 		if (paid(it))
@@ -199,33 +194,32 @@ static void resolve_refund(PGconn *c, struct gw_client *gw, int64_t now, struct 
 static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_order *o, char *err,
                         size_t errlen)
 {
-	char id[24], status[16], amount[24];
-	const char *p[6] = {id, o->pay_order_id, o->trans_id, status, o->pay_succ_time, amount};
-	PGresult *r;
+	struct charges_payment pm = {.pay_order_id = o->pay_order_id,
+	                             .trans_id = o->trans_id,
+	                             .pay_succ_time = o->pay_succ_time,
+	                             .status = o->status,
+	                             .amount_cents = o->amount,
+	                             .note = "paid: recorded by reconcile"};
 
-	snprintf(id, sizeof(id), "%" PRId64, it->id);
-	snprintf(status, sizeof(status), "%d", o->status);
-	snprintf(amount, sizeof(amount), "%ld", o->amount);
-	r = db_query(c, SQL_LINK_PAID, 6, p, err, errlen);
-	if (!r) {
-		/* Another charge has this payOrderId: a human must look. */
-		if (strcmp(db_last_sqlstate(), "23505") == 0) {
-			set(it, RECONCILE_MISMATCH,
-			    "the gateway's order %s is already another charge's", o->pay_order_id);
-			return 0;
-		}
+	switch (charges_mark_paid(c, it->mch_order_no, &pm, err, errlen)) {
+	case CHARGES_PAID_ERROR:
 		return -1;
-	}
-	if (PQntuples(r) == 1) {
-		snprintf(it->state, sizeof(it->state), "succeeded");
+	case CHARGES_PAID_RECORDED:
+		snprintf(it->state, sizeof(it->state), "%s",
+		         charges_state_names[CHARGES_SUCCEEDED]);
 		snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", o->pay_order_id);
 		set(it, RECONCILE_RESOLVED, "paid at the gateway: recorded succeeded");
-	} else {
+		return 0;
+	case CHARGES_PAID_DUPLICATE:
+		/* Another charge has this payOrderId: a human must look. */
+		set(it, RECONCILE_MISMATCH, "the gateway's order %s is already another charge's",
+		    o->pay_order_id);
+		return 0;
+	default:
 		set(it, RECONCILE_MISMATCH, "amount: ours %" PRId64 " cents, the gateway's %ld",
 		    it->amount_cents, o->amount);
+		return 0;
 	}
-	PQclear(r);
-	return 0;
 }
 
 /* An open row (pending or unknown). */
@@ -335,20 +329,34 @@ static int query_all(struct gw_client *gw, int max_in_flight, const struct recon
 	return rc;
 }
 
+/* Columns of SQL_ROWS, in order. */
+enum {
+	ROW_KIND,
+	ROW_ID,
+	ROW_ORDER_NO,
+	ROW_CUSTOMER,
+	ROW_AMOUNT,
+	ROW_STATE,
+	ROW_PAY_ORDER_ID,
+	ROW_CHARGE_KIND,
+	ROW_CHARGED_ORDER,
+	ROW_REVERSED,
+};
+
 static void fill_row(const PGresult *r, int i, struct pending *p)
 {
 	struct reconcile_item *it = p->item;
 
-	snprintf(it->kind, sizeof(it->kind), "%s", db_str(r, i, 0));
-	it->id = db_i64(r, i, 1);
-	snprintf(it->mch_order_no, sizeof(it->mch_order_no), "%s", db_str(r, i, 2));
-	snprintf(it->customer_id, sizeof(it->customer_id), "%s", db_str(r, i, 3));
-	it->amount_cents = db_i64(r, i, 4);
-	snprintf(it->state, sizeof(it->state), "%s", db_str(r, i, 5));
-	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, 6));
-	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, 7));
-	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, 8));
-	p->reversed = strcmp(db_str(r, i, 9), "t") == 0;
+	snprintf(it->kind, sizeof(it->kind), "%s", db_str(r, i, ROW_KIND));
+	it->id = db_i64(r, i, ROW_ID);
+	snprintf(it->mch_order_no, sizeof(it->mch_order_no), "%s", db_str(r, i, ROW_ORDER_NO));
+	snprintf(it->customer_id, sizeof(it->customer_id), "%s", db_str(r, i, ROW_CUSTOMER));
+	it->amount_cents = db_i64(r, i, ROW_AMOUNT);
+	snprintf(it->state, sizeof(it->state), "%s", db_str(r, i, ROW_STATE));
+	snprintf(it->pay_order_id, sizeof(it->pay_order_id), "%s", db_str(r, i, ROW_PAY_ORDER_ID));
+	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, ROW_CHARGE_KIND));
+	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, ROW_CHARGED_ORDER));
+	p->reversed = strcmp(db_str(r, i, ROW_REVERSED), "t") == 0;
 	it->verdict = RECONCILE_OK;
 }
 
@@ -362,7 +370,7 @@ static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p
 		judge_no_row(it);
 		return 0;
 	}
-	if (strcmp(it->state, "pending") == 0 || strcmp(it->state, "unknown") == 0)
+	if (charges_state_outcome(it->state) == GW_UNKNOWN)
 		return judge_open(c, gw, now, p, err, errlen);
 	if (it->gw_found < 0) {
 		set(it, RECONCILE_UNRESOLVED, "cc_query could not check it: %s", p->res.detail);
@@ -378,16 +386,12 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
                   const struct reconcile_opts *o, struct reconcile_report *out, char *err,
                   size_t errlen)
 {
-	char f[24], t[24];
-	const char *params[3] = {f, t, cfg->order_prefix};
 	struct pending *ps = NULL;
 	PGresult *r;
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, o->from);
-	snprintf(t, sizeof(t), "%" PRId64, o->to);
-	r = db_query(c, SQL_ROWS, 3, params, err, errlen);
+	r = db_get(c, err, errlen, SQL_ROWS, DB_I(o->from), DB_I(o->to), DB_S(cfg->order_prefix));
 	if (!r)
 		return -1;
 	n = PQntuples(r);

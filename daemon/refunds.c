@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "charges.h"
 #include "db.h"
 #include "refunds.h"
 
@@ -18,38 +19,47 @@
 	"r.created_at < now() - make_interval(secs => $2) "                                        \
 	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
+/* Columns of ROW_SQL, in order. */
+enum {
+	ROW_ID,
+	ROW_REFUND_NO,
+	ROW_KIND,
+	ROW_CHARGE,
+	ROW_CHARGE_PAY_ORDER_ID,
+	ROW_AMOUNT,
+	ROW_STATE,
+	ROW_PAY_ORDER_ID,
+	ROW_RET_MSG,
+	ROW_CREATED,
+	ROW_STALE,
+};
+
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
  * updated before its outcome, so its age is the request's). */
 static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char *err, size_t errlen)
 {
-	char ids[24], secs[16];
-	const char *p[2] = {ids, secs};
-	PGresult *r;
+	PGresult *r =
+	    db_one(db_get(c, err, errlen, ROW_SQL, DB_I(id), DB_I(REFUNDS_IN_FLIGHT_SECONDS)), err,
+	           errlen, "no refund with id %" PRId64, id);
 
-	snprintf(ids, sizeof(ids), "%" PRId64, id);
-	snprintf(secs, sizeof(secs), "%d", REFUNDS_IN_FLIGHT_SECONDS);
-	r = db_query(c, ROW_SQL, 2, p, err, errlen);
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "no refund with id %s", ids);
-		PQclear(r);
-		return -1;
-	}
 	memset(out, 0, sizeof(*out));
-	out->id = db_i64(r, 0, 0);
-	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, 1));
-	out->is_void = strcmp(db_str(r, 0, 2), "void") == 0;
-	out->charge_id = db_i64(r, 0, 3);
-	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s", db_str(r, 0, 4));
-	out->amount_cents = db_i64(r, 0, 5);
-	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, 6));
-	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s", db_str(r, 0, 7));
-	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, 8));
-	out->created_at = db_i64(r, 0, 9);
+	out->id = db_i64(r, 0, ROW_ID);
+	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, ROW_REFUND_NO));
+	out->is_void = strcmp(db_str(r, 0, ROW_KIND), "void") == 0;
+	out->charge_id = db_i64(r, 0, ROW_CHARGE);
+	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
+	         db_str(r, 0, ROW_CHARGE_PAY_ORDER_ID));
+	out->amount_cents = db_i64(r, 0, ROW_AMOUNT);
+	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, ROW_STATE));
+	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
+	         db_str(r, 0, ROW_PAY_ORDER_ID));
+	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, ROW_RET_MSG));
+	out->created_at = db_i64(r, 0, ROW_CREATED);
 	if (stale)
-		*stale = strcmp(db_str(r, 0, 10), "t") == 0;
+		*stale = strcmp(db_str(r, 0, ROW_STALE), "t") == 0;
 	PQclear(r);
 	return 0;
 }
@@ -59,6 +69,10 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 	return load(c, refund_id, out, NULL, err, errlen);
 }
 
+/* How often a statement or transaction that lost a serialization conflict
+ * with a concurrent refund of the same charge is run again. */
+#define SERIAL_TRIES 20
+
 /* Moves the refund from one of the states in `from` (a SQL array literal) to
  * state, and reloads it into out. A settled outcome (succeeded, failed) is
  * dated by its request (the gateway acted then, even when the answer came
@@ -67,35 +81,27 @@ static int record(PGconn *c, struct refund_row *out, const char *from, const cha
                   const struct gw_order *o, const char *ret_msg, int64_t now, char *err,
                   size_t errlen)
 {
-	char ids[24], at[24];
-	const char *p[8] = {ids,
-	                    from,
-	                    state,
-	                    o ? o->pay_order_id : "",
-	                    ret_msg,
-	                    at,
-	                    o ? o->trans_id : "",
-	                    o ? o->pay_succ_time : ""};
+	int rc;
 
-	snprintf(ids, sizeof(ids), "%" PRId64, out->id);
-	snprintf(at, sizeof(at), "%" PRId64, now);
-	if (db_exec(c,
-	            "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
-	            "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
-	            "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
-	            "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
-	            "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
-	            "WHERE id = $1 AND state = ANY ($2::text[])",
-	            8, p, err, errlen) < 0)
-		return -1;
-	return load(c, out->id, out, NULL, err, errlen);
-}
-
-static enum gw_outcome outcome_of(const char *state)
-{
-	if (strcmp(state, "succeeded") == 0)
-		return GW_SUCCESS;
-	return strcmp(state, "failed") == 0 ? GW_FAIL : GW_UNKNOWN;
+	/* One statement: under SERIALIZABLE a concurrent refund of the same
+	 * charge may fail it, and running it again is all there is to do (the
+	 * outcome is known; leaving it pending would wait for reconcile). */
+	for (int i = 1;; i++) {
+		rc = db_run(
+		    c, err, errlen,
+		    "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
+		    "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
+		    "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
+		    "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
+		    "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
+		    "WHERE id = $1 AND state = ANY ($2::text[])",
+		    DB_I(out->id), DB_S(from), DB_S(state), DB_S(o ? o->pay_order_id : ""),
+		    DB_S(ret_msg), DB_I(now), DB_S(o ? o->trans_id : ""),
+		    DB_S(o ? o->pay_succ_time : ""));
+		if (rc == 0 || i == SERIAL_TRIES || !db_retryable())
+			break;
+	}
+	return rc < 0 ? -1 : load(c, out->id, out, NULL, err, errlen);
 }
 
 /* In the open transaction: locks the charge (so that concurrent requests for
@@ -105,8 +111,6 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
                         int64_t *charge_id, char *err, size_t errlen)
 {
 	const char *p[1] = {pay_order_id};
-	char ids[24];
-	const char *q[1] = {ids};
 	PGresult *r;
 	int64_t charged, taken;
 
@@ -116,7 +120,7 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	             1, p, err, errlen);
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0 || strcmp(db_str(r, 0, 2), "succeeded") != 0) {
+	if (PQntuples(r) == 0 || charges_state_parse(db_str(r, 0, 2)) != CHARGES_SUCCEEDED) {
 		snprintf(err, errlen, "no succeeded charge with payOrderId %s%s%s", pay_order_id,
 		         PQntuples(r) ? ": it is " : "", PQntuples(r) ? db_str(r, 0, 2) : "");
 		PQclear(r);
@@ -126,11 +130,10 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	charged = db_i64(r, 0, 1);
 	PQclear(r);
 	/* A statement of its own: its snapshot is taken after the lock. */
-	snprintf(ids, sizeof(ids), "%" PRId64, *charge_id);
-	r = db_query(c,
-	             "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE charge_id = $1 AND "
-	             "state <> 'failed'",
-	             1, q, err, errlen);
+	r = db_get(c, err, errlen,
+	           "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE charge_id = $1 AND "
+	           "state <> 'failed'",
+	           DB_I(*charge_id));
 	if (!r)
 		return -1;
 	taken = db_i64(r, 0, 0);
@@ -158,13 +161,10 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	return 0;
 }
 
-/* Checks the request and commits the refund row ('pending'). */
-static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
-                         int64_t amount, int64_t now, struct refund_row *out, char *err,
-                         size_t errlen)
+/* Checks the request and commits the refund row ('pending'), in one try. */
+static int try_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
+                      int64_t amount, int64_t now, struct refund_row *out, char *err, size_t errlen)
 {
-	char charge[24], amt[24], at[24];
-	const char *p[5] = {order_prefix, is_void ? "void" : "refund", charge, amt, at};
 	int64_t charge_id;
 	PGresult *r;
 
@@ -174,15 +174,14 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 		db_rollback(c);
 		return -1;
 	}
-	snprintf(charge, sizeof(charge), "%" PRId64, charge_id);
-	snprintf(amt, sizeof(amt), "%" PRId64, amount);
-	snprintf(at, sizeof(at), "%" PRId64, now);
-	r = db_query(c,
-	             "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
-	             "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents, "
-	             "requested_at) SELECT id, $1::text || 'R' || id, $2, $3, $4, "
-	             "to_timestamp($5::bigint) FROM n RETURNING id",
-	             5, p, err, errlen);
+	r = db_get(c, err, errlen,
+	           "WITH n AS (SELECT nextval(pg_get_serial_sequence('refunds', 'id')) AS id) "
+	           "INSERT INTO refunds (id, mch_refund_no, kind, charge_id, amount_cents, "
+	           "requested_at) SELECT id, " ORDER_NO_REFUND(
+	               "$1::text", "id") ", $2, $3, $4, "
+	                                 "to_timestamp($5::bigint) FROM n RETURNING id",
+	           DB_S(order_prefix), DB_S(is_void ? "void" : "refund"), DB_I(charge_id),
+	           DB_I(amount), DB_I(now));
 	if (!r) {
 		db_rollback(c);
 		return -1;
@@ -194,6 +193,24 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 		return -1;
 	}
 	return load(c, out->id, out, NULL, err, errlen);
+}
+
+/* Under REPEATABLE READ or SERIALIZABLE a refund of the same charge
+ * committed meanwhile fails the intent with a serialization error (or a
+ * deadlock): nothing was sent, so it is retried in a new transaction, which
+ * sees that refund and checks against what truly remains. */
+
+static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
+                         int64_t amount, int64_t now, struct refund_row *out, char *err,
+                         size_t errlen)
+{
+	for (int i = 1;; i++) {
+		int rc = try_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err,
+		                    errlen);
+
+		if (rc == 0 || i == SERIAL_TRIES || !db_retryable())
+			return rc;
+	}
 }
 
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
@@ -230,14 +247,14 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	o = gw_call(gw, &req, &res);
 
 	if (o == GW_SUCCESS) {
-		state = "succeeded";
+		state = charges_state_names[CHARGES_SUCCEEDED];
 		snprintf(why, sizeof(why), "%s", res.ret_msg);
 	} else if (o == GW_FAIL || o == GW_INVALID) {
 		/* INVALID: refused before sending, so it certainly did not happen. */
-		state = "failed";
+		state = charges_state_names[CHARGES_FAILED];
 		snprintf(why, sizeof(why), "%s", o == GW_FAIL ? res.ret_msg : res.detail);
 	} else {
-		state = "unknown";
+		state = charges_state_names[CHARGES_UNKNOWN];
 		snprintf(why, sizeof(why), "%s", res.detail);
 	}
 	if (record(c, out, "{pending}", state, res.has_order ? &res.order : NULL, why, now, err,
@@ -279,9 +296,9 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t 
 
 	if (load(c, refund_id, out, &stale, err, errlen) < 0)
 		return -1;
-	if (strcmp(out->state, "succeeded") == 0 || strcmp(out->state, "failed") == 0)
-		return outcome_of(out->state);
-	if (strcmp(out->state, "pending") == 0 && !stale) {
+	if (charges_state_outcome(out->state) != GW_UNKNOWN)
+		return charges_state_outcome(out->state);
+	if (charges_state_parse(out->state) == CHARGES_PENDING && !stale) {
 		snprintf(err, errlen,
 		         "refund %s may still be on its way to the gateway: try again later",
 		         out->mch_refund_no);
@@ -293,7 +310,7 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t 
 	req.mch_order_no = out->mch_refund_no;
 	switch (gw_call(gw, &req, &res)) {
 	case GW_SUCCESS:
-		if (!res.has_order || (o->status != 2 && o->status != 3)) {
+		if (!res.has_order || !gw_order_paid(o)) {
 			snprintf(why, sizeof(why), "cc_query: order status %d",
 			         res.has_order ? o->status : -1);
 			break;
@@ -311,20 +328,22 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t 
 			    out->charge_pay_order_id, out->amount_cents);
 			return -1;
 		}
-		if (record(c, out, "{pending,unknown}", "succeeded", o, res.ret_msg, now, err,
-		           errlen) < 0)
+		if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_SUCCEEDED], o,
+		           res.ret_msg, now, err, errlen) < 0)
 			return -1;
-		return outcome_of(out->state);
+		return charges_state_outcome(out->state);
 	case GW_FAIL:
 		snprintf(why, sizeof(why), "not at the gateway: %s", res.ret_msg);
-		if (record(c, out, "{pending,unknown}", "failed", NULL, why, now, err, errlen) < 0)
+		if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_FAILED], NULL,
+		           why, now, err, errlen) < 0)
 			return -1;
-		return outcome_of(out->state);
+		return charges_state_outcome(out->state);
 	default:
 		snprintf(why, sizeof(why), "cc_query: %s", res.detail);
 		break;
 	}
-	if (record(c, out, "{pending,unknown}", "unknown", NULL, why, now, err, errlen) < 0)
+	if (record(c, out, "{pending,unknown}", charges_state_names[CHARGES_UNKNOWN], NULL, why,
+	           now, err, errlen) < 0)
 		return -1;
-	return outcome_of(out->state);
+	return charges_state_outcome(out->state);
 }

@@ -37,7 +37,7 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
                     struct refund_row *out, char *err, size_t errlen);
 
 /* Settles a pending or unknown refund with cc_query by its mchRefundNo: found
- * with status 2/3 -> succeeded, proven absent -> failed, else it stays
+ * paid -> succeeded, proven absent -> failed, else it stays
  * unknown; a settled outcome is dated by the request (else now). A pending
  * refund younger than REFUNDS_IN_FLIGHT_SECONDS may still be on its way to
  * the gateway and is left alone (-1). Returns the refund's outcome

@@ -104,9 +104,10 @@ static struct report_total *total_for(struct report_total **list, int *n, int *c
 	return t;
 }
 
-static int load_open(PGconn *c, const char *const *p, struct report *out, char *err, size_t errlen)
+static int load_open(PGconn *c, int64_t from, int64_t to, struct report *out, char *err,
+                     size_t errlen)
 {
-	PGresult *r = db_query(c, SQL_OPEN, 2, p, err, errlen);
+	PGresult *r = db_get(c, err, errlen, SQL_OPEN, DB_I(from), DB_I(to));
 
 	if (!r)
 		return -1;
@@ -128,15 +129,11 @@ static int load_open(PGconn *c, const char *const *p, struct report *out, char *
 
 int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *err, size_t errlen)
 {
-	char f[24], t[24];
-	const char *p[2] = {f, t};
 	PGresult *r;
 	int cap = 0, cap_all = 0;
 
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
-	r = db_query(c, SQL_MOVEMENTS, 2, p, err, errlen);
+	r = db_get(c, err, errlen, SQL_MOVEMENTS, DB_I(from), DB_I(to));
 	if (!r)
 		return -1;
 	out->n = PQntuples(r);
@@ -174,7 +171,7 @@ int report_build(PGconn *c, int64_t from, int64_t to, struct report *out, char *
 		qsort(out->totals, (size_t)out->ntotals, sizeof(*out->totals), by_key);
 		qsort(out->all, (size_t)out->nall, sizeof(*out->all), by_key);
 	}
-	if (load_open(c, p, out, err, errlen) < 0) {
+	if (load_open(c, from, to, out, err, errlen) < 0) {
 		report_free(out);
 		return -1;
 	}

@@ -1,4 +1,4 @@
-/* scheduler.h: the charge protocol (PRODUCT.md "The charge protocol"): claim
+/* scheduler.h: the charge protocol (docs/design.md, "The charge protocol"): claim
  * what is due, commit the intent, send, record the outcome with the
  * subscription's advance or dunning step; resolve unknowns with cc_query. */
 #ifndef SCHEDULER_H
@@ -42,26 +42,14 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
 
 /* billctl charge: makes the subscription due now and charges it through the
- * same protocol. Returns the outcome: GW_SUCCESS, GW_FAIL (declined) or
- * GW_UNKNOWN (recorded, resolved by a later pass), or GW_INVALID when nothing
- * was sent, with err saying why. */
+ * same protocol. Returns GW_INVALID with err when nothing was claimed (so
+ * nothing was sent: not chargeable now, or a database error before the
+ * claim). Once the attempt is claimed it returns its recorded outcome:
+ * GW_SUCCESS, GW_FAIL (declined), or GW_UNKNOWN, also when an error stopped
+ * the protocol after the claim (the request may be on the wire: a later
+ * pass resolves it with cc_query); err then says why, and mch_order_no is
+ * the attempt's when known. */
 int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
                      size_t len, char *err, size_t errlen);
-
-/* The billing rules, apart for unit tests: how a subscription moves after
- * an attempt's result. */
-enum sched_result { SR_SUCCEEDED, SR_DECLINED, SR_BUSY, SR_ABSENT, SR_UNKNOWN };
-struct sched_sub {
-	int64_t anchor;
-	int anchor_period;
-	int period;
-	int cycles_done;
-	int attempts;
-	char state[12];
-	int64_t next_charge_at; /* 0: none */
-	int64_t period_start, period_end;
-};
-struct plan;
-void sched_apply(const struct plan *p, struct sched_sub *ss, enum sched_result r, int64_t now);
 
 #endif

@@ -1,4 +1,4 @@
-/* sign.h: the gateway's MD5 message signature (PRODUCT.md "Gateway facts"). */
+/* sign.h: the gateway's MD5 message signature (docs/design.md, "The gateway"). */
 #ifndef SIGN_H
 #define SIGN_H
 

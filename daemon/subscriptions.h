@@ -1,12 +1,15 @@
-/* subscriptions.h: the subscriptions ledger as admins change it: create,
- * read, list, cancel (now or at the period's end), pause, resume and change
- * plan. Charging and the period advance are the scheduler's. */
+/* subscriptions.h: the subscriptions table's one owner: create, read, list,
+ * cancel (now or at the period's end), pause, resume and change plan as
+ * admins ask; the period boundaries and the moves after each charge's
+ * outcome as the scheduler computes them (billing.h has the rules). */
 #ifndef SUBSCRIPTIONS_H
 #define SUBSCRIPTIONS_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <libpq-fe.h>
+
+#include "db.h"
 
 struct plan;
 
@@ -78,5 +81,31 @@ int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription
                          size_t errlen);
 int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
                               char *err, size_t errlen);
+
+/* At the boundaries due by now: a cancel at the period's end takes effect,
+ * a plan change starts the new plan's calendar. A subscription with an open
+ * charge waits for its outcome. 0 / -1. */
+int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen);
+
+/* billctl charge: makes subscription id due at now when it can be charged
+ * (trialing, active or past_due, its customer bound, no open charge):
+ * 1 when it was, 0 when not, -1 with err. */
+int subscriptions_make_due(PGconn *c, int64_t id, int64_t now, char *err, size_t errlen);
+
+/* Why subscription id cannot be charged now, as one line in err. */
+void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen);
+
+/* Moves after charge outcomes, written in one statement (in the same
+ * transaction as the outcomes). 0 in ps, pe and next means unchanged (ps,
+ * pe) or none (next). */
+struct subscriptions_moves {
+	struct db_arr id, period, state, attempts, cycles, next, ps, pe;
+	int n;
+};
+void subscriptions_moves_add(struct subscriptions_moves *m, int64_t id, int period,
+                             const char *state, int attempts, int cycles, int64_t next,
+                             int64_t period_start, int64_t period_end);
+int subscriptions_moves_write(PGconn *c, struct subscriptions_moves *m, char *err, size_t errlen);
+void subscriptions_moves_free(struct subscriptions_moves *m);
 
 #endif

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs the Debian packages that the build, the tests and the demo need,
+# Installs the Debian packages that the build, the tests, the fuzzers (clang
+# and its libFuzzer runtime, libclang-rt-14-dev) and the demo need,
 # skipping those already there.
 set -e
 pkgs="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libssl-dev libpq-dev
 libyaml-dev libmicrohttpd-dev libcmocka-dev postgresql postgresql-contrib curl procps
-tzdata clang-format cppcheck time mandoc systemd libsystemd-dev jq openssl python3"
+tzdata clang-format cppcheck time mandoc systemd libsystemd-dev jq clang
+libclang-rt-14-dev openssl python3"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

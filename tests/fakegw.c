@@ -25,6 +25,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 
+#include "buf.h"
 #include "sign.h"
 
 #define MAX_BODY       (64 * 1024)
@@ -928,46 +929,16 @@ static unsigned hosted_visit(int purchase, const char *token, const char *card, 
 
 /* ---- notify delivery -------------------------------------------------- */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	int too_big;
-};
-
-static void buf_append(struct buf *b, const char *data, size_t len)
-{
-	if (b->too_big || b->len + len > MAX_BODY) {
-		b->too_big = 1;
-		return;
-	}
-	if (b->len + len + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 512;
-		char *p;
-
-		while (cap < b->len + len + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p)
-			abort();
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, len);
-	b->len += len;
-	b->p[b->len] = '\0';
-}
-
 static size_t on_curl_body(char *data, size_t size, size_t nmemb, void *udata)
 {
-	buf_append(udata, data, size * nmemb);
-	return size * nmemb;
+	return buf_add(udata, data, size * nmemb) < 0 ? 0 : size * nmemb;
 }
 
 /* 1 when the receiver answered exactly SUCCESS. */
 static int notify_post(CURL *h, const char *url, const char *body)
 {
 	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-	struct buf b = {0};
+	struct buf b = {.max = MAX_BODY};
 	int ok;
 
 	curl_easy_reset(h);
@@ -980,7 +951,7 @@ static int notify_post(CURL *h, const char *url, const char *body)
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 	ok = curl_easy_perform(h) == CURLE_OK && b.p && strcmp(b.p, "SUCCESS") == 0;
 	curl_slist_free_all(hdr);
-	free(b.p);
+	buf_free(&b);
 	return ok;
 }
 
@@ -1297,7 +1268,7 @@ static enum MHD_Result serve_api(struct MHD_Connection *c, struct call *call)
 	if (d->outcome == FK_BUSY)
 		return respond(c, 200, "application/json",
 		               strdup("{\"retCode\":\"FAIL\",\"retMsg\":\"system busy\"}"), NULL);
-	if (call->body.too_big)
+	if (call->body.full)
 		return respond_text(c, 413, "Payload Too Large");
 	out = api_process((enum endpoint)call->ep, call->body.p ? call->body.p : "", call->body.len,
 	                  d->dup_charge);
@@ -1358,6 +1329,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version;
 	if (!call) {
 		call = xcalloc(sizeof(*call));
+		call->body.max = MAX_BODY;
 		*con_cls = call;
 		call->ep = strncmp(url, "/v2/", 4) == 0 ? ep_lookup(url + 4) : -1;
 		if (call->ep >= 0 && post) {
@@ -1371,7 +1343,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		buf_append(&call->body, upload, *upload_size);
+		if (buf_add(&call->body, upload, *upload_size) < 0 && call->body.nomem)
+			abort();
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -1401,7 +1374,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)c;
 	(void)toe;
 	if (call) {
-		free(call->body.p);
+		buf_free(&call->body);
 		free(call);
 		*con_cls = NULL;
 	}

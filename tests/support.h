@@ -57,8 +57,6 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g);
 const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
                             const char *extra_yaml);
 
-#endif
-
 /* ---- billing fixtures (support_billing.c) ---- */
 struct gw_client;
 
@@ -96,3 +94,5 @@ char *ts_read_file(const char *path);
 /* The value of key in one logfmt line (up to its newline), unquoted; 0, or
  * -1 when the key is absent or the line is not logfmt. */
 int ts_logfmt_get(const char *line, const char *key, char *out, size_t outlen);
+
+#endif

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "support.h"
 
 #define MAX_ARGS 32
@@ -106,23 +107,9 @@ void ts_fakegw_stop(struct ts_fakegw *g)
 		die("stop", "build/fakegw did not exit cleanly");
 }
 
-struct body {
-	char *p;
-	size_t len;
-};
-
 static size_t on_body(char *data, size_t size, size_t nmemb, void *udata)
 {
-	struct body *b = udata;
-	char *p = realloc(b->p, b->len + size * nmemb + 1);
-
-	if (!p)
-		return 0;
-	memcpy(p + b->len, data, size * nmemb);
-	b->p = p;
-	b->len += size * nmemb;
-	b->p[b->len] = '\0';
-	return size * nmemb;
+	return buf_add(udata, data, size * nmemb) < 0 ? 0 : size * nmemb;
 }
 
 /* GET (json NULL) or POST url; returns the HTTP status (0 when there was no
@@ -131,7 +118,7 @@ static long http(const char *url, const char *json, char **resp, char **location
 {
 	CURL *h = curl_easy_init();
 	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-	struct body b = {0};
+	struct buf b = {0};
 	long code = 0;
 
 	if (!h || !hdr)

@@ -208,6 +208,40 @@ check "database down: one line, exit 1" sh -c "[ $rc -eq 1 ] && [ \$(wc -l <'$T/
 dump >"$T/after"
 check "bad input left the ledger unchanged" cmp -s "$T/before" "$T/after"
 
+# ---- concurrent refunds of one charge, at every isolation level ----
+# race LEVEL CENTS WANT: four `billctl refund "$PAY1" --amount CENTS` at once,
+# their connections at default_transaction_isolation LEVEL; WANT succeed and
+# the others are refused in one line as exceeding what remains.
+race() {
+	pids=
+	for i in 1 2 3 4; do
+		PGOPTIONS="-c default_transaction_isolation=$1" \
+			"$B/billctl" -c "$T/billing.yaml" refund "$PAY1" --amount "$2" \
+			>"$T/race$i.out" 2>"$T/race$i.err" &
+		pids="$pids $!"
+	done
+	# shellcheck disable=SC2086
+	wait $pids
+	got=0
+	refused=0
+	for i in 1 2 3 4; do
+		if grep -q 'succeeded' "$T/race$i.out"; then
+			got=$((got + 1))
+		elif [ "$(wc -l <"$T/race$i.err")" -eq 1 ] && grep -q 'exceeds the' "$T/race$i.err"; then
+			refused=$((refused + 1))
+		fi
+	done
+	check "4 concurrent refunds of $2 at $1: $3 succeed, the others refused in one line" \
+		[ "$got:$refused" = "$3:$((4 - $3))" ]
+}
+# $PAY1 (2900) has 2400 left
+race 'read\ committed' 700 3
+race 'repeatable\ read' 200 1
+race serializable 100 1
+check "the refunds of $PAY1 never exceed it" sh -c \
+	"[ \"\$(psql -X -At '$URL' -c \"SELECT sum(r.amount_cents) FROM refunds r JOIN charges c \
+ON c.id = r.charge_id WHERE c.pay_order_id = '$PAY1' AND r.state <> 'failed'\")\" -eq 2900 ]"
+
 # ---- a corrupted ledger is caught ----
 BAD=T$S1-0-1
 DANGER=T$S1-2-1

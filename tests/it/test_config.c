@@ -108,26 +108,116 @@ static void test_env_overrides(void **state)
 
 	(void)state;
 	setenv("DATABASE_URL", "postgresql:///fromenv", 1);
-	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
 	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
 	assert_string_equal(c.database_url, "postgresql:///fromenv");
-	assert_string_equal(c.gateway.merchant_key, "ENVKEY");
 	unsetenv("DATABASE_URL");
-	unsetenv("IOTPAY_MERCHANT_KEY");
+}
+
+/* The key and the card tokens go to the gateway: in clear text only to this
+ * machine, or when a test setup says so. */
+static void test_gateway_https(void **state)
+{
+	struct cfg c;
+	char err[512];
+	static const char *const loopback[] = {
+	    "http://127.0.0.1:9/v2", "http://127.8.9.10/v2", "http://localhost:80/v2",
+	    "http://LOCALHOST/v2",   "http://[::1]:8080/v2", "https://api.example.com/v2",
+	};
+	static const char *const remote[] = {
+	    "http://api.example.com/v2",
+	    "http://127.0.0.1.example.com/v2",
+	    "http://localhost.example.com/",
+	    "http://127.0.0.1@example.com/v2",
+	    "http://128.0.0.1/v2",
+	    "http://[::2]/v2",
+	    "http://127.1/v2",
+	    "http://[::1/v2",
+	    "",
+	};
+	char extra[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n", loopback[i]);
+		if (cfg_load(&c, yaml_with(extra, ""), err, sizeof(err)) < 0)
+			fail_msg("%s: %s", loopback[i], err);
+	}
+	for (size_t i = 0; i < sizeof(remote) / sizeof(remote[0]); i++) {
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n", remote[i]);
+		expect_error(yaml_with(extra, ""),
+		             "billing.yaml: gateway.base_url: must be https:// unless the host is "
+		             "loopback or gateway.allow_insecure_http is true");
+		snprintf(extra, sizeof(extra), "  base_url: \"%s\"\n  allow_insecure_http: true\n",
+		         remote[i]);
+		if (cfg_load(&c, yaml_with(extra, ""), err, sizeof(err)) < 0)
+			fail_msg("%s with allow_insecure_http: %s", remote[i], err);
+	}
+	/* the setting may come before base_url */
+	assert_int_equal(cfg_load(&c,
+	                          yaml_with("  allow_insecure_http: true\n"
+	                                    "  base_url: http://api.example.com/v2\n",
+	                                    ""),
+	                          err, sizeof(err)),
+	                 0);
+	expect_error(yaml_with("  allow_insecure_http: yes please\n", ""),
+	             "billing.yaml:5: gateway.allow_insecure_http: expected true or false");
+}
+
+/* IOTPAY_MERCHANT_KEY is taken out of the environment (children and /proc
+ * never see it) and kept for the process: a reload still has it. Run in a
+ * child, since the process keeps it. */
+static void test_env_key_taken_once(void **state)
+{
+	pid_t pid;
+	int st;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cfg c;
+		char err[512];
+		char *env = strdup("IOTPAY_MERCHANT_KEY=ENVKEY");
+		int ok;
+
+		putenv(env);
+		ok = cfg_load(&c, yaml_with("", ""), err, sizeof(err)) == 0 &&
+		     strcmp(c.gateway.merchant_key, "ENVKEY") == 0 &&
+		     getenv("IOTPAY_MERCHANT_KEY") == NULL && strstr(env, "ENVKEY") == NULL;
+		ok = ok && cfg_load(&c, yaml_with("", ""), err, sizeof(err)) == 0 &&
+		     strcmp(c.gateway.merchant_key, "ENVKEY") == 0;
+		cfg_wipe(&c);
+		for (size_t i = 0; i < sizeof(c.gateway.merchant_key); i++)
+			ok = ok && c.gateway.merchant_key[i] == 0;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 /* The documented example is a valid configuration. */
 static void test_example_loads(void **state)
 {
-	struct cfg c;
-	char err[512];
+	pid_t pid;
+	int st;
 
 	(void)state;
-	setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
-	assert_int_equal(cfg_load(&c, "billing.yaml.example", err, sizeof(err)), 0);
-	unsetenv("IOTPAY_MERCHANT_KEY");
-	assert_string_equal(c.plans_dir, "plans");
-	assert_int_equal(c.enrolment_expiry_hours, 72);
+	/* with the key in the environment, which the process keeps: in a child */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct cfg c;
+		char err[512];
+
+		setenv("IOTPAY_MERCHANT_KEY", "ENVKEY", 1);
+		if (cfg_load(&c, "billing.yaml.example", err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			_exit(1);
+		}
+		_exit(strcmp(c.plans_dir, "plans") == 0 && c.enrolment_expiry_hours == 72 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static void test_unknown_key(void **state)
@@ -136,6 +226,10 @@ static void test_unknown_key(void **state)
 	expect_error(yaml_with("  timeout: 5\n", ""),
 	             "billing.yaml:5: gateway.timeout: unknown key");
 	expect_error(yaml_with("", "colour: blue\n"), "billing.yaml:8: colour: unknown key");
+	expect_error(yaml_with("", "\"col\\nour\": blue\n"),
+	             "billing.yaml:8: col\\nour: unknown key");
+	expect_error(yaml_with("", "\"sec\\r\":\n  a: 1\n"),
+	             "billing.yaml:8: sec\\r: unknown section");
 	expect_error(yaml_with("", "logging:\n  level: 1\n"), "logging: unknown section");
 }
 
@@ -150,9 +244,17 @@ static void test_wrong_type(void **state)
 	             "billing.yaml:5: gateway.base_url: expected a string");
 	expect_error(yaml_with("  base_url: ftp://x\n", ""), "expected an http:// or https:// URL");
 	expect_error(yaml_with("", "billing:\n  order_prefix: AB-1\n"),
-	             "billing.order_prefix: 1 to 8 letters or digits");
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
+	/* "S1" + "2-..." would be "S" + "12-...": the prefix ends in a letter */
+	expect_error(yaml_with("", "billing:\n  order_prefix: S1\n"),
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
+	expect_error(yaml_with("", "billing:\n  order_prefix: \"\"\n"),
+	             "billing.order_prefix: 1 to 8 letters or digits, ending in a letter");
 	expect_error(yaml_with("", "billing:\n  timezone: Mars/Olympus\n"),
 	             "billing.timezone: unknown IANA timezone 'Mars/Olympus'");
+	/* echoed on one line, escaped */
+	expect_error(yaml_with("", "billing:\n  timezone: \"Mars/\\nOlympus\\e[2J\"\n"),
+	             "billing.timezone: unknown IANA timezone 'Mars/\\nOlympus\\x1b[2J'");
 }
 
 static void test_missing_required(void **state)
@@ -246,6 +348,38 @@ static void test_events_settings(void **state)
 	assert_string_equal(c.events.secret, "ENVSECRET");
 }
 
+static void write_key(const char *key)
+{
+	FILE *f = fopen(keypath, "w");
+
+	assert_non_null(f);
+	fputs(key, f);
+	fclose(f);
+}
+
+/* A key longer than the buffer is refused, never cut to a wrong key. */
+static void test_key_file_length(void **state)
+{
+	char key[300], err[512] = "";
+	struct cfg c;
+
+	(void)state;
+	memset(key, 'k', 255);
+	strcpy(key + 255, "\n");
+	write_key(key);
+	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
+	assert_int_equal(strlen(c.gateway.merchant_key), 255);
+	memset(key, 'k', 256);
+	strcpy(key + 256, "\n");
+	write_key(key);
+	expect_error(yaml_with("", ""), "gateway.merchant_key_file: longer than 255 bytes");
+	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), -1);
+	assert_null(strstr(err, "kkkk"));
+	write_key("SECRETKEY42\nSECOND\n");
+	expect_error(yaml_with("", ""), "gateway.merchant_key_file: more than one line");
+	write_key("SECRETKEY42\n");
+}
+
 /* Runs billingd -c path --check-config; returns its exit status and stderr. */
 static int check_config(const char *path, char *out, size_t len)
 {
@@ -284,12 +418,15 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults_and_values),
 	    cmocka_unit_test(test_env_overrides),
+	    cmocka_unit_test(test_env_key_taken_once),
+	    cmocka_unit_test(test_gateway_https),
 	    cmocka_unit_test(test_example_loads),
 	    cmocka_unit_test(test_unknown_key),
 	    cmocka_unit_test(test_wrong_type),
 	    cmocka_unit_test(test_missing_required),
 	    cmocka_unit_test(test_malformed_yaml),
 	    cmocka_unit_test(test_key_file_permissions),
+	    cmocka_unit_test(test_key_file_length),
 	    cmocka_unit_test(test_events_settings),
 	    cmocka_unit_test(test_billingd_check_config),
 	};

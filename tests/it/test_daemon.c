@@ -734,6 +734,54 @@ static void test_key_never_logged(void **state)
 	env_stop(e);
 }
 
+/* /proc/PID/<name> of a running process, whole (it may hold NULs). */
+static size_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return n;
+}
+
+/* A running billingd holds the key in memory only: not in its environment
+ * (which /proc and child processes see), and never in a core dump. */
+static void test_key_hygiene(void **state)
+{
+	struct env *e = &the_env;
+	char dburl[2048], buf[16384];
+	const char *argv[] = {ts_bin("billingd"), "-c", NULL, "--now", NOW_ISO, NULL};
+	const char *env[] = {dburl, "IOTPAY_MERCHANT_KEY=" TS_KEY, NULL};
+	const char *core;
+	size_t n;
+	pid_t pid;
+
+	(void)state;
+	env_start(e, "daemon_key_hygiene", NULL, FAST_CONFIG);
+	argv[2] = e->config;
+	snprintf(dburl, sizeof(dburl), "DATABASE_URL=%s", e->url);
+	pid = ts_spawn(argv, env, e->log);
+	e->pids[0] = pid;
+	wait_log(e->log, "event=started", 10000);
+	n = read_proc(pid, "environ", buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_null(memmem(buf, n, TS_KEY, strlen(TS_KEY)));
+	assert_null(memmem(buf, n, "IOTPAY_MERCHANT_KEY=T", 21));
+	read_proc(pid, "limits", buf, sizeof(buf));
+	core = strstr(buf, "Max core file size");
+	assert_non_null(core);
+	if (strncmp(core + 26, "0                    0 ", 23) != 0)
+		fail_msg("core dumps allowed: %.60s", core);
+	daemon_stop(e, pid, SIGTERM, 5000);
+	env_stop(e);
+}
+
 /* ---- 6. an old schema, the database down ---- */
 
 static void test_old_schema_and_database_down(void **state)
@@ -885,6 +933,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_daemons_never_write_plans, teardown),
 	    cmocka_unit_test_teardown(test_no_plans_no_start, teardown),
 	    cmocka_unit_test_teardown(test_key_never_logged, teardown),
+	    cmocka_unit_test_teardown(test_key_hygiene, teardown),
 	    cmocka_unit_test_teardown(test_log_lines, teardown),
 	    cmocka_unit_test_teardown(test_sigterm_while_charging, teardown),
 	    cmocka_unit_test_teardown(test_lease_outlived_by_queue, teardown),

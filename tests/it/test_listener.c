@@ -14,6 +14,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 
@@ -727,6 +730,49 @@ static void test_limits_paths_methods(void **state)
 	free(body);
 }
 
+/* Sends req as is on a new connection to the listener; returns the status
+ * of the answer (0: none). */
+static int raw_status(const char *req)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(listener_port(lst))};
+	char buf[512];
+	size_t n = 0;
+	ssize_t k;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+
+	assert_true(fd >= 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	shutdown(fd, SHUT_WR);
+	while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += (size_t)k;
+	buf[n] = '\0';
+	close(fd);
+	sscanf(buf, "HTTP/1.%*d %d", &status);
+	return status;
+}
+
+/* Two Content-Length headers: a proxy in front may frame the body by the
+ * other one (request smuggling). Refused, equal or not, on every path. */
+static void test_duplicate_content_length(void **state)
+{
+	(void)state;
+	assert_int_equal(raw_status("POST /iotpay/notify HTTP/1.1\r\nHost: x\r\n"
+	                            "Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}"),
+	                 400);
+	assert_int_equal(raw_status("POST /iotpay/notify HTTP/1.1\r\nHost: x\r\n"
+	                            "Content-Length: 2\r\ncontent-length: 2\r\n\r\n{}"),
+	                 400);
+	assert_int_equal(raw_status("GET /healthz HTTP/1.1\r\nHost: x\r\n"
+	                            "Content-Length: 0\r\nContent-Length: 0\r\n\r\n"),
+	                 400);
+	/* one is fine */
+	assert_int_equal(raw_status("POST /iotpay/notify HTTP/1.1\r\nHost: x\r\n"
+	                            "Content-Length: 2\r\nConnection: close\r\n\r\n{}"),
+	                 200);
+}
+
 /* ---- concurrency ---- */
 
 #define CONCURRENT 1000
@@ -1272,6 +1318,7 @@ int main(void)
 	    cmocka_unit_test(test_enrolment_end_to_end),
 	    cmocka_unit_test(test_enrolment_return_url_with_query),
 	    cmocka_unit_test(test_limits_paths_methods),
+	    cmocka_unit_test(test_duplicate_content_length),
 	    cmocka_unit_test(test_thousand_concurrent_requests),
 	    cmocka_unit_test(test_healthz),
 	    cmocka_unit_test(test_bad_listen_address),

@@ -332,8 +332,8 @@ static void test_billctl_plans(void **state)
 	snprintf(cfg, sizeof(cfg), "%s", ts_write_config(dir, dburl, NULL, "plans_dir: plans\n"));
 	assert_int_equal(run(out, sizeof(out), "cd / && %s -c %s plans sync 2>&1", bin, cfg), 1);
 	snprintf(path, sizeof(path),
-	         "billctl: %s/plans/gold.yaml:3: amount: must be a positive integer (cents), got "
-	         "'-5'\n",
+	         "billctl: %s/plans/gold.yaml:3: amount: must be a positive integer (cents) up to "
+	         "2147483647, got '-5'\n",
 	         dir);
 	assert_string_equal(out, path);
 	assert_int_equal(run(out, sizeof(out), "rm -r %s", dir), 0);

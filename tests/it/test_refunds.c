@@ -281,6 +281,88 @@ static void test_intent_committed_before_call(void **state)
 	assert_string_equal(q.row.state, "succeeded");
 }
 
+/* Several billctl refunds of one charge at once, each on its own
+ * connection at the given default isolation level. */
+#define RACERS 6
+
+struct racer {
+	const char *pay, *isolation;
+	pthread_barrier_t *go;
+	struct gw_client *gw; /* its own: gw_call is not for two threads at once */
+	int rc;
+	char err[512];
+};
+
+static void *racer_thread(void *arg)
+{
+	struct racer *t = arg;
+	struct refund_row row;
+	PGconn *c = db_connect(url, "racer", t->err, sizeof(t->err));
+	const char *p[1] = {t->isolation};
+
+	t->rc = -9;
+	if (c && db_exec(c, "SELECT set_config('default_transaction_isolation', $1, false)", 1, p,
+	                 t->err, sizeof(t->err)) == 0) {
+		pthread_barrier_wait(t->go);
+		t->rc = refunds_request(c, t->gw, PREFIX, t->pay, 0, 300, time(NULL), &row, t->err,
+		                        sizeof(t->err));
+	} else {
+		pthread_barrier_wait(t->go);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+/* At every isolation level: three of the six 300-cent refunds of a 1000
+ * charge go through, the others are refused before sending (never a
+ * serialization error: the request retries it), and nothing exceeds. */
+static void test_concurrent_requests_every_isolation(void **state)
+{
+	static const char *const levels[] = {"read committed", "repeatable read", "serializable"};
+
+	(void)state;
+	for (size_t l = 0; l < sizeof(levels) / sizeof(levels[0]); l++) {
+		char pay[64], sql[256], err[256];
+		struct racer r[RACERS];
+		struct cfg cfg;
+		pthread_t th[RACERS];
+		pthread_barrier_t go;
+		int ok = 0, voided;
+
+		paid_charge(1000, pay, sizeof(pay));
+		pthread_barrier_init(&go, NULL, RACERS);
+		ts_cfg(&cfg, NULL, &fake);
+		for (int i = 0; i < RACERS; i++) {
+			r[i] = (struct racer){.pay = pay, .isolation = levels[l], .go = &go};
+			r[i].gw = gw_client_new(&cfg.gateway, err, sizeof(err));
+			assert_non_null(r[i].gw);
+		}
+		for (int i = 0; i < RACERS; i++)
+			assert_int_equal(pthread_create(&th[i], NULL, racer_thread, &r[i]), 0);
+		for (int i = 0; i < RACERS; i++) {
+			pthread_join(th[i], NULL);
+			gw_client_free(r[i].gw);
+		}
+		pthread_barrier_destroy(&go);
+		for (int i = 0; i < RACERS; i++) {
+			if (r[i].rc == GW_SUCCESS) {
+				ok++;
+				continue;
+			}
+			if (r[i].rc != -1 || !strstr(r[i].err, "exceeds the 100 cents remaining") ||
+			    strchr(r[i].err, '\n'))
+				fail_msg("%s: rc %d: %s", levels[l], r[i].rc, r[i].err);
+		}
+		assert_int_equal(ok, 3);
+		snprintf(sql, sizeof(sql),
+		         "SELECT sum(r.amount_cents) FROM refunds r JOIN charges c ON c.id = "
+		         "r.charge_id WHERE c.pay_order_id = '%s' AND r.state <> 'failed'",
+		         pay);
+		assert_int_equal(ts_db_long(db, sql), 900);
+		assert_int_equal(fake_refunded(pay, &voided), 900);
+	}
+}
+
 /* The gateway processed the refund but the answer was lost: it stays
  * 'unknown', still counts against the charge, and cc_query settles it. */
 static void test_unknown_resolved_succeeded(void **state)
@@ -407,6 +489,7 @@ int main(void)
 	    cmocka_unit_test(test_void_then_refund_refused),
 	    cmocka_unit_test(test_void_after_refund_refused),
 	    cmocka_unit_test(test_intent_committed_before_call),
+	    cmocka_unit_test(test_concurrent_requests_every_isolation),
 	    cmocka_unit_test(test_unknown_resolved_succeeded),
 	    cmocka_unit_test(test_unknown_resolved_failed),
 	    cmocka_unit_test(test_fail_recorded),

@@ -367,6 +367,36 @@ static void test_unknown_resolved_first(void **state)
 	env_stop(e);
 }
 
+/* billctl charge: once the attempt is claimed the request may be on the
+ * wire, so an error after that (here the recorder cannot reach the
+ * database) is an unknown outcome, never "nothing was sent". */
+static void test_charge_now_error_after_claim_is_unknown(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00");
+	struct cfg unreachable;
+	struct sched *s;
+	char mch[64], err[512];
+	long sub;
+
+	(void)state;
+	env_start(e, "sched_charge_now", NULL, 2000);
+	ts_enrol(e->db, e->gw, "n1", NULL);
+	sub = ts_subscribe(e->db, "n1", "weekly", start);
+	unreachable = e->cfg;
+	snprintf(unreachable.database_url, sizeof(unreachable.database_url),
+	         "postgresql://127.0.0.1:1/none");
+	s = sched_new(&unreachable, e->db, e->gw, "test-scheduler");
+	assert_non_null(s);
+	assert_int_equal(sched_charge_now(s, sub, start, mch, sizeof(mch), err, sizeof(err)),
+	                 GW_UNKNOWN);
+	sched_free(s);
+	assert_int_equal(fake_requests(e, "cc_purchasewithtoken"), 1);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'pending'"),
+	                 1);
+	env_stop(e);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -381,6 +411,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_dunning, teardown),
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
+	    cmocka_unit_test_teardown(test_charge_now_error_after_claim_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_year_clean, teardown),
 	    cmocka_unit_test_teardown(test_year_with_faults, teardown),
 	};

@@ -1,5 +1,5 @@
 /* test_billing_rules: how a subscription moves after an attempt's result
- * (sched_apply): advance, dunning steps counted from the failed attempt,
+ * (billing_apply): advance, dunning steps counted from the failed attempt,
  * each on_exhausted, fixed cycles, "system busy", and an admin's pause or
  * cancel made while the charge was in flight. */
 #include <stdarg.h>
@@ -12,8 +12,8 @@
 #include <cmocka.h>
 
 #include "calendar.h"
+#include "billing.h"
 #include "plans.h"
-#include "scheduler.h"
 
 static int64_t at(const char *iso)
 {
@@ -43,15 +43,15 @@ static struct plan monthly(enum plan_exhausted on_exhausted, int cycles)
 	return p;
 }
 
-static struct sched_sub sub_at(int64_t anchor, int period)
+static struct billing_sub sub_at(int64_t anchor, int period)
 {
-	struct sched_sub ss;
+	struct billing_sub ss;
 
 	memset(&ss, 0, sizeof(ss));
 	ss.anchor = anchor;
 	ss.period = period;
 	ss.cycles_done = period;
-	snprintf(ss.state, sizeof(ss.state), "active");
+	ss.state = BILLING_ACTIVE;
 	ss.next_charge_at = 1;
 	return ss;
 }
@@ -67,13 +67,13 @@ static int setup(void **state)
 static void test_success_advances_from_the_anchor(void **state)
 {
 	struct plan p = monthly(PLAN_PAST_DUE, 0);
-	struct sched_sub ss = sub_at(at("2026-01-31T10:00:00-05:00"), 1);
+	struct billing_sub ss = sub_at(at("2026-01-31T10:00:00-05:00"), 1);
 
 	(void)state;
 	ss.attempts = 2;
-	snprintf(ss.state, sizeof(ss.state), "past_due");
-	sched_apply(&p, &ss, SR_SUCCEEDED, at("2026-03-05T12:00:00-05:00"));
-	assert_string_equal(ss.state, "active");
+	ss.state = BILLING_PAST_DUE;
+	billing_apply(&p, &ss, BILLING_SUCCEEDED, at("2026-03-05T12:00:00-05:00"));
+	assert_string_equal(billing_state_names[ss.state], "active");
 	assert_int_equal(ss.period, 2);
 	assert_int_equal(ss.attempts, 0);
 	assert_int_equal(ss.period_start, at("2026-02-28T10:00:00-05:00"));
@@ -85,17 +85,17 @@ static void test_success_advances_from_the_anchor(void **state)
 static void test_declines_step_from_the_failed_attempt(void **state)
 {
 	struct plan p = monthly(PLAN_PAST_DUE, 0);
-	struct sched_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
+	struct billing_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
 	int64_t t1 = at("2026-03-07T09:30:00-05:00");
 
 	(void)state;
-	sched_apply(&p, &ss, SR_DECLINED, t1);
-	assert_string_equal(ss.state, "past_due");
+	billing_apply(&p, &ss, BILLING_DECLINED, t1);
+	assert_string_equal(billing_state_names[ss.state], "past_due");
 	assert_int_equal(ss.attempts, 1);
 	assert_int_equal(ss.next_charge_at, at("2026-03-08T09:30:00-04:00")); /* 1d, across DST */
-	sched_apply(&p, &ss, SR_DECLINED, at("2026-03-08T11:00:00-04:00"));
+	billing_apply(&p, &ss, BILLING_DECLINED, at("2026-03-08T11:00:00-04:00"));
 	assert_int_equal(ss.next_charge_at, at("2026-03-11T11:00:00-04:00")); /* 3d */
-	sched_apply(&p, &ss, SR_DECLINED, at("2026-03-11T11:00:00-04:00"));
+	billing_apply(&p, &ss, BILLING_DECLINED, at("2026-03-11T11:00:00-04:00"));
 	assert_int_equal(ss.next_charge_at, at("2026-03-18T11:00:00-04:00")); /* 7d */
 	assert_int_equal(ss.period, 0);
 }
@@ -111,10 +111,10 @@ static void test_exhausted(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct plan p = monthly(cases[i].e, 0);
-		struct sched_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
+		struct billing_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
 		for (int k = 0; k < 4; k++)
-			sched_apply(&p, &ss, SR_DECLINED, at("2026-03-02T09:00:00-05:00"));
-		assert_string_equal(ss.state, cases[i].state);
+			billing_apply(&p, &ss, BILLING_DECLINED, at("2026-03-02T09:00:00-05:00"));
+		assert_string_equal(billing_state_names[ss.state], cases[i].state);
 		assert_int_equal(ss.attempts, 4);
 		assert_int_equal(ss.next_charge_at, 0);
 		assert_int_equal(ss.period, 0);
@@ -124,11 +124,11 @@ static void test_exhausted(void **state)
 static void test_fixed_cycles_end(void **state)
 {
 	struct plan p = monthly(PLAN_PAST_DUE, 3);
-	struct sched_sub ss = sub_at(at("2026-01-15T00:00:00-05:00"), 2);
+	struct billing_sub ss = sub_at(at("2026-01-15T00:00:00-05:00"), 2);
 
 	(void)state;
-	sched_apply(&p, &ss, SR_SUCCEEDED, at("2026-03-15T00:00:00-04:00"));
-	assert_string_equal(ss.state, "ended");
+	billing_apply(&p, &ss, BILLING_SUCCEEDED, at("2026-03-15T00:00:00-04:00"));
+	assert_string_equal(billing_state_names[ss.state], "ended");
 	assert_int_equal(ss.cycles_done, 3);
 	assert_int_equal(ss.next_charge_at, 0);
 }
@@ -136,16 +136,16 @@ static void test_fixed_cycles_end(void **state)
 static void test_busy_absent_unknown(void **state)
 {
 	struct plan p = monthly(PLAN_PAST_DUE, 0);
-	struct sched_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0), before;
+	struct billing_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0), before;
 	int64_t now = at("2026-03-01T09:00:00-05:00");
 
 	(void)state;
-	sched_apply(&p, &ss, SR_BUSY, now);
+	billing_apply(&p, &ss, BILLING_BUSY, now);
 	assert_int_equal(ss.attempts, 0); /* the gateway's trouble is not a decline */
 	assert_true(ss.next_charge_at > now && ss.next_charge_at <= now + 300);
 	before = ss;
-	sched_apply(&p, &ss, SR_ABSENT, now);
-	sched_apply(&p, &ss, SR_UNKNOWN, now);
+	billing_apply(&p, &ss, BILLING_ABSENT, now);
+	billing_apply(&p, &ss, BILLING_UNKNOWN, now);
 	assert_memory_equal(&ss, &before, sizeof(ss));
 }
 
@@ -156,10 +156,10 @@ static void test_admin_pause_or_cancel_stands(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < 2; i++) {
-		struct sched_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
-		snprintf(ss.state, sizeof(ss.state), "%s", halted[i]);
-		sched_apply(&p, &ss, SR_SUCCEEDED, at("2026-03-01T09:00:00-05:00"));
-		assert_string_equal(ss.state, halted[i]);
+		struct billing_sub ss = sub_at(at("2026-03-01T09:00:00-05:00"), 0);
+		ss.state = (enum billing_state)billing_state_parse(halted[i]);
+		billing_apply(&p, &ss, BILLING_SUCCEEDED, at("2026-03-01T09:00:00-05:00"));
+		assert_string_equal(billing_state_names[ss.state], halted[i]);
 		assert_int_equal(ss.period, 1); /* the paid period is recorded */
 		assert_int_equal(ss.next_charge_at, 0);
 	}

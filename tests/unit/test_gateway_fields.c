@@ -180,6 +180,24 @@ static void test_json_tampered_and_malformed(void **state)
 	}
 }
 
+/* An error names the field without its control bytes: it is one line
+ * (found by tests/fuzz/fuzz_callback). */
+static void test_errors_one_line(void **state)
+{
+	struct gw_fields f;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(gw_fields_from_query("a%0Ab=1&a%0Ab=2", &f, err, sizeof(err)), -1);
+	assert_string_equal(err, "field a b appears twice");
+	assert_int_equal(gw_fields_from_json("{\"a\\r\\nb\":[1]}", 14, &f, err, sizeof(err)), -1);
+	assert_string_equal(err, "field a  b is not a string or number");
+	assert_int_equal(
+	    gw_fields_from_json("{\"\\u001b[2J\":1,\"\\u001b[2J\":2}", 29, &f, err, sizeof(err)),
+	    -1);
+	assert_string_equal(err, "field  [2J appears twice");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +207,7 @@ int main(void)
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_json_notify),
 	    cmocka_unit_test(test_json_tampered_and_malformed),
+	    cmocka_unit_test(test_errors_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

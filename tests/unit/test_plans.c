@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "billing.h"
 #include "plans.h"
 
 static char tmp[64];
@@ -99,6 +100,20 @@ static void test_defaults(void **state)
 	assert_int_equal(p.id, 0);
 }
 
+static void test_largest_amount(void **state)
+{
+	struct plan p;
+	char err[512];
+
+	(void)state;
+	if (plans_load_file(write_file("basic.yaml",
+	                               "code: basic\nname: Basic\namount: 2147483647\n"
+	                               "currency: CAD\ninterval: month\ninterval_count: 1\n"),
+	                    &p, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	assert_int_equal(p.amount, 2147483647);
+}
+
 static void test_bad_values(void **state)
 {
 	(void)state;
@@ -109,15 +124,23 @@ static void test_bad_values(void **state)
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\ncurrency: CAD\namount: -5\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "4: amount: must be a positive integer (cents), got '-5'");
+	             "4: amount: must be a positive integer (cents) up to 2147483647, got '-5'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 0\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "3: amount: must be a positive integer (cents), got '0'");
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got '0'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 15.00\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "3: amount: must be a positive integer (cents), got '15.00'");
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got "
+	             "'15.00'");
+	/* The gateway's amount is a 32-bit integer: a larger one would be
+	 * refused at every attempt. */
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 2147483648\ncurrency: CAD\n"
+	             "interval: month\ninterval_count: 1\n",
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got "
+	             "'2147483648'");
 	expect_error("basic.yaml",
 	             "code: basic\nname: Basic\namount: 1500\ncurrency: USD\n"
 	             "interval: month\ninterval_count: 1\n",
@@ -141,8 +164,8 @@ static void test_bad_values(void **state)
 	expect_error("basic.yaml",
 	             "code: basic\nname: \"Two\\nlines\"\namount: 1500\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
-	             "2: name: must be one line of 1 to 127 bytes, got the quoted string \"Two\n"
-	             "lines\"");
+	             "2: name: must be one line of 1 to 127 bytes, got the quoted string "
+	             "\"Two\\nlines\"");
 }
 
 static void test_bad_retry(void **state)
@@ -193,11 +216,11 @@ static void test_wrong_types(void **state)
 	char text[1024];
 
 	(void)state;
-	expect_error(
-	    "basic.yaml",
-	    "code: basic\nname: Basic\namount: \"1500\"\ncurrency: CAD\n"
-	    "interval: month\ninterval_count: 1\n",
-	    "3: amount: must be a positive integer (cents), got the quoted string \"1500\"");
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: \"1500\"\ncurrency: CAD\n"
+	             "interval: month\ninterval_count: 1\n",
+	             "3: amount: must be a positive integer (cents) up to 2147483647, got the "
+	             "quoted string \"1500\"");
 	expect_error("basic.yaml",
 	             "code: basic\nname: [Basic, Plan]\namount: 1500\ncurrency: CAD\n"
 	             "interval: month\ninterval_count: 1\n",
@@ -212,6 +235,20 @@ static void test_wrong_types(void **state)
 	snprintf(text, sizeof(text), "%scycles:\n  count: 12\n", GOOD);
 	expect_error("basic.yaml", text,
 	             "8: cycles: must be a positive integer (number of payments), got a mapping");
+	/* the value echoed is one line, whatever it holds (found by fuzz_plans) */
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: month\n\n  weekly\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got 'month\\nweekly'");
+	expect_error("basic.yaml",
+	             "code: basic\nname: Basic\namount: 1500\ncurrency: CAD\n"
+	             "interval: \"mo\\r\\x1b[2J\\\"\"\ninterval_count: 1\n",
+	             "5: interval: must be day, week, month or year, got the quoted string "
+	             "\"mo\\r\\x1b[2J\\\"\"");
+	snprintf(text, sizeof(text), "%s\"cy\\ncles\": 1\n", GOOD);
+	expect_error("basic.yaml", text,
+	             "7: cy\\ncles: unknown key (expected code, name, amount, currency, interval, "
+	             "interval_count, trial_days, cycles, retry)");
 	expect_error("basic.yaml", "- code: basic\n- name: Basic\n",
 	             "1: plan: expected a mapping of keys (code, name, amount, ...)");
 }
@@ -304,11 +341,14 @@ static int64_t instant(const char *iso)
 	return t;
 }
 
+/* The plan files' rules through the billing rules (billing_apply): trial,
+ * periods from the anchor, fixed cycles, retries from the failed attempt. */
 static void test_calendar_rules(void **state)
 {
 	struct plan monthly, instalments;
+	struct billing_sub s;
 	char err[512];
-	int64_t anchor, at = 0;
+	int64_t anchor;
 	int64_t failed = instant("2026-03-07T15:20:00-05:00");
 
 	(void)state;
@@ -318,35 +358,38 @@ static void test_calendar_rules(void **state)
 
 	/* The 14-day trial shifts every paid period: first charge 14 local days
 	 * after the start (across the spring transition), then monthly. */
-	anchor = plans_anchor(instant("2026-02-28T09:00:00-05:00"), monthly.trial_days);
+	anchor = billing_anchor(instant("2026-02-28T09:00:00-05:00"), monthly.trial_days);
 	assert_int_equal(anchor, instant("2026-03-14T09:00:00-04:00"));
-	assert_int_equal(plans_period_start(&monthly, anchor, 0), anchor);
-	assert_int_equal(plans_period_start(&monthly, anchor, 1),
-	                 instant("2026-04-14T09:00:00-04:00"));
-	assert_int_equal(plans_anchor(anchor, 0), anchor);
+	assert_int_equal(billing_anchor(anchor, 0), anchor);
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_TRIALING};
+	billing_apply(&monthly, &s, BILLING_SUCCEEDED, anchor);
+	assert_int_equal(s.period_start, anchor);
+	assert_int_equal(s.period_end, instant("2026-04-14T09:00:00-04:00"));
 
 	/* Twelve payments, then the subscription ends at the end of the twelfth
 	 * period. */
 	anchor = instant("2026-01-31T10:00:00-05:00");
-	assert_true(plans_has_period(&instalments, 0));
-	assert_true(plans_has_period(&instalments, 11));
-	assert_false(plans_has_period(&instalments, 12));
-	assert_true(plans_has_period(&monthly, 100000));
-	assert_int_equal(plans_period_start(&instalments, anchor, 11),
-	                 instant("2026-12-31T10:00:00-05:00"));
-	assert_int_equal(plans_period_start(&instalments, anchor, instalments.cycles),
-	                 instant("2027-01-31T10:00:00-05:00"));
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_ACTIVE};
+	for (int n = 0; n < 11; n++)
+		billing_apply(&instalments, &s, BILLING_SUCCEEDED, s.next_charge_at);
+	assert_int_equal(s.state, BILLING_ACTIVE);
+	billing_apply(&instalments, &s, BILLING_SUCCEEDED, s.next_charge_at);
+	assert_int_equal(s.period_start, instant("2026-12-31T10:00:00-05:00"));
+	assert_int_equal(s.period_end, instant("2027-01-31T10:00:00-05:00"));
+	assert_int_equal(s.state, BILLING_ENDED);
+	assert_int_equal(s.next_charge_at, 0);
 
 	/* Retries count from the failed attempt: 1d, 3d, 7d local days. */
-	assert_int_equal(plans_retry_at(&monthly, 1, failed, &at), 1);
-	assert_int_equal(at, instant("2026-03-08T15:20:00-04:00"));
-	assert_int_equal(plans_retry_at(&monthly, 2, instant("2026-03-08T15:21:07-04:00"), &at), 1);
-	assert_int_equal(at, instant("2026-03-11T15:21:07-04:00"));
-	assert_int_equal(plans_retry_at(&monthly, 3, failed, &at), 1);
-	assert_int_equal(at, instant("2026-03-14T15:20:00-04:00"));
-	at = 0;
-	assert_int_equal(plans_retry_at(&monthly, 4, failed, &at), 0);
-	assert_int_equal(at, 0);
+	s = (struct billing_sub){.anchor = anchor, .state = BILLING_ACTIVE};
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, instant("2026-03-08T15:20:00-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, instant("2026-03-08T15:21:07-04:00"));
+	assert_int_equal(s.next_charge_at, instant("2026-03-11T15:21:07-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, instant("2026-03-14T15:20:00-04:00"));
+	billing_apply(&monthly, &s, BILLING_DECLINED, failed);
+	assert_int_equal(s.next_charge_at, 0);
+	assert_int_equal(s.state, BILLING_PAST_DUE);
 	assert_string_equal(plans_exhausted_name(monthly.on_exhausted), "past_due");
 	assert_string_equal(plans_exhausted_name(PLAN_CANCEL), "cancel");
 	assert_string_equal(plans_exhausted_name(PLAN_PAUSE), "pause");
@@ -380,6 +423,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_examples),
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_largest_amount),
 	    cmocka_unit_test(test_bad_values),
 	    cmocka_unit_test(test_bad_retry),
 	    cmocka_unit_test(test_unknown_missing_duplicate_key),

@@ -1,0 +1,320 @@
+/* charges.c: every write to the charges table, and the claims on it.
+ *
+ * An attempt is claimed and its intent committed in one statement, before
+ * any byte goes to the gateway; its outcome is written only by the process
+ * that holds its lease; an open outcome is claimed again only for a
+ * cc_query. The database enforces one open attempt per subscription, one
+ * success per period and unique order numbers (migrations/0001_initial.sql). */
+#include <stdio.h>
+#include <string.h>
+
+#include "charges.h"
+
+#define OPEN_STATES "('pending', 'unknown')"
+
+const char *const charges_state_names[CHARGES_NSTATES] = {[CHARGES_PENDING] = "pending",
+                                                          [CHARGES_SUCCEEDED] = "succeeded",
+                                                          [CHARGES_FAILED] = "failed",
+                                                          [CHARGES_UNKNOWN] = "unknown"};
+
+int charges_state_parse(const char *s)
+{
+	return db_name_index(charges_state_names, CHARGES_NSTATES, s);
+}
+
+int charges_state_outcome(const char *s)
+{
+	switch (charges_state_parse(s)) {
+	case CHARGES_SUCCEEDED:
+		return GW_SUCCESS;
+	case CHARGES_FAILED:
+		return GW_FAIL;
+	default:
+		return GW_UNKNOWN;
+	}
+}
+
+/* Columns of both claims' RETURNING. */
+enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT };
+#define CLAIM_RETURNING " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents"
+
+static const char SQL_CLAIM_DUE[] =
+    "WITH due AS ("
+    "  SELECT s.id, s.customer_id, s.plan_id, s.period FROM subscriptions s"
+    "   WHERE s.next_charge_at <= to_timestamp($1)"
+    "     AND s.state IN ('trialing', 'active', 'past_due')"
+    "     AND ($4::bigint IS NULL OR s.id = $4::bigint)"
+    "     AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                  AND cu.state = 'bound')"
+    "     AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
+    "                      AND c.state IN " OPEN_STATES ")"
+    "   ORDER BY s.next_charge_at LIMIT $2"
+    "   FOR UPDATE OF s SKIP LOCKED)"
+    " INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, customer_id,"
+    "                      plan_id, amount_cents, lease_owner, lease_expires_at)"
+    " SELECT " ORDER_NO_ATTEMPT(
+        "$3", "d.id", "d.period",
+        "a.n") ", 'subscription', d.id,"
+               "        d.period, a.n, d.customer_id, d.plan_id, p.amount_cents, $5,"
+               "        now() + make_interval(secs => $6::int)"
+               "   FROM due d JOIN plans p ON p.id = d.plan_id"
+               "   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
+               "                        WHERE c.subscription_id = d.id AND c.period = d.period) a"
+               " ON CONFLICT DO NOTHING" CLAIM_RETURNING;
+
+/* Leases run on the database's clock, not the billing clock. */
+static const char SQL_CLAIM_UNRESOLVED[] =
+    "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
+    "$2::int)"
+    " WHERE id IN (SELECT id FROM charges"
+    "               WHERE state IN " OPEN_STATES " AND lease_expires_at <= $4::timestamptz"
+    "                 AND kind = 'subscription'"
+    "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)" CLAIM_RETURNING;
+
+static int each_claimed(PGresult *r, charges_claim_fn fn, void *arg)
+{
+	int n;
+
+	if (!r)
+		return -1;
+	n = PQntuples(r);
+	for (int i = 0; i < n; i++) {
+		struct charges_claim cl = {.id = db_i64(r, i, CL_ID),
+		                           .subscription_id = db_i64(r, i, CL_SUB),
+		                           .amount_cents = db_i64(r, i, CL_AMOUNT)};
+
+		snprintf(cl.mch_order_no, sizeof(cl.mch_order_no), "%s", db_str(r, i, CL_ORDER_NO));
+		snprintf(cl.customer_id, sizeof(cl.customer_id), "%s", db_str(r, i, CL_CUSTOMER));
+		fn(arg, &cl);
+	}
+	PQclear(r);
+	return n;
+}
+
+int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
+                      const struct charges_lease *lease, charges_claim_fn fn, void *arg, char *err,
+                      size_t errlen)
+{
+
+	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
+	                           DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
+	                           DB_I(lease->seconds)),
+	                    fn, arg);
+}
+
+int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen)
+{
+	PGresult *r = db_query(c, "SELECT clock_timestamp()", 0, NULL, err, errlen);
+
+	if (!r)
+		return -1;
+	snprintf(cutoff, len, "%s", db_str(r, 0, 0));
+	PQclear(r);
+	return 0;
+}
+
+int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
+                             const struct charges_lease *lease, charges_claim_fn fn, void *arg,
+                             char *err, size_t errlen)
+{
+
+	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
+	                           DB_I(lease->seconds), DB_I(limit), DB_S(cutoff)),
+	                    fn, arg);
+}
+
+enum {
+	OW_CHARGE,
+	OW_SUB,
+	OW_PLAN,
+	OW_ANCHOR,
+	OW_ANCHOR_PERIOD,
+	OW_PERIOD,
+	OW_CYCLES,
+	OW_ATTEMPTS,
+	OW_STATE,
+	OW_NEXT,
+	OW_CHARGE_PERIOD
+};
+static const char SQL_LOCK_OWNED[] =
+    "SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
+    "       s.period, s.cycles_done, s.attempts, s.state,"
+    "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
+    "  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
+    " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
+    "   AND c.state IN " OPEN_STATES " FOR UPDATE OF c, s";
+
+int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_owned_fn fn,
+                       void *arg, char *err, size_t errlen)
+{
+	const char *p[2] = {ids, owner};
+	PGresult *r = db_query(c, SQL_LOCK_OWNED, 2, p, err, errlen);
+	int rc = 0;
+
+	if (!r)
+		return -1;
+	for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+		struct charges_owned o = {.charge_id = db_i64(r, i, OW_CHARGE),
+		                          .charge_period = (int)db_i64(r, i, OW_CHARGE_PERIOD),
+		                          .subscription_id = db_i64(r, i, OW_SUB),
+		                          .plan_id = db_i64(r, i, OW_PLAN),
+		                          .anchor = db_i64(r, i, OW_ANCHOR),
+		                          .anchor_period = (int)db_i64(r, i, OW_ANCHOR_PERIOD),
+		                          .period = (int)db_i64(r, i, OW_PERIOD),
+		                          .cycles_done = (int)db_i64(r, i, OW_CYCLES),
+		                          .attempts = (int)db_i64(r, i, OW_ATTEMPTS),
+		                          .next_charge_at = db_i64(r, i, OW_NEXT)};
+
+		snprintf(o.state, sizeof(o.state), "%s", db_str(r, i, OW_STATE));
+		rc = fn(arg, &o, err, errlen);
+	}
+	PQclear(r);
+	return rc < 0 ? -1 : 0;
+}
+
+static const char SQL_SET_OUTCOMES[] =
+    "UPDATE charges c SET state = u.state, pay_order_id = u.pay_order_id,"
+    "       trans_id = u.trans_id, gateway_status = u.status, ret_msg = u.msg,"
+    "       pay_succ_time = u.succ, lease_owner = NULL,"
+    "       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END"
+    "  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],"
+    "              $7::text[]) AS u(id, state, pay_order_id, trans_id, status, msg, succ)"
+    " WHERE c.id = u.id";
+
+static void opt_str(struct db_arr *a, const char *v)
+{
+	db_arr_str(a, v && v[0] ? v : NULL);
+}
+
+void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
+                          const char *pay_order_id, const char *trans_id, int status,
+                          const char *ret_msg, const char *pay_succ_time)
+{
+	db_arr_i64(&o->id, id);
+	db_arr_str(&o->state, state);
+	opt_str(&o->pay, pay_order_id);
+	opt_str(&o->trans, trans_id);
+	if (status >= 0)
+		db_arr_i64(&o->status, status);
+	else
+		db_arr_null(&o->status);
+	opt_str(&o->msg, ret_msg);
+	opt_str(&o->succ, pay_succ_time);
+	o->n++;
+}
+
+int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen)
+{
+	const char *p[7] = {db_arr_text(&o->id),    db_arr_text(&o->state),  db_arr_text(&o->pay),
+	                    db_arr_text(&o->trans), db_arr_text(&o->status), db_arr_text(&o->msg),
+	                    db_arr_text(&o->succ)};
+
+	return o->n ? db_exec(c, SQL_SET_OUTCOMES, 7, p, err, errlen) : 0;
+}
+
+void charges_outcomes_free(struct charges_outcomes *o)
+{
+	struct db_arr *all[] = {&o->id,     &o->state, &o->pay, &o->trans,
+	                        &o->status, &o->msg,   &o->succ};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		db_arr_free(all[i]);
+	o->n = 0;
+}
+
+/* Any kind of charge: a payment is recorded wherever its mchOrderNo is ours. */
+static const char SQL_PAID[] =
+    "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
+    "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
+    "       lease_expires_at = NULL, ret_msg = coalesce($7, ret_msg)"
+    " WHERE mch_order_no = $1 AND state IN " OPEN_STATES " AND amount_cents = $6::bigint"
+    " RETURNING id";
+
+/* Why SQL_PAID matched nothing. */
+enum { WHY_SAME, WHY_AMOUNT };
+static const char SQL_PAID_WHY_NOT[] =
+    "SELECT state = 'succeeded' AND pay_order_id = $2, amount_cents = $3::bigint"
+    "  FROM charges WHERE mch_order_no = $1";
+
+enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
+                                    const struct charges_payment *pm, char *err, size_t errlen)
+{
+	PGresult *r;
+	enum charges_paid rc;
+	int n = db_count(c, err, errlen, SQL_PAID, DB_S(mch_order_no), DB_S(pm->pay_order_id),
+	                 DB_S(pm->trans_id ? pm->trans_id : ""), DB_I(pm->status),
+	                 DB_S(pm->pay_succ_time ? pm->pay_succ_time : ""), DB_I(pm->amount_cents),
+	                 DB_S(pm->note));
+
+	if (n < 0)
+		return strcmp(db_last_sqlstate(), "23505") == 0 ? CHARGES_PAID_DUPLICATE
+		                                                : CHARGES_PAID_ERROR;
+	if (n > 0)
+		return CHARGES_PAID_RECORDED;
+	r = db_get(c, err, errlen, SQL_PAID_WHY_NOT, DB_S(mch_order_no), DB_S(pm->pay_order_id),
+	           DB_I(pm->amount_cents));
+	if (!r)
+		return CHARGES_PAID_ERROR;
+	rc = PQntuples(r) == 0                            ? CHARGES_PAID_UNKNOWN
+	     : strcmp(db_str(r, 0, WHY_SAME), "t") == 0   ? CHARGES_PAID_ALREADY
+	     : strcmp(db_str(r, 0, WHY_AMOUNT), "t") != 0 ? CHARGES_PAID_MISMATCH
+	                                                  : CHARGES_PAID_CONFLICT;
+	PQclear(r);
+	return rc;
+}
+
+int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen)
+{
+
+	return db_run(c, err, errlen,
+	              "UPDATE charges SET state = 'failed', ret_msg = $2"
+	              " WHERE id = $1 AND state = 'pending'",
+	              DB_I(id), DB_S(ret_msg));
+}
+
+/* The id is taken first so that the order number can derive from it. */
+static const char SQL_CREATE_LINK[] =
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('charges', 'id')) AS id)"
+    " INSERT INTO charges (id, mch_order_no, kind, customer_id, amount_cents)"
+    " SELECT n.id, " ORDER_NO_LINK("$1::text",
+                                   "n.id") ", 'one_off', cu.customer_id, $3"
+                                           "   FROM n, customers cu WHERE cu.customer_id = $2"
+                                           " RETURNING id, mch_order_no";
+
+int charges_create_link(PGconn *c, const char *order_prefix, const char *customer_id,
+                        int64_t amount, int64_t *id, char *mch_order_no, size_t len, char *err,
+                        size_t errlen)
+{
+	PGresult *r = db_one(db_get(c, err, errlen, SQL_CREATE_LINK, DB_S(order_prefix),
+	                            DB_S(customer_id), DB_I(amount)),
+	                     err, errlen, "unknown customer '%s'", customer_id);
+
+	if (!r)
+		return -1;
+	*id = db_i64(r, 0, 0);
+	snprintf(mch_order_no, len, "%s", db_str(r, 0, 1));
+	PQclear(r);
+	return 0;
+}
+
+enum { LA_ORDER_NO, LA_STATE, LA_MSG };
+
+int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len, char *state,
+                         size_t state_len, char *err, size_t errlen)
+{
+	PGresult *r;
+
+	r = db_get(c, err, errlen,
+	           "SELECT mch_order_no, state, coalesce(ret_msg, '') FROM charges"
+	           " WHERE subscription_id = $1 ORDER BY id DESC LIMIT 1",
+	           DB_I(sub));
+	if (!r)
+		return -1;
+	snprintf(state, state_len, "%s", PQntuples(r) ? db_str(r, 0, LA_STATE) : "");
+	if (PQntuples(r)) {
+		snprintf(mch_order_no, len, "%s", db_str(r, 0, LA_ORDER_NO));
+		snprintf(err, errlen, "%s", db_str(r, 0, LA_MSG));
+	}
+	PQclear(r);
+	return 0;
+}

@@ -1,0 +1,138 @@
+/* charges.h: the charges table's one owner. A charge is a subscription's
+ * attempt (claimed when due) or a payment link; its intent is committed
+ * before the gateway is asked, its outcome recorded after (succeeded,
+ * failed, or unknown until cc_query settles it). See docs/design.md, "The
+ * charge protocol". */
+#ifndef CHARGES_H
+#define CHARGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "gateway.h"
+
+/* The states of a charge (and of a refund: the refunds table uses the same
+ * four), as the database spells them, indexed by the enum. */
+enum charges_state { CHARGES_PENDING, CHARGES_SUCCEEDED, CHARGES_FAILED, CHARGES_UNKNOWN };
+#define CHARGES_NSTATES 4
+extern const char *const charges_state_names[CHARGES_NSTATES];
+/* The state named s, or -1. */
+int charges_state_parse(const char *s);
+/* What a recorded state says of the money: GW_SUCCESS, GW_FAIL, else
+ * GW_UNKNOWN (pending, unknown, or not a state). */
+int charges_state_outcome(const char *s);
+
+/* Our order numbers, spelled here only, as SQL over SQL expressions: a
+ * subscription's attempt <prefix><subscription>-<period>-<attempt>, a
+ * payment link <prefix>P<charge id>, a refund or void <prefix>R<refund id>.
+ * Reconciliation derives from them every number we could have sent. */
+#define ORDER_NO_ATTEMPT(prefix, sub, period, attempt)                                             \
+	"(" prefix " || " sub " || '-' || " period " || '-' || " attempt ")"
+#define ORDER_NO_LINK(prefix, id)   "(" prefix " || 'P' || " id ")"
+#define ORDER_NO_REFUND(prefix, id) "(" prefix " || 'R' || " id ")"
+
+/* A charge claimed for sending (an intent) or for a cc_query (an open
+ * outcome), leased to the claiming process. */
+struct charges_claim {
+	int64_t id;
+	char mch_order_no[31];
+	int64_t subscription_id;
+	char customer_id[31];
+	int64_t amount_cents;
+};
+typedef void (*charges_claim_fn)(void *arg, const struct charges_claim *cl);
+
+struct charges_lease {
+	const char *owner; /* this process, as leases and logs name it */
+	int seconds;       /* on the database's clock */
+};
+
+/* Claims up to limit subscriptions due at now (only subscription only_sub
+ * when it is not 0) whose customer is bound and which have no open charge,
+ * and commits an attempt for each, in one statement; calls fn for each.
+ * Returns how many, or -1 with err. */
+int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
+                      const struct charges_lease *lease, charges_claim_fn fn, void *arg, char *err,
+                      size_t errlen);
+
+/* The database's time now, as text: open outcomes whose lease ran out
+ * before it are claimable by charges_claim_unresolved. */
+int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen);
+
+/* Claims up to limit subscription charges left unknown, or pending past
+ * their lease (a dead process), whose lease ended before cutoff; calls fn
+ * for each. Returns how many, or -1 with err. */
+int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
+                             const struct charges_lease *lease, charges_claim_fn fn, void *arg,
+                             char *err, size_t errlen);
+
+/* An open charge this process still owns, locked with its subscription for
+ * the recording of its outcome. */
+struct charges_owned {
+	int64_t charge_id;
+	int charge_period;
+	int64_t subscription_id, plan_id;
+	int64_t anchor;
+	int anchor_period, period, cycles_done, attempts;
+	char state[12];
+	int64_t next_charge_at; /* 0: none */
+};
+typedef int (*charges_owned_fn)(void *arg, const struct charges_owned *o, char *err, size_t errlen);
+/* Locks (FOR UPDATE, inside the caller's transaction) the charges of ids (a
+ * bigint array literal, db_arr_text) that are still open and leased to
+ * owner, and calls fn for each (fn < 0 stops). 0 / -1 with err. */
+int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_owned_fn fn,
+                       void *arg, char *err, size_t errlen);
+
+/* Outcomes written in one statement. */
+struct charges_outcomes {
+	struct db_arr id, state, pay, trans, status, msg, succ;
+	int n;
+};
+/* state: succeeded, failed or unknown (an unknown one is claimable again
+ * at once); "" and status < 0 are NULL. */
+void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
+                          const char *pay_order_id, const char *trans_id, int status,
+                          const char *ret_msg, const char *pay_succ_time);
+int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen);
+void charges_outcomes_free(struct charges_outcomes *o);
+
+/* A payment proven by the gateway (a signed notify, or cc_query). */
+struct charges_payment {
+	const char *pay_order_id, *trans_id, *pay_succ_time;
+	int status;
+	int64_t amount_cents;
+	const char *note; /* ret_msg to record; NULL keeps it */
+};
+enum charges_paid {
+	CHARGES_PAID_ERROR = -1, /* database error (err) */
+	CHARGES_PAID_RECORDED,   /* the open charge is now succeeded */
+	CHARGES_PAID_ALREADY,    /* recorded before with this payOrderId: a replay */
+	CHARGES_PAID_UNKNOWN,    /* no charge with this mchOrderNo */
+	CHARGES_PAID_MISMATCH,   /* the amount differs from the charge's */
+	CHARGES_PAID_CONFLICT,   /* failed, or succeeded with another payOrderId */
+	CHARGES_PAID_DUPLICATE   /* this payOrderId is another charge's */
+};
+/* Marks the open charge mch_order_no (any kind) succeeded with pm. */
+enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
+                                    const struct charges_payment *pm, char *err, size_t errlen);
+
+/* Marks a pending charge failed (nothing can be paid: the gateway refused
+ * it, or it was never sent). 0 / -1. */
+int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen);
+
+/* Commits a pending one-off charge (a payment link) of amount cents for the
+ * existing customer customer_id; fills its id and order number. 0, or -1
+ * with err ("unknown customer 'x'", database). */
+int charges_create_link(PGconn *c, const char *order_prefix, const char *customer_id,
+                        int64_t amount, int64_t *id, char *mch_order_no, size_t len, char *err,
+                        size_t errlen);
+
+/* The latest attempt of subscription sub: its order number, state and
+ * ret_msg (into err, as the reason to show). 0, or -1 with err. */
+int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len, char *state,
+                         size_t state_len, char *err, size_t errlen);
+
+#endif

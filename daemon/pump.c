@@ -1,0 +1,156 @@
+/* pump.c: the claim pump. One thread keeps max_in_flight gateway requests
+ * going: as slots free up it claims more work (charges.h commits each
+ * intent in the claiming statement, before any byte leaves), sends it
+ * through gw_multi and hands each answer to the recorder thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charges.h"
+#include "log.h"
+#include "metrics.h"
+#include "pump.h"
+#include "recorder.h"
+
+struct pump {
+	const struct cfg *cfg;
+	char owner[96];
+	struct gw_multi *multi;
+	struct recorder *rec;
+};
+
+struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner)
+{
+	struct pump *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->cfg = cfg;
+	snprintf(p->owner, sizeof(p->owner), "%s", owner);
+	p->multi = gw_multi_new(gw, cfg->gateway.max_in_flight);
+	p->rec = p->multi ? recorder_new(cfg, owner) : NULL;
+	if (!p->rec) {
+		gw_multi_free(p->multi);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void pump_free(struct pump *p)
+{
+	/* requests still in flight are abandoned: their leases run out and a
+	 * later pass resolves them */
+	gw_multi_free(p->multi);
+	recorder_free(p->rec);
+	free(p);
+}
+
+struct claiming {
+	struct pump *p;
+	int is_query;
+	int64_t now;
+};
+
+/* Called in the pump's thread as each request completes. */
+static void job_done(void *udata, const struct gw_result *res)
+{
+	struct rec_job *j = udata;
+
+	j->res = *res;
+	metrics_gateway_observe(res->seconds);
+	recorder_push(j);
+}
+
+/* Sends one claimed charge (charges_claim_fn). */
+static void submit_claimed(void *arg, const struct charges_claim *cl)
+{
+	const struct claiming *cg = arg;
+	struct rec_job *j = calloc(1, sizeof(*j));
+	struct gw_request req = {0};
+	struct gw_result res;
+
+	if (!j)
+		abort();
+	j->rec = cg->p->rec;
+	j->charge_id = cl->id;
+	memcpy(j->mch_order_no, cl->mch_order_no, sizeof(j->mch_order_no));
+	snprintf(j->sub_id, sizeof(j->sub_id), "%lld", (long long)cl->subscription_id);
+	memcpy(j->customer_id, cl->customer_id, sizeof(j->customer_id));
+	j->amount = cl->amount_cents;
+	j->now = cg->now;
+	j->is_query = cg->is_query;
+	req.call = cg->is_query ? GW_QUERY : GW_PURCHASE_TOKEN;
+	req.mch_order_no = j->mch_order_no;
+	if (!cg->is_query) {
+		req.customer_id = j->customer_id;
+		req.amount = j->amount;
+		req.subject = "Subscription";
+	}
+	if (gw_multi_submit(cg->p->multi, &req, job_done, j, &res) == GW_INVALID) {
+		/* Refused before sending: nothing left this process. The intent
+		 * stays pending and is resolved when its lease ends. */
+		log_event("error", "charge_refused", "subscription", j->sub_id, "mch_order_no",
+		          j->mch_order_no, "error", res.detail, (char *)NULL);
+		free(j);
+	}
+}
+
+int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
+               size_t errlen)
+{
+	struct claiming cg = {p, what->cutoff != NULL, what->now};
+	struct charges_lease lease = {p->owner, p->cfg->lease_seconds};
+	int n = what->cutoff
+	            ? charges_claim_unresolved(db, what->cutoff, limit, &lease, submit_claimed, &cg,
+	                                       err, errlen)
+	            : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
+	                                &lease, submit_claimed, &cg, err, errlen);
+
+	metrics_in_flight(gw_multi_pending(p->multi));
+	return n;
+}
+
+/* How many to claim: no more than can be sent at once. A claimed request
+ * waiting in the queue for a connection spends its lease before any byte
+ * leaves; another daemon could then take the lease over, find the order
+ * absent and charge again while this one still sends it. It also keeps a
+ * stop prompt and what a crash leaves to expire small. */
+static int claimable(struct pump *p)
+{
+	int free_slots = p->cfg->gateway.max_in_flight - gw_multi_pending(p->multi);
+
+	return free_slots < p->cfg->batch_size ? free_slots : p->cfg->batch_size;
+}
+
+/* Keeps max_in_flight requests going while claim (may be NULL) finds work,
+ * then finishes what is in flight and waits for the recorder. A claim is
+ * made as soon as a sixteenth of the slots is free: small enough to keep
+ * the gateway busy, large enough that a statement carries several charges
+ * (measured with make bench). Returns how many were claimed, or -1. */
+int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
+             const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen)
+{
+	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
+
+	for (;;) {
+		int room = claimable(p), idle = gw_multi_pending(p->multi) == 0;
+
+		if (more && !*stop && room > 0 && (room >= chunk || idle)) {
+			int n = pump_claim(p, db, what, room, err, errlen);
+			if (n < 0)
+				return -1;
+			claimed += n;
+			more = n == room;
+			continue;
+		}
+		if (idle)
+			break;
+		if (gw_multi_run(p->multi, 100) < 0) {
+			snprintf(err, errlen, "gateway client: internal error");
+			return -1;
+		}
+		metrics_in_flight(gw_multi_pending(p->multi));
+	}
+	return recorder_flush(p->rec, st, err, errlen) < 0 ? -1 : claimed;
+}
