@@ -174,6 +174,23 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
+/* A writer's call at the billing clock: the events its change writes are
+ * stamped with it. */
+struct clocked {
+	struct listener *l;
+	db_fn fn;
+	void *arg;
+};
+
+static int at_clock(PGconn *c, void *arg, char *err, size_t errlen)
+{
+	const struct clocked *k = arg;
+
+	if (db_set_now(c, k->l->clock ? k->l->clock() : (int64_t)time(NULL), err, errlen) < 0)
+		return -1;
+	return k->fn(c, k->arg, err, errlen);
+}
+
 struct enrolment_return {
 	struct gw_return e;
 	char token[64]; /* of the enrolment it claims to end */
@@ -216,7 +233,8 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = db_pool_run(l->pool, record_return, &er, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_return, &er}, err,
+	                 sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
 	case CUSTOMERS_UNCHANGED:
@@ -298,7 +316,8 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = db_pool_run(l->pool, record_notify, &n, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
+	                 sizeof(err));
 	if (rc == CHARGES_PAID_NOT_LINK) {
 		/* recorded with its subscription's move by the scheduler, which
 		 * resolves it with cc_query: nothing to send again */

@@ -13,8 +13,9 @@ END $$;
 
 GRANT USAGE ON SCHEMA public TO billing_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO billing_app;
-GRANT INSERT, UPDATE ON customers, plans, subscriptions, charges, refunds, refund_totals
+GRANT INSERT, UPDATE ON customers, plans, subscriptions, charges, refunds, refund_totals, events
 	TO billing_app;
--- the audit triggers run as the writer: they append, nothing more
-GRANT INSERT ON audit_log TO billing_app;
+-- the audit triggers run as the writer: they append, nothing more; so do
+-- the events' delivery attempts
+GRANT INSERT ON audit_log, event_attempts TO billing_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO billing_app;
