@@ -318,16 +318,11 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 	}
 	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
 	                 sizeof(err));
-	if (rc == CHARGES_PAID_NOT_LINK) {
-		/* recorded with its subscription's move by the scheduler, which
-		 * resolves it with cc_query: nothing to send again */
-		log_event("warn", "notify_not_link", "mch_order_no", n.mch_order_no, "pay_order_id",
-		          n.pay_order_id, "detail",
-		          "a subscription's charge: left to the scheduler", (char *)NULL);
-		gw_fields_free(&f);
-		return answer(con, 1);
-	}
-	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
+	/* a subscription's charge moves its subscription: the scheduler
+	 * records it (cc_query), so there is nothing to send again */
+	if (rc == CHARGES_PAID_NOT_LINK)
+		log_event("warn", "notify_not_link", "mch_order_no", n.mch_order_no, (char *)NULL);
+	else if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
 		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",
 		          (char *)NULL);
@@ -341,7 +336,8 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		              : err,
 		          (char *)NULL);
 	gw_fields_free(&f);
-	return answer(con, rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY);
+	return answer(con, rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY ||
+	                       rc == CHARGES_PAID_NOT_LINK);
 }
 
 /* ---- MHD callbacks ---- */
