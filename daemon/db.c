@@ -165,6 +165,11 @@ const char *db_last_sqlstate(void)
 	return last_sqlstate;
 }
 
+int db_retryable(void)
+{
+	return strcmp(last_sqlstate, "40001") == 0 || strcmp(last_sqlstate, "40P01") == 0;
+}
+
 int db_is_down(PGconn *c)
 {
 	return !c || PQstatus(c) != CONNECTION_OK;

@@ -70,6 +70,9 @@ int db_name_index(const char *const *names, int n, const char *s);
 
 /* SQLSTATE of the last failed db_query/db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);
+/* The last error was a serialization failure or a deadlock: the transaction
+ * (or the lone statement) may simply be run again. */
+int db_retryable(void);
 
 /* 1 when the connection is lost (the caller should reconnect). */
 int db_is_down(PGconn *c);
