@@ -379,6 +379,7 @@ struct listener *listener_start(const struct cfg *c, char *err, size_t errlen)
 {
 	static const struct http_limits lim = {THREADS, MAX_CONNS, PER_IP, TIMEOUT};
 	struct listener *l = calloc(1, sizeof(*l));
+	pthread_rwlockattr_t attr;
 	char port[8];
 
 	if (!l) {
@@ -386,7 +387,11 @@ struct listener *listener_start(const struct cfg *c, char *err, size_t errlen)
 		return NULL;
 	}
 	l->cfg = *c;
-	pthread_rwlock_init(&l->lock, NULL);
+	/* a reload waits for requests in progress, not for a stream of them */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&l->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	snprintf(l->actor, sizeof(l->actor), "billingd-listener:%ld", (long)getpid());
 	l->pool = db_pool_new(c->database_url, l->actor, THREADS);
 	if (!l->pool) {
