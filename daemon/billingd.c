@@ -227,8 +227,9 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		sd_notify(0, "READY=1");
 		return 0;
 	}
-	/* Gateway and billing settings take effect at once; the listen address
-	 * needs a restart. The signal handler must not see a freed scheduler. */
+	/* Gateway, billing and callback settings take effect at once; the
+	 * addresses and the database need a restart. The signal handler must
+	 * not see a freed scheduler. */
 	restart_needed(cfg, &fresh);
 	running = NULL;
 	sched_free(old);
