@@ -23,6 +23,7 @@
 #include "calendar.h"
 #include "config.h"
 #include "db.h"
+#include "events.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
@@ -33,7 +34,8 @@
 
 static volatile sig_atomic_t got_stop, got_reload;
 static struct sched *running;
-static struct listener *lsn; /* NULL with --once */
+static struct listener *lsn;  /* NULL with --once */
+static struct events *events; /* NULL with --once */
 
 static void on_signal(int sig)
 {
@@ -237,6 +239,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	*gw = ngw;
 	cfg_wipe(cfg);
 	*cfg = fresh;
+	events_reload(events, &cfg->events);
 	cfg_wipe(&fresh);
 	if (lsn)
 		listener_reload(lsn, cfg);
@@ -402,9 +405,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (!o.once) {
-		lsn = listener_start(&cfg, err, sizeof(err));
+		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
 		adm = lsn ? admin_start(&cfg, billing_clock, err, sizeof(err)) : NULL;
-		if (!adm) {
+		if (adm)
+			events = events_start(&cfg, billing_clock, owner, err, sizeof(err));
+		if (!events) {
 			fprintf(stderr, "billingd: %s\n", err);
 			rc = 1;
 			goto out;
@@ -458,6 +463,7 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1");
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
+	events_stop(events);
 	admin_stop(adm);
 	listener_stop(lsn);
 	sched_free(running);

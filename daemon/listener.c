@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -43,6 +44,7 @@
 struct listener {
 	struct cfg cfg;        /* a copy: the caller may reload its own */
 	pthread_rwlock_t lock; /* cfg: read by requests, replaced by listener_reload */
+	int64_t (*clock)(void);
 	struct MHD_Daemon *d;
 	int port;
 	char actor[64];
@@ -105,6 +107,23 @@ static void log_rejected(struct MHD_Connection *con, const char *path, const cha
 
 /* ---- GET /iotpay/return ---- */
 
+/* A writer's call at the billing clock: the events its change writes are
+ * stamped with it. */
+struct clocked {
+	struct listener *l;
+	db_fn fn;
+	void *arg;
+};
+
+static int at_clock(PGconn *c, void *arg, char *err, size_t errlen)
+{
+	const struct clocked *k = arg;
+
+	if (db_set_now(c, k->l->clock ? k->l->clock() : (int64_t)time(NULL), err, errlen) < 0)
+		return -1;
+	return k->fn(c, k->arg, err, errlen);
+}
+
 static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 {
 	const struct gw_return *e = arg;
@@ -137,7 +156,8 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = db_pool_run(l->pool, record_return, &e, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_return, &e}, err,
+	                 sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
 	case CUSTOMERS_UNCHANGED:
@@ -218,7 +238,8 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = db_pool_run(l->pool, record_notify, &n, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
+	                 sizeof(err));
 	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
 		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",
@@ -375,7 +396,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 
 /* ---- start / stop ---- */
 
-struct listener *listener_start(const struct cfg *c, char *err, size_t errlen)
+struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), char *err,
+                                size_t errlen)
 {
 	static const struct http_limits lim = {THREADS, MAX_CONNS, PER_IP, TIMEOUT};
 	struct listener *l = calloc(1, sizeof(*l));
@@ -387,6 +409,7 @@ struct listener *listener_start(const struct cfg *c, char *err, size_t errlen)
 		return NULL;
 	}
 	l->cfg = *c;
+	l->clock = clock;
 	/* a reload waits for requests in progress, not for a stream of them */
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);

@@ -13,6 +13,7 @@
 
 #include "billing.h"
 #include "customers.h"
+#include "events.h"
 #include "db.h"
 #include "buf.h"
 #include "gateway.h"
@@ -39,6 +40,10 @@ static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 static atomic_ullong buckets[NBOUNDS + 1]; /* per bucket (not cumulative); last: +Inf */
 static atomic_ullong sum_ns;
 static atomic_int in_flight;
+
+static const char *const delivery_results[] = {"delivered", "rejected", "error"};
+#define NRESULTS (sizeof(delivery_results) / sizeof(delivery_results[0]))
+static atomic_ullong deliveries[NRESULTS];
 
 /* Adds one to counts[i] where names[i] is name. */
 static void count_name(atomic_ullong *counts, const char *const *names, size_t n, const char *name)
@@ -85,6 +90,11 @@ void metrics_gateway_observe(double seconds)
 		;
 	atomic_fetch_add(&buckets[i], 1);
 	atomic_fetch_add(&sum_ns, (unsigned long long)(seconds * 1e9));
+}
+
+void metrics_event_delivery(const char *result)
+{
+	count_name(deliveries, delivery_results, NRESULTS, result);
 }
 
 void metrics_in_flight(int n)
@@ -150,6 +160,11 @@ static void render_process(struct buf *t)
 	family(t, "billing_gateway_requests_in_flight", "gauge",
 	       "Requests to the gateway in flight now.");
 	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+	family(t, "billing_event_deliveries_total", "counter",
+	       "Event delivery attempts by this process, by result.");
+	for (size_t k = 0; k < NRESULTS; k++)
+		buf_printf(t, "billing_event_deliveries_total{result=\"%s\"} %llu\n",
+		           delivery_results[k], atomic_load(&deliveries[k]));
 }
 
 int metrics_lead(PGconn *c, char *err, size_t errlen)
@@ -197,7 +212,7 @@ static int subscription_counts(PGconn *c, int64_t now, long by_state[BILLING_NST
 static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	struct customers_counts cc;
-	long by_state[BILLING_NSTATES] = {0}, due, unknown;
+	long by_state[BILLING_NSTATES] = {0}, due, unknown, ev_pending, ev_failed;
 	/* unknown, or pending with its lease run out (leases: the database's
 	 * clock); those in flight now are not */
 	PGresult *r = db_query(c,
@@ -215,7 +230,8 @@ static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, siz
 	refunded = (long long)db_i64(r, 0, 1);
 	PQclear(r);
 	if (subscription_counts(c, now, by_state, &due, err, errlen) < 0 ||
-	    customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
+	    customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0 ||
+	    events_count(c, &ev_pending, &ev_failed, err, errlen) < 0)
 		return -1;
 	family(t, "billing_subscriptions", "gauge", "Subscriptions by state.");
 	for (i = 0; i < BILLING_NSTATES; i++)
@@ -240,6 +256,12 @@ static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, siz
 	family(t, "billing_cards_expiring_soon", "gauge",
 	       "Bound cards expired or expiring within 30 days.");
 	buf_printf(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
+	family(t, "billing_events_pending", "gauge",
+	       "Events written and not yet delivered (their retries included).");
+	buf_printf(t, "billing_events_pending %ld\n", ev_pending);
+	family(t, "billing_events_failed", "gauge",
+	       "Events whose retries ran out: kept, and sent again by billctl events replay.");
+	buf_printf(t, "billing_events_failed %ld\n", ev_failed);
 	return 0;
 }
 
@@ -255,7 +277,8 @@ int metrics_render(PGconn *c, int leader, int64_t now, char **out, char *err, si
 	family(&t, "billing_leader", "gauge",
 	       "1 in the one daemon that exports the database-wide gauges (billing_subscriptions, "
 	       "billing_due_backlog, billing_unknown_charges, billing_customers, "
-	       "billing_cards_expiring_soon).");
+	       "billing_cards_expiring_soon, billing_refunded_cents_total, billing_events_pending, "
+	       "billing_events_failed).");
 	buf_printf(&t, "billing_leader %d\n", c && leader ? 1 : 0);
 	family(&t, "billing_database_up", "gauge", "1 when the database answered this scrape.");
 	buf_printf(&t, "billing_database_up %d\n", c ? 1 : 0);

@@ -161,7 +161,7 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 
 	if (!st)
 		st = &mine;
-	if (boundaries(s, now, err, errlen) < 0)
+	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0)
 		return -1;
 	if (monotonic_s() < s->quiet_until)
 		return 0;

@@ -297,7 +297,7 @@ static void notify_msg(struct msg *m, const char *key, const char *mch_id, const
 static struct listener *start_at_self(struct cfg *c, const char *query)
 {
 	char err[256];
-	struct listener *l = listener_start(c, err, sizeof(err));
+	struct listener *l = listener_start(c, NULL, err, sizeof(err));
 	int port;
 
 	assert_non_null(l);
@@ -307,7 +307,7 @@ static struct listener *start_at_self(struct cfg *c, const char *query)
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:%d", port);
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:%d/iotpay/return%s", port,
 	         query);
-	l = listener_start(c, err, sizeof(err));
+	l = listener_start(c, NULL, err, sizeof(err));
 	if (!l)
 		fail_msg("listener_start: %s", err);
 	assert_int_equal(listener_port(l), port);
@@ -915,10 +915,10 @@ static void test_bad_listen_address(void **state)
 
 	(void)state;
 	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1");
-	assert_null(listener_start(&c, err, sizeof(err)));
+	assert_null(listener_start(&c, NULL, err, sizeof(err)));
 	assert_string_equal(err, "listen.address '127.0.0.1': expected host:port");
 	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1:%d", listener_port(lst));
-	assert_null(listener_start(&c, err, sizeof(err))); /* in use */
+	assert_null(listener_start(&c, NULL, err, sizeof(err))); /* in use */
 	assert_non_null(strstr(err, "cannot listen"));
 	snprintf(c.admin_address, sizeof(c.admin_address), "localhost");
 	assert_null(admin_start(&c, NULL, err, sizeof(err)));
