@@ -132,6 +132,18 @@ static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 	                               e->expiry, err, errlen);
 }
 
+/* Where the customer lands after the card page: the operator's page when
+ * one is configured, else a page of ours that says what happened (an empty
+ * Location would leave the customer without any answer). */
+static enum MHD_Result landing(struct MHD_Connection *con, int success, const char *url)
+{
+	if (url[0])
+		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION, url);
+	return reply(con, MHD_HTTP_OK,
+	             success ? "Thank you: your card is saved. You may close this page.\n"
+	                     : "Your card was not saved. Please contact us for a new link.\n");
+}
+
 static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *con,
                                     const char *path, const struct request *rq)
 {
@@ -164,8 +176,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		log_event("info", "enrolment_return", "customer", e.customer_id, "result", e.result,
 		          "replay", rc == CUSTOMERS_UNCHANGED ? "yes" : "no", (char *)NULL);
 		gw_fields_free(&f);
-		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION,
-		                 e.success ? l->cfg.success_url : l->cfg.failure_url);
+		return landing(con, e.success, e.success ? l->cfg.success_url : l->cfg.failure_url);
 	case CUSTOMERS_UNKNOWN:
 		log_rejected(con, path, "unknown customer", e.customer_id);
 		gw_fields_free(&f);

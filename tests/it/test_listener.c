@@ -391,6 +391,29 @@ static void test_return_success_binds_and_replay_changes_nothing(void **state)
 	    one("SELECT updated_at FROM customers WHERE customer_id = $1", "ret_ok"), updated);
 }
 
+/* With no success_url or failure_url configured (the default), the customer
+ * still gets an answer: a page that says what happened. */
+static void test_return_without_landing_urls(void **state)
+{
+	struct cfg bare = cfg;
+	struct msg m;
+	struct resp r;
+
+	(void)state;
+	bare.success_url[0] = '\0';
+	bare.failure_url[0] = '\0';
+	listener_reload(lst, &bare);
+	new_customer("ret_bare");
+	return_success(&m, TS_KEY, "ret_bare");
+	get(msg_return_path(&m, NULL), &r);
+	listener_reload(lst, &cfg);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.location, "");
+	assert_non_null(strstr(r.body, "card is saved"));
+	free(r.body);
+	assert_string_equal(customer_state("ret_bare"), "bound");
+}
+
 static void test_return_fail_marks_failed_never_unbinds(void **state)
 {
 	struct msg m;
@@ -1407,6 +1430,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_return_success_binds_and_replay_changes_nothing),
+	    cmocka_unit_test(test_return_without_landing_urls),
 	    cmocka_unit_test(test_return_fail_marks_failed_never_unbinds),
 	    cmocka_unit_test(test_return_rejects_forged_truncated_unsigned),
 	    cmocka_unit_test(test_notify_records_once),
