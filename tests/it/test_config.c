@@ -303,6 +303,8 @@ static void test_events_settings(void **state)
 	char err[512] = "", path[600];
 	struct cfg c;
 	FILE *f;
+	pid_t pid;
+	int st;
 
 	(void)state;
 	unsetenv("BILLING_EVENTS_SECRET");
@@ -340,12 +342,26 @@ static void test_events_settings(void **state)
 	                          err, sizeof(err)),
 	                 0);
 	assert_string_equal(c.events.secret, "EVSECRET77");
-	setenv("BILLING_EVENTS_SECRET", "ENVSECRET", 1);
-	assert_int_equal(cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"),
-	                          err, sizeof(err)),
-	                 0);
-	unsetenv("BILLING_EVENTS_SECRET");
-	assert_string_equal(c.events.secret, "ENVSECRET");
+	/* the environment's secret is taken out of it and kept for the process
+	 * (a reload still has it): in a child */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int ok;
+
+		setenv("BILLING_EVENTS_SECRET", "ENVSECRET", 1);
+		ok = cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"), err,
+		              sizeof(err)) == 0 &&
+		     strcmp(c.events.secret, "ENVSECRET") == 0 &&
+		     getenv("BILLING_EVENTS_SECRET") == NULL;
+		ok = ok &&
+		     cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"), err,
+		              sizeof(err)) == 0 &&
+		     strcmp(c.events.secret, "ENVSECRET") == 0;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static void write_key(const char *key)
