@@ -56,7 +56,7 @@ static void next_text(const struct subscription *s, char *buf, size_t len)
 
 	out_time(s->next_charge_at, at, sizeof(at));
 	out_money(s->amount_cents, money, sizeof(money));
-	if (s->cancel_at_period_end)
+	if (s->cancel_at_period_end && s->next_charge_at)
 		snprintf(buf, len, "ends at %s", at);
 	else if (s->next_charge_at)
 		snprintf(buf, len, "next charge %s (%s CAD)", at, money);
