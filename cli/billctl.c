@@ -73,6 +73,12 @@ static const struct verb verbs[] = {
      "One row per money movement of the window, for the accountants (exit 1 while the "
      "window has unknown outcomes, unless --allow-open); summary: per month and plan.",
      "summary --month --from --to --format --totals --allow-open"},
+    {"events", cmd_events, 1,
+     "events list [--type T] [--since T] [--status S] [--customer C] | show ID | replay ID | "
+     "replay --since T [--type T] | tail",
+     "Lists the events written for the operator's application, shows one with every delivery "
+     "attempt, queues events to be sent again (same id), or follows new ones as they commit.",
+     "list show replay tail --type --since --status --customer"},
 };
 
 #define NVERBS       (sizeof(verbs) / sizeof(verbs[0]))
@@ -100,6 +106,12 @@ PGconn *cli_db(struct cli *ctx)
 	ctx->db = db_connect(ctx->cfg.database_url, ctx->actor, err, sizeof(err));
 	if (!ctx->db) {
 		cli_error("%s", err);
+		return NULL;
+	}
+	if (db_set_now(ctx->db, ctx->now, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		PQfinish(ctx->db);
+		ctx->db = NULL;
 		return NULL;
 	}
 	if (current && current->needs_schema &&

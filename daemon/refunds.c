@@ -69,6 +69,10 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 	return load(c, refund_id, out, NULL, err, errlen);
 }
 
+/* How often a statement or transaction that lost a serialization conflict
+ * with a concurrent refund of the same charge is run again. */
+#define SERIAL_TRIES 20
+
 /* Moves the refund from one of the states in `from` (a SQL array literal) to
  * state, and reloads it into out. A settled outcome (succeeded, failed) is
  * dated by its request (the gateway acted then, even when the answer came
@@ -77,18 +81,27 @@ static int record(PGconn *c, struct refund_row *out, const char *from, const cha
                   const struct gw_order *o, const char *ret_msg, int64_t now, char *err,
                   size_t errlen)
 {
-	if (db_run(c, err, errlen,
-	           "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
-	           "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
-	           "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
-	           "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
-	           "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
-	           "WHERE id = $1 AND state = ANY ($2::text[])",
-	           DB_I(out->id), DB_S(from), DB_S(state), DB_S(o ? o->pay_order_id : ""),
-	           DB_S(ret_msg), DB_I(now), DB_S(o ? o->trans_id : ""),
-	           DB_S(o ? o->pay_succ_time : "")) < 0)
-		return -1;
-	return load(c, out->id, out, NULL, err, errlen);
+	int rc;
+
+	/* One statement: under SERIALIZABLE a concurrent refund of the same
+	 * charge may fail it, and running it again is all there is to do (the
+	 * outcome is known; leaving it pending would wait for reconcile). */
+	for (int i = 1;; i++) {
+		rc = db_run(
+		    c, err, errlen,
+		    "UPDATE refunds SET state = $3, pay_order_id = coalesce(nullif($4, ''), "
+		    "pay_order_id), ret_msg = $5, trans_id = coalesce(nullif($7, ''), trans_id), "
+		    "pay_succ_time = coalesce(nullif($8, ''), pay_succ_time), "
+		    "settled_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN "
+		    "coalesce(settled_at, requested_at, to_timestamp($6::bigint)) END "
+		    "WHERE id = $1 AND state = ANY ($2::text[])",
+		    DB_I(out->id), DB_S(from), DB_S(state), DB_S(o ? o->pay_order_id : ""),
+		    DB_S(ret_msg), DB_I(now), DB_S(o ? o->trans_id : ""),
+		    DB_S(o ? o->pay_succ_time : ""));
+		if (rc == 0 || i == SERIAL_TRIES || !db_retryable())
+			break;
+	}
+	return rc < 0 ? -1 : load(c, out->id, out, NULL, err, errlen);
 }
 
 /* In the open transaction: locks the charge (so that concurrent requests for
@@ -210,7 +223,6 @@ static int try_intent(PGconn *c, const char *order_prefix, const char *pay_order
  * committed meanwhile fails the intent with a serialization error (or a
  * deadlock): nothing was sent, so it is retried in a new transaction, which
  * sees that refund and checks against what truly remains. */
-#define INTENT_TRIES 20
 
 static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
                          int64_t amount, int64_t now, struct refund_row *out, char *err,
@@ -219,10 +231,8 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 	for (int i = 1;; i++) {
 		int rc = try_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err,
 		                    errlen);
-		const char *st = db_last_sqlstate();
 
-		if (rc == 0 || i == INTENT_TRIES ||
-		    (strcmp(st, "40001") != 0 && strcmp(st, "40P01") != 0))
+		if (rc == 0 || i == SERIAL_TRIES || !db_retryable())
 			return rc;
 	}
 }

@@ -125,7 +125,8 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	int n;
 
 	/* Unknowns first: their subscriptions get nothing new until resolved. */
-	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
+	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0 ||
+	    sched_resolve(s, now, st, err, errlen) < 0)
 		return -1;
 	n = pump_run(s->pump, s->db, &(struct pump_work){.now = now}, &s->stopping, st, err,
 	             errlen);
