@@ -147,10 +147,10 @@ int subscriptions_create(PGconn *c, const struct subscriptions_new *n, struct su
 	 * statement as the insert. */
 	r = db_get(c, err, errlen,
 	           "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, period,"
-	           "                           trial_end, next_charge_at)"
+	           "                           trial_end, next_charge_at, starts_when_bound)"
 	           " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
 	           "        ELSE 'trialing' END, to_timestamp($3), $5,"
-	           "        to_timestamp($4::bigint), to_timestamp($6)"
+	           "        to_timestamp($4::bigint), to_timestamp($6), state = 'pending'"
 	           "   FROM customers cu WHERE customer_id = $1"
 	           "    AND (state = 'bound' OR (state = 'pending' AND $7::int = 1))"
 	           "    AND ($8::int = 1 OR NOT EXISTS (SELECT 1 FROM subscriptions s"
@@ -389,10 +389,25 @@ static const char SQL_SWITCH_PLAN[] =
     " WHERE next_plan_id IS NOT NULL AND attempts = 0 AND next_charge_at <= to_timestamp($1)"
     "   AND state IN ('trialing', 'active', 'past_due') AND" NO_OPEN_CHARGE;
 
+/* A subscription that waited for its customer's card starts, once bound,
+ * with a period due then at the earliest: the calendar moves to now when its
+ * first charge fell due during the wait. */
+static const char SQL_START_BOUND[] =
+    "UPDATE subscriptions s SET starts_when_bound = false,"
+    "       anchor = CASE WHEN s.next_charge_at < to_timestamp($1) THEN to_timestamp($1)"
+    "                ELSE s.anchor END,"
+    "       anchor_period = CASE WHEN s.next_charge_at < to_timestamp($1) THEN s.period"
+    "                       ELSE s.anchor_period END,"
+    "       next_charge_at = greatest(s.next_charge_at, to_timestamp($1))"
+    " WHERE s.starts_when_bound AND s.state IN ('trialing', 'active')"
+    "   AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                AND cu.state = 'bound')";
+
 int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	if (db_run(c, err, errlen, SQL_CANCEL_AT_END, DB_I(now)) < 0 ||
-	    db_run(c, err, errlen, SQL_SWITCH_PLAN, DB_I(now)) < 0)
+	    db_run(c, err, errlen, SQL_SWITCH_PLAN, DB_I(now)) < 0 ||
+	    db_run(c, err, errlen, SQL_START_BOUND, DB_I(now)) < 0)
 		return -1;
 	return 0;
 }

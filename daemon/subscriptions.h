@@ -61,7 +61,8 @@ struct subscriptions_new {
  * first charge then), else active. *passed: how many of its periods ended
  * before now (a start in the past); they are billed only with bill_arrears,
  * else billing starts with the period that contains now. The customer
- * must be bound (or pending, with when_bound) and have no live subscription
+ * must be bound (or pending, with when_bound: billed from the pass that
+ * finds it bound, subscriptions_boundaries) and have no live subscription
  * of the plan's code (unless allow_duplicate), checked in the same
  * statement as the insert. 0, or -1 with err naming what refused it. */
 int subscriptions_create(PGconn *c, const struct subscriptions_new *n, struct subscription *out,
@@ -102,8 +103,10 @@ int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struc
                               char *err, size_t errlen);
 
 /* At the boundaries due by now: a cancel at the period's end takes effect,
- * a plan change starts the new plan's calendar. A subscription with an open
- * charge waits for its outcome. 0 / -1. */
+ * a plan change starts the new plan's calendar, a subscription that waited
+ * for its customer's card (--when-bound) starts once it is bound, its
+ * calendar moved to now when its first charge fell due during the wait.
+ * A subscription with an open charge waits for its outcome. 0 / -1. */
 int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen);
 
 /* billctl charge: makes subscription id due at now when something is owed

@@ -123,7 +123,8 @@ check "charge of a past_due period: charged now (before its retry)" \
 
 # ---- 4. subscribe refuses what cannot be billed ----
 bc customer enrol c3
-check "c3 enrols (pending: never completes the page)" [ $rc -eq 0 ]
+check "c3 enrols (pending: completes the page only a month later)" [ $rc -eq 0 ]
+PAGE3=$(cat "$T/out")
 bc --now 2026-05-01T00:00:00-04:00 subscribe c3 weekly
 check "subscribe a customer with no card bound: refused, naming --when-bound" refused '--when-bound'
 bc --now 2026-05-01T00:00:00-04:00 subscribe nobody weekly --when-bound
@@ -132,6 +133,14 @@ P=$(sub 2026-05-01T00:00:00-04:00 c3 weekly --when-bound)
 check "subscribe --when-bound: a pending enrolment is accepted" [ -n "$P" ]
 pass 2026-05-01T00:01:00-04:00
 check "nothing charged while the card is not bound" [ -z "$(orders "T$P-")" ]
+curl -s -o /dev/null "$PAGE3&card=4501161234567214&expiry=0728"
+bc customer check c3
+pass 2026-06-05T10:00:00-04:00
+pass 2026-06-05T10:01:00-04:00
+check "bound five weeks later: charged once, the wait not billed in arrears" \
+	[ "$(orders "T$P-")" = "T$P-0-1 6450" ]
+check "its calendar starts at the pass that found it bound (next charge Jun 12 10:00)" \
+	[ "$(ts next_charge_at "$P")" = 2026-06-12T10:00:00 ]
 bc --now 2027-06-01T10:00:00-04:00 subscribe c1 annual
 check "a second live annual subscription of c1: refused, naming the first" \
 	refused "already has subscription $A on plan annual: --allow-duplicate"
