@@ -129,10 +129,16 @@ struct gw_client *cli_gw(struct cli *ctx)
 	char err[512];
 
 	/* The merchant key is read here, by the verbs that call the gateway
-	 * only: those that read the ledger run without access to it. */
+	 * only: those that read the ledger run without access to it. A key or
+	 * mch_id the gateway refuses is said in one line before anything is
+	 * sent; a gateway that cannot be reached is left to the verb's call. */
 	if (!ctx->gw) {
 		if (cfg_load_key(&ctx->cfg, err, sizeof(err)) == 0)
 			ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
+		if (ctx->gw && gw_prove(ctx->gw, err, sizeof(err)) == GW_FAIL) {
+			gw_client_free(ctx->gw);
+			ctx->gw = NULL;
+		}
 		if (!ctx->gw)
 			cli_error("%s", err);
 	}

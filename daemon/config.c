@@ -1,7 +1,7 @@
 /* config.c: billing.yaml -> struct cfg.
  *
  * The file is a mapping of sections (gateway, database, billing, listen,
- * enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
+ * admin, enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
  * Every key is known in one table below: its type, where it goes, and
  * whether it is required. Errors name the file, the line and the key. */
 #include <ctype.h>
@@ -69,6 +69,7 @@ static const struct key keys[] = {
     I("billing.batch_size", batch_size, 1, 10000),
     L("billing.poll_interval_ms", poll_interval_ms, 10, 3600000),
     S("listen.address", listen_address, K_STR),
+    S("admin.address", admin_address, K_STR),
     S("enrolment.return_url", return_url, K_URL),
     S("enrolment.success_url", success_url, K_URL),
     S("enrolment.failure_url", failure_url, K_URL),
@@ -96,6 +97,7 @@ static void defaults(struct cfg *c)
 	c->batch_size = 256;
 	c->poll_interval_ms = 1000;
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:8080");
+	snprintf(c->admin_address, sizeof(c->admin_address), "127.0.0.1:9187");
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
 	c->enrolment_expiry_hours = 72;
 	snprintf(c->plans_dir, sizeof(c->plans_dir), "plans");

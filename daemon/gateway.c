@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "gateway_impl.h"
+#include "utf8.h"
 
 #define GW_MAX_AMOUNT 2147483647L /* the API's Int */
 
@@ -147,39 +148,6 @@ void gw_detailf(char *detail, size_t n, const char *fmt, ...)
 int gw_present(const char *s)
 {
 	return s && s[0];
-}
-
-/* Bytes in the UTF-8 sequence at p, 0 when it is not valid UTF-8. */
-static int utf8_len(const unsigned char *p)
-{
-	int n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	/* no overlong forms, surrogates or code points past U+10FFFF */
-	if (p[0] == 0xe0)
-		lo = 0xa0;
-	else if (p[0] == 0xed)
-		hi = 0x9f;
-	else if (p[0] == 0xf0)
-		lo = 0x90;
-	else if (p[0] == 0xf4)
-		hi = 0x8f;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (int i = 2; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
 }
 
 /* A String(max): valid UTF-8, no control characters, at most max characters. */
@@ -458,6 +426,20 @@ static int isbinding_unanswered(const struct gw_result *res)
 	return res->reason == GW_R_BUSY || res->reason == GW_R_AUTH || says(res->ret_msg, later);
 }
 
+/* A FAIL that is not an answer is unknown; one the gateway did not process
+ * (busy, our key or mch_id refused) keeps that reason. */
+static enum gw_outcome unprocessed(struct gw_result *res, const char *fmt, const char *msg)
+    __attribute__((format(printf, 2, 0)));
+static enum gw_outcome unprocessed(struct gw_result *res, const char *fmt, const char *msg)
+{
+	enum gw_reason why = res->reason;
+
+	gw_unknown(res, fmt, msg);
+	if (why == GW_R_AUTH || why == GW_R_BUSY)
+		res->reason = why;
+	return GW_UNKNOWN;
+}
+
 static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_result *res)
 {
 	const char *msg = res->ret_msg;
@@ -467,9 +449,9 @@ static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_res
 	/* A query FAIL proves absence only when it says so; anything else
 	 * ("system busy", "sign error") proves nothing. */
 	if (req->call == GW_QUERY && res->reason != GW_R_NOT_FOUND)
-		return gw_unknown(res, "cc_query FAIL does not prove the order absent: %s", msg);
+		return unprocessed(res, "cc_query FAIL does not prove the order absent: %s", msg);
 	if (req->call == GW_ISBINDING && isbinding_unanswered(res))
-		return gw_unknown(res, "cc_isbinding FAIL is not an answer: %s", msg);
+		return unprocessed(res, "cc_isbinding FAIL is not an answer: %s", msg);
 	res->outcome = GW_FAIL;
 	return GW_FAIL;
 }
@@ -547,4 +529,27 @@ enum gw_outcome gw_classify(const struct gw_request *req, long http_status, cons
 		o = gw_unknown(res, "unknown retCode \"%.32s\"", code->valuestring);
 	cJSON_Delete(j);
 	return o;
+}
+
+const char *gw_reason_name(enum gw_reason r)
+{
+	static const char *const names[] = {"none", "declined", "not_bound", "busy",
+	                                    "auth", "invalid",  "not_found"};
+
+	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "none";
+}
+
+int gw_auth_error(const struct gw_result *res, char *err, size_t errlen)
+{
+	static const char *const mch[] = {"mchId", NULL};
+
+	if (res->reason != GW_R_AUTH)
+		return 0;
+	if (says(res->ret_msg, mch))
+		snprintf(err, errlen, "the gateway refused gateway.mch_id (mchId error)");
+	else
+		snprintf(err, errlen,
+		         "the gateway refused the merchant key (sign error): check "
+		         "gateway.merchant_key_file or IOTPAY_MERCHANT_KEY");
+	return 1;
 }

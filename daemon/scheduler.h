@@ -20,6 +20,7 @@ struct sched_stats {
 	long unknown;   /* outcomes left unknown (resolved in a later pass) */
 	long absent;    /* unknowns proven absent at the gateway: retried */
 	long bindings;  /* enrolment and binding checks made */
+	long auth;      /* answers refusing our key or mch_id */
 };
 
 /* Borrows cfg, db and gw; owner names this process in leases and logs. */

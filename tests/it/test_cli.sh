@@ -51,6 +51,16 @@ check "customer check c3: not bound, exit 1" [ $rc -eq 1 ]
 bc customer list
 check "customer list shows c1 bound and c3 pending" sh -c "grep -q '^c1 *bound' '$T/out' && grep -q '^c3 *pending' '$T/out'"
 
+# ---- a merchant key the gateway refuses: said in one line, nothing sent ----
+printf 'WRONGKEY0123456789\n' >"$T/wrong.key"
+chmod 600 "$T/wrong.key"
+write_config "$T/wrong.yaml" "$URL" "$T/wrong.key"
+CONF=$T/wrong.yaml bc customer check c1
+check "a refused key: billctl says so in one line, without the key, exit non-zero" \
+	sh -c "[ $rc -ne 0 ] && one_line() { [ \$(wc -l <'$T/err') -eq 1 ]; } && one_line &&
+		grep -qx 'billctl: the gateway refused the merchant key (sign error): check gateway.merchant_key_file or IOTPAY_MERCHANT_KEY' '$T/err' &&
+		! grep -q WRONGKEY '$T/err'"
+
 # ---- subscriptions ----
 bc --json --now 2026-01-31T09:00:00-05:00 subscribe c1 monthly --start 2026-01-31T09:00:00-05:00 --trial-days 0
 S1=$(grep -o '"id":[0-9]*' "$T/out" | head -n 1 | cut -d: -f2)
