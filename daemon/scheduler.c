@@ -179,14 +179,14 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	return 0;
 }
 
-int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
-                     size_t len, char *err, size_t errlen)
+int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, int end_trial,
+                     char *mch_order_no, size_t len, char *err, size_t errlen)
 {
 	char state[16];
 	int n;
 
 	mch_order_no[0] = '\0';
-	n = subscriptions_make_due(s->db, subscription_id, now, err, errlen);
+	n = subscriptions_make_due(s->db, subscription_id, now, end_trial, err, errlen);
 	if (n > 0)
 		n = pump_claim(s->pump, s->db,
 		               &(struct pump_work){.now = now, .only_sub = subscription_id}, 1, err,

@@ -415,7 +415,7 @@ static void test_lifecycle_types(void **state)
 	assert_int_equal(
 	    ts_fakegw_post(&fake, "decline", "{\"customerId\":\"life1\",\"count\":1}", NULL), 200);
 	assert_int_equal(sched_pass(s, start + 7 * DAY, &st, err, sizeof(err)), 0);
-	assert_int_equal(subscriptions_pause(db, sid, &sub, err, sizeof(err)), 0);
+	assert_int_equal(subscriptions_pause(db, sid, start + 7 * DAY, &sub, err, sizeof(err)), 0);
 	assert_int_equal(subscriptions_resume(db, sid, start + 8 * DAY, &sub, err, sizeof(err)), 0);
 	assert_int_equal(subscriptions_cancel(db, sid, 0, &sub, err, sizeof(err)), 0);
 	types = types_of(db, "life1");
