@@ -424,7 +424,7 @@ static void test_return_without_landing_urls(void **state)
 	listener_reload(lst, &bare);
 	new_customer("ret_bare");
 	return_success(&m, TS_KEY, "ret_bare");
-	get(msg_return_path(&m, NULL), &r);
+	get(return_with_token(msg_return_path(&m, NULL), "ret_bare"), &r);
 	listener_reload(lst, &cfg);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.location, "");
