@@ -137,7 +137,7 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, &pl, err, sizeof(err));
+	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, ctx->now, &pl, err, sizeof(err));
 	if (o != GW_SUCCESS)
 		return out_fail(err);
 	j = cJSON_CreateObject();

@@ -88,14 +88,15 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 
 /* Outcomes written in one statement. */
 struct charges_outcomes {
-	struct db_arr id, state, pay, trans, status, msg, succ;
+	struct db_arr id, state, pay, trans, status, msg, succ, at;
 	int n;
 };
 /* state: succeeded, failed or unknown (an unknown one is claimable again
- * at once); "" and status < 0 are NULL. */
+ * at once); "" and status < 0 are NULL. now: the billing clock, dating a
+ * settled outcome that has no attempt time. */
 void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
                           const char *pay_order_id, const char *trans_id, int status,
-                          const char *ret_msg, const char *pay_succ_time);
+                          const char *ret_msg, const char *pay_succ_time, int64_t now);
 int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen);
 void charges_outcomes_free(struct charges_outcomes *o);
 
@@ -105,6 +106,7 @@ struct charges_payment {
 	int status;
 	int64_t amount_cents;
 	const char *note; /* ret_msg to record; NULL keeps it */
+	int64_t now;      /* the billing clock: dates a payment with no attempt time */
 };
 enum charges_paid {
 	CHARGES_PAID_ERROR = -1, /* database error (err) */
@@ -119,9 +121,10 @@ enum charges_paid {
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
                                     const struct charges_payment *pm, char *err, size_t errlen);
 
-/* Marks a pending charge failed (nothing can be paid: the gateway refused
- * it, or it was never sent). 0 / -1. */
-int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen);
+/* Marks a pending charge failed at now on the billing clock (nothing can be
+ * paid: the gateway refused it, or it was never sent). 0 / -1. */
+int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, int64_t now, char *err,
+                        size_t errlen);
 
 /* Commits a pending one-off charge (a payment link) of amount cents for the
  * existing customer customer_id; fills its id and order number. 0, or -1
