@@ -28,10 +28,13 @@
 #include "db.h"
 #include "log.h"
 #include "pump.h"
+#include "refunds.h"
 #include "scheduler.h"
 #include "subscriptions.h"
 
 #define BINDING_CHECKS_PER_PASS 16
+/* Open refunds and voids settled per pass. */
+#define REFUNDS_PER_PASS 100
 
 struct sched {
 	const struct cfg *cfg;
@@ -107,6 +110,23 @@ static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, 
 	return n < 0 ? -1 : 0;
 }
 
+/* Refunds and voids left unknown (or pending by a process that died) are
+ * settled with cc_query, one at a time: they are rare. */
+static int resolve_refunds(struct sched *s, int64_t now, char *err, size_t errlen)
+{
+	char n_open[16], n_settled[16];
+	int settled,
+	    n = refunds_resolve_open(s->db, s->gw, now, REFUNDS_PER_PASS, &settled, err, errlen);
+
+	if (n > 0) {
+		snprintf(n_open, sizeof(n_open), "%d", n);
+		snprintf(n_settled, sizeof(n_settled), "%d", settled);
+		log_event("info", "refunds_resolved", "open", n_open, "settled", n_settled,
+		          (char *)NULL);
+	}
+	return n < 0 ? -1 : 0;
+}
+
 /* ---- passes ---- */
 
 int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
@@ -125,7 +145,8 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	int n;
 
 	/* Unknowns first: their subscriptions get nothing new until resolved. */
-	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0)
+	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0 ||
+	    resolve_refunds(s, now, err, errlen) < 0)
 		return -1;
 	n = pump_run(s->pump, s->db, &(struct pump_work){.now = now}, &s->stopping, st, err,
 	             errlen);

@@ -1,0 +1,79 @@
+#!/bin/sh
+# test_admin.sh: issue 13, the admin's side held to the charge protocol's
+# standard, through billctl and billingd against a fresh PostgreSQL database
+# and build/fakegw over HTTP: refunds and voids whose outcome is unknown are
+# resolved before anything else.
+# TAP lines on stdout; needs the PG* variables of tests/run.sh.
+set -u
+B=${B:-build}
+export TZ=America/Toronto # the configuration's timezone
+T=$(mktemp -d)
+DBNAME=t_admin
+. tests/cli_lib.sh
+trap cleanup EXIT INT TERM
+
+setup_world || exit 1
+check "c1 enrols through the hosted page" enrol c1 4501161234567214
+fault() { curl -s -o /dev/null -X POST -d "{\"endpoint\":\"$1\",\"kind\":\"$2\",\"count\":1}" "$FAKE/_fake/faults"; }
+ledger() { curl -s "$FAKE/_fake/ledger"; }
+# refunds_of PAY: "amount payType" of the gateway's refund and void orders of PAY.
+refunds_of() { ledger | jq -r --arg p "$1" '.orders[] | select(.originalOrderId == $p) | "\(.amount) \(.payType)"'; }
+requests() { ledger | jq -r ".requests.$1"; }
+
+bc subscribe c1 monthly --trial-days 0 --start 2026-01-05T09:00:00-05:00
+S1=$(sed -n 's/^subscription \([0-9]*\):.*/\1/p' "$T/out")
+for now in 2026-01-06T09:00:00-05:00 2026-02-06T09:00:00-05:00 2026-03-06T09:00:00-05:00; do
+	"$B/billingd" -c "$T/billing.yaml" --once --now "$now" 2>>"$T/billingd.log"
+done
+pay() { sql "SELECT pay_order_id FROM charges WHERE mch_order_no = '$1'"; }
+P0=$(pay "T$S1-0-1")
+P1=$(pay "T$S1-1-1")
+P2=$(pay "T$S1-2-1")
+check "three months charged for c1" sh -c "[ -n '$P0' ] && [ -n '$P1' ] && [ -n '$P2' ]"
+
+# ---- point 2: unknown is resolved before anything else ----
+fault cc_refund drop_after
+bc refund "$P0" --amount 100
+check "a refund whose answer is lost: outcome unknown, exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'outcome unknown' '$T/err'"
+check "... the message says not to retry and what resolves it" \
+	sh -c "grep -q 'do not retry' '$T/err' && grep -q 'billingd' '$T/err' && grep -q 'reconcile' '$T/err'"
+R1=$(grep -o 'TR[0-9]*' "$T/err" | head -n 1)
+bc refund "$P0" --amount 100
+check "the same refund run again: exit 0, it is the earlier one, nothing new sent" \
+	sh -c "[ $rc -eq 0 ] && grep -q '^refund $R1: 1.00 CAD of $P0 succeeded' '$T/out' && grep -q 'nothing new was sent' '$T/out'"
+check "the gateway refunded once: one refund order of 1.00 on the charge" [ "$(refunds_of "$P0")" = "100 refund" ]
+check "our ledger: one refund, succeeded" \
+	[ "$(sql "SELECT count(*) || ' ' || min(state) FROM refunds WHERE charge_id = (SELECT id FROM charges WHERE pay_order_id = '$P0')")" = "1 succeeded" ]
+
+# A void whose answer is lost, then a refund of the same charge: the void is
+# found made, so the refund is not sent (it would exceed the charge anyway).
+fault cc_void drop_after
+bc void "$P1"
+check "a void whose answer is lost: outcome unknown, exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'outcome unknown' '$T/err'"
+V1=$(grep -o 'TR[0-9]*' "$T/err" | head -n 1)
+BEFORE=$(requests cc_refund)
+bc refund "$P1" --amount 100
+check "a refund of a charge whose void is unknown: the void resolved first and reported, no refund sent" \
+	sh -c "[ $rc -eq 0 ] && grep -q '^void $V1: 29.00 CAD of $P1 succeeded' '$T/out' && [ '$(requests cc_refund)' = '$BEFORE' ]"
+check "the gateway: one void on that charge, nothing else" [ "$(refunds_of "$P1")" = "2900 void" ]
+
+# An unknown refund cc_query cannot settle: nothing new is sent.
+fault cc_refund drop_after
+bc refund "$P2" --amount 200
+R3=$(grep -o 'TR[0-9]*' "$T/err" | head -n 1)
+fault cc_query http5xx
+BEFORE=$(requests cc_refund)
+bc refund "$P2" --amount 200
+check "while cc_query cannot settle it, a new refund is refused (exit 1, do not retry), nothing sent" \
+	sh -c "[ $rc -eq 1 ] && grep -q '$R3' '$T/err' && grep -q 'do not retry' '$T/err' && [ '$(requests cc_refund)' = '$BEFORE' ] && [ \$(wc -l <'$T/err') -eq 1 ]"
+check "... and nothing half-written: still one refund row on the charge" \
+	[ "$(sql "SELECT count(*) FROM refunds WHERE charge_id = (SELECT id FROM charges WHERE pay_order_id = '$P2')")" = 1 ]
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-03-06T10:00:00-05:00 2>>"$T/billingd.log"
+check "billingd's pass resolves the unknown refund (succeeded)" \
+	[ "$(sql "SELECT state FROM refunds WHERE mch_refund_no = '$R3'")" = succeeded ]
+check "... dated by its request on the billing clock, not by the pass" \
+	[ "$(sql "SELECT settled_at = requested_at FROM refunds WHERE mch_refund_no = '$R3'")" = t ]
+check "the gateway refunded it once" [ "$(refunds_of "$P2")" = "200 refund" ]
+
+echo "1..$n"
+[ $failed -eq 0 ]
