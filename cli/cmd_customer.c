@@ -138,7 +138,7 @@ static int check(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0)
+	if (customers_check_binding(db, gw, id, ctx->now, &b, err, sizeof(err)) < 0)
 		return out_fail(err);
 	if (b.outcome != GW_SUCCESS && b.outcome != GW_FAIL) {
 		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, b.detail,

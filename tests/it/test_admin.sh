@@ -75,5 +75,35 @@ check "... dated by its request on the billing clock, not by the pass" \
 	[ "$(sql "SELECT settled_at = requested_at FROM refunds WHERE mch_refund_no = '$R3'")" = t ]
 check "the gateway refunded it once" [ "$(refunds_of "$P2")" = "200 refund" ]
 
+# ---- point 6: no completed card page is lost ----
+# 200 customers complete the card page, but its return never reaches us (no
+# call to /iotpay/return); one never completes it. One pass after their
+# expiry binds and charges all 200, and fails only the one.
+T0=2026-05-01T10:00:00-04:00
+i=1
+while [ $i -le 200 ]; do
+	bc --now "$T0" customer enrol "p$i"
+	curl -s -o /dev/null "$(cat "$T/out")&card=4501161234567214&expiry=0728"
+	bc --now "$T0" subscribe "p$i" weekly --trial-days 0 --start "$T0"
+	i=$((i + 1))
+done
+bc --now "$T0" customer enrol never
+bc --now "$T0" subscribe never weekly --trial-days 0 --start "$T0"
+check "201 enrolments pending in our ledger (the returns were lost)" \
+	[ "$(sql "SELECT count(*) FROM customers WHERE state = 'pending'")" = 201 ]
+BEFORE=$(requests cc_isbinding)
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-05-04T11:00:00-04:00 2>>"$T/billingd.log"
+check "one pass after the expiry: all 200 bound" \
+	[ "$(sql "SELECT count(*) FROM customers WHERE customer_id LIKE 'p%' AND state = 'bound'")" = 200 ]
+PAID=$(sql "SELECT count(*) FROM charges WHERE customer_id LIKE 'p%' AND state = 'succeeded'")
+GWPAID=$(ledger | jq '[.orders[] | select(.customerId | startswith("p")) | select(.payType == "pay")] | length')
+check "... and charged in that pass (200 succeeded charges, 200 paid orders at the gateway: $PAID, $GWPAID)" \
+	[ "$PAID $GWPAID" = "200 200" ]
+check "the enrolment never completed: failed after cc_isbinding said not bound" \
+	[ "$(sql "SELECT state FROM customers WHERE customer_id = 'never'")" = failed ]
+check "one cc_isbinding per pending enrolment in that pass" [ $(($(requests cc_isbinding) - BEFORE)) -eq 201 ]
+check "nothing charged for the failed enrolment" \
+	[ "$(sql "SELECT count(*) FROM charges WHERE customer_id = 'never'")" = 0 ]
+
 echo "1..$n"
 [ $failed -eq 0 ]
