@@ -164,6 +164,12 @@ check-dist: all
 check-install-steps:
 	bash tests/install_steps.sh
 
+# README's two commands, both orders, on a new Debian 12 root (as root; slow:
+# a debootstrap and two full builds and test runs).
+.PHONY: test-fresh-root
+test-fresh-root:
+	bash tests/fresh_root.sh
+
 format:
 	clang-format -i daemon/*.[ch] cli/*.[ch] tests/*.[ch] tests/*/*.c
 

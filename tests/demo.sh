@@ -259,7 +259,8 @@ TO=$(TZ=America/Toronto date -d tomorrow +%F)
 bc report --from "$FROM" --to "$TO" >"$T/report" 2>"$T/err" || die "report: $(cat "$T/err")"
 OUR_N=$(grep -c '^[^,]*,charge,' "$T/report")
 bc report --from "$FROM" --to "$TO" --totals >"$T/totals" 2>"$T/err" || die "report: $(cat "$T/err")"
-IFS=, read -r _ _ OUR_CH OUR_RF OUR_VD OUR_NET _ <<EOF
+# date,plan,currency,charges,charges_cents,refunds,refunds_cents,voids,voids_cents,net_cents,net
+IFS=, read -r _ _ _ _ OUR_CH _ OUR_RF _ OUR_VD OUR_NET _ <<EOF
 $(grep '^total,' "$T/totals" | tr -d '\r')
 EOF
 OUR_RF=${OUR_RF#-} OUR_VD=${OUR_VD#-} # the export shows them negative

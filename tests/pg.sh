@@ -28,7 +28,7 @@ start)
 	[ "$(id -u)" -eq 0 ] && chown postgres "$dir"
 	echo billing > "$dir/pw"
 	as_owner "$bindir/initdb" -D "$dir/data" -U billing --pwfile="$dir/pw" \
-		--auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
+		--auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log" >&2; exit 1; }
 	cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
