@@ -13,11 +13,12 @@
 #include "db.h"
 #include "refunds.h"
 
-#define ROW_SQL                                                                                    \
+#define ROW_COLS                                                                                   \
 	"SELECT r.id, r.mch_refund_no, r.kind, r.charge_id, c.pay_order_id, r.amount_cents, "      \
-	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "           \
-	"r.created_at < now() - make_interval(secs => $2) "                                        \
-	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
+	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "
+#define ROW_SQL                                                                                    \
+	ROW_COLS "r.created_at < now() - make_interval(secs => $2) "                               \
+	         "FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
 /* Columns of ROW_SQL, in order. */
 enum {
@@ -34,6 +35,8 @@ enum {
 	ROW_STALE,
 };
 
+static void fill(const PGresult *r, int i, struct refund_row *out);
+
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
  * updated before its outcome, so its age is the request's). */
@@ -45,28 +48,52 @@ static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char 
 
 	if (!r)
 		return -1;
-	memset(out, 0, sizeof(*out));
-	out->id = db_i64(r, 0, ROW_ID);
-	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, ROW_REFUND_NO));
-	out->is_void = strcmp(db_str(r, 0, ROW_KIND), "void") == 0;
-	out->charge_id = db_i64(r, 0, ROW_CHARGE);
-	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
-	         db_str(r, 0, ROW_CHARGE_PAY_ORDER_ID));
-	out->amount_cents = db_i64(r, 0, ROW_AMOUNT);
-	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, ROW_STATE));
-	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
-	         db_str(r, 0, ROW_PAY_ORDER_ID));
-	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, ROW_RET_MSG));
-	out->created_at = db_i64(r, 0, ROW_CREATED);
+	fill(r, 0, out);
 	if (stale)
 		*stale = strcmp(db_str(r, 0, ROW_STALE), "t") == 0;
 	PQclear(r);
 	return 0;
 }
 
+static void fill(const PGresult *r, int i, struct refund_row *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->id = db_i64(r, i, ROW_ID);
+	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, i, ROW_REFUND_NO));
+	out->is_void = strcmp(db_str(r, i, ROW_KIND), "void") == 0;
+	out->charge_id = db_i64(r, i, ROW_CHARGE);
+	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
+	         db_str(r, i, ROW_CHARGE_PAY_ORDER_ID));
+	out->amount_cents = db_i64(r, i, ROW_AMOUNT);
+	snprintf(out->state, sizeof(out->state), "%s", db_str(r, i, ROW_STATE));
+	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
+	         db_str(r, i, ROW_PAY_ORDER_ID));
+	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, i, ROW_RET_MSG));
+	out->created_at = db_i64(r, i, ROW_CREATED);
+}
+
 int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen)
 {
 	return load(c, refund_id, out, NULL, err, errlen);
+}
+
+int refunds_of_subscription(PGconn *c, int64_t sub, struct refund_row **out, int *n, char *err,
+                            size_t errlen)
+{
+	PGresult *r = db_get(c, err, errlen,
+	                     ROW_COLS "false FROM refunds r JOIN charges c ON c.id = r.charge_id"
+	                              " WHERE c.subscription_id = $1 ORDER BY r.id",
+	                     DB_I(sub));
+
+	if (!r)
+		return -1;
+	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
+	if (!*out)
+		return -1;
+	for (int i = 0; i < *n; i++)
+		fill(r, i, &(*out)[i]);
+	PQclear(r);
+	return 0;
 }
 
 /* How often a statement or transaction that lost a serialization conflict

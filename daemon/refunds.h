@@ -58,6 +58,11 @@ int refunds_resolve(PGconn *c, struct gw_client *gw, int64_t refund_id, int64_t 
 int refunds_resolve_open(PGconn *c, struct gw_client *gw, int64_t now, int limit, int *settled,
                          char *err, size_t errlen);
 
+/* The refunds and voids of subscription sub's charges, oldest first; *out
+ * malloc'd (caller frees). 0 / -1 with err. */
+int refunds_of_subscription(PGconn *c, int64_t sub, struct refund_row **out, int *n, char *err,
+                            size_t errlen);
+
 /* Reads refund refund_id into out. 0 / -1 with err (also when absent). */
 int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen);
 

@@ -105,5 +105,90 @@ check "one cc_isbinding per pending enrolment in that pass" [ $(($(requests cc_i
 check "nothing charged for the failed enrolment" \
 	[ "$(sql "SELECT count(*) FROM charges WHERE customer_id = 'never'")" = 0 ]
 
+# ---- point 9: history, with the actor and the reason ----
+# Enrolment, trial, decline, retry, refund, void and plan change, then one
+# timeline that shows every step in order.
+H0=2026-06-01T10:00:00-04:00
+bc --now "$H0" customer enrol h1 --reason "signed up by phone"
+curl -s -o /dev/null "$(cat "$T/out")&card=4501161234567214&expiry=0728"
+bc --now "$H0" customer check h1
+bc --now "$H0" subscribe h1 monthly --start "$H0" --reason "phone order #881"
+HS=$(sed -n 's/^subscription \([0-9]*\):.*/\1/p' "$T/out")
+curl -s -o /dev/null -X POST -d '{"customerId":"h1","count":1}' "$FAKE/_fake/decline"
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-06-15T10:30:00-04:00 2>>"$T/billingd.log"
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-06-16T10:30:00-04:00 2>>"$T/billingd.log"
+"$B/billingd" -c "$T/billing.yaml" --once --now 2026-07-15T10:30:00-04:00 2>>"$T/billingd.log"
+HP1=$(pay "T$HS-0-2")
+HP2=$(pay "T$HS-1-1")
+check "h1: the trial's first charge declined, its retry paid, the next month paid" \
+	sh -c "[ -n '$HP1' ] && [ -n '$HP2' ] && [ '$(sql "SELECT state FROM charges WHERE mch_order_no = 'T$HS-0-1'")' = failed ]"
+bc --now 2026-07-16T09:00:00-04:00 refund "$HP1" --amount 500 --reason "late delivery"
+HR=$(grep -o 'TR[0-9]*' "$T/out" | head -n 1)
+bc --now 2026-07-16T09:05:00-04:00 void "$HP2" --reason "charged in error"
+HV=$(grep -o 'TR[0-9]*' "$T/out" | head -n 1)
+bc --now 2026-07-16T09:10:00-04:00 subscription change-plan "$HS" annual --reason "upgrade to annual"
+check "refund, void and plan change made with a reason" [ $rc -eq 0 ]
+bc customer history h1 --reason "ignored by a read"
+check "customer history: exit 0, a table" sh -c "[ $rc -eq 0 ] && head -n 1 '$T/out' | grep -q '^AT '"
+bc --json customer history h1
+jq -r '.history[] | [.entity, .ref, .old_state, .new_state] | map(select(. != "")) | join(" ")' "$T/out" |
+	sed 's/ *$//' >"$T/steps"
+cat >"$T/want" <<EOS
+customer h1 pending
+customer h1 pending bound
+subscription $HS trialing
+charge T$HS-0-1 pending
+charge T$HS-0-1 pending failed
+subscription $HS trialing past_due
+charge T$HS-0-2 pending
+charge T$HS-0-2 pending succeeded
+subscription $HS past_due active
+charge T$HS-1-1 pending
+charge T$HS-1-1 pending succeeded
+refund $HR pending
+refund $HR pending succeeded
+void $HV pending
+void $HV pending succeeded
+subscription $HS active active
+EOS
+if cmp -s "$T/want" "$T/steps"; then
+	ok "customer history --json: enrolment, binding, trial, decline, retry, refund, void, plan change, in order"
+else
+	not_ok "customer history --json: every step in order"
+	diff "$T/want" "$T/steps" | sed 's/^/#   /'
+fi
+step() { jq -r --arg r "$1" --arg s "$2" ".history[] | select(.ref == \$r and .new_state == \$s) | $3" "$T/out" | tail -n 1; }
+check "the enrolment carries its actor and reason" \
+	[ "$(step h1 pending '.actor + "|" + .reason')" = "billctl:$(id -un)|signed up by phone" ]
+check "the binding (billctl customer check) has no reason: none was given" [ "$(step h1 bound .reason)" = "" ]
+check "the subscription's creation: its plan and reason" \
+	[ "$(jq -r ".history[] | select(.entity == \"subscription\" and .old_state == \"\") | .detail + \"|\" + .reason" "$T/out")" = "monthly v1|phone order #881" ]
+check "the decline: the gateway's message, no pay order; by billingd" \
+	sh -c "[ -n '$(step "T$HS-0-1" failed .ret_msg)' ] && case '$(step "T$HS-0-1" failed .actor)' in billctl*) false ;; *) true ;; esac"
+check "the retry that paid: its pay order and its billing time (the attempt, on --now)" \
+	[ "$(step "T$HS-0-2" succeeded '.pay_order_id + " " + .billing_time')" = "$HP1 2026-06-16T10:30:00-04:00" ]
+check "the refund: -5.00 of its charge, with the reason" \
+	[ "$(step "$HR" succeeded '"\(.amount_cents) \(.of) \(.reason)"')" = "500 T$HS-0-2 late delivery" ]
+check "the void: of the next month's charge, with the reason" \
+	[ "$(step "$HV" succeeded '"\(.of) \(.reason)"')" = "T$HS-1-1 charged in error" ]
+check "the plan change: audited with what changed and the reason" \
+	[ "$(jq -r '.history[-1] | .detail + "|" + .reason' "$T/out")" = "plan change to annual v1 at the period end|upgrade to annual" ]
+bc subscription show "$HS"
+check "subscription show: the voided charge is 'voided', never 'succeeded'" \
+	sh -c "grep 'T$HS-1-1' '$T/out' | grep -q ' voided ' && ! grep 'T$HS-1-1' '$T/out' | grep -q succeeded"
+check "subscription show: the refund and the void listed under their charges" \
+	sh -c "grep -A1 'T$HS-0-2' '$T/out' | grep -q 'refund $HR' && grep -A1 'T$HS-1-1' '$T/out' | grep -q 'void $HV'"
+bc --json subscription show "$HS"
+check "subscription show --json: refunds under each charge" \
+	[ "$(jq -r ".charges[] | select(.mch_order_no == \"T$HS-1-1\") | .state + \" \" + .refunds[0].type + \" \" + .refunds[0].mch_refund_no" "$T/out")" = "voided void $HV" ]
+bc subscription cancel "$HS" --at-period-end --reason "moving away"
+check "cancel at the period end: audited with the reason" \
+	[ "$(sql "SELECT detail || '|' || reason FROM audit_log WHERE entity = 'subscriptions' AND entity_id = '$HS' ORDER BY id DESC LIMIT 1")" = "cancel at the period end|moving away" ]
+bc customer show h1 --reason "$(printf 'two\nlines')"
+check "--reason with a control character: exit 2, one line naming it" \
+	sh -c "[ $rc -eq 2 ] && [ \$(wc -l <'$T/err') -eq 1 ] && grep -q -- '--reason' '$T/err'"
+bc customer history nobody
+check "history of an unknown customer: exit 1, one line" sh -c "[ $rc -eq 1 ] && grep -q \"unknown customer 'nobody'\" '$T/err'"
+
 echo "1..$n"
 [ $failed -eq 0 ]
