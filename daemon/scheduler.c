@@ -222,7 +222,8 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	int n;
 
 	/* Unknowns first: their subscriptions get nothing new until resolved.
-	 * Bindings before charging: a card bound now is charged in this pass. */
+	 * Bindings before charging, so that a card bound now is charged in this
+	 * pass, */
 	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0 ||
 	    resolve_refunds(s, now, err, errlen) < 0 || check_bindings(s, now, st, err, errlen) < 0)
 		return -1;
@@ -234,7 +235,9 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 		return -1;
 	if (st)
 		st->claimed += n;
-	return 0;
+	/* and after: a charge declined for a binding reason flagged its
+	 * customer, whose binding is settled before the next attempt */
+	return s->stopping ? 0 : check_bindings(s, now, st, err, errlen);
 }
 
 int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,

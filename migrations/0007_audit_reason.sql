@@ -3,8 +3,10 @@
 -- billing.reason beside billing.actor), and the subscription changes that
 -- are not state changes: a plan change scheduled or made, a cancel at the
 -- period end set or withdrawn. Such a row keeps old_state = new_state (the
--- state did not move) and says what changed in detail.
-ALTER TABLE audit_log ADD COLUMN reason text;
+-- state did not move) and says what changed in detail. billing_at: the
+-- change's business time, the billing clock its writer declared for the
+-- connection (billing.now, unix seconds); NULL when none was declared.
+ALTER TABLE audit_log ADD COLUMN reason text, ADD COLUMN billing_at timestamptz;
 
 -- A plan as people name it: code v<version>.
 CREATE FUNCTION plan_label(p_id bigint) RETURNS text LANGUAGE sql STABLE AS $$
@@ -40,10 +42,12 @@ BEGIN
 		END IF;
 	END IF;
 	IF TG_OP = 'INSERT' OR prev_state IS DISTINCT FROM NEW.state OR what IS NOT NULL THEN
-		INSERT INTO audit_log (actor, entity, entity_id, old_state, new_state, detail, reason)
+		INSERT INTO audit_log (actor, entity, entity_id, old_state, new_state, detail, reason,
+		                       billing_at)
 		VALUES (coalesce(nullif(current_setting('billing.actor', true), ''), current_user),
 		        TG_TABLE_NAME, ent_id, prev_state, NEW.state, what,
-		        nullif(current_setting('billing.reason', true), ''));
+		        nullif(current_setting('billing.reason', true), ''),
+		        to_timestamp(nullif(current_setting('billing.now', true), '')::double precision));
 	END IF;
 	NEW.updated_at := now();
 	RETURN NEW;
