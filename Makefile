@@ -37,7 +37,7 @@ MIGR     := $(sort $(wildcard migrations/*.sql))
 
 # Objects are kept (and their .d files read) so that a rebuild is incremental.
 .SECONDARY:
-.PHONY: all tests-build deps test demo bench bench-client bench-due check-format format cppcheck clean
+.PHONY: all tests-build deps test demo bench bench-client bench-due bench-events check-format format cppcheck clean
 .PHONY: install check-dist check-install-steps
 
 all: $(B)/billingd $(B)/billctl
@@ -110,7 +110,7 @@ demo: deps
 	$(MAKE) -j2 all $(B)/fakegw
 	B=$(B) sh tests/demo.sh
 
-bench bench-client bench-due: deps
+bench bench-client bench-due bench-events: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/bench.sh $(patsubst bench,daemon,$(patsubst bench-%,%,$@))
 

@@ -65,6 +65,12 @@ static const struct verb verbs[] = {
      "One row per money movement of the window, for the accountants (exit 1 while the "
      "window has unknown outcomes, unless --allow-open); summary: per month and plan.",
      "summary --month --from --to --format --totals --allow-open"},
+    {"events", cmd_events, 1,
+     "events list [--type T] [--since T] [--status S] [--customer C] | show ID | replay ID | "
+     "replay --since T [--type T] | tail",
+     "Lists the events written for the operator's application, shows one with every delivery "
+     "attempt, queues events to be sent again (same id), or follows new ones as they commit.",
+     "list show replay tail --type --since --status --customer"},
 };
 
 #define NVERBS       (sizeof(verbs) / sizeof(verbs[0]))
@@ -96,7 +102,8 @@ PGconn *cli_db(struct cli *ctx)
 		cli_error("%s", err);
 		return NULL;
 	}
-	if (ctx->reason && db_set_reason(ctx->db, ctx->reason, err, sizeof(err)) < 0) {
+	if (db_set_now(ctx->db, ctx->now, err, sizeof(err)) < 0 ||
+	    (ctx->reason && db_set_reason(ctx->db, ctx->reason, err, sizeof(err)) < 0)) {
 		cli_error("%s", err);
 		PQfinish(ctx->db);
 		ctx->db = NULL;

@@ -32,7 +32,7 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A verb: argv[0] is the verb itself; returns CLI_OK, CLI_FAIL or CLI_USAGE. */
 typedef int cli_verb(struct cli *ctx, int argc, char **argv);
 cli_verb cmd_migrate, cmd_plans, cmd_customer, cmd_subscribe, cmd_subscription, cmd_charge,
-    cmd_refund, cmd_void, cmd_paylink, cmd_query, cmd_reconcile, cmd_report;
+    cmd_refund, cmd_void, cmd_paylink, cmd_query, cmd_reconcile, cmd_report, cmd_events;
 cli_verb cmd_report_summary; /* argv[0]: "summary" */
 
 #endif

@@ -2,9 +2,11 @@
  * checked against the gateway; what disagrees is listed, the dangerous first.
  * Exit 1 while anything needs a human, 0 when clean. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "out.h"
 #include "reconcile.h"
 #include "scheduler.h"
@@ -87,6 +89,40 @@ static cJSON *item_json(const struct reconcile_item *it)
 	return o;
 }
 
+/* A reconcile.mismatch event per danger or mismatch, once per order number
+ * and verdict however often the window is reconciled. */
+static int emit_mismatches(PGconn *db, const struct reconcile_report *rep)
+{
+	char err[512], key[96];
+
+	for (int i = 0; i < rep->n; i++) {
+		const struct reconcile_item *it = &rep->items[i];
+		cJSON *j;
+		char *data;
+		int rc;
+
+		if (it->verdict != RECONCILE_DANGER && it->verdict != RECONCILE_MISMATCH)
+			continue;
+		snprintf(key, sizeof(key), "reconcile.mismatch:%s:%s:%s", it->kind,
+		         it->mch_order_no, reconcile_verdict_name(it->verdict));
+		j = item_json(it);
+		data = cJSON_PrintUnformatted(j);
+		cJSON_Delete(j);
+		if (!data) {
+			cli_error("out of memory");
+			return -1;
+		}
+		rc = events_emit(db, "reconcile.mismatch", it->customer_id, data, key, err,
+		                 sizeof(err));
+		free(data);
+		if (rc < 0) {
+			cli_error("%s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 {
 	const char *from_s = NULL, *to_s = NULL;
@@ -125,6 +161,10 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 	}
 	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0)
 		return out_fail(err);
+	if (emit_mismatches(db, &rep) < 0) {
+		reconcile_report_free(&rep);
+		return CLI_FAIL;
+	}
 	clean = reconcile_clean(&rep);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject(), *counts = cJSON_AddObjectToObject(o, "counts");

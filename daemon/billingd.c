@@ -21,6 +21,7 @@
 #include "calendar.h"
 #include "config.h"
 #include "db.h"
+#include "events.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
@@ -30,6 +31,7 @@
 
 static volatile sig_atomic_t got_stop, got_reload;
 static struct sched *running;
+static struct events *events;
 
 static void on_signal(int sig)
 {
@@ -170,6 +172,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	gw_client_free(*gw);
 	*gw = ngw;
 	*cfg = fresh;
+	events_reload(events, &cfg->events);
 	cfg_wipe(&fresh);
 	running = sched_new(cfg, db, *gw, owner);
 	if (!running) {
@@ -325,7 +328,9 @@ int main(int argc, char **argv)
 	}
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
-		if (!lsn) {
+		if (lsn)
+			events = events_start(&cfg, billing_clock, owner, err, sizeof(err));
+		if (!lsn || !events) {
 			fprintf(stderr, "billingd: %s\n", err);
 			rc = 1;
 			goto out;
@@ -372,6 +377,7 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1");
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
+	events_stop(events);
 	listener_stop(lsn);
 	sched_free(running);
 	running = NULL;

@@ -23,7 +23,7 @@
 #include "config.h"
 #include "log.h"
 
-enum kind { K_STR, K_INT, K_URL, K_BOOL };
+enum kind { K_STR, K_INT, K_URL, K_BOOL, K_LIST }; /* K_LIST: a sequence, kept comma-joined */
 
 struct key {
 	const char *name; /* "gateway.timeout_ms" */
@@ -74,6 +74,12 @@ static const struct key keys[] = {
     S("enrolment.failure_url", failure_url, K_URL),
     I("enrolment.expiry_hours", enrolment_expiry_hours, 1, 8760),
     S("plans_dir", plans_dir, K_STR),
+    S("events.url", events.url, K_URL),
+    S("events.secret_file", events.secret_file, K_STR),
+    L("events.timeout_ms", events.timeout_ms, 100, 600000),
+    I("events.max_in_flight", events.max_in_flight, 1, 1024),
+    S("events.retry", events.retry_text, K_LIST),
+    I("events.card_expiring_days", events.card_expiring_days, 1, 365),
 };
 
 static void defaults(struct cfg *c)
@@ -93,6 +99,11 @@ static void defaults(struct cfg *c)
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
 	c->enrolment_expiry_hours = 72;
 	snprintf(c->plans_dir, sizeof(c->plans_dir), "plans");
+	c->events.timeout_ms = 10000;
+	c->events.max_in_flight = 8;
+	snprintf(c->events.retry_text, sizeof(c->events.retry_text),
+	         "30s,2m,10m,1h,6h,12h,24h,24h");
+	c->events.card_expiring_days = 30;
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -156,6 +167,31 @@ static int set_value(struct cfg *c, const struct key *k, const char *v, const ch
 	return 0;
 }
 
+/* A sequence of scalars, comma-joined into the key's string. */
+static int set_list(struct cfg *c, const struct key *k, yaml_document_t *doc, yaml_node_t *seq,
+                    const char *file, char *err, size_t errlen)
+{
+	char joined[CFG_STR] = "";
+	size_t len = 0;
+
+	for (yaml_node_item_t *it = seq->data.sequence.items.start;
+	     it < seq->data.sequence.items.top; it++) {
+		yaml_node_t *vn = yaml_document_get_node(doc, *it);
+		int n;
+
+		if (vn->type != YAML_SCALAR_NODE)
+			return fail(err, errlen, "%s:%lu: %s: expected a list of strings", file,
+			            (unsigned long)vn->start_mark.line + 1, k->name);
+		n = snprintf(joined + len, sizeof(joined) - len, "%s%s", len ? "," : "",
+		             (const char *)vn->data.scalar.value);
+		if (n < 0 || (size_t)n >= sizeof(joined) - len)
+			return fail(err, errlen, "%s:%lu: %s: too long", file,
+			            (unsigned long)seq->start_mark.line + 1, k->name);
+		len += (size_t)n;
+	}
+	return set_value(c, k, joined, file, seq->start_mark.line + 1, err, errlen);
+}
+
 static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, const char *section,
                         const char *file, char *err, size_t errlen)
 {
@@ -189,6 +225,11 @@ static int load_mapping(struct cfg *c, yaml_document_t *doc, yaml_node_t *map, c
 		if (!k) {
 			log_escape(shown, sizeof(shown), name);
 			return fail(err, errlen, "%s:%lu: %s: unknown key", file, line, shown);
+		}
+		if (k->kind == K_LIST && vn->type == YAML_SEQUENCE_NODE) {
+			if (set_list(c, k, doc, vn, file, err, errlen) < 0)
+				return -1;
+			continue;
 		}
 		if (vn->type != YAML_SCALAR_NODE)
 			return fail(err, errlen, "%s:%lu: %s: expected %s", file, line, name,
@@ -257,7 +298,9 @@ static int resolve_paths(struct cfg *c, char *err, size_t errlen)
 	    resolve_path(c, c->gateway.merchant_key_file, sizeof(c->gateway.merchant_key_file),
 	                 "gateway.merchant_key_file", err, errlen) < 0 ||
 	    resolve_path(c, c->gateway.ca_file, sizeof(c->gateway.ca_file), "gateway.ca_file", err,
-	                 errlen) < 0)
+	                 errlen) < 0 ||
+	    resolve_path(c, c->events.secret_file, sizeof(c->events.secret_file),
+	                 "events.secret_file", err, errlen) < 0)
 		return -1;
 	return 0;
 }
@@ -327,6 +370,98 @@ static int read_key_file(struct cfg *c, char *err, size_t errlen)
 	OPENSSL_cleanse(buf, sizeof(buf));
 	if (why)
 		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path, why);
+	return 0;
+}
+
+/* ---- events.* ---- */
+
+/* "30s", "2m", "1h", "1d" -> seconds; -1 if malformed. */
+static long retry_seconds(const char *s, size_t n)
+{
+	long v = 0;
+	size_t i;
+
+	for (i = 0; i < n && s[i] >= '0' && s[i] <= '9' && v < 1000000; i++)
+		v = v * 10 + (s[i] - '0');
+	if (i == 0 || v == 0 || i + 1 != n)
+		return -1;
+	switch (s[i]) {
+	case 's':
+		return v;
+	case 'm':
+		return v * 60;
+	case 'h':
+		return v * 3600;
+	case 'd':
+		return v * 86400;
+	default:
+		return -1;
+	}
+}
+
+static int events_retry(struct cfg *c, char *err, size_t errlen)
+{
+	const char *s = c->events.retry_text;
+
+	c->events.nretry = 0;
+	while (*s) {
+		size_t n;
+		long v;
+
+		s += strspn(s, " ,");
+		n = strcspn(s, " ,");
+		if (!n)
+			break;
+		v = retry_seconds(s, n);
+		if (v < 0)
+			return fail(err, errlen,
+			            "%s: events.retry: '%.*s' is not a delay such as 30s, 2m, 1h "
+			            "or 1d",
+			            c->path, (int)(n > 40 ? 40 : n), s);
+		if (c->events.nretry == CFG_EVENTS_MAX_RETRY)
+			return fail(err, errlen, "%s: events.retry: at most %d delays", c->path,
+			            CFG_EVENTS_MAX_RETRY);
+		c->events.retry[c->events.nretry++] = v;
+		s += n;
+	}
+	return 0;
+}
+
+/* The secret: env BILLING_EVENTS_SECRET, else events.secret_file (mode
+ * 0600); required once events.url is set. Never echoed. */
+static int events_secret(struct cfg *c, char *err, size_t errlen)
+{
+	const char *env = getenv("BILLING_EVENTS_SECRET");
+	const char *path = c->events.secret_file;
+	struct stat st;
+	FILE *f;
+	size_t n;
+
+	if (env && env[0]) {
+		if (strlen(env) >= sizeof(c->events.secret))
+			return fail(err, errlen, "BILLING_EVENTS_SECRET: too long");
+		snprintf(c->events.secret, sizeof(c->events.secret), "%s", env);
+	} else if (path[0]) {
+		if (stat(path, &st) < 0 || !(f = fopen(path, "r")))
+			return fail(err, errlen, "%s: events.secret_file: %s", c->path,
+			            strerror(errno));
+		if (st.st_mode & 077) {
+			fclose(f);
+			return fail(err, errlen,
+			            "%s: events.secret_file: the file is readable by group or "
+			            "others (chmod 600 it)",
+			            c->path);
+		}
+		n = fread(c->events.secret, 1, sizeof(c->events.secret) - 1, f);
+		fclose(f);
+		c->events.secret[n] = '\0';
+		c->events.secret[strcspn(c->events.secret, "\r\n")] = '\0';
+	}
+	if (c->events.url[0] && !c->events.secret[0])
+		return fail(err, errlen,
+		            "%s: events.secret_file: required with events.url (or env "
+		            "BILLING_EVENTS_SECRET)",
+		            c->path);
 	return 0;
 }
 
@@ -431,7 +566,10 @@ int cfg_load_key(struct cfg *c, char *err, size_t errlen)
 
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 {
-	return cfg_load_without_key(c, path, err, errlen) < 0 ? -1 : cfg_load_key(c, err, errlen);
+	/* Only the daemon, which sends the events, reads their secret. */
+	if (cfg_load_without_key(c, path, err, errlen) < 0 || cfg_load_key(c, err, errlen) < 0)
+		return -1;
+	return events_secret(c, err, errlen);
 }
 
 int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errlen)
@@ -461,6 +599,8 @@ int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errl
 		return fail(
 		    err, errlen,
 		    "%s: billing.order_prefix: 1 to 8 letters or digits, ending in a letter", path);
+	if (events_retry(c, err, errlen) < 0)
+		return -1;
 	if (c->lease_seconds * 1000L < c->gateway.timeout_ms + 5000)
 		return fail(err, errlen,
 		            "%s: billing.lease_seconds: must exceed gateway.timeout_ms by 5 s or "
@@ -472,6 +612,7 @@ int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errl
 void cfg_wipe(struct cfg *c)
 {
 	OPENSSL_cleanse(c->gateway.merchant_key, sizeof(c->gateway.merchant_key));
+	OPENSSL_cleanse(c->events.secret, sizeof(c->events.secret));
 }
 
 int cfg_apply_timezone(const struct cfg *c, char *err, size_t errlen)

@@ -20,6 +20,20 @@ struct cfg_gateway {
 	int allow_insecure_http; /* http:// to a host that is not loopback (tests) */
 };
 
+/* Events to the operator's application (events.*). */
+#define CFG_EVENTS_MAX_RETRY 32
+struct cfg_events {
+	char url[CFG_URL]; /* "": events are written, not sent */
+	char secret_file[CFG_STR];
+	char secret[CFG_STR]; /* never logged, never printed */
+	long timeout_ms;
+	int max_in_flight;
+	char retry_text[CFG_STR];         /* as configured: "30s,2m,..." */
+	long retry[CFG_EVENTS_MAX_RETRY]; /* seconds before each retry */
+	int nretry;
+	int card_expiring_days;
+};
+
 struct cfg {
 	char path[CFG_STR];
 	struct cfg_gateway gateway;
@@ -35,6 +49,7 @@ struct cfg {
 	char failure_url[CFG_URL];
 	int enrolment_expiry_hours;
 	char plans_dir[CFG_STR];
+	struct cfg_events events;
 };
 
 /* Where the configuration is read when -c is not given. */
@@ -46,8 +61,9 @@ const char *cfg_find_path(const char *given);
 
 /* Fills c with defaults, then path's values, then the environment
  * (DATABASE_URL, IOTPAY_MERCHANT_KEY: taken out of the environment at the
- * first load and kept for the process). Relative plans_dir, merchant_key_file
- * and ca_file are taken relative to path's directory. On error returns -1 with one line in
+ * first load and kept for the process; BILLING_EVENTS_SECRET). Relative
+ * plans_dir, merchant_key_file, ca_file and events.secret_file are taken
+ * relative to path's directory. On error returns -1 with one line in
  * err such as "billing.yaml:7: gateway.timeout_ms: expected an integer". */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
 

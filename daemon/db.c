@@ -61,6 +61,15 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 	return c;
 }
 
+int db_set_now(PGconn *c, int64_t now, char *err, size_t errlen)
+{
+	char t[24];
+	const char *p[1] = {t};
+
+	snprintf(t, sizeof(t), "%lld", (long long)now);
+	return db_exec(c, "SELECT set_config('billing.now', $1, false)", 1, p, err, errlen);
+}
+
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
                    size_t errlen)
 {

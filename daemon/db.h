@@ -13,6 +13,12 @@
  * line in err (never the password). */
 PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen);
 
+/* Declares the billing clock (unix seconds) for what this connection
+ * writes from now on: the events that triggers write take their time from
+ * it, and refuse to be written without it. Called by every writer at the
+ * start of its work (a pass, a request, a command); 0 / -1. */
+int db_set_now(PGconn *c, int64_t now, char *err, size_t errlen);
+
 /* Runs a parameterised statement (text params, NULL = SQL NULL). Returns the
  * result (caller PQclear()s) or NULL with one line in err. */
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,

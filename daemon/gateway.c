@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "gateway_impl.h"
+#include "utf8.h"
 
 #define GW_MAX_AMOUNT 2147483647L /* the API's Int */
 
@@ -147,39 +148,6 @@ void gw_detailf(char *detail, size_t n, const char *fmt, ...)
 int gw_present(const char *s)
 {
 	return s && s[0];
-}
-
-/* Bytes in the UTF-8 sequence at p, 0 when it is not valid UTF-8. */
-static int utf8_len(const unsigned char *p)
-{
-	int n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	/* no overlong forms, surrogates or code points past U+10FFFF */
-	if (p[0] == 0xe0)
-		lo = 0xa0;
-	else if (p[0] == 0xed)
-		hi = 0x9f;
-	else if (p[0] == 0xf0)
-		lo = 0x90;
-	else if (p[0] == 0xf4)
-		hi = 0x8f;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (int i = 2; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
 }
 
 /* A String(max): valid UTF-8, no control characters, at most max characters. */

@@ -174,6 +174,23 @@ static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
 
 /* ---- GET /iotpay/return ---- */
 
+/* A writer's call at the billing clock: the events its change writes are
+ * stamped with it. */
+struct clocked {
+	struct listener *l;
+	db_fn fn;
+	void *arg;
+};
+
+static int at_clock(PGconn *c, void *arg, char *err, size_t errlen)
+{
+	const struct clocked *k = arg;
+
+	if (db_set_now(c, k->l->clock ? k->l->clock() : (int64_t)time(NULL), err, errlen) < 0)
+		return -1;
+	return k->fn(c, k->arg, err, errlen);
+}
+
 static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 {
 	const struct gw_return *e = arg;
@@ -206,7 +223,8 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = db_pool_run(l->pool, record_return, &e, err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_return, &e}, err,
+	                 sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
 	case CUSTOMERS_UNCHANGED:
@@ -295,9 +313,11 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = db_pool_run(l->pool, record_notify,
-	                 &(struct notified){&n, l->clock ? l->clock() : (int64_t)time(NULL)}, err,
-	                 sizeof(err));
+	rc = db_pool_run(
+	    l->pool, at_clock,
+	    &(struct clocked){l, record_notify,
+	                      &(struct notified){&n, l->clock ? l->clock() : (int64_t)time(NULL)}},
+	    err, sizeof(err));
 	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
 		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",

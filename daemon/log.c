@@ -7,46 +7,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "utf8.h"
 
 static int quiet;
 
 void log_set_quiet(int q)
 {
 	quiet = q;
-}
-
-/* Length of the valid UTF-8 sequence at s (2 to 4 bytes), or 0 when the
- * bytes are not one (overlong, surrogate, truncated) or encode a C1 control
- * (U+0080..U+009F), which some terminals obey as they do ESC. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t n;
-
-	if (s[0] == 0xc2)
-		lo = 0xa0;
-	else if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
 }
 
 /* One unit of the value at v, as written: an escape for quotes, backslashes,
@@ -56,7 +23,11 @@ static size_t utf8_len(const unsigned char *s)
 static size_t unit(const unsigned char *v, char out[5], size_t *outlen)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t n = *v < 0x80 ? 1 : utf8_len(v);
+	size_t n = (size_t)utf8_len(v);
+
+	/* C1 controls (U+0080..U+009F): some terminals obey them as they do ESC */
+	if (n == 2 && v[0] == 0xc2 && v[1] < 0xa0)
+		n = 0;
 
 	if (*v == '"' || *v == '\\' || *v == '\n' || *v == '\r' || *v == '\t') {
 		out[0] = '\\';

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "customers.h"
+#include "events.h"
 #include "db.h"
 #include "buf.h"
 #include "metrics.h"
@@ -27,6 +28,10 @@ static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 static atomic_ullong buckets[NBOUNDS + 1]; /* per bucket (not cumulative); last: +Inf */
 static atomic_ullong sum_ns;
 static atomic_int in_flight;
+
+static const char *const delivery_results[] = {"delivered", "rejected", "error"};
+#define NRESULTS (sizeof(delivery_results) / sizeof(delivery_results[0]))
+static atomic_ullong deliveries[NRESULTS];
 
 void metrics_charge(const char *outcome)
 {
@@ -47,6 +52,13 @@ void metrics_gateway_observe(double seconds)
 		;
 	atomic_fetch_add(&buckets[i], 1);
 	atomic_fetch_add(&sum_ns, (unsigned long long)(seconds * 1e9));
+}
+
+void metrics_event_delivery(const char *result)
+{
+	for (size_t i = 0; i < NRESULTS; i++)
+		if (strcmp(result, delivery_results[i]) == 0)
+			atomic_fetch_add(&deliveries[i], 1);
 }
 
 void metrics_in_flight(int n)
@@ -86,6 +98,11 @@ static void render_process(struct buf *t)
 	family(t, "billing_gateway_requests_in_flight", "gauge",
 	       "Requests to the gateway in flight now.");
 	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+	family(t, "billing_event_deliveries_total", "counter",
+	       "Event delivery attempts by this process, by result.");
+	for (size_t k = 0; k < NRESULTS; k++)
+		buf_printf(t, "billing_event_deliveries_total{result=\"%s\"} %llu\n",
+		           delivery_results[k], atomic_load(&deliveries[k]));
 }
 
 static long count(PGconn *c, const char *sql, int64_t now, char *err, size_t errlen)
@@ -103,7 +120,7 @@ static long count(PGconn *c, const char *sql, int64_t now, char *err, size_t err
 static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	struct customers_counts cc;
-	long due, unknown;
+	long due, unknown, ev_pending, ev_failed;
 	int i;
 
 	due = count(c,
@@ -117,7 +134,8 @@ static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, siz
 	                      "AND (lease_expires_at IS NULL OR lease_expires_at <= "
 	                      "to_timestamp($1))",
 	                      now, err, errlen);
-	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0)
+	if (unknown < 0 || customers_count(c, EXPIRING_SOON_DAYS, now, &cc, err, errlen) < 0 ||
+	    events_count(c, &ev_pending, &ev_failed, err, errlen) < 0)
 		return -1;
 	family(t, "billing_due_backlog", "gauge", "Subscriptions due for a charge now.");
 	buf_printf(t, "billing_due_backlog %ld\n", due);
@@ -131,6 +149,12 @@ static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, siz
 	family(t, "billing_cards_expiring_soon", "gauge",
 	       "Bound cards expired or expiring within 30 days.");
 	buf_printf(t, "billing_cards_expiring_soon %ld\n", cc.expiring);
+	family(t, "billing_events_pending", "gauge",
+	       "Events written and not yet delivered (their retries included).");
+	buf_printf(t, "billing_events_pending %ld\n", ev_pending);
+	family(t, "billing_events_failed", "gauge",
+	       "Events whose retries ran out: kept, and sent again by billctl events replay.");
+	buf_printf(t, "billing_events_failed %ld\n", ev_failed);
 	return 0;
 }
 

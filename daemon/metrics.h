@@ -12,6 +12,9 @@
 void metrics_charge(const char *outcome);
 /* One gateway request's duration. */
 void metrics_gateway_observe(double seconds);
+/* One event delivery attempt: "delivered" (a 2xx), "rejected" (another
+ * HTTP status) or "error" (no answer: timeout, connection). */
+void metrics_event_delivery(const char *result);
 /* Gateway requests in flight right now. */
 void metrics_in_flight(int n);
 

@@ -294,7 +294,8 @@ static int record(struct recorder *rec, struct rec_job **jobs, int n, struct sch
 	}
 	for (int i = 0; i < n; i++)
 		db_arr_i64(&ids, jobs[i]->charge_id);
-	if (db_begin(rec->db, err, errlen) < 0)
+	if (db_set_now(rec->db, jobs[n - 1]->now, err, errlen) < 0 ||
+	    db_begin(rec->db, err, errlen) < 0)
 		goto out;
 	if (charges_lock_owned(rec->db, db_arr_text(&ids), rec->owner, add_to_batch, &b, err,
 	                       errlen) < 0)

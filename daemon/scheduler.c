@@ -224,7 +224,8 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	/* Unknowns first: their subscriptions get nothing new until resolved.
 	 * Bindings before charging, so that a card bound now is charged in this
 	 * pass, */
-	if (boundaries(s, now, err, errlen) < 0 || sched_resolve(s, now, st, err, errlen) < 0 ||
+	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0 ||
+	    sched_resolve(s, now, st, err, errlen) < 0 ||
 	    resolve_refunds(s, now, err, errlen) < 0 || check_bindings(s, now, st, err, errlen) < 0)
 		return -1;
 	if (s->stopping)

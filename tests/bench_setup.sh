@@ -51,7 +51,9 @@ EOF
 	"$B/billctl" -c "$T/billing.yaml" plans sync >/dev/null
 	echo "bench: setting up $N bound customers with a due monthly subscription each"
 	# Due times spread over the hour before NOW, as a day's renewals would be.
-	sql "INSERT INTO customers (customer_id, state, card_masked, card_type, card_expiry)
+	# (Their customer.bound and subscription.created events are stamped NOW.)
+	sql "SET billing.now = '$(date -d "$NOW" +%s)';
+	     INSERT INTO customers (customer_id, state, card_masked, card_type, card_expiry)
 	     SELECT 'b' || n, 'bound', '450116XXXXXX7214', 'V', '0728' FROM generate_series(1, $N) n;
 	     INSERT INTO subscriptions (customer_id, plan_id, state, anchor, next_charge_at)
 	     SELECT 'b' || n, p.id, 'active', t, t

@@ -295,6 +295,59 @@ static void test_key_file_permissions(void **state)
 	assert_int_equal(load(yaml_with("", ""), err, sizeof(err)), 0);
 }
 
+/* events.*: defaults, the retry list as YAML gives it, a bad delay named,
+ * the secret required with a URL, from a 0600 file (relative to the
+ * configuration) or the environment, and never echoed. */
+static void test_events_settings(void **state)
+{
+	char err[512] = "", path[600];
+	struct cfg c;
+	FILE *f;
+
+	(void)state;
+	unsetenv("BILLING_EVENTS_SECRET");
+	assert_int_equal(cfg_load(&c, yaml_with("", ""), err, sizeof(err)), 0);
+	assert_string_equal(c.events.url, "");
+	assert_int_equal(c.events.timeout_ms, 10000);
+	assert_int_equal(c.events.max_in_flight, 8);
+	assert_int_equal(c.events.card_expiring_days, 30);
+	assert_int_equal(c.events.nretry, 8);
+	assert_int_equal(c.events.retry[0], 30);
+	assert_int_equal(c.events.retry[1], 120);
+	assert_int_equal(c.events.retry[7], 86400);
+	assert_int_equal(
+	    cfg_load(&c, yaml_with("", "events:\n  retry: [1s, 5m, 2h]\n"), err, sizeof(err)), 0);
+	assert_int_equal(c.events.nretry, 3);
+	assert_int_equal(c.events.retry[2], 7200);
+	expect_error(yaml_with("", "events:\n  retry: [30s, soon]\n"),
+	             "events.retry: 'soon' is not a delay");
+	expect_error(yaml_with("", "events:\n  url: ftp://x\n"), "events.url: expected an http");
+	expect_error(yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"),
+	             "events.secret_file: required with events.url");
+	snprintf(path, sizeof(path), "%s/events.secret", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("EVSECRET77\n", f);
+	fclose(f);
+	chmod(path, 0644);
+	expect_error(yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"
+	                           "  secret_file: events.secret\n"),
+	             "events.secret_file: the file is readable by group or others");
+	chmod(path, 0600);
+	assert_int_equal(cfg_load(&c,
+	                          yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"
+	                                        "  secret_file: events.secret\n"),
+	                          err, sizeof(err)),
+	                 0);
+	assert_string_equal(c.events.secret, "EVSECRET77");
+	setenv("BILLING_EVENTS_SECRET", "ENVSECRET", 1);
+	assert_int_equal(cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"),
+	                          err, sizeof(err)),
+	                 0);
+	unsetenv("BILLING_EVENTS_SECRET");
+	assert_string_equal(c.events.secret, "ENVSECRET");
+}
+
 static void write_key(const char *key)
 {
 	FILE *f = fopen(keypath, "w");
@@ -374,6 +427,7 @@ int main(void)
 	    cmocka_unit_test(test_malformed_yaml),
 	    cmocka_unit_test(test_key_file_permissions),
 	    cmocka_unit_test(test_key_file_length),
+	    cmocka_unit_test(test_events_settings),
 	    cmocka_unit_test(test_billingd_check_config),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);

@@ -272,6 +272,18 @@ static void verify(struct env *e, long nsubs)
 	                 0);
 	assert_int_equal(
 	    ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"), nsubs);
+	/* The outbox across the kills: one charge.succeeded event per succeeded
+	 * charge, and none for anything else. */
+	assert_int_equal(ts_db_long(e->db,
+	                            "SELECT count(*) FROM charges c WHERE c.state = 'succeeded'"
+	                            " AND (SELECT count(*) FROM events v"
+	                            "       WHERE v.type = 'charge.succeeded'"
+	                            "         AND v.body::jsonb #>> '{data,mch_order_no}'"
+	                            "             = c.mch_order_no) <> 1"),
+	                 0);
+	assert_int_equal(
+	    ts_db_long(e->db, "SELECT count(*) FROM events WHERE type = 'charge.succeeded'"),
+	    nsubs);
 
 	ledger = ts_fakegw_ledger(&e->fake);
 	cJSON_ArrayForEach(o, cJSON_GetObjectItem(ledger, "orders")) theirs++;

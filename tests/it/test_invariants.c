@@ -428,6 +428,7 @@ static void test_audit_rows_with_actor(void **state)
 
 	(void)state;
 	assert_non_null(c);
+	assert_int_equal(db_set_now(c, (int64_t)time(NULL), e, sizeof(e)), 0);
 	OK(c, "INSERT INTO customers (customer_id) VALUES ($1)", "aud1");
 	OK(c, "UPDATE customers SET state = 'bound' WHERE customer_id = $1", "aud1");
 	OK(c, "UPDATE customers SET email = 'a@example.com' WHERE customer_id = $1", "aud1");
@@ -493,7 +494,8 @@ static void test_due_query_uses_index(void **state)
 	PQclear(r);
 	if (!strstr(plan, "Index Scan using subscriptions_due") || strstr(plan, "Seq Scan"))
 		fail_msg("due query plan:\n%s", plan);
-	assert_non_null(strstr(plan, "Limit (actual rows=50 "));
+	if (!strstr(plan, "Limit (actual rows=50 "))
+		fail_msg("due query plan:\n%s", plan);
 	PQfinish(c);
 }
 
