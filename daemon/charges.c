@@ -239,9 +239,11 @@ static const char SQL_PAID[] =
     "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
     "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
     "       lease_expires_at = NULL, ret_msg = coalesce($7, ret_msg),"
-    "       " SETTLED_AT("'succeeded'", "$8") " WHERE mch_order_no = $1 AND state IN " OPEN_STATES
-                                              " AND amount_cents = $6::bigint"
-                                              " RETURNING id";
+    "       " SETTLED_AT(
+        "'succeeded'",
+        "current_setting('billing.now')") " WHERE mch_order_no = $1 AND state IN " OPEN_STATES
+                                          " AND amount_cents = $6::bigint"
+                                          " RETURNING id";
 
 /* Why SQL_PAID matched nothing. */
 enum { WHY_SAME, WHY_AMOUNT };
@@ -257,7 +259,7 @@ enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
 	int n = db_count(c, err, errlen, SQL_PAID, DB_S(mch_order_no), DB_S(pm->pay_order_id),
 	                 DB_S(pm->trans_id ? pm->trans_id : ""), DB_I(pm->status),
 	                 DB_S(pm->pay_succ_time ? pm->pay_succ_time : ""), DB_I(pm->amount_cents),
-	                 DB_S(pm->note), DB_I(pm->now));
+	                 DB_S(pm->note));
 
 	if (n < 0)
 		return strcmp(db_last_sqlstate(), "23505") == 0 ? CHARGES_PAID_DUPLICATE

@@ -106,7 +106,6 @@ struct charges_payment {
 	int status;
 	int64_t amount_cents;
 	const char *note; /* ret_msg to record; NULL keeps it */
-	int64_t now;      /* the billing clock: dates a payment with no attempt time */
 };
 enum charges_paid {
 	CHARGES_PAID_ERROR = -1, /* database error (err) */
@@ -117,7 +116,9 @@ enum charges_paid {
 	CHARGES_PAID_CONFLICT,   /* failed, or succeeded with another payOrderId */
 	CHARGES_PAID_DUPLICATE   /* this payOrderId is another charge's */
 };
-/* Marks the open charge mch_order_no (any kind) succeeded with pm. */
+/* Marks the open charge mch_order_no (any kind) succeeded with pm, dated by
+ * its attempt, else by the billing clock the connection declared
+ * (db_set_now). */
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
                                     const struct charges_payment *pm, char *err, size_t errlen);
 

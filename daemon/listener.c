@@ -251,22 +251,14 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 
 /* ---- POST /iotpay/notify ---- */
 
-/* A notify to record, with the billing clock when it came. */
-struct notified {
-	const struct gw_notify *n;
-	int64_t now;
-};
-
 static int record_notify(PGconn *c, void *arg, char *err, size_t errlen)
 {
-	const struct notified *nd = arg;
-	const struct gw_notify *n = nd->n;
+	const struct gw_notify *n = arg;
 	struct charges_payment pm = {.pay_order_id = n->pay_order_id,
 	                             .trans_id = n->trans_id,
 	                             .pay_succ_time = n->pay_succ_time,
 	                             .status = n->status,
-	                             .amount_cents = n->amount,
-	                             .now = nd->now};
+	                             .amount_cents = n->amount};
 
 	return charges_mark_paid(c, n->mch_order_no, &pm, err, errlen);
 }
@@ -313,11 +305,8 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = db_pool_run(
-	    l->pool, at_clock,
-	    &(struct clocked){l, record_notify,
-	                      &(struct notified){&n, l->clock ? l->clock() : (int64_t)time(NULL)}},
-	    err, sizeof(err));
+	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
+	                 sizeof(err));
 	if (rc == CHARGES_PAID_RECORDED || rc == CHARGES_PAID_ALREADY)
 		log_event("info", "notify", "mch_order_no", n.mch_order_no, "pay_order_id",
 		          n.pay_order_id, "replay", rc == CHARGES_PAID_ALREADY ? "yes" : "no",

@@ -191,16 +191,15 @@ static void resolve_refund(PGconn *c, struct gw_client *gw, int64_t now, struct 
 }
 
 /* Records a paid payment link (its notify may have been lost). */
-static int resolve_link(PGconn *c, int64_t now, struct reconcile_item *it, const struct gw_order *o,
-                        char *err, size_t errlen)
+static int resolve_link(PGconn *c, struct reconcile_item *it, const struct gw_order *o, char *err,
+                        size_t errlen)
 {
 	struct charges_payment pm = {.pay_order_id = o->pay_order_id,
 	                             .trans_id = o->trans_id,
 	                             .pay_succ_time = o->pay_succ_time,
 	                             .status = o->status,
 	                             .amount_cents = o->amount,
-	                             .note = "paid: recorded by reconcile",
-	                             .now = now};
+	                             .note = "paid: recorded by reconcile"};
 
 	switch (charges_mark_paid(c, it->mch_order_no, &pm, err, errlen)) {
 	case CHARGES_PAID_ERROR:
@@ -235,7 +234,7 @@ static int judge_open(PGconn *c, struct gw_client *gw, int64_t now, struct pendi
 	}
 	if (strcmp(p->charge_kind, "one_off") == 0) {
 		if (paid(it))
-			return resolve_link(c, now, it, &p->res.order, err, errlen);
+			return resolve_link(c, it, &p->res.order, err, errlen);
 		if (it->gw_found >= 0)
 			set(it, RECONCILE_OPEN, "payment link not paid (yet)");
 		else

@@ -240,8 +240,9 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 	}
 }
 
-/* Calls fn for up to limit open refunds and voids (unknown, or pending:
- * refunds_resolve leaves one in flight alone), oldest first: of the charge
+/* Calls fn for up to limit open refunds and voids (unknown, or pending past
+ * REFUNDS_IN_FLIGHT_SECONDS: one in flight in another process is left to it
+ * and counts against the charge meanwhile), oldest first: of the charge
  * with payOrderId pay_order_id, or of any charge (NULL). fn < 0 stops.
  * Returns how many were open, or -1 with err. */
 static int each_open(PGconn *c, const char *pay_order_id, int limit,
@@ -249,10 +250,11 @@ static int each_open(PGconn *c, const char *pay_order_id, int limit,
 {
 	PGresult *r = db_get(c, err, errlen,
 	                     "SELECT r.id FROM refunds r JOIN charges c ON c.id = r.charge_id"
-	                     " WHERE r.state IN ('pending', 'unknown')"
+	                     " WHERE (r.state = 'unknown' OR (r.state = 'pending'"
+	                     "        AND r.created_at < now() - make_interval(secs => $3)))"
 	                     "   AND ($1::text IS NULL OR c.pay_order_id = $1)"
 	                     " ORDER BY r.id LIMIT $2",
-	                     DB_S(pay_order_id), DB_I(limit));
+	                     DB_S(pay_order_id), DB_I(limit), DB_I(REFUNDS_IN_FLIGHT_SECONDS));
 	int n;
 
 	if (!r)

@@ -25,8 +25,9 @@ struct refund_row {
 };
 
 /* Refunds amount cents (0: all that remains) of the succeeded charge with
- * pay_order_id, or voids it; first, every open (unknown or pending) refund
- * or void of that charge is settled with cc_query: one that cannot be
+ * pay_order_id, or voids it; first, every open refund or void of that
+ * charge (unknown, or pending past REFUNDS_IN_FLIGHT_SECONDS: one in flight
+ * elsewhere counts against the charge) is settled with cc_query: one that cannot be
  * settled refuses the request (-1, nothing sent), and one found made is the
  * answer (GW_SUCCESS, out is that one with resolved_earlier set, nothing
  * new sent). Otherwise it (is_void: the whole charge, only while nothing
