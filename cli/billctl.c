@@ -38,21 +38,31 @@ static const struct verb verbs[] = {
      "checks the binding at the gateway (exit 0 bound, 1 not), or shows one timeline of "
      "what happened to the customer, with actors and reasons.",
      "enrol show list check history --email --name --expiring"},
-    {"subscribe", cmd_subscribe, 1, "subscribe CUSTOMER PLAN [--start T] [--trial-days N]",
-     "Subscribes a customer to the current version of a plan.", "--start --trial-days"},
+    {"subscribe", cmd_subscribe, 1,
+     "subscribe CUSTOMER PLAN [--start T] [--trial-days N] [--when-bound] [--allow-duplicate] "
+     "[--bill-arrears] [--dry-run]",
+     "Subscribes a bound customer (a pending one with --when-bound) to the current version of "
+     "a plan; a second live one of the plan only with --allow-duplicate; a start in the past "
+     "bills the period containing now (every earlier one with --bill-arrears).",
+     "--start --trial-days --when-bound --allow-duplicate --bill-arrears --dry-run"},
     {"subscription", cmd_subscription, 1,
      "subscription list [--customer C] [--state S] | show ID | cancel ID [--at-period-end] | "
-     "pause ID | resume ID | change-plan ID PLAN",
-     "Lists, shows, cancels, pauses, resumes a subscription, or changes its plan from the "
-     "next period.",
-     "list show cancel pause resume change-plan --customer --state --at-period-end"},
-    {"charge", cmd_charge, 1, "charge SUBSCRIPTION",
-     "Charges a subscription now, through the daemon's protocol.", ""},
-    {"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS]",
-     "Refunds a charge in full or in part (intent recorded before the gateway call).", "--amount"},
-    {"void", cmd_void, 1, "void PAY_ORDER_ID", "Voids a charge of the same day.", ""},
-    {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS",
-     "Creates a one-off payment page and prints its URL.", ""},
+     "keep ID | pause ID | resume ID | change-plan ID PLAN (changes take --dry-run)",
+     "Lists, shows, cancels (now or at the period's end; keep withdraws that), pauses, "
+     "resumes (paid time kept) a subscription, or changes its plan from the next period.",
+     "list show cancel keep pause resume change-plan --customer --state --at-period-end "
+     "--dry-run"},
+    {"charge", cmd_charge, 1, "charge SUBSCRIPTION [--end-trial] [--dry-run]",
+     "Charges what a subscription owes (a due or past_due period) now, through the daemon's "
+     "protocol; --end-trial ends a trial and charges its first period.",
+     "--end-trial --dry-run"},
+    {"refund", cmd_refund, 1, "refund PAY_ORDER_ID [--amount CENTS] [--dry-run]",
+     "Refunds a charge in full or in part (intent recorded before the gateway call).",
+     "--amount --dry-run"},
+    {"void", cmd_void, 1, "void PAY_ORDER_ID [--dry-run]", "Voids a charge of the same day.",
+     "--dry-run"},
+    {"pay-link", cmd_paylink, 1, "pay-link CUSTOMER AMOUNT_CENTS [--dry-run]",
+     "Creates a one-off payment page and prints its URL.", "--dry-run"},
     {"query", cmd_query, 0, "query --pay-order-id X | --mch-order-no Y",
      "Asks the gateway about one order (cc_query).", "--pay-order-id --mch-order-no"},
     {"reconcile", cmd_reconcile, 1, "reconcile --from D --to D",
@@ -124,10 +134,16 @@ struct gw_client *cli_gw(struct cli *ctx)
 	char err[512];
 
 	/* The merchant key is read here, by the verbs that call the gateway
-	 * only: those that read the ledger run without access to it. */
+	 * only: those that read the ledger run without access to it. A key or
+	 * mch_id the gateway refuses is said in one line before anything is
+	 * sent; a gateway that cannot be reached is left to the verb's call. */
 	if (!ctx->gw) {
 		if (cfg_load_key(&ctx->cfg, err, sizeof(err)) == 0)
 			ctx->gw = gw_client_new(&ctx->cfg.gateway, err, sizeof(err));
+		if (ctx->gw && gw_prove(ctx->gw, err, sizeof(err)) == GW_FAIL) {
+			gw_client_free(ctx->gw);
+			ctx->gw = NULL;
+		}
 		if (!ctx->gw)
 			cli_error("%s", err);
 	}

@@ -4,15 +4,19 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "customers.h"
+#include "db.h"
 #include "out.h"
 #include "paylink.h"
 #include "refunds.h"
 #include "scheduler.h"
+#include "subscriptions.h"
 
-#define CHARGE_USAGE  "usage: billctl charge SUBSCRIPTION"
-#define REFUND_USAGE  "usage: billctl refund PAY_ORDER_ID [--amount CENTS]"
-#define VOID_USAGE    "usage: billctl void PAY_ORDER_ID"
-#define PAYLINK_USAGE "usage: billctl pay-link CUSTOMER AMOUNT_CENTS"
+#define CHARGE_USAGE  "usage: billctl charge SUBSCRIPTION [--end-trial] [--dry-run]"
+#define REFUND_USAGE  "usage: billctl refund PAY_ORDER_ID [--amount CENTS] [--dry-run]"
+#define VOID_USAGE    "usage: billctl void PAY_ORDER_ID [--dry-run]"
+#define PAYLINK_USAGE "usage: billctl pay-link CUSTOMER AMOUNT_CENTS [--dry-run]"
+#define DRY           "dry run, nothing sent: would "
 #define QUERY_USAGE   "usage: billctl query --pay-order-id X | --mch-order-no Y"
 
 /* The result line (or JSON) of a call whose outcome is o. */
@@ -28,9 +32,50 @@ static int report_outcome(struct cli *ctx, cJSON *j, enum gw_outcome o, const ch
 	return o == GW_SUCCESS ? CLI_OK : CLI_FAIL;
 }
 
+/* charge --dry-run: what is owed, made due in a transaction rolled back. */
+static int charge_dry(struct cli *ctx, int64_t id, int end_trial)
+{
+	struct subscription sub;
+	char err[512], money[32], at[64];
+	PGconn *db;
+	int n;
+
+	if (!(db = cli_db(ctx)))
+		return CLI_FAIL;
+	if (db_begin(db, err, sizeof(err)) < 0)
+		return out_fail(err);
+	n = subscriptions_make_due(db, id, ctx->now, end_trial, err, sizeof(err));
+	if (n == 0)
+		subscriptions_why_not_due(db, id, err, sizeof(err));
+	if (n > 0 && subscriptions_get(db, id, &sub, err, sizeof(err)) < 0)
+		n = -1;
+	db_rollback(db);
+	if (n <= 0)
+		return out_fail(err);
+	out_money(sub.amount_cents, money, sizeof(money));
+	out_time(ctx->now, at, sizeof(at));
+	if (ctx->json) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddBoolToObject(j, "dry_run", 1);
+		cJSON_AddNumberToObject(j, "subscription", (double)id);
+		cJSON_AddStringToObject(j, "customer_id", sub.customer_id);
+		cJSON_AddNumberToObject(j, "period", sub.period);
+		out_json_money(j, sub.amount_cents);
+		out_json_time(j, "at", ctx->now);
+		out_json(j);
+	} else
+		printf(DRY "charge subscription %lld (customer %s) %s CAD for period %d at %s%s\n",
+		       (long long)id, sub.customer_id, money, sub.period, at,
+		       end_trial && strcmp(sub.state, "trialing") == 0 ? ", ending its trial" : "");
+	return CLI_OK;
+}
+
 int cmd_charge(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[1];
+	int end_trial = 0, dry = 0;
+	const struct out_opt opts[] = {
+	    {"--end-trial", NULL, &end_trial}, {"--dry-run", NULL, &dry}, {0}};
 	char mch[64], err[512], line[700];
 	struct gw_client *gw;
 	struct sched *s;
@@ -39,9 +84,11 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	cJSON *j;
 	int o;
 
-	if (out_args(argc, argv, 1, NULL, pos, 1, 1, CHARGE_USAGE) < 0 ||
+	if (out_args(argc, argv, 1, opts, pos, 1, 1, CHARGE_USAGE) < 0 ||
 	    out_parse_id("subscription", pos[0], &id) < 0)
 		return CLI_USAGE;
+	if (dry)
+		return charge_dry(ctx, id, end_trial);
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
@@ -49,7 +96,7 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 		cli_error("cannot start the charge protocol (out of memory)");
 		return CLI_FAIL;
 	}
-	o = sched_charge_now(s, id, ctx->now, mch, sizeof(mch), err, sizeof(err));
+	o = sched_charge_now(s, id, ctx->now, end_trial, mch, sizeof(mch), err, sizeof(err));
 	sched_free(s);
 	if (o == GW_INVALID)
 		return out_fail(err);
@@ -66,10 +113,35 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	return report_outcome(ctx, j, (enum gw_outcome)o, line);
 }
 
+/* refund or void --dry-run: checked as it would be, nothing written. */
+static int refund_dry(struct cli *ctx, const char *pay_order_id, int is_void, int64_t amount)
+{
+	char err[512], money[32];
+	PGconn *db;
+
+	if (!(db = cli_db(ctx)))
+		return CLI_FAIL;
+	if (refunds_preview(db, pay_order_id, is_void, &amount, err, sizeof(err)) < 0)
+		return out_fail(err);
+	out_money(amount, money, sizeof(money));
+	if (ctx->json) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddBoolToObject(j, "dry_run", 1);
+		cJSON_AddStringToObject(j, "type", is_void ? "void" : "refund");
+		cJSON_AddStringToObject(j, "of_pay_order_id", pay_order_id);
+		out_json_money(j, amount);
+		out_json(j);
+	} else
+		printf(DRY "%s %s CAD of %s\n", is_void ? "void" : "refund", money, pay_order_id);
+	return CLI_OK;
+}
+
 static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 {
 	const char *amount_s = NULL, *pos[1];
-	const struct out_opt opts[] = {{"--amount", &amount_s, NULL}, {0}};
+	int dry = 0;
+	const struct out_opt opts[] = {
+	    {"--amount", &amount_s, NULL}, {"--dry-run", NULL, &dry}, {0}};
 	int64_t amount = 0;
 	struct refund_row row;
 	char err[512], line[800], money[32];
@@ -78,10 +150,13 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	cJSON *j;
 	int o;
 
-	if (out_args(argc, argv, 1, is_void ? NULL : opts, pos, 1, 1,
+	/* A void takes no --amount: its options start after it. */
+	if (out_args(argc, argv, 1, is_void ? opts + 1 : opts, pos, 1, 1,
 	             is_void ? VOID_USAGE : REFUND_USAGE) < 0 ||
 	    (amount_s && out_parse_cents("--amount", amount_s, &amount) < 0))
 		return CLI_USAGE;
+	if (dry)
+		return refund_dry(ctx, pos[0], is_void, amount);
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	o = refunds_request(db, gw, ctx->cfg.order_prefix, pos[0], is_void, amount, ctx->now, &row,
@@ -128,7 +203,10 @@ int cmd_void(struct cli *ctx, int argc, char **argv)
 int cmd_paylink(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[2];
+	int dry = 0;
+	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
 	struct paylink pl;
+	struct customer cu;
 	int64_t amount;
 	char err[512];
 	struct gw_client *gw;
@@ -136,9 +214,29 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 	cJSON *j;
 	int o;
 
-	if (out_args(argc, argv, 1, NULL, pos, 2, 2, PAYLINK_USAGE) < 0 ||
+	if (out_args(argc, argv, 1, opts, pos, 2, 2, PAYLINK_USAGE) < 0 ||
 	    out_parse_cents("amount", pos[1], &amount) < 0)
 		return CLI_USAGE;
+	if (dry) {
+		char money[32];
+		if (!(db = cli_db(ctx)))
+			return CLI_FAIL;
+		if (customers_get(db, pos[0], &cu, err, sizeof(err)) < 0)
+			return out_fail(err);
+		out_money(amount, money, sizeof(money));
+		j = cJSON_CreateObject();
+		cJSON_AddBoolToObject(j, "dry_run", 1);
+		cJSON_AddStringToObject(j, "customer_id", pos[0]);
+		out_json_money(j, amount);
+		if (ctx->json)
+			out_json(j);
+		else {
+			printf(DRY "create a payment link of %s CAD for customer %s\n", money,
+			       pos[0]);
+			cJSON_Delete(j);
+		}
+		return CLI_OK;
+	}
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
 	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, ctx->now, &pl, err, sizeof(err));

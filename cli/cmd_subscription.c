@@ -4,16 +4,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "out.h"
 #include "plans.h"
 #include "billing.h"
 #include "refunds.h"
 #include "subscriptions.h"
 
-#define SUBSCRIBE_USAGE "usage: billctl subscribe CUSTOMER PLAN [--start T] [--trial-days N]"
+#define SUBSCRIBE_USAGE                                                                            \
+	"usage: billctl subscribe CUSTOMER PLAN [--start T] [--trial-days N] [--when-bound] "      \
+	"[--allow-duplicate] [--bill-arrears] [--dry-run]"
 #define USAGE                                                                                      \
 	"usage: billctl subscription list [--customer C] [--state S] | show ID | cancel ID "       \
-	"[--at-period-end] | pause ID | resume ID | change-plan ID PLAN"
+	"[--at-period-end] [--dry-run] | keep ID [--dry-run] | pause ID [--dry-run] | resume ID "  \
+	"[--dry-run] | change-plan ID PLAN [--dry-run]"
 
 static cJSON *subscription_json(const void *item)
 {
@@ -38,57 +42,143 @@ static cJSON *subscription_json(const void *item)
 	out_json_time(o, "trial_end", s->trial_end);
 	out_json_time(o, "period_start", s->period_start);
 	out_json_time(o, "period_end", s->period_end);
-	out_json_time(o, "next_charge_at", s->next_charge_at);
+	/* One that will end has no next charge: it ends then. */
+	out_json_time(o, "next_charge_at", s->cancel_at_period_end ? 0 : s->next_charge_at);
+	out_json_time(o, "ends_at", s->cancel_at_period_end ? s->next_charge_at : 0);
 	out_json_time(o, "created_at", s->created_at);
 	return o;
 }
 
-/* One line: what the subscription is now. */
-static void print_summary(const struct subscription *s)
+/* When it is charged next, or ends: "next charge T (29.00 CAD)", "ends at
+ * T", "no charge until resumed". */
+static void next_text(const struct subscription *s, char *buf, size_t len)
 {
-	char next[64], money[32];
+	char at[64], money[32];
 
-	out_time(s->next_charge_at, next, sizeof(next));
+	out_time(s->next_charge_at, at, sizeof(at));
 	out_money(s->amount_cents, money, sizeof(money));
-	printf("subscription %lld: %s on %s (v%d, %s CAD), %s%s, next charge %s%s%s\n",
-	       (long long)s->id, s->customer_id, s->plan_code, s->plan_version, money, s->state,
-	       s->cancel_at_period_end ? " (cancels at the period's end)" : "", next,
-	       s->next_plan_id ? ", then plan " : "", s->next_plan_id ? s->next_plan_code : "");
+	if (s->cancel_at_period_end && s->next_charge_at)
+		snprintf(buf, len, "ends at %s", at);
+	else if (s->next_charge_at)
+		snprintf(buf, len, "next charge %s (%s CAD)", at, money);
+	else if (strcmp(s->state, billing_state_names[BILLING_PAUSED]) == 0)
+		snprintf(buf, len, "no charge until resumed");
+	else
+		snprintf(buf, len, "no next charge");
 }
 
-static int print_result(struct cli *ctx, const struct subscription *s)
+/* One line: what the subscription is now; label: "subscription 7", or what
+ * a dry run would do. */
+static void print_summary(const char *label, const struct subscription *s)
 {
-	if (ctx->json)
-		out_json(subscription_json(s));
-	else
-		print_summary(s);
+	char next[128], money[32];
+
+	next_text(s, next, sizeof(next));
+	out_money(s->amount_cents, money, sizeof(money));
+	printf("%s: %s on %s (v%d, %s CAD), %s, %s%s%s\n", label, s->customer_id, s->plan_code,
+	       s->plan_version, money, s->state, next, s->next_plan_id ? ", then plan " : "",
+	       s->next_plan_id ? s->next_plan_code : "");
+}
+
+/* Prints s as changed (or, dry, as it would be). */
+static int print_result(struct cli *ctx, const struct subscription *s, int dry)
+{
+	char label[64];
+
+	if (ctx->json) {
+		cJSON *o = subscription_json(s);
+		if (dry)
+			cJSON_AddBoolToObject(o, "dry_run", 1);
+		out_json(o);
+		return CLI_OK;
+	}
+	snprintf(label, sizeof(label), "%ssubscription %lld",
+	         dry ? "dry run, nothing changed: " : "", (long long)s->id);
+	print_summary(label, s);
 	return CLI_OK;
+}
+
+/* --dry-run: the change is made in a transaction that is rolled back, so
+ * that what is printed is exactly what it would do and nothing stays. */
+static int dry_begin(PGconn *db, int dry)
+{
+	char err[256];
+
+	if (dry && db_begin(db, err, sizeof(err)) < 0)
+		return out_fail(err);
+	return CLI_OK;
+}
+
+/* Ends a change: rolled back when dry; rc (0 / -1 with err) as the verb's. */
+static int dry_end(struct cli *ctx, PGconn *db, int dry, int rc, const char *err,
+                   const struct subscription *s)
+{
+	if (dry)
+		db_rollback(db);
+	return rc < 0 ? out_fail(err) : print_result(ctx, s, dry);
 }
 
 int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 {
 	const char *start_s = NULL, *trial_s = NULL, *pos[2];
-	const struct out_opt opts[] = {
-	    {"--start", &start_s, NULL}, {"--trial-days", &trial_s, NULL}, {0}};
-	int64_t start = ctx->now;
-	int trial = -1;
+	struct subscriptions_new n = {.start = ctx->now, .now = ctx->now};
+	int dry = 0, trial = -1, passed = 0, rc;
+	const struct out_opt opts[] = {{"--start", &start_s, NULL},
+	                               {"--trial-days", &trial_s, NULL},
+	                               {"--when-bound", NULL, &n.when_bound},
+	                               {"--allow-duplicate", NULL, &n.allow_duplicate},
+	                               {"--bill-arrears", NULL, &n.bill_arrears},
+	                               {"--dry-run", NULL, &dry},
+	                               {0}};
 	struct plan p;
 	struct subscription s;
-	char err[512];
+	char err[512], money[32];
 	PGconn *db;
 
 	if (out_args(argc, argv, 1, opts, pos, 2, 2, SUBSCRIBE_USAGE) < 0)
 		return CLI_USAGE;
-	if ((start_s && out_parse_time("--start", start_s, &start) < 0) ||
+	if ((start_s && out_parse_time("--start", start_s, &n.start) < 0) ||
 	    (trial_s && out_parse_int("--trial-days", trial_s, 0, 3650, &trial) < 0))
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
-	    subscriptions_create(db, pos[0], &p, start, trial >= 0 ? trial : p.trial_days, &s, err,
-	                         sizeof(err)) < 0)
+	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0)
 		return out_fail(err);
-	return print_result(ctx, &s);
+	n.customer_id = pos[0];
+	n.plan = &p;
+	n.trial_days = trial >= 0 ? trial : p.trial_days;
+	if (dry_begin(db, dry) != CLI_OK)
+		return CLI_FAIL;
+	rc = subscriptions_create(db, &n, &s, &passed, err, sizeof(err));
+	if (dry)
+		db_rollback(db);
+	if (rc < 0)
+		return out_fail(err);
+	out_money(passed * s.amount_cents, money, sizeof(money));
+	if (ctx->json) {
+		cJSON *o = subscription_json(&s);
+		if (dry) {
+			cJSON_DeleteItemFromObject(o, "id");
+			cJSON_AddBoolToObject(o, "dry_run", 1);
+		}
+		cJSON_AddNumberToObject(o, "arrears_periods", passed);
+		cJSON_AddNumberToObject(o, "arrears_cents", (double)(passed * s.amount_cents));
+		cJSON_AddBoolToObject(o, "arrears_billed", n.bill_arrears && passed > 0);
+		out_json(o);
+		return CLI_OK;
+	}
+	if (dry)
+		print_summary("dry run, nothing changed: would create a subscription", &s);
+	else
+		print_result(ctx, &s, 0);
+	if (passed > 0 && n.bill_arrears)
+		printf("%d earlier period%s billed in arrears too: %s CAD\n", passed,
+		       passed > 1 ? "s" : "", money);
+	else if (passed > 0)
+		printf("started %d period%s before now: only the current one is billed "
+		       "(--bill-arrears would bill %s CAD more)\n",
+		       passed, passed > 1 ? "s" : "", money);
+	return CLI_OK;
 }
 
 static int parse_id_arg(int argc, char **argv, const struct out_opt *opts, const char **pos,
@@ -105,7 +195,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 	const char *customer = NULL, *state = NULL;
 	const struct out_opt opts[] = {
 	    {"--customer", &customer, NULL}, {"--state", &state, NULL}, {0}};
-	const char *hdr[] = {"ID", "CUSTOMER", "PLAN", "AMOUNT", "STATE", "PERIOD", "NEXT CHARGE"};
+	const char *hdr[] = {"ID", "CUSTOMER", "PLAN", "AMOUNT", "STATE", "PERIOD", "NEXT"};
 	struct subscription *ss = NULL;
 	struct out_table *t;
 	char err[512];
@@ -131,11 +221,11 @@ static int list(struct cli *ctx, int argc, char **argv)
 	}
 	t = out_table_new(7, hdr);
 	for (int i = 0; i < n; i++) {
-		char id[24], money[32], period[16], next[64];
+		char id[24], money[32], period[16], next[128];
 		snprintf(id, sizeof(id), "%lld", (long long)ss[i].id);
 		out_money(ss[i].amount_cents, money, sizeof(money));
 		snprintf(period, sizeof(period), "%d", ss[i].period);
-		out_time(ss[i].next_charge_at, next, sizeof(next));
+		next_text(&ss[i], next, sizeof(next));
 		out_table_row(t, (const char *[]){id, ss[i].customer_id, ss[i].plan_code, money,
 		                                  ss[i].state, period, next});
 	}
@@ -216,7 +306,9 @@ static int show(struct cli *ctx, int argc, char **argv)
 		out_json(o);
 	} else {
 		struct out_table *t = out_table_new(9, hdr);
-		print_summary(&s);
+		char label[48];
+		snprintf(label, sizeof(label), "subscription %lld", (long long)s.id);
+		print_summary(label, &s);
 		for (int i = 0; i < n; i++) {
 			char cid[24], period[16], attempt[16], money[32], at[64];
 			snprintf(cid, sizeof(cid), "%lld", (long long)ch[i].id);
@@ -243,8 +335,9 @@ static int show(struct cli *ctx, int argc, char **argv)
 static int cancel(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[1];
-	int at_end = 0;
-	const struct out_opt opts[] = {{"--at-period-end", NULL, &at_end}, {0}};
+	int at_end = 0, dry = 0, rc;
+	const struct out_opt opts[] = {
+	    {"--at-period-end", NULL, &at_end}, {"--dry-run", NULL, &dry}, {0}};
 	struct subscription s;
 	int64_t id;
 	char err[512];
@@ -252,61 +345,71 @@ static int cancel(struct cli *ctx, int argc, char **argv)
 
 	if (parse_id_arg(argc, argv, opts, pos, 1, &id) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)) || dry_begin(db, dry) != CLI_OK)
 		return CLI_FAIL;
-	if (subscriptions_cancel(db, id, at_end, &s, err, sizeof(err)) < 0)
-		return out_fail(err);
-	return print_result(ctx, &s);
+	rc = subscriptions_cancel(db, id, at_end, &s, err, sizeof(err));
+	return dry_end(ctx, db, dry, rc, err, &s);
 }
 
-/* pause and resume: an id and one ledger call. */
-static int pause_resume(struct cli *ctx, int argc, char **argv, int resume)
+enum change_kind { CHANGE_PAUSE, CHANGE_RESUME, CHANGE_KEEP };
+
+/* pause, resume and keep: an id, --dry-run and one ledger call. */
+static int simple_change(struct cli *ctx, int argc, char **argv, enum change_kind k)
 {
 	const char *pos[1];
+	int dry = 0, rc;
+	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
 	struct subscription s;
 	int64_t id;
 	char err[512];
 	PGconn *db;
-	int rc;
 
-	if (parse_id_arg(argc, argv, NULL, pos, 1, &id) < 0)
+	if (parse_id_arg(argc, argv, opts, pos, 1, &id) < 0)
 		return CLI_USAGE;
-	if (!(db = cli_db(ctx)))
+	if (!(db = cli_db(ctx)) || dry_begin(db, dry) != CLI_OK)
 		return CLI_FAIL;
-	rc = resume ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
-	            : subscriptions_pause(db, id, &s, err, sizeof(err));
-	if (rc < 0)
-		return out_fail(err);
-	return print_result(ctx, &s);
+	rc = k == CHANGE_RESUME  ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
+	     : k == CHANGE_PAUSE ? subscriptions_pause(db, id, ctx->now, &s, err, sizeof(err))
+	                         : subscriptions_keep(db, id, &s, err, sizeof(err));
+	return dry_end(ctx, db, dry, rc, err, &s);
 }
 
 static int pause_sub(struct cli *ctx, int argc, char **argv)
 {
-	return pause_resume(ctx, argc, argv, 0);
+	return simple_change(ctx, argc, argv, CHANGE_PAUSE);
 }
 
 static int resume_sub(struct cli *ctx, int argc, char **argv)
 {
-	return pause_resume(ctx, argc, argv, 1);
+	return simple_change(ctx, argc, argv, CHANGE_RESUME);
+}
+
+static int keep_sub(struct cli *ctx, int argc, char **argv)
+{
+	return simple_change(ctx, argc, argv, CHANGE_KEEP);
 }
 
 static int change_plan(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[2];
+	int dry = 0, rc;
+	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
 	struct subscription s;
 	struct plan p;
 	int64_t id;
 	char err[512];
 	PGconn *db;
 
-	if (parse_id_arg(argc, argv, NULL, pos, 2, &id) < 0)
+	if (parse_id_arg(argc, argv, opts, pos, 2, &id) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0 ||
-	    subscriptions_change_plan(db, id, &p, &s, err, sizeof(err)) < 0)
+	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0)
 		return out_fail(err);
-	return print_result(ctx, &s);
+	if (dry_begin(db, dry) != CLI_OK)
+		return CLI_FAIL;
+	rc = subscriptions_change_plan(db, id, &p, &s, err, sizeof(err));
+	return dry_end(ctx, db, dry, rc, err, &s);
 }
 
 int cmd_subscription(struct cli *ctx, int argc, char **argv)
@@ -316,6 +419,7 @@ int cmd_subscription(struct cli *ctx, int argc, char **argv)
 	                                      {"cancel", cancel},
 	                                      {"pause", pause_sub},
 	                                      {"resume", resume_sub},
+	                                      {"keep", keep_sub},
 	                                      {"change-plan", change_plan},
 	                                      {0}};
 

@@ -86,3 +86,34 @@ int64_t billing_anchor(int64_t start, int trial_days)
 
 	return trial_days > 0 ? cal_add(start, d) : start;
 }
+
+void billing_resume(struct billing_sub *s, int64_t *trial_end, int64_t paused_at, int64_t now)
+{
+	s->attempts = 0;
+	if (paused_at > 0 && *trial_end > paused_at) {
+		*trial_end = now + (*trial_end - paused_at);
+		s->anchor = *trial_end;
+		s->anchor_period = s->period;
+		s->state = BILLING_TRIALING;
+		s->next_charge_at = *trial_end;
+		return;
+	}
+	s->state = BILLING_ACTIVE;
+	if (s->period_end > now && s->period_end > paused_at) {
+		s->next_charge_at = s->period_end;
+		return;
+	}
+	s->anchor = now;
+	s->anchor_period = s->period;
+	s->next_charge_at = now;
+}
+
+int billing_periods_passed(const struct plan *p, int64_t anchor, int64_t now)
+{
+	int k = 0;
+
+	while ((p->cycles == 0 || k + 1 < p->cycles) &&
+	       cal_period_start(anchor, p->interval, p->interval_count, k + 1) <= now)
+		k++;
+	return k;
+}

@@ -61,4 +61,20 @@ void billing_apply(const struct plan *p, struct billing_sub *s, enum billing_res
  * days later (the plan's trial_days unless the subscriber chose otherwise). */
 int64_t billing_anchor(int64_t start, int trial_days);
 
+/* An admin's resume at now of s, paused at paused_at (0: paused by the
+ * dunning rules, not by an admin); *trial_end is its trial's end (0: none).
+ * Paid time is kept and paused time never billed:
+ *  - a trial paused before its end keeps its remaining time: it ends that
+ *    long after now (*trial_end and the anchor move there);
+ *  - a paid period still running at now (period_end > now) is charged for
+ *    nothing more: the next charge is at its end, the anchor unchanged;
+ *  - else a new period starts at now (the anchor moves there), due at once.
+ * The state becomes trialing or active, attempts 0. */
+void billing_resume(struct billing_sub *s, int64_t *trial_end, int64_t paused_at, int64_t now);
+
+/* How many whole periods of plan p anchored at anchor (period 0) ended by
+ * now: the number of the period that contains now (0 before the anchor),
+ * at most the plan's last cycle. */
+int billing_periods_passed(const struct plan *p, int64_t anchor, int64_t now);
+
 #endif

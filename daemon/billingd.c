@@ -7,6 +7,7 @@
  * reload the configuration. Plan rows are only read (billctl plans sync
  * writes them). A lost database is logged, backed off and reconnected. */
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "calendar.h"
 #include "config.h"
 #include "db.h"
@@ -25,13 +27,15 @@
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "plans.h"
 #include "scheduler.h"
 
 static volatile sig_atomic_t got_stop, got_reload;
 static struct sched *running;
-static struct events *events;
+static struct listener *lsn;  /* NULL with --once */
+static struct events *events; /* NULL with --once */
 
 static void on_signal(int sig)
 {
@@ -147,8 +151,60 @@ static int check_plans(PGconn *db, const struct cfg *c, char *err, size_t errlen
 	return 0;
 }
 
-/* SIGHUP: the configuration and a gateway client for it; plan files are
- * compared, never written. A bad file keeps what runs. -1 only if the scheduler cannot restart. */
+/* The gateway's word on mch_id and the key (gw_prove): 1 with err when it
+ * refused either; nothing proven (the gateway unreachable) is only logged,
+ * since the passes retry and back off on their own. */
+static int credentials_refused(struct gw_client *gw, char *err, size_t errlen)
+{
+	switch (gw_prove(gw, err, errlen)) {
+	case GW_FAIL:
+		return 1;
+	case GW_UNKNOWN:
+		log_event("warn", "credentials_unproven", "error", err, (char *)NULL);
+		return 0;
+	default:
+		log_event("info", "credentials_proven", (char *)NULL);
+		return 0;
+	}
+}
+
+/* --check-config: a client for gc, proven; GW_FAIL with err when refused.
+ * Nothing proven is a warning on stderr. */
+static enum gw_outcome prove_credentials(const struct cfg_gateway *gc, char *err, size_t errlen)
+{
+	struct gw_client *gw = gw_client_new(gc, err, errlen);
+	enum gw_outcome o;
+
+	if (!gw)
+		return GW_FAIL;
+	o = gw_prove(gw, err, errlen);
+	gw_client_free(gw);
+	if (o == GW_UNKNOWN)
+		fprintf(stderr, "billingd: warning: %s\n", err);
+	return o;
+}
+
+/* A reload cannot move a listener or reconnect it elsewhere: each such
+ * setting that changed is said in one line. */
+static void restart_needed(const struct cfg *old, const struct cfg *fresh)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} needs[] = {{"listen.address", offsetof(struct cfg, listen_address)},
+	             {"admin.address", offsetof(struct cfg, admin_address)},
+	             {"database.url", offsetof(struct cfg, database_url)}};
+
+	for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++)
+		if (strcmp((const char *)old + needs[i].off, (const char *)fresh + needs[i].off))
+			log_event("warn", "reload_needs_restart", "setting", needs[i].name,
+			          (char *)NULL);
+}
+
+/* SIGHUP: the configuration and a gateway client for it, applied to the
+ * scheduler and the listener; plan files are compared, never written. A
+ * bad file, or a key or mch_id the gateway refuses, keeps what runs. -1
+ * only if the scheduler cannot restart. */
 static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_client **gw,
                   const char *owner)
 {
@@ -165,15 +221,28 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		sd_notify(0, "READY=1");
 		return 0;
 	}
-	/* Gateway and billing settings take effect at once; the listen address
-	 * needs a restart. The signal handler must not see a freed scheduler. */
+	if (credentials_refused(ngw, err, sizeof(err))) {
+		log_event("error", "reload", "error", err, "kept", "the running configuration",
+		          (char *)NULL);
+		gw_client_free(ngw);
+		cfg_wipe(&fresh);
+		sd_notify(0, "READY=1");
+		return 0;
+	}
+	/* Gateway, billing and callback settings take effect at once; the
+	 * addresses and the database need a restart. The signal handler must
+	 * not see a freed scheduler. */
+	restart_needed(cfg, &fresh);
 	running = NULL;
 	sched_free(old);
 	gw_client_free(*gw);
 	*gw = ngw;
+	cfg_wipe(cfg);
 	*cfg = fresh;
 	events_reload(events, &cfg->events);
 	cfg_wipe(&fresh);
+	if (lsn)
+		listener_reload(lsn, cfg);
 	running = sched_new(cfg, db, *gw, owner);
 	if (!running) {
 		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
@@ -258,7 +327,7 @@ int main(int argc, char **argv)
 	char err[512], owner[96], host[64] = "";
 	PGconn *db;
 	struct gw_client *gw;
-	struct listener *lsn = NULL;
+	struct admin *adm = NULL;
 	struct sigaction sa;
 	int rc = 0;
 
@@ -293,6 +362,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		free(p);
+		if (prove_credentials(&cfg.gateway, err, sizeof(err)) == GW_FAIL) {
+			fprintf(stderr, "billingd: %s\n", err);
+			return 2;
+		}
 		printf("%s: configuration ok, %d plans in %s\n", o.config, n, cfg.plans_dir);
 		return 0;
 	}
@@ -320,6 +393,11 @@ int main(int argc, char **argv)
 		PQfinish(db);
 		return 1;
 	}
+	if (credentials_refused(gw, err, sizeof(err))) {
+		fprintf(stderr, "billingd: %s\n", err);
+		rc = 2;
+		goto out;
+	}
 	running = sched_new(&cfg, db, gw, owner);
 	if (!running) {
 		fprintf(stderr, "billingd: cannot start the scheduler (out of memory)\n");
@@ -328,9 +406,10 @@ int main(int argc, char **argv)
 	}
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
-		if (lsn)
+		adm = lsn ? admin_start(&cfg, billing_clock, err, sizeof(err)) : NULL;
+		if (adm)
 			events = events_start(&cfg, billing_clock, owner, err, sizeof(err));
-		if (!lsn || !events) {
+		if (!events) {
 			fprintf(stderr, "billingd: %s\n", err);
 			rc = 1;
 			goto out;
@@ -343,6 +422,7 @@ int main(int argc, char **argv)
 
 	while (!got_stop) {
 		struct sched_stats st = {0};
+		struct timespec t0, t1;
 
 		if (got_reload) {
 			got_reload = 0;
@@ -352,6 +432,7 @@ int main(int argc, char **argv)
 			}
 		}
 		sd_notify(0, "WATCHDOG=1");
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
 			log_event("error", "pass", "error", err, (char *)NULL);
 			if (db_is_down(db)) {
@@ -368,8 +449,13 @@ int main(int argc, char **argv)
 				rc = 1;
 				break;
 			}
-		} else
+		} else {
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			metrics_pass((int64_t)time(NULL),
+			             (double)(t1.tv_sec - t0.tv_sec) +
+			                 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 			notify_status(&st);
+		}
 		if (o.once)
 			break;
 		sleep_ms(cfg.poll_interval_ms);
@@ -378,6 +464,7 @@ int main(int argc, char **argv)
 	log_event("info", "stopped", "owner", owner, (char *)NULL);
 out:
 	events_stop(events);
+	admin_stop(adm);
 	listener_stop(lsn);
 	sched_free(running);
 	running = NULL;

@@ -1,7 +1,7 @@
 /* config.c: billing.yaml -> struct cfg.
  *
  * The file is a mapping of sections (gateway, database, billing, listen,
- * enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
+ * admin, enrolment) to mappings of scalars, plus the top-level scalar plans_dir.
  * Every key is known in one table below: its type, where it goes, and
  * whether it is required. Errors name the file, the line and the key. */
 #include <ctype.h>
@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "secret.h"
 
 enum kind { K_STR, K_INT, K_URL, K_BOOL, K_LIST }; /* K_LIST: a sequence, kept comma-joined */
 
@@ -69,6 +68,7 @@ static const struct key keys[] = {
     I("billing.batch_size", batch_size, 1, 10000),
     L("billing.poll_interval_ms", poll_interval_ms, 10, 3600000),
     S("listen.address", listen_address, K_STR),
+    S("admin.address", admin_address, K_STR),
     S("enrolment.return_url", return_url, K_URL),
     S("enrolment.success_url", success_url, K_URL),
     S("enrolment.failure_url", failure_url, K_URL),
@@ -96,6 +96,7 @@ static void defaults(struct cfg *c)
 	c->batch_size = 256;
 	c->poll_interval_ms = 1000;
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:8080");
+	snprintf(c->admin_address, sizeof(c->admin_address), "127.0.0.1:9187");
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
 	c->enrolment_expiry_hours = 72;
 	snprintf(c->plans_dir, sizeof(c->plans_dir), "plans");
@@ -319,60 +320,6 @@ const char *cfg_find_path(const char *given)
 	return CFG_SYSTEM_PATH;
 }
 
-/* The key file is opened once and the open file is checked (fstat), so that
- * what is checked is what is read. A key that does not fit is refused, not
- * cut to a wrong key; the path is not echoed: a key pasted there by mistake
- * would be. */
-_Static_assert(sizeof(((struct cfg *)0)->gateway.merchant_key) == 256, "the errors say 255 bytes");
-
-static int read_key_file(struct cfg *c, char *err, size_t errlen)
-{
-	char *key = c->gateway.merchant_key;
-	const size_t cap = sizeof(c->gateway.merchant_key);
-	char buf[sizeof(c->gateway.merchant_key) + 2];
-	struct stat st;
-	ssize_t n;
-	size_t len = 0;
-	int fd = open(c->gateway.merchant_key_file, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	const char *why = NULL;
-
-	if (fd < 0)
-		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path,
-		            strerror(errno));
-	if (fstat(fd, &st) < 0)
-		why = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		why = "not a regular file";
-	else if (st.st_mode & 077)
-		why = "the file is readable by group or others (chmod 600 it)";
-	else if (st.st_size > (off_t)cap + 1)
-		why = "longer than 255 bytes";
-	while (!why && len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
-		if (n < 0 && errno != EINTR)
-			why = strerror(errno);
-		else if (n > 0)
-			len += (size_t)n;
-	}
-	close(fd);
-	/* One line: a final "\n" or "\r\n" is not part of the key. */
-	if (!why && len > 0 && buf[len - 1] == '\n')
-		len--;
-	if (!why && len > 0 && buf[len - 1] == '\r')
-		len--;
-	if (!why && len >= cap)
-		why = "longer than 255 bytes";
-	else if (!why && (memchr(buf, '\n', len) || memchr(buf, '\r', len) || memchr(buf, 0, len)))
-		why = "more than one line";
-	if (!why) {
-		memcpy(key, buf, len);
-		key[len] = '\0';
-	}
-	OPENSSL_cleanse(buf, sizeof(buf));
-	if (why)
-		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path, why);
-	return 0;
-}
-
 /* ---- events.* ---- */
 
 /* "30s", "2m", "1h", "1d" -> seconds; -1 if malformed. */
@@ -427,36 +374,23 @@ static int events_retry(struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* The secret: env BILLING_EVENTS_SECRET, else events.secret_file (mode
- * 0600); required once events.url is set. Never echoed. */
+/* The secret: env BILLING_EVENTS_SECRET (taken once, like the merchant
+ * key), else events.secret_file; required once events.url is set. */
+static char env_events_secret[sizeof(((struct cfg *)0)->events.secret)];
+
 static int events_secret(struct cfg *c, char *err, size_t errlen)
 {
-	const char *env = getenv("BILLING_EVENTS_SECRET");
-	const char *path = c->events.secret_file;
-	struct stat st;
-	FILE *f;
-	size_t n;
+	char why[128];
 
-	if (env && env[0]) {
-		if (strlen(env) >= sizeof(c->events.secret))
-			return fail(err, errlen, "BILLING_EVENTS_SECRET: too long");
-		snprintf(c->events.secret, sizeof(c->events.secret), "%s", env);
-	} else if (path[0]) {
-		if (stat(path, &st) < 0 || !(f = fopen(path, "r")))
-			return fail(err, errlen, "%s: events.secret_file: %s", c->path,
-			            strerror(errno));
-		if (st.st_mode & 077) {
-			fclose(f);
-			return fail(err, errlen,
-			            "%s: events.secret_file: the file is readable by group or "
-			            "others (chmod 600 it)",
-			            c->path);
-		}
-		n = fread(c->events.secret, 1, sizeof(c->events.secret) - 1, f);
-		fclose(f);
-		c->events.secret[n] = '\0';
-		c->events.secret[strcspn(c->events.secret, "\r\n")] = '\0';
-	}
+	if (secret_take_env("BILLING_EVENTS_SECRET", env_events_secret, sizeof(env_events_secret),
+	                    why, sizeof(why)) < 0)
+		return fail(err, errlen, "BILLING_EVENTS_SECRET: %s", why);
+	if (env_events_secret[0])
+		memcpy(c->events.secret, env_events_secret, sizeof(env_events_secret));
+	else if (c->events.secret_file[0] &&
+	         secret_read_file(c->events.secret_file, c->events.secret, sizeof(c->events.secret),
+	                          why, sizeof(why)) < 0)
+		return fail(err, errlen, "%s: events.secret_file: %s", c->path, why);
 	if (c->events.url[0] && !c->events.secret[0])
 		return fail(err, errlen,
 		            "%s: events.secret_file: required with events.url (or env "
@@ -464,7 +398,6 @@ static int events_secret(struct cfg *c, char *err, size_t errlen)
 		            c->path);
 	return 0;
 }
-
 /* Whether an http:// URL's host is this machine: localhost, 127.0.0.0/8 as
  * a dotted quad, or [::1]. */
 static int loopback_url(const char *url)
@@ -516,39 +449,22 @@ static int check_prefix(const char *p)
 	return 0;
 }
 
-/* IOTPAY_MERCHANT_KEY, taken out of the environment at the first load (its
- * bytes wiped, so that neither /proc/PID/environ nor a child sees it) and
- * kept for the process: a reload still has it. */
+/* IOTPAY_MERCHANT_KEY, taken out of the environment at the first load and
+ * kept for the process. */
 static char env_key[sizeof(((struct cfg *)0)->gateway.merchant_key)];
-
-static int take_env_key(char *err, size_t errlen)
-{
-	char *env = getenv("IOTPAY_MERCHANT_KEY");
-	size_t n;
-
-	if (!env)
-		return 0;
-	n = strlen(env);
-	if (n < sizeof(env_key))
-		memcpy(env_key, env, n + 1);
-	OPENSSL_cleanse(env, n);
-	unsetenv("IOTPAY_MERCHANT_KEY");
-	if (n >= sizeof(env_key))
-		return fail(err, errlen, "IOTPAY_MERCHANT_KEY: longer than %zu bytes",
-		            sizeof(env_key) - 1);
-	return 0;
-}
-
 static int load_key(struct cfg *c, char *err, size_t errlen)
 {
-	if (take_env_key(err, errlen) < 0)
-		return -1;
-	if (env_key[0]) {
+	char why[128];
+
+	if (secret_take_env("IOTPAY_MERCHANT_KEY", env_key, sizeof(env_key), why, sizeof(why)) < 0)
+		return fail(err, errlen, "IOTPAY_MERCHANT_KEY: %s", why);
+	if (env_key[0])
 		memcpy(c->gateway.merchant_key, env_key, sizeof(env_key));
-	} else if (c->gateway.merchant_key_file[0]) {
-		if (read_key_file(c, err, errlen) < 0)
-			return -1;
-	}
+	else if (c->gateway.merchant_key_file[0] &&
+	         secret_read_file(c->gateway.merchant_key_file, c->gateway.merchant_key,
+	                          sizeof(c->gateway.merchant_key), why, sizeof(why)) < 0)
+		/* the path is not echoed: a key pasted there by mistake would be */
+		return fail(err, errlen, "%s: gateway.merchant_key_file: %s", c->path, why);
 	if (!c->gateway.merchant_key[0])
 		return fail(err, errlen,
 		            "%s: gateway.merchant_key_file: required (or env IOTPAY_MERCHANT_KEY)",

@@ -40,10 +40,11 @@ struct cfg {
 	char database_url[CFG_URL];
 	char timezone[64];
 	char order_prefix[9];
-	int lease_seconds;     /* a claimed charge not finished by then is unknown */
-	int batch_size;        /* subscriptions claimed per transaction */
-	long poll_interval_ms; /* idle sleep between passes */
-	char listen_address[CFG_STR];
+	int lease_seconds;            /* a claimed charge not finished by then is unknown */
+	int batch_size;               /* subscriptions claimed per transaction */
+	long poll_interval_ms;        /* idle sleep between passes */
+	char listen_address[CFG_STR]; /* the gateway's callbacks (public) */
+	char admin_address[CFG_STR];  /* /metrics and /healthz (operators only) */
 	char return_url[201];
 	char success_url[CFG_URL];
 	char failure_url[CFG_URL];

@@ -426,6 +426,20 @@ static int isbinding_unanswered(const struct gw_result *res)
 	return res->reason == GW_R_BUSY || res->reason == GW_R_AUTH || says(res->ret_msg, later);
 }
 
+/* A FAIL that is not an answer is unknown; one the gateway did not process
+ * (busy, our key or mch_id refused) keeps that reason. */
+static enum gw_outcome unprocessed(struct gw_result *res, const char *fmt, const char *msg)
+    __attribute__((format(printf, 2, 0)));
+static enum gw_outcome unprocessed(struct gw_result *res, const char *fmt, const char *msg)
+{
+	enum gw_reason why = res->reason;
+
+	gw_unknown(res, fmt, msg);
+	if (why == GW_R_AUTH || why == GW_R_BUSY)
+		res->reason = why;
+	return GW_UNKNOWN;
+}
+
 static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_result *res)
 {
 	const char *msg = res->ret_msg;
@@ -435,9 +449,9 @@ static enum gw_outcome classify_fail(const struct gw_request *req, struct gw_res
 	/* A query FAIL proves absence only when it says so; anything else
 	 * ("system busy", "sign error") proves nothing. */
 	if (req->call == GW_QUERY && res->reason != GW_R_NOT_FOUND)
-		return gw_unknown(res, "cc_query FAIL does not prove the order absent: %s", msg);
+		return unprocessed(res, "cc_query FAIL does not prove the order absent: %s", msg);
 	if (req->call == GW_ISBINDING && isbinding_unanswered(res))
-		return gw_unknown(res, "cc_isbinding FAIL is not an answer: %s", msg);
+		return unprocessed(res, "cc_isbinding FAIL is not an answer: %s", msg);
 	res->outcome = GW_FAIL;
 	return GW_FAIL;
 }
@@ -515,4 +529,27 @@ enum gw_outcome gw_classify(const struct gw_request *req, long http_status, cons
 		o = gw_unknown(res, "unknown retCode \"%.32s\"", code->valuestring);
 	cJSON_Delete(j);
 	return o;
+}
+
+const char *gw_reason_name(enum gw_reason r)
+{
+	static const char *const names[] = {"none", "declined", "not_bound", "busy",
+	                                    "auth", "invalid",  "not_found"};
+
+	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "none";
+}
+
+int gw_auth_error(const struct gw_result *res, char *err, size_t errlen)
+{
+	static const char *const mch[] = {"mchId", NULL};
+
+	if (res->reason != GW_R_AUTH)
+		return 0;
+	if (says(res->ret_msg, mch))
+		snprintf(err, errlen, "the gateway refused gateway.mch_id (mchId error)");
+	else
+		snprintf(err, errlen,
+		         "the gateway refused the merchant key (sign error): check "
+		         "gateway.merchant_key_file or IOTPAY_MERCHANT_KEY");
+	return 1;
 }

@@ -7,6 +7,9 @@
 #include "config.h"
 #include "sign.h"
 
+/* The only currency the gateway takes. */
+#define GW_CURRENCY "CAD"
+
 enum gw_outcome {
 	GW_INVALID = -1, /* refused before sending: nothing left this process */
 	GW_SUCCESS = 0,  /* definite success (query: order found; isbinding: bound) */
@@ -50,7 +53,9 @@ struct gw_order {
 	long amount; /* -1 when absent */
 };
 
-/* Why the gateway said FAIL, classified from its retMsg here only. */
+/* Why the gateway said FAIL, classified from its retMsg here only. A FAIL
+ * that is no answer (cc_query, cc_isbinding) is GW_UNKNOWN, and keeps
+ * GW_R_BUSY or GW_R_AUTH when the gateway did not process it. */
 enum gw_reason {
 	GW_R_NONE,      /* not a FAIL */
 	GW_R_DECLINED,  /* the card or the customer's bank said no */
@@ -158,6 +163,18 @@ int gw_notify_read(const struct gw_fields *f, struct gw_notify *out);
 const char *gw_notify_answer(int ok);
 
 const char *gw_outcome_name(enum gw_outcome o); /* "success", "fail", ... */
+/* "declined", "auth", ...: a reason's name in logs and metrics. */
+const char *gw_reason_name(enum gw_reason r);
+/* When res is an authentication refusal (GW_R_AUTH): 1 with one line in err
+ * naming what was refused (mch_id or the merchant key, never the key
+ * itself); else 0. */
+int gw_auth_error(const struct gw_result *res, char *err, size_t errlen);
+/* Proves gateway.mch_id and the merchant key with one signed cc_query of an
+ * order number that cannot exist: GW_SUCCESS when the gateway answers that
+ * it does not exist (both accepted); GW_FAIL when it refuses either (err as
+ * gw_auth_error); GW_UNKNOWN when nothing was proven (unreachable, another
+ * answer; err says why). */
+enum gw_outcome gw_prove(struct gw_client *c, char *err, size_t errlen);
 
 /* What an order's status number means. */
 enum gw_order_state {

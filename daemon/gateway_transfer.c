@@ -482,3 +482,28 @@ enum gw_outcome gw_call(struct gw_client *c, const struct gw_request *req, struc
 	}
 	return res->outcome;
 }
+
+/* No order number of ours starts with "0-": a prefix precedes the
+ * subscription, payment link or refund id, and ids start at 1. */
+#define GW_PROBE_ORDER "0-credentials-check"
+
+enum gw_outcome gw_prove(struct gw_client *c, char *err, size_t errlen)
+{
+	struct gw_request req = {.call = GW_QUERY, .mch_order_no = GW_PROBE_ORDER};
+	struct gw_result res;
+
+	gw_call(c, &req, &res);
+	if (res.outcome == GW_FAIL && res.reason == GW_R_NOT_FOUND)
+		return GW_SUCCESS;
+	if (gw_auth_error(&res, err, errlen))
+		return GW_FAIL;
+	if (res.outcome == GW_SUCCESS)
+		snprintf(err, errlen,
+		         "could not prove gateway.mch_id and the merchant key: the gateway "
+		         "claims to know order %s",
+		         GW_PROBE_ORDER);
+	else
+		snprintf(err, errlen, "could not prove gateway.mch_id and the merchant key: %s",
+		         res.detail[0] ? res.detail : res.ret_msg);
+	return GW_UNKNOWN;
+}

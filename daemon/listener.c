@@ -1,21 +1,20 @@
-/* listener.c: billingd's HTTP listener on libmicrohttpd.
+/* listener.c: billingd's public HTTP listener on libmicrohttpd (http.h).
  *
  * GET /iotpay/return and POST /iotpay/notify take the gateway's signed
  * messages: anything not signed with our merchant key changes nothing; a
- * replay changes nothing either (the ledger updates are conditional). GET
- * /healthz and GET /metrics serve monitoring. MHD runs a small thread pool
- * (epoll where available); each request thread borrows a database connection
- * from a pool (db.h), reconnected when one is found down. Request
- * sizes are checked before anything is buffered beyond the limits. */
+ * replay changes nothing either (the ledger updates are conditional).
+ * Nothing else is served here: monitoring is on the admin address
+ * (admin.c). Each request thread borrows a database connection from a pool
+ * (db.h), reconnected when one is found down. Request sizes are checked
+ * before anything is buffered beyond the limits; connections are limited
+ * overall and per client address, and idle ones closed, so that slow
+ * clients cannot take every slot. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
-#include <netdb.h>
-#include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,26 +22,30 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "http.h"
 #include "charges.h"
 #include "customers.h"
 #include "db.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
-#include "metrics.h"
-#include "migrate.h"
 
 #define THREADS     4
 #define MAX_QUERY   4096
 #define MAX_BODY    16384
 #define MAX_DISCARD (1024 * 1024)
-#define MAX_CONNS   4096
+/* The gateway sends callbacks from a few addresses, a customer's browser
+ * one return at a time: a client holding more than PER_IP connections is
+ * not one of them. A slow client is cut off after TIMEOUT idle seconds. */
+#define MAX_CONNS 4096
+#define PER_IP    64
+#define TIMEOUT   10
 
 struct listener {
-	struct cfg cfg; /* a copy: the caller may reload its own */
+	struct cfg cfg;        /* a copy: the caller may reload its own */
+	pthread_rwlock_t lock; /* cfg: read by requests, replaced by listener_reload */
 	int64_t (*clock)(void);
 	struct MHD_Daemon *d;
-	struct sockaddr_storage addr;
 	int port;
 	char actor[64];
 	struct db_pool *pool; /* one connection per thread */
@@ -59,40 +62,17 @@ struct request {
 	size_t dropped;  /* bytes of a body over MAX_BODY, read and dropped */
 };
 
-enum route { R_RETURN, R_NOTIFY, R_HEALTHZ, R_METRICS, R_NONE };
+enum route { R_RETURN, R_NOTIFY, R_NONE };
 static const struct {
 	const char *path, *method;
-} routes[] = {{"/iotpay/return", "GET"},
-              {"/iotpay/notify", "POST"},
-              {"/healthz", "GET"},
-              {"/metrics", "GET"}};
+} routes[] = {{"/iotpay/return", "GET"}, {"/iotpay/notify", "POST"}};
 
 /* ---- responses ---- */
-
-static enum MHD_Result send_body(struct MHD_Connection *con, unsigned status, char *body,
-                                 size_t len, enum MHD_ResponseMemoryMode mode, const char *ctype,
-                                 const char *header, const char *value)
-{
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
-	enum MHD_Result ret;
-
-	if (!r)
-		return MHD_NO;
-	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES ||
-	    (header && MHD_add_response_header(r, header, value) != MHD_YES)) {
-		MHD_destroy_response(r);
-		return MHD_NO;
-	}
-	ret = MHD_queue_response(con, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
 
 static enum MHD_Result reply_hdr(struct MHD_Connection *con, unsigned status, const char *text,
                                  const char *header, const char *value)
 {
-	return send_body(con, status, (char *)text, strlen(text), MHD_RESPMEM_MUST_COPY,
-	                 "text/plain; charset=utf-8", header, value);
+	return http_reply(con, status, text, header, value);
 }
 
 static enum MHD_Result reply(struct MHD_Connection *con, unsigned status, const char *text)
@@ -125,53 +105,6 @@ static void log_rejected(struct MHD_Connection *con, const char *path, const cha
 	          "detail", detail, (char *)NULL);
 }
 
-/* ---- GET /healthz, GET /metrics ---- */
-
-static int check_schema(PGconn *c, void *arg, char *err, size_t errlen)
-{
-	(void)arg;
-	return migrate_check(c, migrate_embedded, migrate_embedded_count, err, errlen);
-}
-
-static enum MHD_Result healthz(struct listener *l, struct MHD_Connection *con)
-{
-	char err[512], line[520];
-
-	if (db_pool_run(l->pool, check_schema, NULL, err, sizeof(err)) == 0)
-		return reply(con, MHD_HTTP_OK, "ok\n");
-	snprintf(line, sizeof(line), "%s\n", err);
-	return reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, line);
-}
-
-struct render {
-	struct listener *l;
-	char *out;
-};
-
-static int render(PGconn *c, void *arg, char *err, size_t errlen)
-{
-	struct render *r = arg;
-
-	return metrics_render(c, r->l->clock ? r->l->clock() : (int64_t)time(NULL), &r->out, err,
-	                      errlen);
-}
-
-static enum MHD_Result metrics(struct listener *l, struct MHD_Connection *con)
-{
-	struct render r = {.l = l};
-	char err[512];
-
-	/* Without the database the process's own metrics are still served,
-	 * with billing_database_up 0. */
-	if (db_pool_run(l->pool, render, &r, err, sizeof(err)) < 0) {
-		log_event("warn", "metrics_database", "error", err, (char *)NULL);
-		if (render(NULL, &r, err, sizeof(err)) < 0)
-			return reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-	}
-	return send_body(con, MHD_HTTP_OK, r.out, strlen(r.out), MHD_RESPMEM_MUST_FREE,
-	                 "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
-}
-
 /* ---- GET /iotpay/return ---- */
 
 /* A writer's call at the billing clock: the events its change writes are
@@ -197,6 +130,18 @@ static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 
 	return customers_record_return(c, e->customer_id, e->success, e->card, e->card_type,
 	                               e->expiry, err, errlen);
+}
+
+/* Where the customer lands after the card page: the operator's page when
+ * one is configured, else a page of ours that says what happened (an empty
+ * Location would leave the customer without any answer). */
+static enum MHD_Result landing(struct MHD_Connection *con, int success, const char *url)
+{
+	if (url[0])
+		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION, url);
+	return reply(con, MHD_HTTP_OK,
+	             success ? "Thank you: your card is saved. You may close this page.\n"
+	                     : "Your card was not saved. Please contact us for a new link.\n");
 }
 
 static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *con,
@@ -231,8 +176,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		log_event("info", "enrolment_return", "customer", e.customer_id, "result", e.result,
 		          "replay", rc == CUSTOMERS_UNCHANGED ? "yes" : "no", (char *)NULL);
 		gw_fields_free(&f);
-		return reply_hdr(con, MHD_HTTP_FOUND, "", MHD_HTTP_HEADER_LOCATION,
-		                 e.success ? l->cfg.success_url : l->cfg.failure_url);
+		return landing(con, e.success, e.success ? l->cfg.success_url : l->cfg.failure_url);
 	case CUSTOMERS_UNKNOWN:
 		log_rejected(con, path, "unknown customer", e.customer_id);
 		gw_fields_free(&f);
@@ -447,91 +391,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 	if (strcmp(method, routes[r].method) != 0)
 		return reply_hdr(con, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n",
 		                 MHD_HTTP_HEADER_ALLOW, routes[r].method);
-	switch (r) {
-	case R_RETURN:
-		return enrol_return(l, con, url, rq);
-	case R_NOTIFY:
+	if (r == R_NOTIFY)
 		switch (collect_body(con, rq, data, size, &ret)) {
 		case 1:
 			return MHD_YES;
-		case 0:
-			return notify(l, con, url, rq);
-		default:
+		case -1:
 			return ret;
 		}
-	case R_HEALTHZ:
-		return healthz(l, con);
-	default:
-		return metrics(l, con);
-	}
-}
-
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char msg[256];
-	size_t n;
-
-	(void)cls;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	n = strlen(msg);
-	while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-		msg[--n] = '\0';
-	log_event("warn", "http_server", "msg", msg, (char *)NULL);
+	/* the key and URLs as of now: a reload waits for this request */
+	pthread_rwlock_rdlock(&l->lock);
+	ret = r == R_RETURN ? enrol_return(l, con, url, rq) : notify(l, con, url, rq);
+	pthread_rwlock_unlock(&l->lock);
+	return ret;
 }
 
 /* ---- start / stop ---- */
 
-/* "host:port", "[v6]:port" or ":port" (every address). */
-static int resolve(const char *address, struct sockaddr_storage *out, char *err, size_t errlen)
-{
-	char host[CFG_STR];
-	const char *colon = strrchr(address, ':');
-	struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-	                         .ai_socktype = SOCK_STREAM};
-	struct addrinfo *ai;
-	size_t hl;
-	int rc;
-
-	if (!colon || !colon[1]) {
-		snprintf(err, errlen, "listen.address '%s': expected host:port", address);
-		return -1;
-	}
-	hl = (size_t)(colon - address);
-	if (hl >= 2 && address[0] == '[' && address[hl - 1] == ']') {
-		address++;
-		hl -= 2;
-	}
-	snprintf(host, sizeof(host), "%.*s", (int)hl, address);
-	rc = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &ai);
-	if (rc != 0) {
-		snprintf(err, errlen, "listen.address '%s': %s", address, gai_strerror(rc));
-		return -1;
-	}
-	memcpy(out, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	return 0;
-}
-
-/* Thousands of connections need as many descriptors: use the hard limit. */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			log_event("warn", "rlimit_nofile", "error", strerror(errno), (char *)NULL);
-	}
-}
-
 struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), char *err,
                                 size_t errlen)
 {
+	static const struct http_limits lim = {THREADS, MAX_CONNS, PER_IP, TIMEOUT};
 	struct listener *l = calloc(1, sizeof(*l));
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-	const union MHD_DaemonInfo *di;
+	pthread_rwlockattr_t attr;
 	char port[8];
 
 	if (!l) {
@@ -540,6 +421,11 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 	}
 	l->cfg = *c;
 	l->clock = clock;
+	/* a reload waits for requests in progress, not for a stream of them */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&l->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	snprintf(l->actor, sizeof(l->actor), "billingd-listener:%ld", (long)getpid());
 	l->pool = db_pool_new(c->database_url, l->actor, THREADS);
 	if (!l->pool) {
@@ -547,40 +433,28 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 		listener_stop(l);
 		return NULL;
 	}
-	if (resolve(c->listen_address, &l->addr, err, errlen) < 0) {
-		listener_stop(l);
-		return NULL;
-	}
-	raise_nofile();
-	flags |=
-	    MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
-	if (l->addr.ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	/* clang-format off */
-	l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, to catch all */
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&l->addr,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNS,
-		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)2048,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-		/* per connection: bounds the request line and headers */
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
-		MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-		MHD_OPTION_END);
-	/* clang-format on */
+	l->d = http_start("listen.address", c->listen_address, &lim, on_request, l, on_uri,
+	                  on_completed, &l->port, err, errlen);
 	if (!l->d) {
-		snprintf(err, errlen, "listen.address '%s': cannot listen there (in use?)",
-		         c->listen_address);
 		listener_stop(l);
 		return NULL;
 	}
-	di = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_BIND_PORT);
-	l->port = di ? di->port : 0;
 	snprintf(port, sizeof(port), "%d", l->port);
 	log_event("info", "listening", "address", c->listen_address, "port", port, (char *)NULL);
 	return l;
+}
+
+void listener_reload(struct listener *l, const struct cfg *c)
+{
+	char address[CFG_STR];
+
+	pthread_rwlock_wrlock(&l->lock);
+	/* where it listens and its database stay: they need a restart */
+	memcpy(address, l->cfg.listen_address, sizeof(address));
+	explicit_bzero(l->cfg.gateway.merchant_key, sizeof(l->cfg.gateway.merchant_key));
+	l->cfg = *c;
+	memcpy(l->cfg.listen_address, address, sizeof(address));
+	pthread_rwlock_unlock(&l->lock);
 }
 
 int listener_port(const struct listener *l)
@@ -595,6 +469,7 @@ void listener_stop(struct listener *l)
 	if (l->d)
 		MHD_stop_daemon(l->d);
 	db_pool_free(l->pool);
+	pthread_rwlock_destroy(&l->lock);
 	explicit_bzero(l->cfg.gateway.merchant_key, sizeof(l->cfg.gateway.merchant_key));
 	free(l);
 }

@@ -59,6 +59,8 @@ static void job_done(void *udata, const struct gw_result *res)
 
 	j->res = *res;
 	metrics_gateway_observe(res->seconds);
+	if (res->reason == GW_R_AUTH || res->reason == GW_R_BUSY)
+		metrics_gateway_error(gw_reason_name(res->reason));
 	recorder_push(j);
 }
 

@@ -195,14 +195,23 @@ static void report_outcome(const struct rec_job *j, struct sched_stats *st)
 	char amount[24];
 
 	snprintf(amount, sizeof(amount), "%lld", (long long)j->amount);
-	log_event(r == BILLING_UNKNOWN ? "warn" : "info",
+	/* A refused key or mch_id is the operator's to fix, for every charge. */
+	log_event(j->res.reason == GW_R_AUTH ? "error"
+	          : r == BILLING_UNKNOWN     ? "warn"
+	                                     : "info",
 	          j->is_query ? "charge_resolved" : "charge", "subscription", j->sub_id,
 	          "mch_order_no", j->mch_order_no, "amount", amount, "outcome",
 	          billing_result_names[r], "pay_order_id", j->res.order.pay_order_id, "sub_state",
 	          j->sub_state, "ret_msg", ret_msg(j, r), (char *)NULL);
-	metrics_charge(r == BILLING_SUCCEEDED ? "success"
-	               : r == BILLING_UNKNOWN ? "unknown"
-	                                      : "fail");
+	/* One count per attempt, at its final outcome; queries apart. */
+	if (j->is_query)
+		metrics_query(billing_result_names[r]);
+	if (r != BILLING_UNKNOWN)
+		metrics_charge(billing_result_names[r]);
+	if (r == BILLING_SUCCEEDED)
+		metrics_charged(j->amount);
+	if (j->res.reason == GW_R_AUTH)
+		st->auth++;
 	switch (r) {
 	case BILLING_SUCCEEDED:
 		st->succeeded++;
@@ -350,6 +359,7 @@ static void *recorder_main(void *arg)
 		rec->stats.declined += st.declined;
 		rec->stats.absent += st.absent;
 		rec->stats.unknown += st.unknown;
+		rec->stats.auth += st.auth;
 		if (rc < 0 && !rec->failed) {
 			rec->failed = 1;
 			snprintf(rec->err, sizeof(rec->err), "%s", err);
@@ -372,6 +382,7 @@ int recorder_flush(struct recorder *rec, struct sched_stats *st, char *err, size
 		st->declined += rec->stats.declined;
 		st->absent += rec->stats.absent;
 		st->unknown += rec->stats.unknown;
+		st->auth += rec->stats.auth;
 	}
 	memset(&rec->stats, 0, sizeof(rec->stats));
 	if (rec->failed) {

@@ -188,6 +188,30 @@ static int check_charge(PGconn *c, const char *pay_order_id, int is_void, int64_
 	return 0;
 }
 
+static int check_amount(int is_void, int64_t amount, char *err, size_t errlen)
+{
+	if (amount < 0 || (is_void && amount != 0)) {
+		snprintf(err, errlen, "%s amount must be %s", is_void ? "a void's" : "a refund's",
+		         is_void ? "left out (it takes the whole charge)"
+		                 : "positive (or 0 for all that remains)");
+		return -1;
+	}
+	return 0;
+}
+
+int refunds_preview(PGconn *c, const char *pay_order_id, int is_void, int64_t *amount, char *err,
+                    size_t errlen)
+{
+	int64_t charge_id;
+	int rc;
+
+	if (check_amount(is_void, *amount, err, errlen) < 0 || db_begin(c, err, errlen) < 0)
+		return -1;
+	rc = check_charge(c, pay_order_id, is_void, amount, &charge_id, err, errlen);
+	db_rollback(c);
+	return rc;
+}
+
 /* Checks the request and commits the refund row ('pending'), in one try. */
 static int try_intent(PGconn *c, const char *order_prefix, const char *pay_order_id, int is_void,
                       int64_t amount, int64_t now, struct refund_row *out, char *err, size_t errlen)
@@ -339,12 +363,8 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	char why[256];
 
 	memset(out, 0, sizeof(*out));
-	if (amount < 0 || (is_void && amount != 0)) {
-		snprintf(err, errlen, "%s amount must be %s", is_void ? "a void's" : "a refund's",
-		         is_void ? "left out (it takes the whole charge)"
-		                 : "positive (or 0 for all that remains)");
+	if (check_amount(is_void, amount, err, errlen) < 0)
 		return -1;
-	}
 	/* prefix + "R" + a bigint fits mchRefundNo's String(30). */
 	if (strlen(order_prefix) > 8) {
 		snprintf(err, errlen, "order prefix %s is longer than 8 characters", order_prefix);

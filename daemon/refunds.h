@@ -42,6 +42,13 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
                     const char *pay_order_id, int is_void, int64_t amount, int64_t now,
                     struct refund_row *out, char *err, size_t errlen);
 
+/* --dry-run: checks a refund (amount, 0 for all that remains) or void of
+ * pay_order_id as refunds_request would, and sets *amount to what it would
+ * send; writes nothing, sends nothing. 0, or -1 with err naming why it
+ * would be refused. */
+int refunds_preview(PGconn *c, const char *pay_order_id, int is_void, int64_t *amount, char *err,
+                    size_t errlen);
+
 /* Settles a pending or unknown refund with cc_query by its mchRefundNo: found
  * paid -> succeeded, proven absent -> failed, else it stays
  * unknown; a settled outcome is dated by the request (else now). A pending

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>
 
 #include "charges.h"
 #include "customers.h"
@@ -33,7 +34,9 @@
 #include "subscriptions.h"
 
 /* Open refunds and voids settled per pass. */
-#define REFUNDS_PER_PASS 100
+#define REFUNDS_PER_PASS   100
+#define AUTH_BACKOFF_FIRST 5   /* seconds */
+#define AUTH_BACKOFF_MAX   300 /* five minutes */
 
 struct sched {
 	const struct cfg *cfg;
@@ -42,6 +45,8 @@ struct sched {
 	struct pump *pump;
 	struct gw_multi *checks; /* binding checks, beside the pump's charges */
 	char resolve_cutoff[48]; /* database time at the start of sched_resolve */
+	int backoff;             /* seconds: the gateway refused our key or mch_id */
+	long long quiet_until;   /* monotonic seconds: no gateway call before */
 	volatile sig_atomic_t stopping;
 };
 
@@ -217,15 +222,50 @@ int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *er
 	return pump_run(s->pump, s->db, &w, &s->stopping, st, err, errlen) < 0 ? -1 : 0;
 }
 
+static long long monotonic_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec;
+}
+
+/* After a pass that called the gateway: a refused key or mch_id would be
+ * refused again, for every charge, so calls wait (doubling up to five
+ * minutes) rather than re-query every pass; any other pass ends the wait. */
+static void auth_backoff(struct sched *s, const struct sched_stats *st)
+{
+	char secs[16];
+
+	if (!st->auth) {
+		if (st->succeeded || st->declined || st->absent || st->unknown || st->bindings)
+			s->backoff = 0;
+		return;
+	}
+	s->backoff = !s->backoff                         ? AUTH_BACKOFF_FIRST
+	             : s->backoff * 2 > AUTH_BACKOFF_MAX ? AUTH_BACKOFF_MAX
+	                                                 : s->backoff * 2;
+	s->quiet_until = monotonic_s() + s->backoff;
+	snprintf(secs, sizeof(secs), "%d", s->backoff);
+	log_event("error", "gateway_backoff", "reason", gw_reason_name(GW_R_AUTH), "seconds", secs,
+	          (char *)NULL);
+}
+
 int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen)
 {
+	struct sched_stats mine = {0};
 	int n;
 
+	if (!st)
+		st = &mine;
+	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0)
+		return -1;
+	if (monotonic_s() < s->quiet_until)
+		return 0;
 	/* Unknowns first: their subscriptions get nothing new until resolved.
 	 * Bindings before charging, so that a card bound now is charged in this
 	 * pass, */
-	if (db_set_now(s->db, now, err, errlen) < 0 || boundaries(s, now, err, errlen) < 0 ||
-	    sched_resolve(s, now, st, err, errlen) < 0 ||
+	if (sched_resolve(s, now, st, err, errlen) < 0 ||
 	    resolve_refunds(s, now, err, errlen) < 0 || check_bindings(s, now, st, err, errlen) < 0)
 		return -1;
 	if (s->stopping)
@@ -234,21 +274,23 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	             errlen);
 	if (n < 0)
 		return -1;
-	if (st)
-		st->claimed += n;
+	st->claimed += n;
 	/* and after: a charge declined for a binding reason flagged its
 	 * customer, whose binding is settled before the next attempt */
-	return s->stopping ? 0 : check_bindings(s, now, st, err, errlen);
+	if (!s->stopping && check_bindings(s, now, st, err, errlen) < 0)
+		return -1;
+	auth_backoff(s, st);
+	return 0;
 }
 
-int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
-                     size_t len, char *err, size_t errlen)
+int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, int end_trial,
+                     char *mch_order_no, size_t len, char *err, size_t errlen)
 {
 	char state[16];
 	int n;
 
 	mch_order_no[0] = '\0';
-	n = subscriptions_make_due(s->db, subscription_id, now, err, errlen);
+	n = subscriptions_make_due(s->db, subscription_id, now, end_trial, err, errlen);
 	if (n > 0)
 		n = pump_claim(s->pump, s->db,
 		               &(struct pump_work){.now = now, .only_sub = subscription_id}, 1, err,

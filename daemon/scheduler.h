@@ -20,6 +20,7 @@ struct sched_stats {
 	long unknown;   /* outcomes left unknown (resolved in a later pass) */
 	long absent;    /* unknowns proven absent at the gateway: retried */
 	long bindings;  /* enrolment and binding checks made */
+	long auth;      /* answers refusing our key or mch_id */
 };
 
 /* Borrows cfg, db and gw; owner names this process in leases and logs. */
@@ -42,15 +43,14 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
  * billctl reconcile. 0, or -1 with err. */
 int sched_resolve(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
 
-/* billctl charge: makes the subscription due now and charges it through the
- * same protocol. Returns GW_INVALID with err when nothing was claimed (so
- * nothing was sent: not chargeable now, or a database error before the
- * claim). Once the attempt is claimed it returns its recorded outcome:
- * GW_SUCCESS, GW_FAIL (declined), or GW_UNKNOWN, also when an error stopped
- * the protocol after the claim (the request may be on the wire: a later
- * pass resolves it with cc_query); err then says why, and mch_order_no is
- * the attempt's when known. */
-int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, char *mch_order_no,
-                     size_t len, char *err, size_t errlen);
+/* billctl charge: charges what the subscription owes (a due or past_due
+ * period; with end_trial, a trial ended now) through the same protocol. Returns GW_INVALID with err
+ * when nothing was claimed (so nothing was sent: nothing owed (err says when the next charge is
+ * due), or a database error before the claim). Once the attempt is claimed it returns its recorded
+ * outcome: GW_SUCCESS, GW_FAIL (declined), or GW_UNKNOWN, also when an error stopped the protocol
+ * after the claim (the request may be on the wire: a later pass resolves it with cc_query); err
+ * then says why, and mch_order_no is the attempt's when known. */
+int sched_charge_now(struct sched *s, int64_t subscription_id, int64_t now, int end_trial,
+                     char *mch_order_no, size_t len, char *err, size_t errlen);
 
 #endif

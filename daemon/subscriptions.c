@@ -8,10 +8,14 @@
 #include <string.h>
 
 #include "billing.h"
+#include "calendar.h"
 #include "customers.h"
 #include "db.h"
 #include "plans.h"
 #include "subscriptions.h"
+
+/* A subscription that still bills or may again. */
+#define LIVE_STATES "('trialing', 'active', 'past_due', 'paused')"
 
 #define COLS                                                                                       \
 	"s.id, s.customer_id, s.plan_id, p.code, p.version, p.amount_cents,"                       \
@@ -22,7 +26,8 @@
 	" coalesce(extract(epoch FROM s.period_end)::bigint, 0),"                                  \
 	" coalesce(extract(epoch FROM s.trial_end)::bigint, 0),"                                   \
 	" coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0),"                              \
-	" extract(epoch FROM s.created_at)::bigint"
+	" extract(epoch FROM s.created_at)::bigint,"                                               \
+	" coalesce(extract(epoch FROM s.paused_at)::bigint, 0)"
 #define FROM                                                                                       \
 	" FROM subscriptions s JOIN plans p ON p.id = s.plan_id"                                   \
 	" LEFT JOIN plans np ON np.id = s.next_plan_id"
@@ -49,6 +54,7 @@ enum {
 	COL_TRIAL_END,
 	COL_NEXT_CHARGE,
 	COL_CREATED,
+	COL_PAUSED,
 };
 
 static void fill(const PGresult *r, int i, struct subscription *s)
@@ -75,6 +81,7 @@ static void fill(const PGresult *r, int i, struct subscription *s)
 	s->trial_end = db_i64(r, i, COL_TRIAL_END);
 	s->next_charge_at = db_i64(r, i, COL_NEXT_CHARGE);
 	s->created_at = db_i64(r, i, COL_CREATED);
+	s->paused_at = db_i64(r, i, COL_PAUSED);
 }
 
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
@@ -90,40 +97,74 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 	return 0;
 }
 
-int subscriptions_create(PGconn *c, const char *customer_id, const struct plan *p, int64_t start,
-                         int trial_days, struct subscription *out, char *err, size_t errlen)
+/* Why subscriptions_create inserted nothing, as one line in err. */
+static void why_not_created(PGconn *c, const struct subscriptions_new *n, char *err, size_t errlen)
 {
-	int64_t anchor = billing_anchor(start, trial_days);
-	const char *cq[1] = {customer_id};
+	PGresult *r = db_get(c, err, errlen,
+	                     "SELECT cu.state, (SELECT min(s.id) FROM subscriptions s"
+	                     "   JOIN plans p ON p.id = s.plan_id WHERE s.customer_id = $1"
+	                     "    AND p.code = $2 AND s.state IN " LIVE_STATES ")"
+	                     "  FROM customers cu WHERE cu.customer_id = $1",
+	                     DB_S(n->customer_id), DB_S(n->plan->code));
+
+	if (!r)
+		return;
+	if (PQntuples(r) == 0)
+		snprintf(err, errlen, "unknown customer '%s'", n->customer_id);
+	else if (strcmp(db_str(r, 0, 0), customers_states[CUSTOMERS_PENDING]) == 0)
+		snprintf(err, errlen,
+		         "customer '%s' has no card bound yet (its enrolment is pending): "
+		         "subscribe with --when-bound to charge once it is bound",
+		         n->customer_id);
+	else if (strcmp(db_str(r, 0, 0), customers_states[CUSTOMERS_BOUND]) != 0)
+		snprintf(err, errlen,
+		         "customer '%s' is %s: enrol a card again (customer enrol) before "
+		         "subscribing",
+		         n->customer_id, db_str(r, 0, 0));
+	else
+		snprintf(err, errlen,
+		         "customer '%s' already has subscription %s on plan %s: "
+		         "--allow-duplicate subscribes again",
+		         n->customer_id, db_str(r, 0, 1), n->plan->code);
+	PQclear(r);
+}
+
+int subscriptions_create(PGconn *c, const struct subscriptions_new *n, struct subscription *out,
+                         int *passed, char *err, size_t errlen)
+{
+	const struct plan *p = n->plan;
+	int64_t anchor = billing_anchor(n->start, n->trial_days);
+	int period;
+	int64_t due;
 	PGresult *r;
 	int64_t id;
 
-	/* The customer's state is checked in the same statement as the insert. */
+	/* The period that contains now is billed; earlier ones only on request. */
+	*passed = billing_periods_passed(p, anchor, n->now);
+	period = n->bill_arrears ? 0 : *passed;
+	due = cal_period_start(anchor, p->interval, p->interval_count, period);
+	/* The customer's state and the duplicate are checked in the same
+	 * statement as the insert. */
 	r = db_get(c, err, errlen,
-	           "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, trial_end,"
-	           "                           next_charge_at)"
+	           "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, period,"
+	           "                           trial_end, next_charge_at, starts_when_bound)"
 	           " SELECT customer_id, $2, CASE WHEN $4::bigint IS NULL THEN 'active'"
-	           "        ELSE 'trialing' END, to_timestamp($3), to_timestamp($4::bigint),"
-	           "        to_timestamp($3)"
-	           "   FROM customers WHERE customer_id = $1 AND state IN ('pending', 'bound')"
+	           "        ELSE 'trialing' END, to_timestamp($3), $5,"
+	           "        to_timestamp($4::bigint), to_timestamp($6), state = 'pending'"
+	           "   FROM customers cu WHERE customer_id = $1"
+	           "    AND (state = 'bound' OR (state = 'pending' AND $7::int = 1))"
+	           "    AND ($8::int = 1 OR NOT EXISTS (SELECT 1 FROM subscriptions s"
+	           "          JOIN plans p ON p.id = s.plan_id WHERE s.customer_id = $1"
+	           "           AND p.code = $9 AND s.state IN " LIVE_STATES "))"
 	           " RETURNING id",
-	           DB_S(customer_id), DB_I(p->id), DB_I(anchor), DB_N(trial_days > 0 ? anchor : 0));
+	           DB_S(n->customer_id), DB_I(p->id), DB_I(anchor),
+	           DB_N(n->trial_days > 0 ? anchor : 0), DB_I(period), DB_I(due),
+	           DB_I(n->when_bound), DB_I(n->allow_duplicate), DB_S(p->code));
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
-		r = db_query(c, "SELECT state FROM customers WHERE customer_id = $1", 1, cq, err,
-		             errlen);
-		if (!r)
-			return -1;
-		if (PQntuples(r) == 0)
-			snprintf(err, errlen, "unknown customer '%s'", customer_id);
-		else
-			snprintf(err, errlen,
-			         "customer '%s' is %s: enrol a card again (customer enrol) before "
-			         "subscribing",
-			         customer_id, db_str(r, 0, 0));
-		PQclear(r);
+		why_not_created(c, n, err, errlen);
 		return -1;
 	}
 	id = db_i64(r, 0, 0);
@@ -246,29 +287,78 @@ int subscriptions_cancel(PGconn *c, int64_t id, int at_period_end, struct subscr
 	              0, "nothing to cancel", out, err, errlen);
 }
 
-int subscriptions_pause(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
+int subscriptions_pause(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
+                        size_t errlen)
 {
 	return change(c, id,
-	              "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL"
+	              "UPDATE subscriptions SET state = 'paused', next_charge_at = NULL,"
+	              "       paused_at = to_timestamp($2)"
 	              " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due') RETURNING id",
-	              0, "only a trialing, active or past_due subscription can be paused", out, err,
-	              errlen);
+	              now, "only a trialing, active or past_due subscription can be paused", out,
+	              err, errlen);
 }
 
 int subscriptions_resume(PGconn *c, int64_t id, int64_t now, struct subscription *out, char *err,
                          size_t errlen)
 {
-	return change(
-	    c, id,
-	    "UPDATE subscriptions SET state = 'active', anchor = to_timestamp($2),"
-	    "       anchor_period = period, attempts = 0, next_charge_at = to_timestamp($2)"
-	    " WHERE id = $1 AND (state = 'paused'"
-	    "                    OR (state = 'past_due' AND next_charge_at IS NULL))"
-	    " RETURNING id",
-	    now,
-	    "only a paused subscription, or a past_due one whose retries are exhausted, "
-	    "can be resumed",
-	    out, err, errlen);
+	struct billing_sub b;
+	int64_t trial_end;
+	int n;
+
+	if (subscriptions_get(c, id, out, err, errlen) < 0)
+		return -1;
+	if (strcmp(out->state, billing_state_names[BILLING_PAUSED]) != 0 &&
+	    !(strcmp(out->state, billing_state_names[BILLING_PAST_DUE]) == 0 &&
+	      out->next_charge_at == 0)) {
+		snprintf(err, errlen,
+		         "subscription %" PRId64 " is %s: only a paused subscription, or a "
+		         "past_due one whose retries are exhausted, can be resumed%s",
+		         id, out->state,
+		         out->cancel_at_period_end
+		             ? " (to withdraw its cancel at the period's end: subscription keep)"
+		             : "");
+		return -1;
+	}
+	memset(&b, 0, sizeof(b));
+	b.anchor = out->anchor;
+	b.anchor_period = out->anchor_period;
+	b.period = out->period;
+	b.cycles_done = out->cycles_done;
+	b.period_start = out->period_start;
+	b.period_end = out->period_end;
+	trial_end = out->trial_end;
+	billing_resume(&b, &trial_end, out->paused_at, now);
+	/* Written only over the subscription as it was read. */
+	n = db_count(c, err, errlen,
+	             "UPDATE subscriptions SET state = $3, anchor = to_timestamp($4),"
+	             "       anchor_period = $5, attempts = 0, next_charge_at = to_timestamp($6),"
+	             "       trial_end = to_timestamp($7::bigint), paused_at = NULL"
+	             " WHERE id = $1 AND state = $2 AND period = $8"
+	             "   AND coalesce(next_charge_at, 'epoch') = coalesce(to_timestamp($9::bigint),"
+	             "                                                   'epoch')"
+	             " RETURNING id",
+	             DB_I(id), DB_S(out->state), DB_S(billing_state_names[b.state]), DB_I(b.anchor),
+	             DB_I(b.anchor_period), DB_I(b.next_charge_at), DB_N(trial_end),
+	             DB_I(out->period), DB_N(out->next_charge_at));
+	if (n < 0 || subscriptions_get(c, id, out, err, errlen) < 0)
+		return -1;
+	if (n == 0) {
+		snprintf(err, errlen,
+		         "subscription %" PRId64 " changed meanwhile (now %s): try again", id,
+		         out->state);
+		return -1;
+	}
+	return 0;
+}
+
+int subscriptions_keep(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
+{
+	return change(c, id,
+	              "UPDATE subscriptions SET cancel_at_period_end = false"
+	              " WHERE id = $1 AND cancel_at_period_end"
+	              "   AND state IN ('trialing', 'active', 'past_due', 'paused') RETURNING id",
+	              0, "only a subscription canceling at its period's end can be kept", out, err,
+	              errlen);
 }
 
 int subscriptions_change_plan(PGconn *c, int64_t id, const struct plan *p, struct subscription *out,
@@ -307,43 +397,83 @@ static const char SQL_SWITCH_PLAN[] =
     " WHERE next_plan_id IS NOT NULL AND attempts = 0 AND next_charge_at <= to_timestamp($1)"
     "   AND state IN ('trialing', 'active', 'past_due') AND" NO_OPEN_CHARGE;
 
+/* A subscription that waited for its customer's card starts, once bound,
+ * with a period due then at the earliest: the calendar moves to now when its
+ * first charge fell due during the wait. */
+static const char SQL_START_BOUND[] =
+    "UPDATE subscriptions s SET starts_when_bound = false,"
+    "       anchor = CASE WHEN s.next_charge_at < to_timestamp($1) THEN to_timestamp($1)"
+    "                ELSE s.anchor END,"
+    "       anchor_period = CASE WHEN s.next_charge_at < to_timestamp($1) THEN s.period"
+    "                       ELSE s.anchor_period END,"
+    "       next_charge_at = greatest(s.next_charge_at, to_timestamp($1))"
+    " WHERE s.starts_when_bound AND s.state IN ('trialing', 'active')"
+    "   AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
+    "                AND cu.state = 'bound')";
+
 int subscriptions_boundaries(PGconn *c, int64_t now, char *err, size_t errlen)
 {
 	if (db_run(c, err, errlen, SQL_CANCEL_AT_END, DB_I(now)) < 0 ||
-	    db_run(c, err, errlen, SQL_SWITCH_PLAN, DB_I(now)) < 0)
+	    db_run(c, err, errlen, SQL_SWITCH_PLAN, DB_I(now)) < 0 ||
+	    db_run(c, err, errlen, SQL_START_BOUND, DB_I(now)) < 0)
 		return -1;
 	return 0;
 }
 
+/* Owed: a past_due period, or a due one; --end-trial: a trial ends now (its
+ * first period starts now). */
+#define TRIAL_ENDS " s.state = 'trialing' AND s.next_charge_at > to_timestamp($2)"
 static const char SQL_MAKE_DUE[] =
-    "UPDATE subscriptions s SET next_charge_at = to_timestamp($2)"
-    " WHERE id = $1 AND state IN ('trialing', 'active', 'past_due')"
+    "UPDATE subscriptions s"
+    "   SET next_charge_at = least(coalesce(s.next_charge_at, to_timestamp($2)),"
+    "                              to_timestamp($2)),"
+    "       anchor = CASE WHEN" TRIAL_ENDS " THEN to_timestamp($2) ELSE s.anchor END,"
+    "       anchor_period = CASE WHEN" TRIAL_ENDS " THEN s.period ELSE s.anchor_period END,"
+    "       trial_end = CASE WHEN" TRIAL_ENDS " THEN to_timestamp($2) ELSE s.trial_end END"
+    " WHERE id = $1 AND (s.state = 'past_due'"
+    "                    OR (s.state IN ('trialing', 'active')"
+    "                        AND s.next_charge_at <= to_timestamp($2))"
+    "                    OR ($3::int = 1 AND s.state = 'trialing'))"
     "   AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
     "                AND cu.state = 'bound')"
     "   AND" NO_OPEN_CHARGE " RETURNING id";
 
-int subscriptions_make_due(PGconn *c, int64_t id, int64_t now, char *err, size_t errlen)
+int subscriptions_make_due(PGconn *c, int64_t id, int64_t now, int end_trial, char *err,
+                           size_t errlen)
 {
-	int n = db_count(c, err, errlen, SQL_MAKE_DUE, DB_I(id), DB_I(now));
+	int n = db_count(c, err, errlen, SQL_MAKE_DUE, DB_I(id), DB_I(now), DB_I(end_trial));
 
 	return n < 0 ? -1 : n > 0;
 }
 
-enum { WN_STATE, WN_CUSTOMER_STATE, WN_OPEN };
+enum { WN_STATE, WN_CUSTOMER_STATE, WN_OPEN, WN_NEXT, WN_AMOUNT };
 static const char SQL_WHY_NOT_DUE[] =
-    "SELECT s.state, cu.state, " NO_OPEN_CHARGE "  FROM subscriptions s"
-    "  JOIN customers cu ON cu.customer_id = s.customer_id"
+    "SELECT s.state, cu.state, " NO_OPEN_CHARGE ","
+    "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), p.amount_cents"
+    "  FROM subscriptions s JOIN customers cu ON cu.customer_id = s.customer_id"
+    "  JOIN plans p ON p.id = coalesce(s.next_plan_id, s.plan_id)"
     " WHERE s.id = $1";
 
 void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
 {
 	PGresult *r = db_get(c, err, errlen, SQL_WHY_NOT_DUE, DB_I(id));
+	const char *state;
+	char next[64] = "", amount[32];
+	int64_t cents;
 
 	if (!r)
 		return;
-	if (PQntuples(r) == 0)
+	if (PQntuples(r) == 0) {
 		snprintf(err, errlen, "unknown subscription %" PRId64, id);
-	else if (strcmp(db_str(r, 0, WN_OPEN), "f") == 0)
+		PQclear(r);
+		return;
+	}
+	state = db_str(r, 0, WN_STATE);
+	if (db_i64(r, 0, WN_NEXT))
+		cal_format(db_i64(r, 0, WN_NEXT), next, sizeof(next));
+	cents = db_i64(r, 0, WN_AMOUNT);
+	snprintf(amount, sizeof(amount), "%" PRId64 ".%02" PRId64, cents / 100, cents % 100);
+	if (strcmp(db_str(r, 0, WN_OPEN), "f") == 0)
 		snprintf(err, errlen,
 		         "subscription %" PRId64 " has a charge whose outcome is not known yet: it "
 		         "is resolved with cc_query first",
@@ -352,9 +482,19 @@ void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
 		snprintf(err, errlen,
 		         "subscription %" PRId64 ": its customer's card is %s, not bound", id,
 		         db_str(r, 0, WN_CUSTOMER_STATE));
+	else if (strcmp(state, billing_state_names[BILLING_TRIALING]) == 0 && next[0])
+		snprintf(err, errlen,
+		         "subscription %" PRId64 " is trialing: nothing is owed; its first charge "
+		         "(%s CAD) is due %s (--end-trial ends the trial and charges now)",
+		         id, amount, next);
+	else if (strcmp(state, billing_state_names[BILLING_ACTIVE]) == 0 && next[0])
+		snprintf(err, errlen,
+		         "subscription %" PRId64 " is paid up: nothing is owed; its next charge "
+		         "(%s CAD) is due %s",
+		         id, amount, next);
 	else
 		snprintf(err, errlen, "subscription %" PRId64 " is %s: nothing to charge", id,
-		         db_str(r, 0, WN_STATE));
+		         state);
 	PQclear(r);
 }
 

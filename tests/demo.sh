@@ -87,6 +87,8 @@ billing:
   poll_interval_ms: 200
 listen:
   address: 127.0.0.1:$1
+admin:
+  address: 127.0.0.1:$(($1 + 1))
 enrolment:
   return_url: http://127.0.0.1:$1/iotpay/return
   success_url: https://shop.example/welcome
@@ -111,7 +113,7 @@ for _ in $(seq 10); do
 	"$B/billingd" -c "$T/billing.yaml" 2>"$T/listener.log" &
 	DPID=$!
 	for _ in $(seq 30); do
-		curl -sf -o /dev/null "http://127.0.0.1:$LPORT/healthz" && break 2
+		curl -sf -o /dev/null "http://127.0.0.1:$((LPORT + 1))/healthz" && break 2
 		kill -0 "$DPID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -120,7 +122,8 @@ for _ in $(seq 10); do
 	DPID=
 done
 [ -n "$DPID" ] || die "billingd's listener did not start: $(tail -n 3 "$T/listener.log")"
-say "billingd is running, its listener on 127.0.0.1:$LPORT (/iotpay/return, /healthz, /metrics)"
+say "billingd is running, its listener on 127.0.0.1:$LPORT (/iotpay/return, /iotpay/notify),"
+say "/healthz and /metrics on its admin address 127.0.0.1:$((LPORT + 1))"
 say "per customer: billctl customer enrol -> payUrl; the customer fills in the card page;"
 say "the page redirects to our /iotpay/return, which records the card (signature checked)"
 NAMES="Ada Alan Barbara Claude Donald Edsger Frances Grace Hedy Ivan John Ken Leslie Margaret

@@ -49,11 +49,12 @@ char *ts_fakegw_hosted(const char *pay_url, const char *card_query);
 
 /* A configuration for tests: the database at db_url, the fake gateway g (may
  * be NULL), TS_KEY as merchant key, timezone America/Toronto, plans/ as
- * plans_dir, listen on 127.0.0.1:0. */
+ * plans_dir, listen and admin on 127.0.0.1:0. */
 void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g);
 
 /* Writes a billing.yaml for ts_cfg's settings into dir and the key into
- * dir/merchant.key (mode 0600); returns the yaml path (static buffer). */
+ * dir/merchant.key (mode 0600); returns the yaml path (static buffer). The
+ * admin address is 127.0.0.1:0 unless extra_yaml has an admin section. */
 const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
                             const char *extra_yaml);
 

@@ -104,6 +104,7 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g)
 	c->batch_size = 256;
 	c->poll_interval_ms = 200;
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:0");
+	snprintf(c->admin_address, sizeof(c->admin_address), "127.0.0.1:0");
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
 	snprintf(c->success_url, sizeof(c->success_url), "https://example.com/welcome");
 	snprintf(c->failure_url, sizeof(c->failure_url), "https://example.com/sorry");
@@ -148,9 +149,13 @@ const char *ts_write_config(const char *dir, const char *db_url, const struct ts
 	        "  order_prefix: T\n"
 	        "  lease_seconds: 10\n"
 	        "plans_dir: %s\n"
-	        "%s",
+	        "%s%s",
 	        g ? g->base_url : "http://127.0.0.1:9/v2", TS_MCH_ID, TS_JOB_NO, keypath,
-	        db_url ? db_url : "", plans, extra_yaml ? extra_yaml : "");
+	        db_url ? db_url : "", plans,
+	        /* daemons side by side: each its own admin port */
+	        extra_yaml && strstr(extra_yaml, "admin:") ? ""
+	                                                   : "admin:\n  address: 127.0.0.1:0\n",
+	        extra_yaml ? extra_yaml : "");
 	fclose(f);
 	return path;
 }

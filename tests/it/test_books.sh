@@ -23,8 +23,8 @@ fi
 # ---- a quarter under --now ----
 # expect NUMBER MONTH: the month the movement NUMBER belongs to.
 expect() { echo "$1 $2" >>"$T/expect"; }
-sub() {
-	bc --json subscribe "$@" --trial-days 0
+sub() { # CUSTOMER PLAN --start T: subscribed at T on the billing clock
+	bc --json --now "$4" subscribe "$@" --trial-days 0
 	grep -o '"id":[0-9]*' "$T/out" | head -n 1 | cut -d: -f2
 }
 S1=$(sub c1 monthly --start 2026-01-05T09:00:00-05:00)

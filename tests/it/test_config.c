@@ -303,6 +303,8 @@ static void test_events_settings(void **state)
 	char err[512] = "", path[600];
 	struct cfg c;
 	FILE *f;
+	pid_t pid;
+	int st;
 
 	(void)state;
 	unsetenv("BILLING_EVENTS_SECRET");
@@ -340,12 +342,26 @@ static void test_events_settings(void **state)
 	                          err, sizeof(err)),
 	                 0);
 	assert_string_equal(c.events.secret, "EVSECRET77");
-	setenv("BILLING_EVENTS_SECRET", "ENVSECRET", 1);
-	assert_int_equal(cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"),
-	                          err, sizeof(err)),
-	                 0);
-	unsetenv("BILLING_EVENTS_SECRET");
-	assert_string_equal(c.events.secret, "ENVSECRET");
+	/* the environment's secret is taken out of it and kept for the process
+	 * (a reload still has it): in a child */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int ok;
+
+		setenv("BILLING_EVENTS_SECRET", "ENVSECRET", 1);
+		ok = cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"), err,
+		              sizeof(err)) == 0 &&
+		     strcmp(c.events.secret, "ENVSECRET") == 0 &&
+		     getenv("BILLING_EVENTS_SECRET") == NULL;
+		ok = ok &&
+		     cfg_load(&c, yaml_with("", "events:\n  url: http://127.0.0.1:9/hook\n"), err,
+		              sizeof(err)) == 0 &&
+		     strcmp(c.events.secret, "ENVSECRET") == 0;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 static void write_key(const char *key)
@@ -399,11 +415,15 @@ static int check_config(const char *path, char *out, size_t len)
 
 static void test_billingd_check_config(void **state)
 {
-	char out[1024];
+	struct ts_fakegw g;
+	char out[1024], gw[256];
 
 	(void)state;
-	assert_int_equal(check_config(yaml_with("", ""), out, sizeof(out)), 0);
+	ts_fakegw_start(&g, "--key SECRETKEY42");
+	snprintf(gw, sizeof(gw), "  base_url: %s\n", g.base_url);
+	assert_int_equal(check_config(yaml_with(gw, ""), out, sizeof(out)), 0);
 	assert_non_null(strstr(out, "configuration ok"));
+	assert_null(strstr(out, "warning"));
 	assert_int_equal(check_config(yaml_with("  timeout_ms: soon\n", ""), out, sizeof(out)), 2);
 	assert_non_null(strstr(out, "billing.yaml:5: gateway.timeout_ms: expected an integer\n"));
 	/* one line */
@@ -411,6 +431,42 @@ static void test_billingd_check_config(void **state)
 	assert_int_equal(check_config("/nonexistent/billing.yaml", out, sizeof(out)), 2);
 	assert_non_null(strstr(out, "/nonexistent/billing.yaml: No such file"));
 	assert_null(strstr(out, "SECRETKEY42"));
+	ts_fakegw_stop(&g);
+}
+
+/* --check-config proves mch_id and the key with the gateway: a refusal
+ * names which, in one line, without the key; a gateway that cannot be
+ * reached is a warning. */
+static void test_billingd_check_config_proves_key(void **state)
+{
+	static const struct {
+		const char *fake_args, *want;
+	} refused[] = {
+	    {"--key OTHERKEY", "billingd: the gateway refused the merchant key (sign error)"},
+	    {"--key SECRETKEY42 --mch-id 99999",
+	     "billingd: the gateway refused gateway.mch_id (mchId error)\n"},
+	};
+	struct ts_fakegw g;
+	char out[1024], gw[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		ts_fakegw_start(&g, refused[i].fake_args);
+		snprintf(gw, sizeof(gw), "  base_url: %s\n", g.base_url);
+		assert_int_equal(check_config(yaml_with(gw, ""), out, sizeof(out)), 2);
+		if (strncmp(out, refused[i].want, strlen(refused[i].want)) != 0)
+			fail_msg("'%s' does not start with '%s'", out, refused[i].want);
+		assert_true(strchr(out, '\n') == out + strlen(out) - 1);
+		assert_null(strstr(out, "SECRETKEY42"));
+		assert_null(strstr(out, "configuration ok"));
+		ts_fakegw_stop(&g);
+	}
+	assert_int_equal(
+	    check_config(yaml_with("  base_url: http://127.0.0.1:9/v2\n", ""), out, sizeof(out)),
+	    0);
+	assert_non_null(strstr(out, "billingd: warning: could not prove gateway.mch_id and the "
+	                            "merchant key: "));
+	assert_non_null(strstr(out, "configuration ok"));
 }
 
 int main(void)
@@ -429,6 +485,7 @@ int main(void)
 	    cmocka_unit_test(test_key_file_length),
 	    cmocka_unit_test(test_events_settings),
 	    cmocka_unit_test(test_billingd_check_config),
+	    cmocka_unit_test(test_billingd_check_config_proves_key),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

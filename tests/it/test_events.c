@@ -415,7 +415,7 @@ static void test_lifecycle_types(void **state)
 	assert_int_equal(
 	    ts_fakegw_post(&fake, "decline", "{\"customerId\":\"life1\",\"count\":1}", NULL), 200);
 	assert_int_equal(sched_pass(s, start + 7 * DAY, &st, err, sizeof(err)), 0);
-	assert_int_equal(subscriptions_pause(db, sid, &sub, err, sizeof(err)), 0);
+	assert_int_equal(subscriptions_pause(db, sid, start + 7 * DAY, &sub, err, sizeof(err)), 0);
 	assert_int_equal(subscriptions_resume(db, sid, start + 8 * DAY, &sub, err, sizeof(err)), 0);
 	assert_int_equal(subscriptions_cancel(db, sid, 0, &sub, err, sizeof(err)), 0);
 	types = types_of(db, "life1");
@@ -538,7 +538,7 @@ static void test_faulty_receiver_gets_everything(void **state)
 	check_receiver(n);
 	assert_int_equal(num(db, "SELECT count(*) FROM events WHERE lease_owner IS NOT NULL", NULL),
 	                 0);
-	assert_int_equal(metrics_render(db, T0, &m, err, sizeof(err)), 0);
+	assert_int_equal(metrics_render(db, 1, T0, &m, err, sizeof(err)), 0);
 	assert_non_null(strstr(m, "\nbilling_events_pending 0\n"));
 	assert_non_null(strstr(m, "billing_event_deliveries_total{result=\"rejected\"}"));
 	free(m);
@@ -566,7 +566,7 @@ static void test_receiver_down_then_back(void **state)
 	usleep(500 * 1000);
 	assert_int_equal(num(db, "SELECT count(*) FROM event_attempts", NULL), 10);
 	assert_int_equal(num(db, "SELECT count(*) FROM events WHERE status = 'pending'", NULL), n);
-	assert_int_equal(metrics_render(db, T0, &m, err, sizeof(err)), 0);
+	assert_int_equal(metrics_render(db, 1, T0, &m, err, sizeof(err)), 0);
 	snprintf(want, sizeof(want), "\nbilling_events_pending %d\n", n);
 	assert_non_null(strstr(m, want));
 	free(m);

@@ -24,6 +24,7 @@
 #include "db.h"
 #include "gateway.h"
 #include "listener.h"
+#include "admin.h"
 #include "metrics.h"
 #include "sign.h"
 #include "support.h"
@@ -35,6 +36,7 @@ static char db_url[512];
 static PGconn *db;
 static struct cfg cfg; /* the listener's: return_url points at it */
 static struct listener *lst;
+static struct admin *adm; /* on cfg's admin address */
 
 static int64_t test_clock(void)
 {
@@ -189,6 +191,15 @@ static void get(const char *url, struct resp *r)
 	request("GET", url, NULL, 0, 0, r);
 }
 
+/* A path on the admin address (static buffer). */
+static const char *admin_url(const char *path)
+{
+	static char url[256];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", admin_port(adm), path);
+	return url;
+}
+
 static void post(const char *url, const char *body, struct resp *r)
 {
 	request("POST", url, body, strlen(body), 0, r);
@@ -283,10 +294,10 @@ static void notify_msg(struct msg *m, const char *key, const char *mch_id, const
 /* Starts a listener on an ephemeral port whose return_url (with query, which
  * may be "") points at itself: started once to learn the port, then again on
  * that port with the return_url the gateway will redirect to. */
-static struct listener *start_at_self(struct cfg *c, const char *query, int64_t (*clock)(void))
+static struct listener *start_at_self(struct cfg *c, const char *query)
 {
 	char err[256];
-	struct listener *l = listener_start(c, clock, err, sizeof(err));
+	struct listener *l = listener_start(c, NULL, err, sizeof(err));
 	int port;
 
 	assert_non_null(l);
@@ -296,7 +307,7 @@ static struct listener *start_at_self(struct cfg *c, const char *query, int64_t 
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:%d", port);
 	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:%d/iotpay/return%s", port,
 	         query);
-	l = listener_start(c, clock, err, sizeof(err));
+	l = listener_start(c, NULL, err, sizeof(err));
 	if (!l)
 		fail_msg("listener_start: %s", err);
 	assert_int_equal(listener_port(l), port);
@@ -305,19 +316,25 @@ static struct listener *start_at_self(struct cfg *c, const char *query, int64_t 
 
 static int setup(void **state)
 {
+	char err[256];
+
 	(void)state;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	ts_fakegw_start(&fake, NULL);
 	snprintf(db_url, sizeof(db_url), "%s", ts_db_new("listener"));
 	db = ts_db_connect(db_url);
 	ts_cfg(&cfg, db_url, &fake);
-	lst = start_at_self(&cfg, "", NULL);
+	lst = start_at_self(&cfg, "");
+	adm = admin_start(&cfg, NULL, err, sizeof(err));
+	if (!adm)
+		fail_msg("admin_start: %s", err);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
+	admin_stop(adm);
 	listener_stop(lst);
 	PQfinish(db);
 	ts_fakegw_stop(&fake);
@@ -372,6 +389,29 @@ static void test_return_success_binds_and_replay_changes_nothing(void **state)
 	assert_int_equal(audit_rows("ret_ok"), audits);
 	assert_string_equal(
 	    one("SELECT updated_at FROM customers WHERE customer_id = $1", "ret_ok"), updated);
+}
+
+/* With no success_url or failure_url configured (the default), the customer
+ * still gets an answer: a page that says what happened. */
+static void test_return_without_landing_urls(void **state)
+{
+	struct cfg bare = cfg;
+	struct msg m;
+	struct resp r;
+
+	(void)state;
+	bare.success_url[0] = '\0';
+	bare.failure_url[0] = '\0';
+	listener_reload(lst, &bare);
+	new_customer("ret_bare");
+	return_success(&m, TS_KEY, "ret_bare");
+	get(msg_return_path(&m, NULL), &r);
+	listener_reload(lst, &cfg);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.location, "");
+	assert_non_null(strstr(r.body, "card is saved"));
+	free(r.body);
+	assert_string_equal(customer_state("ret_bare"), "bound");
 }
 
 static void test_return_fail_marks_failed_never_unbinds(void **state)
@@ -667,7 +707,7 @@ static void test_enrolment_return_url_with_query(void **state)
 
 	(void)state;
 	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1:0");
-	l = start_at_self(&c, "?src=email", NULL);
+	l = start_at_self(&c, "?src=email");
 	enrol_through_fake(l, &c, "e2e_q", "card=4501161234567214&expiry=0728", c.success_url);
 	assert_string_equal(customer_state("e2e_q"), "bound");
 	listener_stop(l);
@@ -685,10 +725,10 @@ static void test_limits_paths_methods(void **state)
 	assert_non_null(q);
 	assert_non_null(body);
 	/* query strings: 4 KiB is the limit, whoever answers beyond it */
-	snprintf(q, big + 64, "/healthz?x=");
+	snprintf(q, big + 64, "/nothing?x=");
 	memset(q + 11, 'a', 4096 - 2);
 	q[11 + 4096 - 2] = '\0';
-	expect_return_status(q, 200); /* exactly 4 KiB */
+	expect_return_status(q, 404); /* exactly 4 KiB */
 	strcat(q, "a");
 	expect_return_status(q, 414);
 	snprintf(q, big + 64, "/iotpay/return?x=");
@@ -715,9 +755,15 @@ static void test_limits_paths_methods(void **state)
 	expect_return_status("/", 404);
 	expect_return_status("/iotpay/returnx", 404);
 	expect_return_status("/metrics/", 404);
-	request("POST", "/healthz", "{}", 2, 0, &r);
+	/* monitoring is on the admin address only */
+	expect_return_status("/healthz", 404);
+	expect_return_status("/metrics", 404);
+	request("POST", admin_url("/healthz"), "{}", 2, 0, &r);
 	assert_int_equal(r.status, 405);
 	assert_string_equal(r.allow, "GET");
+	free(r.body);
+	get(admin_url("/iotpay/return"), &r);
+	assert_int_equal(r.status, 404);
 	free(r.body);
 	get("/iotpay/notify", &r);
 	assert_int_equal(r.status, 405);
@@ -781,7 +827,7 @@ static void test_thousand_concurrent_requests(void **state)
 {
 	static struct resp rs[CONCURRENT];
 	static CURL *hs[CONCURRENT];
-	char url_h[128], url_r[4200];
+	char url_r[4200], from[32];
 	struct msg m;
 	CURLM *multi = curl_multi_init();
 	CURLMsg *cm;
@@ -791,7 +837,6 @@ static void test_thousand_concurrent_requests(void **state)
 	(void)state;
 	new_customer("conc");
 	return_success(&m, TS_KEY, "conc");
-	snprintf(url_h, sizeof(url_h), "http://127.0.0.1:%d/healthz", listener_port(lst));
 	snprintf(url_r, sizeof(url_r), "http://127.0.0.1:%d%s", listener_port(lst),
 	         msg_return_path(&m, NULL));
 	get(url_r, &rs[0]); /* bind first: the rest are replays */
@@ -800,7 +845,10 @@ static void test_thousand_concurrent_requests(void **state)
 	audits = audit_rows("conc");
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
 	for (i = 0; i < CONCURRENT; i++) {
-		hs[i] = easy(i % 2 ? url_r : url_h, &rs[i]);
+		hs[i] = easy(url_r, &rs[i]);
+		/* from 32 addresses: a client is allowed PER_IP (64) at once */
+		snprintf(from, sizeof(from), "host!127.0.1.%d", i % 32 + 1);
+		curl_easy_setopt(hs[i], CURLOPT_INTERFACE, from);
 		curl_easy_setopt(hs[i], CURLOPT_FORBID_REUSE, 1L);
 		curl_easy_setopt(hs[i], CURLOPT_PRIVATE, &rs[i]);
 		curl_multi_add_handle(multi, hs[i]);
@@ -819,13 +867,8 @@ static void test_thousand_concurrent_requests(void **state)
 	}
 	assert_int_equal(done, CONCURRENT);
 	for (i = 0; i < CONCURRENT; i++) {
-		if (i % 2) {
-			assert_int_equal(rs[i].status, 302);
-			assert_string_equal(rs[i].location, cfg.success_url);
-		} else {
-			assert_int_equal(rs[i].status, 200);
-			assert_string_equal(rs[i].body, "ok\n");
-		}
+		assert_int_equal(rs[i].status, 302);
+		assert_string_equal(rs[i].location, cfg.success_url);
 		curl_multi_remove_handle(multi, hs[i]);
 		curl_easy_cleanup(hs[i]);
 		free(rs[i].body);
@@ -840,12 +883,12 @@ static void test_healthz(void **state)
 {
 	char url[600], err[256];
 	struct cfg c = cfg;
-	struct listener *l;
+	struct admin *a;
 	struct resp r;
 	PGconn *admin;
 
 	(void)state;
-	get("/healthz", &r);
+	get(admin_url("/healthz"), &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.body, "ok\n");
 	free(r.body);
@@ -853,43 +896,39 @@ static void test_healthz(void **state)
 	/* the database restarted under us: the pool reconnects, no 503 */
 	sql(db,
 	    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-	    "WHERE application_name LIKE 'billingd-listener:%' AND datname = current_database()",
+	    "WHERE application_name LIKE 'billingd-admin:%' AND datname = current_database()",
 	    0);
-	get("/healthz", &r);
+	get(admin_url("/healthz"), &r);
 	assert_int_equal(r.status, 200);
 	free(r.body);
 
-	/* a database without the schema */
+	/* a database without the schema: the part, nothing else */
 	admin = ts_db_connect(db_url);
 	sql(admin, "DROP DATABASE IF EXISTS t_listener_empty WITH (FORCE)", 0);
 	sql(admin, "CREATE DATABASE t_listener_empty", 0);
 	PQfinish(admin);
 	snprintf(url, sizeof(url), "%s_empty", db_url);
 	snprintf(c.database_url, sizeof(c.database_url), "%s", url);
-	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1:0");
-	l = listener_start(&c, NULL, err, sizeof(err));
-	assert_non_null(l);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", listener_port(l));
+	a = admin_start(&c, NULL, err, sizeof(err));
+	assert_non_null(a);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", admin_port(a));
 	get(url, &r);
 	assert_int_equal(r.status, 503);
-	assert_memory_equal(r.body, "database schema is empty", 24);
-	assert_non_null(strstr(r.body, "run billctl migrate\n"));
-	assert_true(strchr(r.body, '\n') == r.body + r.len - 1);
+	assert_string_equal(r.body, "schema\n");
 	free(r.body);
-	listener_stop(l);
+	admin_stop(a);
 
-	/* no database at all: one line */
+	/* no database at all: the part, without its host, port or user */
 	snprintf(c.database_url, sizeof(c.database_url),
-	         "postgresql://billing:billing@127.0.0.1:1/none");
-	l = listener_start(&c, NULL, err, sizeof(err));
-	assert_non_null(l);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", listener_port(l));
+	         "postgresql://billing:secretpw@127.0.0.1:1/none");
+	a = admin_start(&c, NULL, err, sizeof(err));
+	assert_non_null(a);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", admin_port(a));
 	get(url, &r);
 	assert_int_equal(r.status, 503);
-	assert_memory_equal(r.body, "database: ", 10);
-	assert_true(strchr(r.body, '\n') == r.body + r.len - 1); /* one line */
+	assert_string_equal(r.body, "database\n");
 	free(r.body);
-	listener_stop(l);
+	admin_stop(a);
 }
 
 static void test_bad_listen_address(void **state)
@@ -904,6 +943,12 @@ static void test_bad_listen_address(void **state)
 	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1:%d", listener_port(lst));
 	assert_null(listener_start(&c, NULL, err, sizeof(err))); /* in use */
 	assert_non_null(strstr(err, "cannot listen"));
+	snprintf(c.admin_address, sizeof(c.admin_address), "localhost");
+	assert_null(admin_start(&c, NULL, err, sizeof(err)));
+	assert_string_equal(err, "admin.address 'localhost': expected host:port");
+	snprintf(c.admin_address, sizeof(c.admin_address), "127.0.0.1:%d", admin_port(adm));
+	assert_null(admin_start(&c, NULL, err, sizeof(err)));
+	assert_non_null(strstr(err, "admin.address"));
 }
 
 /* ---- /metrics: a validator of the Prometheus text format 0.0.4 ---- */
@@ -1206,31 +1251,60 @@ static void metrics_fixture(PGconn *c)
 	    "('m_soon', $1, 'active', to_timestamp($2 - 86400), to_timestamp($2 + 86400)), "
 	    "('m_soon', $1, 'canceled', to_timestamp($2 - 86400), to_timestamp($2 - 3600))",
 	    2, plan, "1907712000");
+	/* leases run by the database's clock: m-1's ran out, m-2 is in flight;
+	 * m-5 is unknown with its lease still running (counted all the same) */
 	sql(c,
 	    "INSERT INTO charges (mch_order_no, kind, customer_id, amount_cents, state, "
 	    "lease_expires_at, pay_order_id) VALUES "
-	    "('m-1', 'one_off', 'm_soon', 100, 'pending', to_timestamp($1 - 60), NULL), "
-	    "('m-2', 'one_off', 'm_soon', 100, 'pending', to_timestamp($1 + 60), NULL), "
+	    "('m-1', 'one_off', 'm_soon', 100, 'pending', now() - interval '60 s', NULL), "
+	    "('m-2', 'one_off', 'm_soon', 100, 'pending', now() + interval '60 s', NULL), "
 	    "('m-3', 'one_off', 'm_soon', 100, 'unknown', NULL, NULL), "
-	    "('m-4', 'one_off', 'm_soon', 100, 'succeeded', NULL, 'PO-m4')",
-	    1, "1907712000");
+	    "('m-4', 'one_off', 'm_soon', 100, 'succeeded', NULL, 'PO-m4'), "
+	    "('m-5', 'one_off', 'm_soon', 100, 'unknown', now() + interval '60 s', NULL)",
+	    0);
+	sql(c,
+	    "INSERT INTO refunds (mch_refund_no, kind, charge_id, amount_cents, state) "
+	    "SELECT 'R-1', 'refund', id, 40, 'succeeded' FROM charges WHERE mch_order_no = 'm-4'",
+	    0);
+}
+
+/* Scrapes a's /metrics, checks the format; the body in r. */
+static void scrape(const struct admin *a, struct resp *r)
+{
+	struct checker chk;
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", admin_port(a));
+	get(url, r);
+	assert_int_equal(r->status, 200);
+	if (prom_check(&chk, r->body) < 0)
+		fail_msg("/metrics: %s\n%s", chk.why, r->body);
 }
 
 static void test_metrics(void **state)
 {
-	static const char *const families[] = {"billing_charges_total",
+	static const char *const families[] = {"billing_build_info",
+	                                       "billing_charges_total",
+	                                       "billing_charge_queries_total",
+	                                       "billing_gateway_errors_total",
+	                                       "billing_charged_cents_total",
+	                                       "billing_refunded_cents_total",
+	                                       "billing_last_pass_timestamp_seconds",
+	                                       "billing_pass_duration_seconds",
 	                                       "billing_gateway_request_duration_seconds",
 	                                       "billing_gateway_requests_in_flight",
+	                                       "billing_subscriptions",
 	                                       "billing_due_backlog",
 	                                       "billing_unknown_charges",
 	                                       "billing_customers",
 	                                       "billing_cards_expiring_soon",
+	                                       "billing_leader",
 	                                       "billing_database_up"};
 	const char *h = "billing_gateway_request_duration_seconds";
 	struct cfg c = cfg;
 	struct checker chk;
-	struct listener *l;
-	char url[128], series[160], err[256];
+	struct admin *a, *b;
+	char series[160], err[256];
 	PGconn *mdb;
 	struct resp r;
 	size_t i;
@@ -1240,31 +1314,47 @@ static void test_metrics(void **state)
 	mdb = ts_db_connect(c.database_url);
 	metrics_fixture(mdb);
 	PQfinish(mdb);
-	snprintf(c.listen_address, sizeof(c.listen_address), "127.0.0.1:0");
-	l = listener_start(&c, test_clock, err, sizeof(err));
-	assert_non_null(l);
+	a = admin_start(&c, test_clock, err, sizeof(err));
+	assert_non_null(a);
 	for (i = 0; i < 3; i++)
 		metrics_charge("success");
-	metrics_charge("fail");
-	metrics_charge("unknown");
-	metrics_charge("unknown");
+	metrics_charge("declined");
+	metrics_charge("unknown"); /* not final: not counted */
 	metrics_charge("bogus");
+	metrics_query("unknown");
+	metrics_query("unknown");
+	metrics_query("success");
+	metrics_charged(2500);
+	metrics_gateway_error("auth");
+	metrics_pass(T_NOW, 0.25);
 	metrics_gateway_observe(0.003);
 	metrics_gateway_observe(0.07);
 	metrics_gateway_observe(1.5);
 	metrics_gateway_observe(100);
 	metrics_in_flight(7);
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", listener_port(l));
-	get(url, &r);
-	assert_int_equal(r.status, 200);
-	if (prom_check(&chk, r.body) < 0)
-		fail_msg("/metrics: %s\n%s", chk.why, r.body);
+	scrape(a, &r);
+	prom_check(&chk, r.body);
 	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++)
-		assert_non_null(family_of(&chk, families[i], strlen(families[i])));
+		if (!family_of(&chk, families[i], strlen(families[i])))
+			fail_msg("no family %s", families[i]);
+	snprintf(series, sizeof(series), "billing_build_info{version=\"%s\"}", BILLING_VERSION);
+	assert_true(sample(r.body, series) == 1);
+	/* the log's vocabulary */
 	assert_true(sample(r.body, "billing_charges_total{outcome=\"success\"}") == 3);
-	assert_true(sample(r.body, "billing_charges_total{outcome=\"fail\"}") == 1);
-	assert_true(sample(r.body, "billing_charges_total{outcome=\"unknown\"}") == 2);
+	assert_true(sample(r.body, "billing_charges_total{outcome=\"declined\"}") == 1);
+	assert_true(sample(r.body, "billing_charges_total{outcome=\"busy\"}") == 0);
+	assert_true(sample(r.body, "billing_charges_total{outcome=\"absent\"}") == 0);
+	assert_null(strstr(r.body, "billing_charges_total{outcome=\"unknown\"}"));
+	assert_null(strstr(r.body, "outcome=\"fail\""));
+	assert_true(sample(r.body, "billing_charge_queries_total{outcome=\"unknown\"}") == 2);
+	assert_true(sample(r.body, "billing_charge_queries_total{outcome=\"success\"}") == 1);
+	assert_true(sample(r.body, "billing_gateway_errors_total{reason=\"auth\"}") == 1);
+	assert_true(sample(r.body, "billing_gateway_errors_total{reason=\"busy\"}") == 0);
+	assert_true(sample(r.body, "billing_charged_cents_total{currency=\"CAD\"}") == 2500);
+	assert_true(sample(r.body, "billing_refunded_cents_total{currency=\"CAD\"}") == 40);
+	assert_true(sample(r.body, "billing_last_pass_timestamp_seconds") == T_NOW);
+	assert_true(fabs(sample(r.body, "billing_pass_duration_seconds") - 0.25) < 1e-6);
 	snprintf(series, sizeof(series), "%s_bucket{le=\"0.005\"}", h);
 	assert_true(sample(r.body, series) == 1);
 	snprintf(series, sizeof(series), "%s_bucket{le=\"0.1\"}", h);
@@ -1276,40 +1366,71 @@ static void test_metrics(void **state)
 	snprintf(series, sizeof(series), "%s_sum", h);
 	assert_true(fabs(sample(r.body, series) - 101.573) < 1e-6);
 	assert_true(sample(r.body, "billing_gateway_requests_in_flight") == 7);
+	assert_true(sample(r.body, "billing_subscriptions{state=\"active\"}") == 2);
+	assert_true(sample(r.body, "billing_subscriptions{state=\"past_due\"}") == 1);
+	assert_true(sample(r.body, "billing_subscriptions{state=\"canceled\"}") == 1);
+	assert_true(sample(r.body, "billing_subscriptions{state=\"trialing\"}") == 0);
 	assert_true(sample(r.body, "billing_due_backlog") == 2);
-	assert_true(sample(r.body, "billing_unknown_charges") == 2);
+	assert_true(sample(r.body, "billing_unknown_charges") == 3);
 	assert_true(sample(r.body, "billing_customers{state=\"pending\"}") == 2);
 	assert_true(sample(r.body, "billing_customers{state=\"bound\"}") == 3);
 	assert_true(sample(r.body, "billing_customers{state=\"failed\"}") == 1);
 	assert_true(sample(r.body, "billing_customers{state=\"unbound\"}") == 0);
 	assert_true(sample(r.body, "billing_cards_expiring_soon") == 2);
+	assert_true(sample(r.body, "billing_leader") == 1);
 	assert_true(sample(r.body, "billing_database_up") == 1);
 	assert_non_null(strstr(r.body, "# TYPE billing_gateway_request_duration_seconds "
 	                               "histogram\n"));
 	free(r.body);
-	listener_stop(l);
+
+	/* a second daemon on the same database: its own metrics only, so that
+	 * a sum() over daemons counts each row once; it takes over when the
+	 * leader goes */
+	b = admin_start(&c, test_clock, err, sizeof(err));
+	assert_non_null(b);
+	scrape(b, &r);
+	assert_true(sample(r.body, "billing_leader") == 0);
+	assert_true(sample(r.body, "billing_database_up") == 1);
+	assert_null(strstr(r.body, "# TYPE billing_unknown_charges"));
+	assert_null(strstr(r.body, "billing_subscriptions{"));
+	assert_true(sample(r.body, "billing_charges_total{outcome=\"success\"}") == 3);
+	free(r.body);
+	scrape(a, &r);
+	assert_true(sample(r.body, "billing_leader") == 1);
+	free(r.body);
+	admin_stop(a);
+	/* its backend ends, and the lock with it, a moment after */
+	for (i = 0; i < 40; i++) {
+		scrape(b, &r);
+		if (sample(r.body, "billing_leader") == 1)
+			break;
+		free(r.body);
+		ts_sleep_ms(50);
+	}
+	assert_true(sample(r.body, "billing_leader") == 1);
+	assert_true(sample(r.body, "billing_unknown_charges") == 3);
+	free(r.body);
+	admin_stop(b);
 
 	/* without a database: the process's own metrics, still valid */
 	snprintf(c.database_url, sizeof(c.database_url),
 	         "postgresql://billing:billing@127.0.0.1:1/none");
-	l = listener_start(&c, test_clock, err, sizeof(err));
-	assert_non_null(l);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", listener_port(l));
-	get(url, &r);
-	assert_int_equal(r.status, 200);
-	if (prom_check(&chk, r.body) < 0)
-		fail_msg("/metrics without a database: %s\n%s", chk.why, r.body);
+	a = admin_start(&c, test_clock, err, sizeof(err));
+	assert_non_null(a);
+	scrape(a, &r);
 	assert_true(sample(r.body, "billing_database_up") == 0);
+	assert_true(sample(r.body, "billing_leader") == 0);
 	assert_true(sample(r.body, "billing_charges_total{outcome=\"success\"}") == 3);
-	assert_null(strstr(r.body, "billing_due_backlog"));
+	assert_null(strstr(r.body, "# TYPE billing_due_backlog"));
 	free(r.body);
-	listener_stop(l);
+	admin_stop(a);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_return_success_binds_and_replay_changes_nothing),
+	    cmocka_unit_test(test_return_without_landing_urls),
 	    cmocka_unit_test(test_return_fail_marks_failed_never_unbinds),
 	    cmocka_unit_test(test_return_rejects_forged_truncated_unsigned),
 	    cmocka_unit_test(test_notify_records_once),

@@ -388,7 +388,7 @@ static void test_charge_now_error_after_claim_is_unknown(void **state)
 	         "postgresql://127.0.0.1:1/none");
 	s = sched_new(&unreachable, e->db, e->gw, "test-scheduler");
 	assert_non_null(s);
-	assert_int_equal(sched_charge_now(s, sub, start, mch, sizeof(mch), err, sizeof(err)),
+	assert_int_equal(sched_charge_now(s, sub, start, 0, mch, sizeof(mch), err, sizeof(err)),
 	                 GW_UNKNOWN);
 	sched_free(s);
 	assert_int_equal(fake_requests(e, "cc_purchasewithtoken"), 1);

@@ -1,7 +1,9 @@
 /* test_billing_rules: how a subscription moves after an attempt's result
  * (billing_apply): advance, dunning steps counted from the failed attempt,
  * each on_exhausted, fixed cycles, "system busy", and an admin's pause or
- * cancel made while the charge was in flight. */
+ * cancel made while the charge was in flight; an admin's resume keeping
+ * paid time (billing_resume) and a backdated start's first billed period
+ * (billing_periods_passed). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -165,6 +167,75 @@ static void test_admin_pause_or_cancel_stands(void **state)
 	}
 }
 
+/* Resume keeps paid time: before the paid period's end nothing is due until
+ * it; after it a new period starts at the resume (paused time never billed);
+ * a paused trial keeps its remaining time; a subscription paused by the
+ * dunning rules (no paused_at) starts again at the resume. */
+static void test_resume_keeps_paid_time(void **state)
+{
+	int64_t paid_end = at("2027-01-10T09:00:00-05:00"), te;
+	struct billing_sub ss = sub_at(at("2026-01-10T09:00:00-05:00"), 1);
+
+	(void)state;
+	ss.period_start = at("2026-01-10T09:00:00-05:00");
+	ss.period_end = paid_end;
+	ss.state = BILLING_PAUSED;
+	ss.next_charge_at = 0;
+	te = 0;
+	billing_resume(&ss, &te, at("2026-03-01T12:00:00-05:00"), at("2026-06-01T12:00:00-04:00"));
+	assert_string_equal(billing_state_names[ss.state], "active");
+	assert_int_equal(ss.next_charge_at, paid_end);
+	assert_int_equal(ss.anchor, at("2026-01-10T09:00:00-05:00")); /* calendar kept */
+
+	ss.state = BILLING_PAUSED;
+	ss.attempts = 2;
+	billing_resume(&ss, &te, at("2026-11-01T12:00:00-04:00"), at("2027-03-01T10:00:00-05:00"));
+	assert_string_equal(billing_state_names[ss.state], "active");
+	assert_int_equal(ss.next_charge_at, at("2027-03-01T10:00:00-05:00"));
+	assert_int_equal(ss.anchor, at("2027-03-01T10:00:00-05:00"));
+	assert_int_equal(ss.anchor_period, ss.period); /* the next period starts there */
+	assert_int_equal(ss.attempts, 0);
+}
+
+static void test_resume_of_a_trial_keeps_its_days(void **state)
+{
+	int64_t te = at("2026-01-15T00:00:00-05:00");
+	struct billing_sub ss = sub_at(te, 0);
+
+	(void)state;
+	ss.state = BILLING_PAUSED;
+	ss.next_charge_at = 0;
+	billing_resume(&ss, &te, at("2026-01-05T00:00:00-05:00"), at("2026-02-01T00:00:00-05:00"));
+	assert_string_equal(billing_state_names[ss.state], "trialing");
+	assert_int_equal(te, at("2026-02-11T00:00:00-05:00"));
+	assert_int_equal(ss.next_charge_at, te);
+	assert_int_equal(ss.anchor, te);
+
+	/* Paused by the dunning rules (no admin's pause): a new period now. */
+	te = at("2026-01-15T00:00:00-05:00");
+	ss = sub_at(te, 0);
+	ss.state = BILLING_PAUSED;
+	billing_resume(&ss, &te, 0, at("2026-01-10T00:00:00-05:00"));
+	assert_string_equal(billing_state_names[ss.state], "active");
+	assert_int_equal(ss.next_charge_at, at("2026-01-10T00:00:00-05:00"));
+}
+
+/* A backdated start: the period that contains now, capped by the cycles. */
+static void test_periods_passed(void **state)
+{
+	struct plan p = monthly(PLAN_PAST_DUE, 0);
+	int64_t anchor = at("2026-01-31T09:00:00-05:00");
+
+	(void)state;
+	assert_int_equal(billing_periods_passed(&p, anchor, at("2026-01-01T00:00:00-05:00")), 0);
+	assert_int_equal(billing_periods_passed(&p, anchor, anchor), 0);
+	assert_int_equal(billing_periods_passed(&p, anchor, at("2026-02-28T08:59:59-05:00")), 0);
+	assert_int_equal(billing_periods_passed(&p, anchor, at("2026-02-28T09:00:00-05:00")), 1);
+	assert_int_equal(billing_periods_passed(&p, anchor, at("2026-05-01T00:00:00-04:00")), 3);
+	p.cycles = 2;
+	assert_int_equal(billing_periods_passed(&p, anchor, at("2026-05-01T00:00:00-04:00")), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +245,9 @@ int main(void)
 	    cmocka_unit_test(test_fixed_cycles_end),
 	    cmocka_unit_test(test_busy_absent_unknown),
 	    cmocka_unit_test(test_admin_pause_or_cancel_stands),
+	    cmocka_unit_test(test_resume_keeps_paid_time),
+	    cmocka_unit_test(test_resume_of_a_trial_keeps_its_days),
+	    cmocka_unit_test(test_periods_passed),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
