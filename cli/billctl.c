@@ -32,10 +32,12 @@ static const struct verb verbs[] = {
      "price changes and writes nothing), or lists the current versions.",
      "sync list --dry-run"},
     {"customer", cmd_customer, 1,
-     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID",
+     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID "
+     "| history ID",
      "Enrols a customer through the card page, shows, lists (cards expiring within DAYS), "
-     "or checks the binding at the gateway (exit 0 bound, 1 not).",
-     "enrol show list check --email --name --expiring"},
+     "checks the binding at the gateway (exit 0 bound, 1 not), or shows one timeline of "
+     "what happened to the customer, with actors and reasons.",
+     "enrol show list check history --email --name --expiring"},
     {"subscribe", cmd_subscribe, 1,
      "subscribe CUSTOMER PLAN [--start T] [--trial-days N] [--when-bound] [--allow-duplicate] "
      "[--bill-arrears] [--dry-run]",
@@ -82,7 +84,9 @@ static const struct verb verbs[] = {
 };
 
 #define NVERBS       (sizeof(verbs) / sizeof(verbs[0]))
-#define GLOBAL_USAGE "billctl [-c FILE] [--json] [--now TIMESTAMP] VERB ..."
+#define GLOBAL_USAGE "billctl [-c FILE] [--json] [--now TIMESTAMP] [--reason TEXT] VERB ..."
+/* The longest --reason: one line in the audit log. */
+#define REASON_MAX 500
 
 void cli_error(const char *fmt, ...)
 {
@@ -108,7 +112,8 @@ PGconn *cli_db(struct cli *ctx)
 		cli_error("%s", err);
 		return NULL;
 	}
-	if (db_set_now(ctx->db, ctx->now, err, sizeof(err)) < 0) {
+	if (db_set_now(ctx->db, ctx->now, err, sizeof(err)) < 0 ||
+	    (ctx->reason && db_set_reason(ctx->db, ctx->reason, err, sizeof(err)) < 0)) {
 		cli_error("%s", err);
 		PQfinish(ctx->db);
 		ctx->db = NULL;
@@ -182,6 +187,7 @@ static void usage(FILE *f)
 	        "                   if it exists, else " CFG_SYSTEM_PATH ")\n"
 	        "  --json           machine-readable output\n"
 	        "  --now TIMESTAMP  the billing clock (default: $BILLING_NOW, else now)\n"
+	        "  --reason TEXT    why: stored with every change in the audit log\n"
 	        "verbs:\n");
 	for (size_t i = 0; i < NVERBS; i++)
 		fprintf(f, "  %s\n", verbs[i].usage);
@@ -208,7 +214,8 @@ static int verb_help(const char *name)
 		cli_error("unknown verb '%s' (billctl --help lists them)", name);
 		return CLI_USAGE;
 	}
-	printf("usage: billctl [-c FILE] [--json] [--now TIMESTAMP] %s\n%s\n", v->usage, v->what);
+	printf("usage: billctl [-c FILE] [--json] [--now TIMESTAMP] [--reason TEXT] %s\n%s\n",
+	       v->usage, v->what);
 	return CLI_OK;
 }
 
@@ -223,10 +230,10 @@ static int completion(int argc, char **argv)
 	printf("# bash completion for billctl (billctl completion bash)\n"
 	       "_billctl() {\n"
 	       "\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n"
-	       "\tlocal verb='' i words='-c --json --now --help'\n"
+	       "\tlocal verb='' i words='-c --json --now --reason --help'\n"
 	       "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
 	       "\t\tcase ${COMP_WORDS[i]} in\n"
-	       "\t\t-c | --now) i=$((i + 1)) ;;\n"
+	       "\t\t-c | --now | --reason) i=$((i + 1)) ;;\n"
 	       "\t\t-*) ;;\n"
 	       "\t\t*) verb=${COMP_WORDS[i]} && break ;;\n"
 	       "\t\tesac\n"
@@ -255,7 +262,7 @@ static int completion(int argc, char **argv)
 /* Takes the global options out of argv, wherever they are (before or after
  * the verb), leaving the verb and its arguments in argv[0..*argc). */
 struct globals {
-	const char *config, *now;
+	const char *config, *now, *reason;
 	int json, help, version;
 };
 
@@ -272,12 +279,15 @@ static int take_globals(int *argc, char **argv, struct globals *g)
 			g->help = 1;
 		} else if (strcmp(a, "--version") == 0) {
 			g->version = 1;
-		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--now") == 0) {
+		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--now") == 0 ||
+		           strcmp(a, "--reason") == 0) {
 			if (i + 1 == *argc) {
 				cli_error("%s: needs a value", a);
 				return -1;
 			}
-			*(a[1] == 'c' ? &g->config : &g->now) = argv[++i];
+			*(a[1] == 'c'   ? &g->config
+			  : a[2] == 'n' ? &g->now
+			                : &g->reason) = argv[++i];
 		} else {
 			argv[n++] = argv[i];
 		}
@@ -286,10 +296,28 @@ static int take_globals(int *argc, char **argv, struct globals *g)
 	return 0;
 }
 
+/* A reason is one printable line that says something. */
+static int valid_reason(const char *r)
+{
+	size_t n = strlen(r), blank = strspn(r, " ");
+
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f) {
+			cli_error("--reason: a control character at byte %zu (one line of text)",
+			          i + 1);
+			return -1;
+		}
+	if (blank == n || n > REASON_MAX) {
+		cli_error("--reason: %s", blank == n ? "empty" : "longer than 500 bytes");
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli ctx;
-	struct globals g = {NULL, getenv("BILLING_NOW"), 0, 0, 0};
+	struct globals g = {NULL, getenv("BILLING_NOW"), NULL, 0, 0, 0};
 	char err[512];
 	struct passwd *pw = getpwuid(getuid());
 	const char *config;
@@ -344,6 +372,9 @@ int main(int argc, char **argv)
 		cli_error("--now: %s", err);
 		return CLI_USAGE;
 	}
+	if (g.reason && valid_reason(g.reason) < 0)
+		return CLI_USAGE;
+	ctx.reason = g.reason;
 	snprintf(ctx.actor, sizeof(ctx.actor), "billctl:%s", pw ? pw->pw_name : "unknown");
 	log_set_quiet(1);
 	rc = current->run(&ctx, argc, argv);

@@ -13,9 +13,10 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 struct cli {
 	struct cfg cfg;
-	int json;       /* --json: machine-readable output */
-	int64_t now;    /* --now or BILLING_NOW, else the real time */
-	char actor[96]; /* "billctl:<user>" for the audit log */
+	int json;           /* --json: machine-readable output */
+	int64_t now;        /* --now or BILLING_NOW, else the real time */
+	char actor[96];     /* "billctl:<user>" for the audit log */
+	const char *reason; /* --reason: why, for the audit log; NULL when not given */
 	PGconn *db;
 	struct gw_client *gw;
 };

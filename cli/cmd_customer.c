@@ -1,15 +1,17 @@
-/* cmd_customer.c: billctl customer enrol|show|list|check: enrolment through
- * the gateway's hosted card page and the binding state of our customers. */
+/* cmd_customer.c: billctl customer enrol|show|list|check|history: enrolment
+ * through the gateway's hosted card page, the binding state of our
+ * customers, and what happened to one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "customers.h"
+#include "history.h"
 #include "out.h"
 
 #define USAGE                                                                                      \
 	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
-	"DAYS] | check ID"
+	"DAYS] | check ID | history ID"
 
 static cJSON *customer_json(const void *item)
 {
@@ -138,7 +140,7 @@ static int check(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	if (customers_check_binding(db, gw, id, &b, err, sizeof(err)) < 0)
+	if (customers_check_binding(db, gw, id, ctx->now, &b, err, sizeof(err)) < 0)
 		return out_fail(err);
 	if (b.outcome != GW_SUCCESS && b.outcome != GW_FAIL) {
 		cli_error("cc_isbinding %s: %s (%s); nothing changed", id, b.detail,
@@ -163,10 +165,88 @@ static int check(struct cli *ctx, int argc, char **argv)
 	return b.outcome == GW_SUCCESS ? CLI_OK : CLI_FAIL;
 }
 
+static cJSON *step_json(const struct history_step *h)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	out_json_time(o, "at", h->at);
+	out_json_time(o, "billing_time", h->business);
+	cJSON_AddStringToObject(o, "entity", h->entity);
+	cJSON_AddStringToObject(o, "ref", h->ref);
+	cJSON_AddStringToObject(o, "of", h->of);
+	cJSON_AddStringToObject(o, "old_state", h->old_state);
+	cJSON_AddStringToObject(o, "new_state", h->new_state);
+	cJSON_AddStringToObject(o, "detail", h->detail);
+	cJSON_AddNumberToObject(o, "amount_cents", (double)h->amount_cents);
+	cJSON_AddStringToObject(o, "pay_order_id", h->pay_order_id);
+	cJSON_AddStringToObject(o, "ret_msg", h->ret_msg);
+	cJSON_AddStringToObject(o, "actor", h->actor);
+	cJSON_AddStringToObject(o, "reason", h->reason);
+	return o;
+}
+
+/* One timeline: enrolments and bindings, subscriptions and every change,
+ * charge attempts, refunds and voids, each with who and why. */
+static int history(struct cli *ctx, int argc, char **argv)
+{
+	const char *id;
+	const char *hdr[] = {"AT",     "BILLING_TIME", "WHAT",   "REF",   "OF",    "CHANGE",
+	                     "AMOUNT", "PAY_ORDER_ID", "DETAIL", "ACTOR", "REASON"};
+	struct history_step *hs = NULL;
+	int n = 0;
+	char err[512];
+	PGconn *db;
+
+	if (out_args(argc, argv, 2, NULL, &id, 1, 1, USAGE) < 0)
+		return CLI_USAGE;
+	if (!(db = cli_db(ctx)))
+		return CLI_FAIL;
+	if (history_customer(db, id, &hs, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
+	if (ctx->json) {
+		cJSON *o = cJSON_CreateObject(), *a;
+
+		cJSON_AddStringToObject(o, "customer_id", id);
+		a = cJSON_AddArrayToObject(o, "history");
+		for (int i = 0; i < n; i++)
+			cJSON_AddItemToArray(a, step_json(&hs[i]));
+		out_json(o);
+	} else {
+		struct out_table *t = out_table_new(11, hdr);
+
+		for (int i = 0; i < n; i++) {
+			const struct history_step *h = &hs[i];
+			char at[64], biz[64] = "", change[40], money[32] = "", detail[520];
+
+			out_time(h->at, at, sizeof(at));
+			if (h->business)
+				out_time(h->business, biz, sizeof(biz));
+			snprintf(change, sizeof(change), "%s%s%s", h->old_state,
+			         h->old_state[0] ? " -> " : "", h->new_state);
+			if (h->amount_cents)
+				out_money(strcmp(h->entity, "refund") == 0 ||
+				                  strcmp(h->entity, "void") == 0
+				              ? -h->amount_cents
+				              : h->amount_cents,
+				          money, sizeof(money));
+			snprintf(detail, sizeof(detail), "%s%s%s", h->detail,
+			         h->detail[0] && h->ret_msg[0] ? "; " : "", h->ret_msg);
+			out_table_row(t, (const char *[]){at, biz, h->entity, h->ref, h->of, change,
+			                                  money, h->pay_order_id, detail, h->actor,
+			                                  h->reason});
+		}
+		out_table_print(t, stdout);
+		out_table_free(t);
+	}
+	free(hs);
+	return CLI_OK;
+}
+
 int cmd_customer(struct cli *ctx, int argc, char **argv)
 {
-	static const struct out_sub subs[] = {
-	    {"enrol", enrol}, {"show", show}, {"list", list}, {"check", check}, {0}};
+	static const struct out_sub subs[] = {{"enrol", enrol},     {"show", show},
+	                                      {"list", list},       {"check", check},
+	                                      {"history", history}, {0}};
 
 	return out_dispatch(ctx, argc, argv, subs, USAGE);
 }

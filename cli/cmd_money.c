@@ -164,18 +164,22 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	if (o < 0)
 		return out_fail(err);
 	j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "type", is_void ? "void" : "refund");
+	cJSON_AddStringToObject(j, "type", row.is_void ? "void" : "refund");
 	cJSON_AddStringToObject(j, "mch_refund_no", row.mch_refund_no);
 	cJSON_AddStringToObject(j, "of_pay_order_id", pos[0]);
 	cJSON_AddNumberToObject(j, "amount_cents", (double)row.amount_cents);
 	cJSON_AddStringToObject(j, "state", row.state);
 	cJSON_AddStringToObject(j, "pay_order_id", row.pay_order_id);
+	cJSON_AddBoolToObject(j, "resolved_earlier", row.resolved_earlier);
 	cJSON_AddStringToObject(j, "message", o == GW_SUCCESS ? "" : err);
 	out_money(row.amount_cents, money, sizeof(money));
 	if (o == GW_SUCCESS)
-		snprintf(line, sizeof(line), "%s %s: %s CAD of %s succeeded (gateway order %s)",
-		         is_void ? "void" : "refund", row.mch_refund_no, money, pos[0],
-		         row.pay_order_id);
+		snprintf(line, sizeof(line), "%s %s: %s CAD of %s succeeded (gateway order %s)%s",
+		         row.is_void ? "void" : "refund", row.mch_refund_no, money, pos[0],
+		         row.pay_order_id,
+		         row.resolved_earlier ? "; it is the earlier request, whose outcome was "
+		                                "unknown: nothing new was sent"
+		                              : "");
 	else
 		snprintf(line, sizeof(line), "%s", err);
 	if (o != GW_SUCCESS && !ctx->json) {
@@ -235,7 +239,7 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 	}
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
-	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, &pl, err, sizeof(err));
+	o = paylink_create(db, gw, &ctx->cfg, pos[0], amount, ctx->now, &pl, err, sizeof(err));
 	if (o != GW_SUCCESS)
 		return out_fail(err);
 	j = cJSON_CreateObject();

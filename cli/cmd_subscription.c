@@ -8,6 +8,7 @@
 #include "out.h"
 #include "plans.h"
 #include "billing.h"
+#include "refunds.h"
 #include "subscriptions.h"
 
 #define SUBSCRIBE_USAGE                                                                            \
@@ -234,6 +235,32 @@ static int list(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
+/* A refund or void as a row under its charge. */
+static cJSON *refund_json(const struct refund_row *r)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "type", r->is_void ? "void" : "refund");
+	cJSON_AddStringToObject(o, "mch_refund_no", r->mch_refund_no);
+	cJSON_AddNumberToObject(o, "amount_cents", (double)r->amount_cents);
+	cJSON_AddStringToObject(o, "state", r->state);
+	cJSON_AddStringToObject(o, "pay_order_id", r->pay_order_id);
+	cJSON_AddStringToObject(o, "ret_msg", r->ret_msg);
+	out_json_time(o, "created_at", r->created_at);
+	return o;
+}
+
+static void refund_row(struct out_table *t, const struct refund_row *r)
+{
+	char no[48], money[32], at[64];
+
+	snprintf(no, sizeof(no), "  %s %s", r->is_void ? "void" : "refund", r->mch_refund_no);
+	out_money(-r->amount_cents, money, sizeof(money));
+	out_time(r->created_at, at, sizeof(at));
+	out_table_row(
+	    t, (const char *[]){"", no, "", "", money, r->state, r->pay_order_id, at, r->ret_msg});
+}
+
 static int show(struct cli *ctx, int argc, char **argv)
 {
 	const char *pos[1];
@@ -241,8 +268,9 @@ static int show(struct cli *ctx, int argc, char **argv)
 	                     "STATE",  "PAY_ORDER_ID", "CREATED", "MESSAGE"};
 	struct subscription s;
 	struct subscription_charge *ch = NULL;
+	struct refund_row *rf = NULL;
 	int64_t id;
-	int n = 0;
+	int n = 0, nr = 0;
 	char err[512];
 	PGconn *db;
 
@@ -251,12 +279,15 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
 	if (subscriptions_get(db, id, &s, err, sizeof(err)) < 0 ||
-	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0)
+	    subscriptions_charges(db, id, &ch, &n, err, sizeof(err)) < 0 ||
+	    refunds_of_subscription(db, id, &rf, &nr, err, sizeof(err)) < 0) {
+		free(ch);
 		return out_fail(err);
+	}
 	if (ctx->json) {
 		cJSON *o = subscription_json(&s), *a = cJSON_AddArrayToObject(o, "charges");
 		for (int i = 0; i < n; i++) {
-			cJSON *c = cJSON_CreateObject();
+			cJSON *c = cJSON_CreateObject(), *ra;
 			cJSON_AddNumberToObject(c, "id", (double)ch[i].id);
 			cJSON_AddStringToObject(c, "mch_order_no", ch[i].mch_order_no);
 			cJSON_AddNumberToObject(c, "period", ch[i].period);
@@ -266,6 +297,10 @@ static int show(struct cli *ctx, int argc, char **argv)
 			cJSON_AddStringToObject(c, "pay_order_id", ch[i].pay_order_id);
 			cJSON_AddStringToObject(c, "ret_msg", ch[i].ret_msg);
 			out_json_time(c, "created_at", ch[i].created_at);
+			ra = cJSON_AddArrayToObject(c, "refunds");
+			for (int k = 0; k < nr; k++)
+				if (rf[k].charge_id == ch[i].id)
+					cJSON_AddItemToArray(ra, refund_json(&rf[k]));
 			cJSON_AddItemToArray(a, c);
 		}
 		out_json(o);
@@ -284,12 +319,16 @@ static int show(struct cli *ctx, int argc, char **argv)
 			out_table_row(t, (const char *[]){cid, ch[i].mch_order_no, period, attempt,
 			                                  money, ch[i].state, ch[i].pay_order_id,
 			                                  at, ch[i].ret_msg});
+			for (int k = 0; k < nr; k++)
+				if (rf[k].charge_id == ch[i].id)
+					refund_row(t, &rf[k]);
 		}
 		if (n)
 			out_table_print(t, stdout);
 		out_table_free(t);
 	}
 	free(ch);
+	free(rf);
 	return CLI_OK;
 }
 

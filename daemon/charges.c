@@ -65,10 +65,11 @@ static const char SQL_CLAIM_DUE[] =
                " ins AS ("
                "  INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, "
                "customer_id,"
-               "                       plan_id, amount_cents, lease_owner, lease_expires_at)"
+               "                       plan_id, amount_cents, lease_owner, lease_expires_at, "
+               "attempted_at)"
                "  SELECT mch_order_no, 'subscription', id, period, n, customer_id, plan_id, "
                "amount_cents,"
-               "         $5, now() + make_interval(secs => $6::int) FROM attempt"
+               "         $5, now() + make_interval(secs => $6::int), to_timestamp($1) FROM attempt"
                "  ON CONFLICT DO NOTHING" CLAIM_RETURNING ")"
                " SELECT * FROM ins"
                " UNION ALL SELECT NULL, a.mch_order_no, a.id, a.customer_id, a.amount_cents FROM "
@@ -198,14 +199,25 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 	return rc < 0 ? -1 : 0;
 }
 
+/* When a charge's outcome is settled, on the billing clock $n (unix
+ * seconds): the attempt's time when it has one, so that an outcome learnt
+ * later is dated by the attempt that moved the money. Final once set
+ * (migrations/0003_business_time.sql). */
+#define SETTLED_AT(state, n)                                                                       \
+	"settled_at = CASE WHEN " state " IN ('succeeded', 'failed') THEN "                        \
+	"coalesce(settled_at, attempted_at, to_timestamp(" n "::bigint)) END"
+
 static const char SQL_SET_OUTCOMES[] =
     "UPDATE charges c SET state = u.state, pay_order_id = u.pay_order_id,"
     "       trans_id = u.trans_id, gateway_status = u.status, ret_msg = u.msg,"
     "       pay_succ_time = u.succ, lease_owner = NULL,"
-    "       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END"
-    "  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],"
-    "              $7::text[]) AS u(id, state, pay_order_id, trans_id, status, msg, succ)"
-    " WHERE c.id = u.id";
+    "       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END,"
+    "       " SETTLED_AT("u.state", "u.at") "  FROM unnest($1::bigint[], $2::text[], $3::text[], "
+                                            "$4::text[], $5::int[], $6::text[],"
+                                            "              $7::text[], $8::bigint[]) AS u(id, "
+                                            "state, pay_order_id, trans_id, status, msg,"
+                                            "                                             succ, at)"
+                                            " WHERE c.id = u.id";
 
 static void opt_str(struct db_arr *a, const char *v)
 {
@@ -214,9 +226,10 @@ static void opt_str(struct db_arr *a, const char *v)
 
 void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
                           const char *pay_order_id, const char *trans_id, int status,
-                          const char *ret_msg, const char *pay_succ_time)
+                          const char *ret_msg, const char *pay_succ_time, int64_t now)
 {
 	db_arr_i64(&o->id, id);
+	db_arr_i64(&o->at, now);
 	db_arr_str(&o->state, state);
 	opt_str(&o->pay, pay_order_id);
 	opt_str(&o->trans, trans_id);
@@ -231,17 +244,17 @@ void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *st
 
 int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen)
 {
-	const char *p[7] = {db_arr_text(&o->id),    db_arr_text(&o->state),  db_arr_text(&o->pay),
+	const char *p[8] = {db_arr_text(&o->id),    db_arr_text(&o->state),  db_arr_text(&o->pay),
 	                    db_arr_text(&o->trans), db_arr_text(&o->status), db_arr_text(&o->msg),
-	                    db_arr_text(&o->succ)};
+	                    db_arr_text(&o->succ),  db_arr_text(&o->at)};
 
-	return o->n ? db_exec(c, SQL_SET_OUTCOMES, 7, p, err, errlen) : 0;
+	return o->n ? db_exec(c, SQL_SET_OUTCOMES, 8, p, err, errlen) : 0;
 }
 
 void charges_outcomes_free(struct charges_outcomes *o)
 {
-	struct db_arr *all[] = {&o->id,     &o->state, &o->pay, &o->trans,
-	                        &o->status, &o->msg,   &o->succ};
+	struct db_arr *all[] = {&o->id,     &o->state, &o->pay,  &o->trans,
+	                        &o->status, &o->msg,   &o->succ, &o->at};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		db_arr_free(all[i]);
@@ -253,9 +266,12 @@ void charges_outcomes_free(struct charges_outcomes *o)
 static const char SQL_PAID[] =
     "UPDATE charges SET state = 'succeeded', pay_order_id = $2, trans_id = nullif($3, ''),"
     "       gateway_status = $4::int, pay_succ_time = nullif($5, ''), lease_owner = NULL,"
-    "       lease_expires_at = NULL, ret_msg = coalesce($7, ret_msg)"
-    " WHERE mch_order_no = $1 AND state IN " OPEN_STATES " AND amount_cents = $6::bigint"
-    "   AND kind = 'one_off' RETURNING id";
+    "       lease_expires_at = NULL, ret_msg = coalesce($7, ret_msg),"
+    "       " SETTLED_AT(
+        "'succeeded'",
+        "current_setting('billing.now')") " WHERE mch_order_no = $1 AND state IN " OPEN_STATES
+                                          " AND amount_cents = $6::bigint"
+                                          "   AND kind = 'one_off' RETURNING id";
 
 /* Why SQL_PAID matched nothing. */
 enum { WHY_SAME, WHY_AMOUNT, WHY_LINK };
@@ -292,13 +308,14 @@ enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
 	return rc;
 }
 
-int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen)
+int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, int64_t now, char *err,
+                        size_t errlen)
 {
 
 	return db_run(c, err, errlen,
-	              "UPDATE charges SET state = 'failed', ret_msg = $2"
-	              " WHERE id = $1 AND state = 'pending'",
-	              DB_I(id), DB_S(ret_msg));
+	              "UPDATE charges SET state = 'failed', ret_msg = $2, " SETTLED_AT(
+	                  "'failed'", "$3") " WHERE id = $1 AND state = 'pending'",
+	              DB_I(id), DB_S(ret_msg), DB_I(now));
 }
 
 /* The id is taken first so that the order number can derive from it. */

@@ -88,14 +88,15 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 
 /* Outcomes written in one statement. */
 struct charges_outcomes {
-	struct db_arr id, state, pay, trans, status, msg, succ;
+	struct db_arr id, state, pay, trans, status, msg, succ, at;
 	int n;
 };
 /* state: succeeded, failed or unknown (an unknown one is claimable again
- * at once); "" and status < 0 are NULL. */
+ * at once); "" and status < 0 are NULL. now: the billing clock, dating a
+ * settled outcome that has no attempt time. */
 void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
                           const char *pay_order_id, const char *trans_id, int status,
-                          const char *ret_msg, const char *pay_succ_time);
+                          const char *ret_msg, const char *pay_succ_time, int64_t now);
 int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen);
 void charges_outcomes_free(struct charges_outcomes *o);
 
@@ -116,13 +117,15 @@ enum charges_paid {
 	CHARGES_PAID_DUPLICATE,  /* this payOrderId is another charge's */
 	CHARGES_PAID_NOT_LINK    /* a subscription's charge: the scheduler records it */
 };
-/* Marks the open payment link mch_order_no succeeded with pm. */
+/* Marks the open payment link mch_order_no succeeded with pm, dated by its
+ * attempt, else by the billing clock the connection declared (db_set_now). */
 enum charges_paid charges_mark_paid(PGconn *c, const char *mch_order_no,
                                     const struct charges_payment *pm, char *err, size_t errlen);
 
-/* Marks a pending charge failed (nothing can be paid: the gateway refused
- * it, or it was never sent). 0 / -1. */
-int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, char *err, size_t errlen);
+/* Marks a pending charge failed at now on the billing clock (nothing can be
+ * paid: the gateway refused it, or it was never sent). 0 / -1. */
+int charges_mark_failed(PGconn *c, int64_t id, const char *ret_msg, int64_t now, char *err,
+                        size_t errlen);
 
 /* Commits a pending one-off charge (a payment link) of amount cents for the
  * existing customer customer_id; fills its id and order number. 0, or -1

@@ -383,28 +383,32 @@ static const char SQL_BOUND[] =
     "       OR (state = 'bound' AND (next_check_at IS NOT NULL OR checks_done <> 0)))"
     " RETURNING state";
 
-static const char SQL_UNBOUND[] = "UPDATE customers SET state = 'unbound', next_check_at = NULL"
-                                  " WHERE customer_id = $1 AND state = 'bound' RETURNING state";
+/* Not bound: a bound customer is unbound; a pending enrolment fails only
+ * past its expiry (the customer may still be on the card page before). */
+static const char SQL_NOT_BOUND[] =
+    "UPDATE customers SET state = CASE state WHEN 'bound' THEN 'unbound' ELSE 'failed' END,"
+    "       next_check_at = NULL"
+    " WHERE customer_id = $1 AND (state = 'bound'"
+    "       OR (state = 'pending' AND enrol_expires_at <= to_timestamp($2)))"
+    " RETURNING state";
 
-int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
-                            struct customers_binding *out, char *err, size_t errlen)
+int customers_record_binding(PGconn *c, const char *id, enum gw_outcome outcome, int64_t now,
+                             struct customers_binding *out, char *err, size_t errlen)
 {
 	struct customer cu;
-	struct gw_request req = {.call = GW_ISBINDING, .customer_id = id};
-	struct gw_result res;
-	const char *p[1] = {id};
 	PGresult *r;
 
-	memset(out, 0, sizeof(*out));
 	if (customers_get(c, id, &cu, err, errlen) < 0)
 		return -1;
 	copy(out->was, sizeof(out->was), cu.state);
 	copy(out->state, sizeof(out->state), cu.state);
-	out->outcome = gw_call(gw, &req, &res);
-	copy(out->detail, sizeof(out->detail), res.detail);
-	if (out->outcome != GW_SUCCESS && out->outcome != GW_FAIL)
+	out->outcome = outcome;
+	if (outcome == GW_SUCCESS)
+		r = db_get(c, err, errlen, SQL_BOUND, DB_S(id));
+	else if (outcome == GW_FAIL)
+		r = db_get(c, err, errlen, SQL_NOT_BOUND, DB_S(id), DB_I(now));
+	else
 		return 0;
-	r = db_query(c, out->outcome == GW_SUCCESS ? SQL_BOUND : SQL_UNBOUND, 1, p, err, errlen);
 	if (!r)
 		return -1;
 	if (PQntuples(r))
@@ -413,12 +417,28 @@ int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
 	return 0;
 }
 
-int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen)
+int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id, int64_t now,
+                            struct customers_binding *out, char *err, size_t errlen)
+{
+	struct customer cu;
+	struct gw_request req = {.call = GW_ISBINDING, .customer_id = id};
+	struct gw_result res;
+
+	memset(out, 0, sizeof(*out));
+	if (customers_get(c, id, &cu, err, errlen) < 0)
+		return -1;
+	gw_call(gw, &req, &res);
+	copy(out->detail, sizeof(out->detail), res.detail);
+	return customers_record_binding(c, id, res.outcome, now, out, err, errlen);
+}
+
+int customers_due_final_checks(PGconn *c, int64_t now, char *err, size_t errlen)
 {
 
 	return db_run(c, err, errlen,
-	              "UPDATE customers SET state = 'failed', next_check_at = NULL"
-	              " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)",
+	              "UPDATE customers SET next_check_at = to_timestamp($1)"
+	              " WHERE state = 'pending' AND enrol_expires_at <= to_timestamp($1)"
+	              "   AND (next_check_at IS NULL OR next_check_at > to_timestamp($1))",
 	              DB_I(now));
 }
 

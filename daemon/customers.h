@@ -76,23 +76,31 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, const 
 int customers_set_state(PGconn *c, const char *id, const char *state, char *err, size_t errlen);
 
 /* The binding rule, for `billctl customer check` and billingd's follow-up:
- * cc_isbinding, then a bound answer binds a pending customer (and ends the
- * follow-up of a bound one), a not-bound answer unbinds a bound customer;
- * anything else (failed, unbound; an unknown answer) changes nothing. */
+ * a bound answer binds a pending customer (and ends the follow-up of a
+ * bound one); a not-bound answer unbinds a bound customer and fails a
+ * pending enrolment past its expiry (never before: the customer may still be
+ * on the card page, and never without that answer: a completed card page
+ * whose return was lost is bound by it); anything else changes nothing. */
 struct customers_binding {
 	enum gw_outcome outcome; /* cc_isbinding's */
 	char was[16];            /* state before */
 	char state[16];          /* state after */
 	char detail[256];        /* why the outcome is not definite */
 };
-/* 0 with out filled (whatever the gateway said), or -1 with err (unknown
- * customer, database). */
-int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id,
+/* Applies cc_isbinding's outcome for customer id at now (the billing clock)
+ * and fills out (was, state, outcome). 0, or -1 with err (unknown customer,
+ * database). */
+int customers_record_binding(PGconn *c, const char *id, enum gw_outcome outcome, int64_t now,
+                             struct customers_binding *out, char *err, size_t errlen);
+/* cc_isbinding, then customers_record_binding. 0 with out filled (whatever
+ * the gateway said), or -1 with err. */
+int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id, int64_t now,
                             struct customers_binding *out, char *err, size_t errlen);
 
-/* billingd's follow-up: pending enrolments past their expiry become failed.
- * 0 / -1. */
-int customers_expire_enrolments(PGconn *c, int64_t now, char *err, size_t errlen);
+/* billingd's follow-up: pending enrolments past their expiry are due for a
+ * check at now (each pass until cc_isbinding answers: only its not-bound
+ * answer fails them). 0 / -1. */
+int customers_due_final_checks(PGconn *c, int64_t now, char *err, size_t errlen);
 
 /* Claims up to limit customers whose check is due at now (pending, or bound
  * and flagged), pushing their next check out (from 5 minutes, doubling, at

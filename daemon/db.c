@@ -351,3 +351,9 @@ int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen
 	pthread_mutex_unlock(&p->mu);
 	return rc;
 }
+
+int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen)
+{
+	return db_run(c, err, errlen, "SELECT set_config('billing.reason', $1, false)",
+	              DB_S(reason));
+}

@@ -118,4 +118,8 @@ typedef int (*db_fn)(PGconn *c, void *arg, char *err, size_t errlen);
  * idempotent. Returns fn's result, or -1 with err when no connection. */
 int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen);
 
+/* Declares why this connection's changes are made (billing.reason, beside
+ * billing.actor): the audit log stores it with each change. 0 / -1. */
+int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen);
+
 #endif

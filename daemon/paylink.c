@@ -33,7 +33,7 @@ static int url_at_origin(const char *url, const char *path, char *out, size_t le
 }
 
 int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
-                   int64_t amount, struct paylink *out, char *err, size_t errlen)
+                   int64_t amount, int64_t now, struct paylink *out, char *err, size_t errlen)
 {
 	char notify[GW_URL_MAX + 1];
 	struct gw_request req = {0};
@@ -81,7 +81,7 @@ int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const
 		const char *why = o == GW_FAIL ? res.ret_msg : res.detail;
 		char dberr[256];
 
-		if (charges_mark_failed(c, out->charge_id, why, dberr, sizeof(dberr)) < 0)
+		if (charges_mark_failed(c, out->charge_id, why, now, dberr, sizeof(dberr)) < 0)
 			snprintf(err, errlen,
 			         "cc_purchase %s refused (%s); recording it failed: %s",
 			         out->mch_order_no, why, dberr);

@@ -23,8 +23,9 @@ struct paylink {
  * GW_SUCCESS fills out->pay_url; GW_FAIL (refused: the charge is marked
  * failed) and GW_UNKNOWN (no page to hand out: the charge stays pending and
  * reconciliation checks it) come with err; -1 with err when nothing was
- * sent (unknown customer, bad amount, configuration, database). */
+ * sent (unknown customer, bad amount, configuration, database). now: the
+ * billing clock, dating a refusal. */
 int paylink_create(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *customer_id,
-                   int64_t amount, struct paylink *out, char *err, size_t errlen);
+                   int64_t amount, int64_t now, struct paylink *out, char *err, size_t errlen);
 
 #endif

@@ -256,7 +256,7 @@ static int add_to_batch(void *arg, const struct charges_owned *o, char *err, siz
 	charges_outcomes_add(&b->charges, j->charge_id, charge_state(res),
 	                     res == BILLING_SUCCEEDED ? j->res.order.pay_order_id : NULL,
 	                     j->res.order.trans_id, j->res.has_order ? j->res.order.status : -1,
-	                     ret_msg(j, res), j->res.order.pay_succ_time);
+	                     ret_msg(j, res), j->res.order.pay_succ_time, j->now);
 	/* The subscription moves only with an attempt for its current period. */
 	if (res != BILLING_UNKNOWN && res != BILLING_ABSENT && o->charge_period == o->period)
 		subscriptions_moves_add(&b->subs, o->subscription_id, ss.period,

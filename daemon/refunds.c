@@ -13,11 +13,12 @@
 #include "db.h"
 #include "refunds.h"
 
-#define ROW_SQL                                                                                    \
+#define ROW_COLS                                                                                   \
 	"SELECT r.id, r.mch_refund_no, r.kind, r.charge_id, c.pay_order_id, r.amount_cents, "      \
-	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "           \
-	"r.created_at < now() - make_interval(secs => $2) "                                        \
-	"FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
+	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "
+#define ROW_SQL                                                                                    \
+	ROW_COLS "r.created_at < now() - make_interval(secs => $2) "                               \
+	         "FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
 /* Columns of ROW_SQL, in order. */
 enum {
@@ -34,6 +35,8 @@ enum {
 	ROW_STALE,
 };
 
+static void fill(const PGresult *r, int i, struct refund_row *out);
+
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
  * updated before its outcome, so its age is the request's). */
@@ -45,28 +48,52 @@ static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char 
 
 	if (!r)
 		return -1;
-	memset(out, 0, sizeof(*out));
-	out->id = db_i64(r, 0, ROW_ID);
-	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, 0, ROW_REFUND_NO));
-	out->is_void = strcmp(db_str(r, 0, ROW_KIND), "void") == 0;
-	out->charge_id = db_i64(r, 0, ROW_CHARGE);
-	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
-	         db_str(r, 0, ROW_CHARGE_PAY_ORDER_ID));
-	out->amount_cents = db_i64(r, 0, ROW_AMOUNT);
-	snprintf(out->state, sizeof(out->state), "%s", db_str(r, 0, ROW_STATE));
-	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
-	         db_str(r, 0, ROW_PAY_ORDER_ID));
-	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, 0, ROW_RET_MSG));
-	out->created_at = db_i64(r, 0, ROW_CREATED);
+	fill(r, 0, out);
 	if (stale)
 		*stale = strcmp(db_str(r, 0, ROW_STALE), "t") == 0;
 	PQclear(r);
 	return 0;
 }
 
+static void fill(const PGresult *r, int i, struct refund_row *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->id = db_i64(r, i, ROW_ID);
+	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, i, ROW_REFUND_NO));
+	out->is_void = strcmp(db_str(r, i, ROW_KIND), "void") == 0;
+	out->charge_id = db_i64(r, i, ROW_CHARGE);
+	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
+	         db_str(r, i, ROW_CHARGE_PAY_ORDER_ID));
+	out->amount_cents = db_i64(r, i, ROW_AMOUNT);
+	snprintf(out->state, sizeof(out->state), "%s", db_str(r, i, ROW_STATE));
+	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
+	         db_str(r, i, ROW_PAY_ORDER_ID));
+	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, i, ROW_RET_MSG));
+	out->created_at = db_i64(r, i, ROW_CREATED);
+}
+
 int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen)
 {
 	return load(c, refund_id, out, NULL, err, errlen);
+}
+
+int refunds_of_subscription(PGconn *c, int64_t sub, struct refund_row **out, int *n, char *err,
+                            size_t errlen)
+{
+	PGresult *r = db_get(c, err, errlen,
+	                     ROW_COLS "false FROM refunds r JOIN charges c ON c.id = r.charge_id"
+	                              " WHERE c.subscription_id = $1 ORDER BY r.id",
+	                     DB_I(sub));
+
+	if (!r)
+		return -1;
+	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
+	if (!*out)
+		return -1;
+	for (int i = 0; i < *n; i++)
+		fill(r, i, &(*out)[i]);
+	PQclear(r);
+	return 0;
 }
 
 /* How often a statement or transaction that lost a serialization conflict
@@ -237,6 +264,94 @@ static int commit_intent(PGconn *c, const char *order_prefix, const char *pay_or
 	}
 }
 
+/* Calls fn for up to limit open refunds and voids (unknown, or pending past
+ * REFUNDS_IN_FLIGHT_SECONDS: one in flight in another process is left to it
+ * and counts against the charge meanwhile), oldest first: of the charge
+ * with payOrderId pay_order_id, or of any charge (NULL). fn < 0 stops.
+ * Returns how many were open, or -1 with err. */
+static int each_open(PGconn *c, const char *pay_order_id, int limit,
+                     int (*fn)(void *arg, int64_t id), void *arg, char *err, size_t errlen)
+{
+	PGresult *r = db_get(c, err, errlen,
+	                     "SELECT r.id FROM refunds r JOIN charges c ON c.id = r.charge_id"
+	                     " WHERE (r.state = 'unknown' OR (r.state = 'pending'"
+	                     "        AND r.created_at < now() - make_interval(secs => $3)))"
+	                     "   AND ($1::text IS NULL OR c.pay_order_id = $1)"
+	                     " ORDER BY r.id LIMIT $2",
+	                     DB_S(pay_order_id), DB_I(limit), DB_I(REFUNDS_IN_FLIGHT_SECONDS));
+	int n;
+
+	if (!r)
+		return -1;
+	n = PQntuples(r);
+	for (int i = 0; i < n; i++)
+		if (fn(arg, db_i64(r, i, 0)) < 0) {
+			n = -1;
+			break;
+		}
+	PQclear(r);
+	return n;
+}
+
+/* What resolving the open refunds of a charge found. */
+struct settle {
+	PGconn *c;
+	struct gw_client *gw;
+	int64_t now;
+	struct refund_row *out; /* the last one that turned out succeeded */
+	int succeeded;
+	char *err;
+	size_t errlen;
+};
+
+static int settle_one(void *arg, int64_t id)
+{
+	struct settle *st = arg;
+	struct refund_row row = {0};
+	char why[256];
+	int o = refunds_resolve(st->c, st->gw, id, st->now, &row, why, sizeof(why));
+
+	if (o == GW_SUCCESS) {
+		*st->out = row;
+		st->succeeded = 1;
+		return 0;
+	}
+	if (o == GW_FAIL)
+		return 0;
+	if (o == GW_UNKNOWN)
+		snprintf(why, sizeof(why), "%s", row.ret_msg);
+	snprintf(st->err, st->errlen,
+	         "%s %s of this charge has an outcome cc_query cannot settle now (%s): nothing "
+	         "sent; do not retry: billingd's next pass (or billctl reconcile) resolves it, "
+	         "then decide",
+	         row.is_void ? "void" : "refund", row.mch_refund_no[0] ? row.mch_refund_no : "",
+	         why);
+	return -1;
+}
+
+/* A billingd pass: a refund in flight, or one that cc_query cannot settle
+ * yet, waits for the next pass; only the database's own failure stops it. */
+static int pass_one(void *arg, int64_t id)
+{
+	struct settle *st = arg;
+	struct refund_row row = {0};
+	int o = refunds_resolve(st->c, st->gw, id, st->now, &row, st->err, st->errlen);
+
+	if (o == GW_SUCCESS || o == GW_FAIL)
+		st->succeeded++;
+	return o < 0 && db_is_down(st->c) ? -1 : 0;
+}
+
+int refunds_resolve_open(PGconn *c, struct gw_client *gw, int64_t now, int limit, int *settled,
+                         char *err, size_t errlen)
+{
+	struct settle st = {.c = c, .gw = gw, .now = now, .err = err, .errlen = errlen};
+	int n = each_open(c, NULL, limit, pass_one, &st, err, errlen);
+
+	*settled = st.succeeded;
+	return n;
+}
+
 int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
                     const char *pay_order_id, int is_void, int64_t amount, int64_t now,
                     struct refund_row *out, char *err, size_t errlen)
@@ -254,6 +369,20 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 	if (strlen(order_prefix) > 8) {
 		snprintf(err, errlen, "order prefix %s is longer than 8 characters", order_prefix);
 		return -1;
+	}
+	/* Unknown is resolved before anything else: an earlier refund or void
+	 * of this charge whose outcome is open is settled first; if it turns
+	 * out made, that is the answer and nothing new is sent. */
+	{
+		struct settle st = {
+		    .c = c, .gw = gw, .now = now, .out = out, .err = err, .errlen = errlen};
+
+		if (each_open(c, pay_order_id, 100, settle_one, &st, err, errlen) < 0)
+			return -1;
+		if (st.succeeded) {
+			out->resolved_earlier = 1;
+			return GW_SUCCESS;
+		}
 	}
 	if (commit_intent(c, order_prefix, pay_order_id, is_void, amount, now, out, err, errlen) <
 	    0)
@@ -298,10 +427,12 @@ int refunds_request(PGconn *c, struct gw_client *gw, const char *order_prefix,
 		snprintf(err, errlen, "%s %s refused by the gateway: %s",
 		         is_void ? "void" : "refund", out->mch_refund_no, why);
 	else if (o == GW_UNKNOWN)
-		snprintf(err, errlen,
-		         "%s %s outcome unknown (%s): it counts against the charge until "
-		         "billctl reconcile resolves it",
-		         is_void ? "void" : "refund", out->mch_refund_no, why);
+		snprintf(
+		    err, errlen,
+		    "%s %s outcome unknown (%s): do not retry; it counts against the charge "
+		    "until cc_query settles it: billingd's next pass, billctl reconcile, or the "
+		    "next refund or void of this charge, which resolves it first",
+		    is_void ? "void" : "refund", out->mch_refund_no, why);
 	return o;
 }
 

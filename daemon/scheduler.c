@@ -29,18 +29,21 @@
 #include "db.h"
 #include "log.h"
 #include "pump.h"
+#include "refunds.h"
 #include "scheduler.h"
 #include "subscriptions.h"
 
-#define BINDING_CHECKS_PER_PASS 16
-#define AUTH_BACKOFF_FIRST      5   /* seconds */
-#define AUTH_BACKOFF_MAX        300 /* five minutes */
+/* Open refunds and voids settled per pass. */
+#define REFUNDS_PER_PASS   100
+#define AUTH_BACKOFF_FIRST 5   /* seconds */
+#define AUTH_BACKOFF_MAX   300 /* five minutes */
 
 struct sched {
 	const struct cfg *cfg;
 	PGconn *db;
 	struct gw_client *gw;
 	struct pump *pump;
+	struct gw_multi *checks; /* binding checks, beside the pump's charges */
 	char resolve_cutoff[48]; /* database time at the start of sched_resolve */
 	int backoff;             /* seconds: the gateway refused our key or mch_id */
 	long long quiet_until;   /* monotonic seconds: no gateway call before */
@@ -51,9 +54,14 @@ struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw,
 {
 	struct sched *s = calloc(1, sizeof(*s));
 
-	if (s)
+	if (s) {
 		s->pump = pump_new(cfg, gw, owner);
-	if (!s || !s->pump) {
+		s->checks = gw_multi_new(gw, cfg->gateway.max_in_flight);
+	}
+	if (!s || !s->pump || !s->checks) {
+		if (s && s->pump)
+			pump_free(s->pump);
+		gw_multi_free(s ? s->checks : NULL);
 		free(s);
 		return NULL;
 	}
@@ -67,6 +75,7 @@ void sched_free(struct sched *s)
 {
 	if (!s)
 		return;
+	gw_multi_free(s->checks);
 	pump_free(s->pump);
 	free(s);
 }
@@ -86,28 +95,116 @@ void sched_stop(struct sched *s)
 static int boundaries(struct sched *s, int64_t now, char *err, size_t errlen)
 {
 	if (subscriptions_boundaries(s->db, now, err, errlen) < 0 ||
-	    customers_expire_enrolments(s->db, now, err, errlen) < 0)
+	    customers_due_final_checks(s->db, now, err, errlen) < 0)
 		return -1;
 	return 0;
 }
 
+/* A pass's binding checks: cc_isbinding answers are recorded as they come,
+ * on the pass's thread and connection. */
+struct checking {
+	struct sched *s;
+	int64_t now;
+	struct sched_stats *st;
+	int failed; /* a database error: err says it */
+	char *err;
+	size_t errlen;
+};
+struct check_job {
+	struct checking *ck;
+	char id[31];
+};
+
+static void check_done(void *udata, const struct gw_result *res)
+{
+	struct check_job *j = udata;
+	struct checking *ck = j->ck;
+	struct customers_binding b = {0};
+
+	/* After an error the pass stops; the check is made again later. */
+	if (!ck->failed && customers_record_binding(ck->s->db, j->id, res->outcome, ck->now, &b,
+	                                            ck->err, ck->errlen) < 0)
+		ck->failed = 1;
+	if (!ck->failed)
+		log_event("info", "binding_check", "customer", j->id, "was", b.was, "state",
+		          b.state, "outcome", gw_outcome_name(res->outcome), (char *)NULL);
+	if (ck->st)
+		ck->st->bindings++;
+	free(j);
+}
+
+/* Claims up to room due checks and sends them; how many, or -1. */
+static int claim_checks(struct checking *ck, int room)
+{
+	char(*ids)[31] = calloc((size_t)room, sizeof(*ids));
+	int n;
+
+	if (!ids) {
+		snprintf(ck->err, ck->errlen, "out of memory");
+		return -1;
+	}
+	n = customers_claim_checks(ck->s->db, ck->now, room, ids, ck->err, ck->errlen);
+	for (int i = 0; i < n; i++) {
+		struct check_job *j = calloc(1, sizeof(*j));
+		struct gw_request req = {.call = GW_ISBINDING};
+
+		if (!j)
+			abort(); /* claimed: its next check is pushed out, not lost */
+		j->ck = ck;
+		memcpy(j->id, ids[i], sizeof(j->id));
+		req.customer_id = j->id;
+		if (gw_multi_submit(ck->s->checks, &req, check_done, j, NULL) == GW_INVALID)
+			free(j); /* refused before sending: checked again later */
+	}
+	free(ids);
+	return n;
+}
+
+/* Every check due is made in this pass, max_in_flight at a time through the
+ * asynchronous client (as the pump sends charges): a pending enrolment is
+ * failed only by a not-bound answer, so none waits behind a small quota. */
 static int check_bindings(struct sched *s, int64_t now, struct sched_stats *st, char *err,
                           size_t errlen)
 {
-	char ids[BINDING_CHECKS_PER_PASS][31];
-	/* One at a time and synchronous: a few a pass, so that a slow gateway
-	 * does not hold up charging. */
-	int n = customers_claim_checks(s->db, now, BINDING_CHECKS_PER_PASS, ids, err, errlen);
+	struct checking ck = {.s = s, .now = now, .st = st, .err = err, .errlen = errlen};
+	int max = s->cfg->gateway.max_in_flight, more = 1;
 
-	for (int i = 0; i < n && !s->stopping; i++) {
-		struct customers_binding b;
+	/* After an error nothing more is claimed, but what is in flight is
+	 * finished here: its callbacks point at this call's ck. */
+	for (;;) {
+		int room = max - gw_multi_pending(s->checks), idle = room == max;
 
-		if (customers_check_binding(s->db, s->gw, ids[i], &b, err, errlen) < 0)
+		if (more && !ck.failed && !s->stopping && room > 0 &&
+		    (room >= max / 16 + 1 || idle)) {
+			int n = claim_checks(&ck, room);
+
+			ck.failed |= n < 0;
+			more = n == room;
+			continue;
+		}
+		if (idle)
+			return ck.failed ? -1 : 0;
+		if (gw_multi_run(s->checks, 100) < 0) {
+			/* abandoned: gw_multi_run calls no callback after this */
+			snprintf(err, errlen, "gateway client: internal error");
 			return -1;
-		log_event("info", "binding_check", "customer", ids[i], "was", b.was, "outcome",
-		          gw_outcome_name(b.outcome), (char *)NULL);
-		if (st)
-			st->bindings++;
+		}
+	}
+}
+
+/* Refunds and voids left unknown (or pending by a process that died) are
+ * settled with cc_query, one at a time: they are rare. */
+static int resolve_refunds(struct sched *s, int64_t now, char *err, size_t errlen)
+{
+	char n_open[16], n_settled[16];
+	int settled,
+	    n = refunds_resolve_open(s->db, s->gw, now, REFUNDS_PER_PASS, &settled, err, errlen);
+
+	if (n > 0) {
+		snprintf(n_open, sizeof(n_open), "%d", n);
+		snprintf(n_settled, sizeof(n_settled), "%d", settled);
+		log_event("info", "refunds_resolved", "open", n_open, "settled", n_settled,
+		          (char *)NULL);
 	}
 	return n < 0 ? -1 : 0;
 }
@@ -165,14 +262,21 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 		return -1;
 	if (monotonic_s() < s->quiet_until)
 		return 0;
-	/* Unknowns first: their subscriptions get nothing new until resolved. */
-	if (sched_resolve(s, now, st, err, errlen) < 0)
+	/* Unknowns first: their subscriptions get nothing new until resolved.
+	 * Bindings before charging, so that a card bound now is charged in this
+	 * pass, */
+	if (sched_resolve(s, now, st, err, errlen) < 0 ||
+	    resolve_refunds(s, now, err, errlen) < 0 || check_bindings(s, now, st, err, errlen) < 0)
 		return -1;
+	if (s->stopping)
+		return 0;
 	n = pump_run(s->pump, s->db, &(struct pump_work){.now = now}, &s->stopping, st, err,
 	             errlen);
 	if (n < 0)
 		return -1;
 	st->claimed += n;
+	/* and after: a charge declined for a binding reason flagged its
+	 * customer, whose binding is settled before the next attempt */
 	if (!s->stopping && check_bindings(s, now, st, err, errlen) < 0)
 		return -1;
 	auth_backoff(s, st);

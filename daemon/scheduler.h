@@ -33,8 +33,9 @@ void sched_set_db(struct sched *s, PGconn *db);
 void sched_stop(struct sched *s);
 
 /* One pass at time now: period boundaries (cancel at period end, plan
- * changes), unknown and abandoned charges resolved, everything due charged,
- * enrolments and bindings checked. 0, or -1 with err (database trouble). */
+ * changes), unknown and abandoned charges resolved, unknown refunds and
+ * voids settled, every enrolment and binding check due made, everything due
+ * charged. 0, or -1 with err (database trouble). */
 int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, size_t errlen);
 
 /* Only the resolving part of a pass: unknown and abandoned charges queried

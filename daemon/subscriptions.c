@@ -210,12 +210,20 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 {
 	PGresult *r;
 
-	r = db_get(c, err, errlen,
-	           "SELECT id, mch_order_no, period, attempt, amount_cents, state,"
-	           "       coalesce(pay_order_id, ''), coalesce(ret_msg, ''),"
-	           "       extract(epoch FROM created_at)::bigint"
-	           "  FROM charges WHERE subscription_id = $1 ORDER BY id",
-	           DB_I(id));
+	r = db_get(
+	    c, err, errlen,
+	    "SELECT c.id, c.mch_order_no, c.period, c.attempt, c.amount_cents,"
+	    "       CASE WHEN c.state <> 'succeeded' THEN c.state"
+	    "            WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id"
+	    "                          AND r.kind = 'void' AND r.state = 'succeeded')"
+	    "            THEN 'voided'"
+	    "            WHEN (SELECT sum(r.amount_cents) FROM refunds r WHERE r.charge_id = c.id"
+	    "                   AND r.state = 'succeeded') = c.amount_cents THEN 'refunded'"
+	    "            ELSE c.state END,"
+	    "       coalesce(c.pay_order_id, ''), coalesce(c.ret_msg, ''),"
+	    "       extract(epoch FROM c.created_at)::bigint"
+	    "  FROM charges c WHERE c.subscription_id = $1 ORDER BY c.id",
+	    DB_I(id));
 	if (!r)
 		return -1;
 	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);

@@ -39,7 +39,7 @@ struct subscription_charge {
 	char mch_order_no[31];
 	int period, attempt;
 	int64_t amount_cents;
-	char state[12];
+	char state[12]; /* a charge's state; a succeeded one voided or fully refunded says so */
 	char pay_order_id[64];
 	char ret_msg[256];
 	int64_t created_at;
@@ -76,7 +76,8 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
                        struct subscription **out, int *n, char *err, size_t errlen);
 
-/* Its charge attempts, oldest first; *out malloc'd (caller frees). 0 / -1. */
+/* Its charge attempts, oldest first (a succeeded charge since voided is
+ * "voided", one refunded in full "refunded"); *out malloc'd (caller frees). 0 / -1. */
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
                           char *err, size_t errlen);
 

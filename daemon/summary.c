@@ -90,6 +90,7 @@ static const char SQL_SUMMARY[] =
     "    JOIN months mo ON a.at >= mo.ms AND a.at < mo.me"
     "   WHERE a.entity = 'subscriptions'"
     "     AND (a.old_state IS NULL OR a.new_state IN ('canceled', 'ended', 'paused'))"
+    "     AND a.old_state IS DISTINCT FROM a.new_state" /* not a plan change's row */
     "  UNION ALL"
     "  SELECT st.month, pm.code, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, st.is_end::int,"
     "         CASE WHEN st.is_end THEN pm.mrr ELSE 0 END,"

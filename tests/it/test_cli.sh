@@ -141,11 +141,14 @@ curl -s "$FAKE/_fake/ledger" | tr -d ' \t\n' | grep -o '"amount":[0-9]*,"status"
 GW_CHARGES=$(awk '$3 == "pay" && ($2 == 2 || $2 == 3) { s += $1 } END { print s + 0 }' "$T/ledger")
 GW_REFUNDS=$(awk '$3 == "refund" { s += $1 } END { print s + 0 }' "$T/ledger")
 GW_VOIDS=$(awk '$3 == "void" { s += $1 } END { print s + 0 }' "$T/ledger")
-bc report --from "$FROM" --to "$TO" --totals
+# The charges are dated by their billing clock (--now, from January), the
+# refunds made without --now by today's.
+RFROM=2026-01-01
+bc report --from "$RFROM" --to "$TO" --totals
 TOTAL=$(grep '^total,' "$T/out" | tr -d '\r')
 check "report totals equal the gateway's ledger (charges $GW_CHARGES, refunds $GW_REFUNDS, voids $GW_VOIDS)" \
 	[ "$(echo "$TOTAL" | cut -d, -f1-3,5,7,9-)" = "total,,CAD,$GW_CHARGES,-$GW_REFUNDS,-$GW_VOIDS,$((GW_CHARGES - GW_REFUNDS - GW_VOIDS)),$(awk "BEGIN { printf \"%.2f\", ($GW_CHARGES - $GW_REFUNDS - $GW_VOIDS) / 100 }")" ]
-bc report --from "$FROM" --to "$TO"
+bc report --from "$RFROM" --to "$TO"
 check "report CSV: the fixed header, CRLF line ends" \
 	[ "$(head -n 1 "$T/out")" = "$(printf 'date,type,customer_id,plan,amount_cents,amount,currency,mch_order_no,pay_order_id,trans_id,status,original_pay_order_id,gateway_time\r')" ]
 check "report CSV: one row per paid order of the gateway" [ "$(grep -c ',charge,\|,refund,\|,void,' "$T/out")" -eq "$(awk '$2 == 2 || $2 == 3' "$T/ledger" | wc -l)" ]
@@ -154,12 +157,13 @@ check "report CSV: the payment link, without a plan" grep -q ",charge,c1,,1234,1
 sql "ALTER TABLE charges DISABLE TRIGGER charges_final;
      UPDATE charges SET trans_id = '=HYPERLINK(\"x\"),1' WHERE mch_order_no = 'T$S2-0-1';
      ALTER TABLE charges ENABLE TRIGGER charges_final"
-bc report --from "$FROM" --to "$TO"
+bc report --from "$RFROM" --to "$TO"
 check "report CSV: a formula-looking field is quoted, prefixed and its quotes doubled" \
 	grep -q "\"'=HYPERLINK(\"\"x\"\"),1\"" "$T/out"
-bc report --from "$FROM" --to "$TO" --format json
+bc report --from "$RFROM" --to "$TO" --format json
 check "report JSON: rows and totals per day and plan" \
-	sh -c "grep -q '\"by_plan\":{\"\":1234,\"monthly\":' '$T/out' && grep -q '\"by_date_plan\":\[' '$T/out'"
+	jq -e '.totals.by_plan[""] == 1234 and (.totals.by_plan.monthly | type) == "number" and
+	       (.totals.by_date_plan | type) == "array"' "$T/out" >/dev/null
 
 # ---- subscription admin verbs ----
 bc --now 2026-05-30T10:00:00-04:00 subscription pause "$S2"

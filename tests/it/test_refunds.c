@@ -385,6 +385,19 @@ static void test_unknown_resolved_succeeded(void **state)
 	assert_int_equal(fake_refunded(pay, &voided), 400);
 	id = r.id;
 
+	/* A new request of the charge settles the open one first: found made,
+	 * it is the answer and nothing new is sent. */
+	{
+		long refunds = fake_requests("cc_refund");
+
+		assert_int_equal(
+		    refunds_request(db, gw, PREFIX, pay, 0, 400, time(NULL), &r, err, sizeof(err)),
+		    GW_SUCCESS);
+		assert_true(r.resolved_earlier);
+		assert_int_equal(r.id, id);
+		assert_int_equal(fake_requests("cc_refund"), refunds);
+		assert_int_equal(fake_refunded(pay, &voided), 400);
+	}
 	assert_int_equal(
 	    refunds_request(db, gw, PREFIX, pay, 0, 700, time(NULL), &r, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "exceeds the 600 cents remaining"));

@@ -1,4 +1,4 @@
--- 0008_roles: least privilege. The tables belong to the role that runs the
+-- 0009_roles: least privilege. The tables belong to the role that runs the
 -- migrations (billctl migrate as the owner); billingd and billctl run as a
 -- member of billing_app, which reads and writes the ledger but owns none of
 -- it: it cannot drop or disable the triggers that guard the ledger and keep
