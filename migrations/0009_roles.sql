@@ -13,7 +13,8 @@ END $$;
 
 GRANT USAGE ON SCHEMA public TO billing_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO billing_app;
-GRANT INSERT, UPDATE ON customers, plans, subscriptions, charges, refunds, refund_totals, events
+GRANT INSERT, UPDATE ON customers, plans, subscriptions, charges, refunds, refund_totals, events,
+	event_seqs
 	TO billing_app;
 -- the audit triggers run as the writer: they append, nothing more; so do
 -- the events' delivery attempts
