@@ -202,7 +202,7 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 /* When a charge's outcome is settled, on the billing clock $n (unix
  * seconds): the attempt's time when it has one, so that an outcome learnt
  * later is dated by the attempt that moved the money. Final once set
- * (migrations/0003_business_time.sql). */
+ * (migrations/0002_business_time.sql). */
 #define SETTLED_AT(state, n)                                                                       \
 	"settled_at = CASE WHEN " state " IN ('succeeded', 'failed') THEN "                        \
 	"coalesce(settled_at, attempted_at, to_timestamp(" n "::bigint)) END"

@@ -1,7 +1,7 @@
 /* events.h: the outbox of events for the operator's application.
  *
  * State-change events are written by database triggers in the writer's own
- * transaction (migrations/0005_events.sql); this module writes the
+ * transaction (migrations/0004_events.sql); this module writes the
  * time-based ones (card expiring, trial ending) and reconcile's findings,
  * delivers them (signed POSTs through libcurl's multi interface, on a thread
  * and database connection of their own) and reads them for billctl. */

@@ -1,4 +1,4 @@
--- 0006_charges_attempted: when a subscription's attempt was made, on the
+-- 0005_charges_attempted: when a subscription's attempt was made, on the
 -- billing clock (the claim's time), so that an outcome learnt later (a
 -- cc_query after a lost answer, a notify, reconcile) is dated by the attempt
 -- that moved the money, not by the day it was found out. NULL for payment

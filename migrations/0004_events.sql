@@ -1,4 +1,4 @@
--- 0005_events: the outbox of events for the operator's application.
+-- 0004_events: the outbox of events for the operator's application.
 -- An event row is written by triggers in the same transaction as the change
 -- it reports, so no committed change is without its event and no event
 -- describes a change that did not commit. Its time ("created") is the

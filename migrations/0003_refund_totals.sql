@@ -1,4 +1,4 @@
--- 0004_refund_totals: "refunds never exceed the charge" at every isolation
+-- 0003_refund_totals: "refunds never exceed the charge" at every isolation
 -- level. Summing the refunds after locking the charge holds only under READ
 -- COMMITTED: under REPEATABLE READ and SERIALIZABLE the sum is read with the
 -- transaction's snapshot, which misses a refund committed while it waited.

@@ -1,4 +1,4 @@
--- 0003_business_time: when the money moved on the billing clock (billctl
+-- 0002_business_time: when the money moved on the billing clock (billctl
 -- --now, billingd's clock), which the accountants' report dates rows by, and
 -- what the gateway said about a refund or void order.
 --
