@@ -182,30 +182,33 @@ first_paid() {
 	bc --json subscription show "$(sub "$1")" | grep -o '"pay_order_id":"[^"]\+"' | head -n 1 |
 		sed 's/.*:"\(.*\)"/\1/'
 }
+# admin DAY: the admin actions of that simulated day, at 16:00 UTC on the
+# billing clock (the ledger dates them then, as it dates the charges).
 admin() {
+	at="${1}T16:00:00Z"
 	case "$1" in
 	"$YEAR-03-15")
-		bc refund "$(first_paid c01)" --amount 500 >"$T/out" 2>&1
+		bc --now "$at" refund "$(first_paid c01)" --amount 500 >"$T/out" 2>&1
 		say "  admin, Mar 15: 5.00 back to c01 as a goodwill gesture (billctl refund):"
 		say "    $(cat "$T/out")"
-		bc void "$(first_paid c02)" >"$T/out" 2>&1
+		bc --now "$at" void "$(first_paid c02)" >"$T/out" 2>&1
 		say "  admin, Mar 15: c02's first meal kit was charged by mistake (billctl void):"
 		say "    $(cat "$T/out")"
 		;;
 	"$YEAR-04-01")
-		bc subscription change-plan "$(sub c05)" annual >"$T/out" 2>&1
+		bc --now "$at" subscription change-plan "$(sub c05)" annual >"$T/out" 2>&1
 		say "  admin, Apr 1: c05 moves to the annual plan from its next period"
 		;;
 	"$YEAR-06-01")
-		bc subscription cancel "$(sub c09)" --at-period-end >"$T/out" 2>&1
+		bc --now "$at" subscription cancel "$(sub c09)" --at-period-end >"$T/out" 2>&1
 		say "  admin, Jun 1: c09 cancels at the end of the paid period"
 		;;
 	"$YEAR-07-01")
-		bc subscription pause "$(sub c06)" >"$T/out" 2>&1
+		bc --now "$at" subscription pause "$(sub c06)" >"$T/out" 2>&1
 		say "  admin, Jul 1: c06 pauses the meal kit for the summer"
 		;;
 	"$YEAR-08-26")
-		bc --now "${1}T16:00:00Z" subscription resume "$(sub c06)" >"$T/out" 2>&1
+		bc --now "$at" subscription resume "$(sub c06)" >"$T/out" 2>&1
 		say "  admin, Aug 26: c06 resumes (charged from today)"
 		;;
 	esac
@@ -256,9 +259,10 @@ EOF
 RETRIES=$(grep ' event=charge ' "$T/billingd.log" | grep -c 'mch_order_no=D[0-9]*-[0-9]*-\([2-9]\|[1-9][0-9]\) ')
 bc --json subscription list >"$T/subs" || die "subscription list"
 states() { grep -o "\"state\":\"$1\"" "$T/subs" | wc -l; }
-FROM=$(TZ=America/Toronto date -d yesterday +%F)
-TO=$(TZ=America/Toronto date -d tomorrow +%F)
-# Ours: the accountants' export (one row per money movement, then totals).
+FROM=$YEAR-01-01
+TO=$((YEAR + 1))-01-01
+# Ours: the accountants' export of the simulated year (rows are dated on the
+# billing clock, when the money moved), one row per money movement.
 bc report --from "$FROM" --to "$TO" >"$T/report" 2>"$T/err" || die "report: $(cat "$T/err")"
 OUR_N=$(grep -c '^[^,]*,charge,' "$T/report")
 bc report --from "$FROM" --to "$TO" --totals >"$T/totals" 2>"$T/err" || die "report: $(cat "$T/err")"
@@ -297,7 +301,9 @@ EOF
 printf '   %-12s %8s %14s %12s %12s\n' "" "orders" "charged" "refunded" "voided" \
 	"gateway" "$GW_N" "$(money "$GW_CH")" "$(money "$GW_RF")" "$(money "$GW_VD")" \
 	"ours" "$OUR_N" "$(money "$OUR_CH")" "$(money "$OUR_RF")" "$(money "$OUR_VD")"
-bc reconcile --from "$FROM" --to "$TO" >"$T/out" 2>&1
+# reconcile's window is when the orders were written (today, here)
+bc reconcile --from "$(TZ=America/Toronto date -d yesterday +%F)" \
+	--to "$(TZ=America/Toronto date -d tomorrow +%F)" >"$T/out" 2>&1
 RECON=$?
 say "billctl reconcile, every charge and refund checked with cc_query:"
 say "  $(tail -n 1 "$T/out" | sed 's/^reconcile [^:]*: //')"
