@@ -37,7 +37,10 @@ int charges_state_outcome(const char *s)
 
 /* Columns of both claims' RETURNING. */
 enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT };
-#define CLAIM_RETURNING " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents"
+/* The customer column is the gateway's customerId: the card charged. */
+#define CLAIM_RETURNING                                                                            \
+	" RETURNING id, mch_order_no, subscription_id, coalesce(binding_id, customer_id), "        \
+	"amount_cents"
 
 /* The attempts due are inserted ON CONFLICT DO NOTHING (so that one taken
  * number does not fail the whole claim); a due attempt that was not
@@ -58,7 +61,9 @@ static const char SQL_CLAIM_DUE[] =
     "  SELECT " ORDER_NO_ATTEMPT(
         "$3", "d.id", "d.period",
         "a.n") " AS mch_order_no, d.id,"
-               "         d.period, a.n, d.customer_id, d.plan_id, p.amount_cents"
+               "         d.period, a.n, d.customer_id, d.plan_id, p.amount_cents,"
+               "         (SELECT cu.binding_id FROM customers cu"
+               "           WHERE cu.customer_id = d.customer_id) AS binding_id"
                "    FROM due d JOIN plans p ON p.id = d.plan_id"
                "   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
                "                        WHERE c.subscription_id = d.id AND c.period = d.period) a),"
@@ -66,10 +71,11 @@ static const char SQL_CLAIM_DUE[] =
                "  INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, "
                "customer_id,"
                "                       plan_id, amount_cents, lease_owner, lease_expires_at, "
-               "attempted_at)"
+               "attempted_at, binding_id)"
                "  SELECT mch_order_no, 'subscription', id, period, n, customer_id, plan_id, "
                "amount_cents,"
-               "         $5, now() + make_interval(secs => $6::int), to_timestamp($1) FROM attempt"
+               "         $5, now() + make_interval(secs => $6::int), to_timestamp($1), binding_id"
+               "    FROM attempt"
                "  ON CONFLICT DO NOTHING" CLAIM_RETURNING ")"
                " SELECT * FROM ins"
                " UNION ALL SELECT NULL, a.mch_order_no, a.id, a.customer_id, a.amount_cents FROM "

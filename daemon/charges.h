@@ -39,7 +39,7 @@ struct charges_claim {
 	int64_t id;
 	char mch_order_no[31];
 	int64_t subscription_id;
-	char customer_id[31];
+	char customer_id[31]; /* the gateway's customerId: the binding of the card charged */
 	int64_t amount_cents;
 };
 typedef void (*charges_claim_fn)(void *arg, const struct charges_claim *cl);

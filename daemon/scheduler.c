@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "charges.h"
+#include "cards.h"
 #include "customers.h"
 #include "db.h"
 #include "log.h"
@@ -95,7 +96,7 @@ void sched_stop(struct sched *s)
 static int boundaries(struct sched *s, int64_t now, char *err, size_t errlen)
 {
 	if (subscriptions_boundaries(s->db, now, err, errlen) < 0 ||
-	    customers_due_final_checks(s->db, now, err, errlen) < 0)
+	    cards_due_final_checks(s->db, now, err, errlen) < 0)
 		return -1;
 	return 0;
 }
@@ -122,8 +123,8 @@ static void check_done(void *udata, const struct gw_result *res)
 	struct customers_binding b = {0};
 
 	/* After an error the pass stops; the check is made again later. */
-	if (!ck->failed && customers_record_binding(ck->s->db, j->id, res->outcome, ck->now, &b,
-	                                            ck->err, ck->errlen) < 0)
+	if (!ck->failed && cards_record_binding(ck->s->db, j->id, res->outcome, ck->now, &b,
+	                                        ck->err, ck->errlen) < 0)
 		ck->failed = 1;
 	if (!ck->failed)
 		log_event("info", "binding_check", "customer", j->id, "was", b.was, "state",
@@ -143,7 +144,7 @@ static int claim_checks(struct checking *ck, int room)
 		snprintf(ck->err, ck->errlen, "out of memory");
 		return -1;
 	}
-	n = customers_claim_checks(ck->s->db, ck->now, room, ids, ck->err, ck->errlen);
+	n = cards_claim_checks(ck->s->db, ck->now, room, ids, ck->err, ck->errlen);
 	for (int i = 0; i < n; i++) {
 		struct check_job *j = calloc(1, sizeof(*j));
 		struct gw_request req = {.call = GW_ISBINDING};
