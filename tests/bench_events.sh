@@ -5,8 +5,8 @@
 # 20 ms, gateway.max_in_flight 64) while its events.url is down, so that
 # the charge rate is measured with a delivery backlog growing; then the
 # receiver (build/tests/bench/bench_receiver, 200 at once) comes up and the
-# backlog (customer.bound, subscription.created and charge.succeeded of every
-# customer) is delivered: deliveries per second, beside the charge rate.
+# backlog (the charge.succeeded of every customer) is delivered: deliveries
+# per second, beside the charge rate.
 # First the same charging with events off (no events.url): the two charge
 # rates side by side, within 10 % of each other, and PostgreSQL's time per
 # charge from pg_stat_statements, with the part spent in the event triggers.
