@@ -209,9 +209,9 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	if (rc == 0) {
 		if (customers_get(c, id, &cur, err, errlen) == 0)
 			snprintf(err, errlen,
-			         "customer %s is already bound to card %s; a customer id binds "
-			         "one card: enrol a new id for another card",
-			         id, cur.card_masked);
+			         "customer %s is already bound to card %s; for another card: "
+			         "billctl customer update-card %s",
+			         id, cur.card_masked, id);
 		return -1;
 	}
 	memset(&res, 0, sizeof(res));

@@ -80,6 +80,8 @@ check "week 0 charged to c1's own binding" [ "$(charged "T$S1-")" = "T$S1-0-1 c1
 
 # ---- refusals, one line each, nothing written or sent ----
 ADDS=$(requests cc_adduser)
+bc customer enrol c1
+check "customer enrol of a bound customer: refused, pointing to update-card" refused "billctl customer update-card c1"
 bc customer update-card nobody
 check "update-card of an unknown customer: exit 1, one line" refused "unknown customer 'nobody'"
 bc customer update-card c3
