@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "calendar.h"
 #include "cards.h"
 #include "db.h"
 
@@ -66,10 +67,13 @@ static int next_binding(PGconn *c, const char *id, char out[31], int *n, char *e
 
 static int refuse_pending(const struct cards_update *u, char *err, size_t errlen)
 {
+	char until[64];
+
+	cal_format(u->expires_at, until, sizeof(until));
 	snprintf(err, errlen,
-	         "customer %s already has a card update pending (%s, until %lld): "
+	         "customer %s already has a card update pending (%s, open until %s): "
 	         "`billctl customer show %s` shows its link",
-	         u->customer_id, u->binding_id, (long long)u->expires_at, u->customer_id);
+	         u->customer_id, u->binding_id, until, u->customer_id);
 	return -1;
 }
 
@@ -93,9 +97,10 @@ static int insert_pending(PGconn *c, const struct cards_update *u, int n, int64_
 	if (!r) {
 		if (strcmp(db_last_sqlstate(), "23505") == 0)
 			snprintf(err, errlen,
-			         "customer %s: a card update was made at the same time "
-			         "(`billctl customer show %s` shows it)",
-			         u->customer_id, u->customer_id);
+			         "customer %s: not recorded: another card update was made at the "
+			         "same time (`billctl customer show %s`), or binding id %s is "
+			         "taken",
+			         u->customer_id, u->customer_id, u->binding_id);
 		return -1;
 	}
 	done = PQntuples(r) > 0;
