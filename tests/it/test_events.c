@@ -807,7 +807,7 @@ static void test_year_with_kills(void **state)
 	static char first[MAX_REQ];
 	int kills = 0, cut = 0, paid = 0, firsts = 0, twice = 0;
 	char owner[32];
-	long events;
+	long events, t0 = ts_ms_now();
 	pid_t pid;
 
 	(void)state;
@@ -919,8 +919,8 @@ static void test_year_with_kills(void **state)
 	/* the kills did land while charging or delivering */
 	assert_true(cut >= kills / 4);
 	print_message("# events_year: %d kills (%d while charging or delivering), %ld events, %d "
-	              "delivered twice\n",
-	              kills, cut, events, twice);
+	              "delivered twice, %.0f s\n",
+	              kills, cut, events, twice, (double)(ts_ms_now() - t0) / 1000);
 	ts_fakegw_stop(&fake);
 	snprintf(log, sizeof(log), "rm -rf '%s'", dir);
 	assert_int_equal(system(log), 0);
