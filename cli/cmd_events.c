@@ -13,8 +13,9 @@
 	"usage: billctl events list [--type T] [--since T] [--status pending|delivered|failed] "   \
 	"[--customer ID] | show EVENT_ID | replay EVENT_ID | replay --since T [--type T] | tail"
 
-static cJSON *row_json(const struct events_row *e)
+static cJSON *row_json(const void *item)
 {
+	const struct events_row *e = item;
 	cJSON *o = cJSON_CreateObject();
 
 	out_json_add(o, "id:s type:s customer_id:s seq:I created:t status:s attempts:i body:j",
@@ -73,10 +74,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 	if (events_list(db, &f, &rows, &n, err, sizeof(err)) < 0)
 		return out_fail(err);
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, row_json(&rows[i]));
-		out_json(a);
+		out_json_list(rows, n, sizeof(*rows), row_json);
 	} else {
 		struct out_table *t = out_table_new(7, HEADERS);
 		for (int i = 0; i < n; i++) {
