@@ -19,16 +19,11 @@ static cJSON *customer_json(const void *item)
 	const struct customer *cu = item;
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "customer_id", cu->id);
-	cJSON_AddStringToObject(o, "state", cu->state);
-	cJSON_AddStringToObject(o, "email", cu->email);
-	cJSON_AddStringToObject(o, "name", cu->name);
-	cJSON_AddStringToObject(o, "card", cu->card_masked);
-	cJSON_AddStringToObject(o, "card_type", cu->card_type);
-	cJSON_AddStringToObject(o, "card_expiry", cu->card_expiry);
-	cJSON_AddStringToObject(o, "binding_id", cu->binding_id);
-	out_json_time(o, "enrol_expires_at", cu->enrol_expires_at);
-	out_json_time(o, "created_at", cu->created_at);
+	out_json_add(o,
+	             "customer_id:s state:s email:s name:s card:s card_type:s card_expiry:s "
+	             "binding_id:s enrol_expires_at:t created_at:t",
+	             cu->id, cu->state, cu->email, cu->name, cu->card_masked, cu->card_type,
+	             cu->card_expiry, cu->binding_id, cu->enrol_expires_at, cu->created_at);
 	return o;
 }
 
@@ -63,11 +58,8 @@ static cJSON *update_json(const struct cards_update *u)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "binding_id", u->binding_id);
-	cJSON_AddStringToObject(o, "state", u->state);
-	cJSON_AddStringToObject(o, "pay_url", u->pay_url);
-	out_json_time(o, "requested_at", u->requested_at);
-	out_json_time(o, "expires_at", u->expires_at);
+	out_json_add(o, "binding_id:s state:s pay_url:s requested_at:t expires_at:t", u->binding_id,
+	             u->state, u->pay_url, u->requested_at, u->expires_at);
 	return o;
 }
 
@@ -94,10 +86,9 @@ static int update_card(struct cli *ctx, int argc, char **argv)
 	if (ctx->json) {
 		cJSON *o = update_json(&u);
 
-		cJSON_AddStringToObject(o, "customer_id", id);
-		cJSON_AddStringToObject(o, "card_in_use", cu.binding_id);
+		out_json_add(o, "customer_id:s card_in_use:s", id, cu.binding_id);
 		if (dry)
-			cJSON_AddBoolToObject(o, "dry_run", 1);
+			out_json_add(o, "dry_run:b", 1);
 		out_json(o);
 		return CLI_OK;
 	}
@@ -130,10 +121,7 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (ctx->json) {
 		cJSON *o = customer_json(&cu);
 
-		if (u_rc > 0)
-			cJSON_AddItemToObject(o, "card_update", update_json(&u));
-		else
-			cJSON_AddNullToObject(o, "card_update");
+		out_json_add(o, "card_update:j", u_rc > 0 ? update_json(&u) : NULL);
 		out_json(o);
 		return CLI_OK;
 	}
