@@ -17,6 +17,7 @@ struct pump {
 	char owner[96];
 	struct gw_multi *multi;
 	struct recorder *rec;
+	struct charges_cursor cursor; /* the due claims of this pump_run */
 };
 
 struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner)
@@ -103,11 +104,13 @@ int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int lim
 {
 	struct claiming cg = {p, what->cutoff != NULL, what->now};
 	struct charges_lease lease = {p->owner, p->cfg->lease_seconds};
+	struct charges_cursor one = {0, 0};
 	int n = what->cutoff
 	            ? charges_claim_unresolved(db, what->cutoff, limit, &lease, submit_claimed, &cg,
 	                                       err, errlen)
 	            : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
-	                                &lease, submit_claimed, &cg, err, errlen);
+	                                &lease, what->only_sub ? &one : &p->cursor, submit_claimed,
+	                                &cg, err, errlen);
 
 	metrics_in_flight(gw_multi_pending(p->multi));
 	return n;
@@ -134,6 +137,10 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
              const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen)
 {
 	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
+
+	/* A subscription passed over (locked by another daemon's claim, or
+	 * with an open charge) waits for the next pass. */
+	p->cursor = (struct charges_cursor){0, 0};
 
 	for (;;) {
 		int room = claimable(p), idle = gw_multi_pending(p->multi) == 0;

@@ -14,7 +14,7 @@ set -eu
 B=${B:-build}
 N=${BENCH_N:-100000}
 PGB_S=${BENCH_PGBENCH_S:-10}
-LATENCY_MS=20
+LATENCY_MS=${BENCH_LATENCY_MS:-20}
 IN_FLIGHT=64
 KEY=BENCHKEY0123456789abcdef
 MCH=10000701
@@ -31,6 +31,7 @@ pg_cpu() {
 }
 
 # ---- the run ----
+[ -n "${BENCH_HOOK:-}" ] && sh -c "$BENCH_HOOK"
 PG_CPU0=$(pg_cpu)
 echo "bench: billingd --once (gateway latency ${LATENCY_MS} ms, max_in_flight $IN_FLIGHT)"
 # shellcheck disable=SC2086 # BENCH_WRAP is a command line, split on purpose
@@ -46,6 +47,7 @@ for _ in $(seq 50); do
 done
 sleep 0.2
 PG_CPU=$(awk -v a="$PG_CPU0" -v b="$(pg_cpu)" 'BEGIN { print b - a }')
+[ -n "${BENCH_AFTER:-}" ] && sh -c "$BENCH_AFTER"
 
 # ---- every subscription charged exactly once, and the gateway agrees ----
 [ "$(sql "SELECT count(*) FROM subscriptions WHERE period = 1 AND cycles_done = 1
