@@ -127,6 +127,8 @@ static enum billing_result interpret(const struct rec_job *j)
 			return BILLING_DECLINED;
 		}
 	}
+	if (j->wave)
+		return BILLING_BUSY;
 	switch (r->outcome) {
 	case GW_SUCCESS:
 		return BILLING_SUCCEEDED;
