@@ -28,7 +28,7 @@ struct wave {
 /* Feeds one charge's answer: customer, whether it is an unfamiliar FAIL,
  * and its message. A streak of another message (or an answer that is not
  * an unfamiliar FAIL) ends the current one: WAVE_NO, or WAVE_HOLD when this
- * answer starts a new streak; wave_restarted says whether it did. */
+ * answer starts a new streak; *restarted says whether it did. */
 enum wave_verdict wave_feed(struct wave *w, const char *customer, int unfamiliar, const char *msg,
                             int *restarted);
 
