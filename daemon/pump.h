@@ -39,4 +39,8 @@ int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int lim
 int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
              const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen);
 
+/* 1 while the same unfamiliar FAIL answers every charge (wave.h): the
+ * scheduler backs off. */
+int pump_wave_on(const struct pump *p);
+
 #endif

@@ -23,6 +23,7 @@ struct rec_job {
 	int64_t amount;
 	int64_t now; /* the billing clock when it was sent */
 	int is_query;
+	int wave; /* its FAIL is a wave's (wave.h): not processed, nobody dunned */
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];

@@ -232,13 +232,15 @@ static long long monotonic_s(void)
 }
 
 /* After a pass that called the gateway: a refused key or mch_id would be
- * refused again, for every charge, so calls wait (doubling up to five
- * minutes) rather than re-query every pass; any other pass ends the wait. */
+ * refused again, for every charge, and so would a wave of one unfamiliar
+ * FAIL (wave.h), so calls wait (doubling up to five minutes) rather than
+ * re-query every pass; any other pass ends the wait. */
 static void auth_backoff(struct sched *s, const struct sched_stats *st)
 {
 	char secs[16];
+	int wave = pump_wave_on(s->pump);
 
-	if (!st->auth) {
+	if (!st->auth && !wave) {
 		if (st->succeeded || st->declined || st->absent || st->unknown || st->bindings)
 			s->backoff = 0;
 		return;
@@ -248,7 +250,8 @@ static void auth_backoff(struct sched *s, const struct sched_stats *st)
 	                                                 : s->backoff * 2;
 	s->quiet_until = monotonic_s() + s->backoff;
 	snprintf(secs, sizeof(secs), "%d", s->backoff);
-	log_event("error", "gateway_backoff", "reason", gw_reason_name(GW_R_AUTH), "seconds", secs,
+	log_event(wave ? "warn" : "error", "gateway_backoff", "reason",
+	          gw_reason_name(wave ? GW_R_UNFAMILIAR : GW_R_AUTH), "seconds", secs,
 	          (char *)NULL);
 }
 
