@@ -29,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "owner_lock.h"
 #include "plans.h"
 #include "scheduler.h"
 
@@ -36,6 +37,7 @@ static volatile sig_atomic_t got_stop, got_reload;
 static struct sched *running;
 static struct listener *lsn;  /* NULL with --once */
 static struct events *events; /* NULL with --once */
+static struct owner_lock *owner_lock;
 
 static void on_signal(int sig)
 {
@@ -239,6 +241,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
 		return -1;
 	}
+	sched_set_owner_lock(running, owner_lock);
 	if (got_stop)
 		sched_stop(running);
 	log_event("info", "reloaded", "config", path, (char *)NULL);
@@ -389,12 +392,15 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	running = sched_new(&cfg, db, gw, owner);
+	/* held for the process's whole life, across reloads and reconnects */
+	owner_lock = owner_lock_new(cfg.database_url, owner);
+	running = owner_lock ? sched_new(&cfg, db, gw, owner) : NULL;
 	if (!running) {
 		fprintf(stderr, "billingd: cannot start the scheduler (out of memory)\n");
 		rc = 1;
 		goto out;
 	}
+	sched_set_owner_lock(running, owner_lock);
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
 		adm = lsn ? admin_start(&cfg, billing_clock, err, sizeof(err)) : NULL;
@@ -459,6 +465,7 @@ out:
 	listener_stop(lsn);
 	sched_free(running);
 	running = NULL;
+	owner_lock_free(owner_lock);
 	gw_client_free(gw);
 	PQfinish(db);
 	cfg_wipe(&cfg);

@@ -10,6 +10,7 @@
 
 #include "charges.h"
 #include "log.h"
+#include "owner_lock.h"
 
 #define OPEN_STATES "('pending', 'unknown')"
 
@@ -95,13 +96,21 @@ static const struct db_stmt SQL_CLAIM_DUE = DB_STMT(
                "  FROM attempt a WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = "
                "a.id)");
 
-/* Leases run on the database's clock, not the billing clock. */
+/* Leases run on the database's clock, not the billing clock. A pending
+ * charge is claimable at its lease's end, or sooner when its owner's lock
+ * is free (the process is gone or cut off from the database) and its claim
+ * ($5 ms before the cutoff: created_at, on the same clock) is too old for an
+ * answer to be in flight. The open charges are few (in flight, unknown):
+ * the partial index charges_open holds them all, and pg_locks is read once. */
+#define ABANDONED                                                                                  \
+	"(state = 'pending' AND created_at <= $4::timestamptz - $5::bigint * interval '1 ms'"      \
+	" AND " OWNER_LOCK_FREE("lease_owner") ")"
 static const struct db_stmt SQL_CLAIM_UNRESOLVED = DB_STMT(
     "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
     "$2::int)"
     " WHERE id IN (SELECT id FROM charges"
-    "               WHERE state IN " OPEN_STATES " AND lease_expires_at <= $4::timestamptz"
-    "                 AND kind = 'subscription'"
+    "               WHERE state IN " OPEN_STATES " AND kind = 'subscription'"
+    "                 AND (lease_expires_at <= $4::timestamptz OR " ABANDONED ")"
     "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)" CLAIM_RETURNING);
 
 /* Calls fn for each claimed row of r; moves cur (NULL: the claim has no
@@ -170,13 +179,14 @@ int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen
 	return 0;
 }
 
-int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
+int charges_claim_unresolved(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
                              const struct charges_lease *lease, charges_claim_fn fn, void *arg,
                              char *err, size_t errlen)
 {
 
 	return each_claimed(db_stmt_get(c, err, errlen, &SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
-	                                DB_I(lease->seconds), DB_I(limit), DB_S(cutoff)),
+	                                DB_I(lease->seconds), DB_I(limit), DB_S(cutoff),
+	                                DB_I(answered_ms)),
 	                    NULL, fn, arg);
 }
 

@@ -70,9 +70,12 @@ int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const
 int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen);
 
 /* Claims up to limit subscription charges left unknown, or pending past
- * their lease (a dead process), whose lease ended before cutoff; calls fn
- * for each. Returns how many, or -1 with err. */
-int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
+ * their lease (a dead process), whose lease ended before cutoff; and the
+ * pending ones claimed answered_ms or more before cutoff (no answer can be
+ * in flight) whose owner's lock is free (owner_lock.h: the process is gone
+ * or cut off from the database). Calls fn for each. Returns how many, or
+ * -1 with err. */
+int charges_claim_unresolved(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
                              const struct charges_lease *lease, charges_claim_fn fn, void *arg,
                              char *err, size_t errlen);
 

@@ -5,17 +5,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "charges.h"
 #include "log.h"
 #include "metrics.h"
+#include "owner_lock.h"
 #include "pump.h"
 #include "recorder.h"
 #include "wave.h"
 
+/* A charge's request leaves within SEND_WITHIN_MS of the start of its
+ * claim, or not at all, so that no answer to it can come later than
+ * gateway.timeout_ms + ANSWER_MARGIN_MS after its claim's created_at: then
+ * it may be resolved as soon as its owner's lock is free (docs/design.md,
+ * "The owner lock"). */
+#define SEND_WITHIN_MS   2000
+#define ANSWER_MARGIN_MS 5000
+
 struct pump {
 	const struct cfg *cfg;
 	char owner[96];
+	struct owner_lock *lock; /* NULL: claims without one (billctl) */
 	struct gw_multi *multi;
 	struct recorder *rec;
 	struct charges_cursor cursor; /* the due claims of this pump_run */
@@ -65,7 +76,16 @@ struct claiming {
 	struct pump *p;
 	int is_query;
 	int64_t now;
+	long long t0; /* monotonic ms before the claim */
 };
+
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Hands the held answers to the recorder; in_wave: as not processed. */
 static void release(struct pump *p, int in_wave)
@@ -129,6 +149,11 @@ static void job_done(void *udata, const struct gw_result *res)
 	}
 }
 
+void pump_set_owner_lock(struct pump *p, struct owner_lock *lock)
+{
+	p->lock = lock;
+}
+
 int pump_wave_on(const struct pump *p)
 {
 	return p->wave.on;
@@ -145,6 +170,18 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 
 	if (!s)
 		abort();
+	if (!cg->is_query && monotonic_ms() - cg->t0 > SEND_WITHIN_MS) {
+		/* The claim was too slow for the margin: the intent stays
+		 * pending, never sent, and its lease's end has it resolved. */
+		char sub[24];
+
+		snprintf(sub, sizeof(sub), "%lld", (long long)cl->subscription_id);
+		log_event("warn", "claim_late", "subscription", sub, "mch_order_no",
+		          cl->mch_order_no, "detail", "claimed too slowly to be sent",
+		          (char *)NULL);
+		free(s);
+		return;
+	}
 	s->p = cg->p;
 	j->rec = cg->p->rec;
 	j->charge_id = cl->id;
@@ -173,15 +210,24 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
                size_t errlen)
 {
-	struct claiming cg = {p, what->cutoff != NULL, what->now};
+	struct claiming cg = {p, what->cutoff != NULL, what->now, 0};
 	struct charges_lease lease = {p->owner, p->cfg->lease_seconds};
 	struct charges_cursor one = {0, 0};
-	int n = what->cutoff
-	            ? charges_claim_unresolved(db, what->cutoff, limit, &lease, submit_claimed, &cg,
-	                                       err, errlen)
-	            : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
-	                                &lease, what->only_sub ? &one : &p->cursor, submit_claimed,
-	                                &cg, err, errlen);
+	int n;
+
+	/* Without its lock this process looks dead to the others, who resolve
+	 * its pending charges once no answer can be in flight: it claims
+	 * nothing until it has the lock again. */
+	if (p->lock && !owner_lock_held(p->lock))
+		return 0;
+	cg.t0 = monotonic_ms();
+	n = what->cutoff
+	        ? charges_claim_unresolved(db, what->cutoff,
+	                                   (int64_t)p->cfg->gateway.timeout_ms + ANSWER_MARGIN_MS,
+	                                   limit, &lease, submit_claimed, &cg, err, errlen)
+	        : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
+	                            &lease, what->only_sub ? &one : &p->cursor, submit_claimed, &cg,
+	                            err, errlen);
 
 	metrics_in_flight(gw_multi_pending(p->multi));
 	return n;

@@ -28,6 +28,10 @@ struct pump_work {
 	int64_t only_sub;
 };
 
+/* Claims only while lock (borrowed; NULL: none) is held (owner_lock.h). */
+struct owner_lock;
+void pump_set_owner_lock(struct pump *p, struct owner_lock *lock);
+
 /* Claims up to limit of what and sends it, without waiting. Returns how
  * many were claimed, or -1 with err (then nothing was claimed). */
 int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,

@@ -86,6 +86,11 @@ void sched_set_db(struct sched *s, PGconn *db)
 	s->db = db;
 }
 
+void sched_set_owner_lock(struct sched *s, struct owner_lock *lock)
+{
+	pump_set_owner_lock(s->pump, lock);
+}
+
 void sched_stop(struct sched *s)
 {
 	s->stopping = 1;

@@ -28,6 +28,11 @@ struct sched *sched_new(const struct cfg *cfg, PGconn *db, struct gw_client *gw,
 void sched_free(struct sched *s);
 /* After a reconnect. */
 void sched_set_db(struct sched *s, PGconn *db);
+/* Charges are claimed only while lock (borrowed; owner_lock.h) is held:
+ * billingd's; without one (billctl), a process's charges look abandoned to
+ * the daemons once no answer to them can be in flight. */
+struct owner_lock;
+void sched_set_owner_lock(struct sched *s, struct owner_lock *lock);
 /* Stop claiming new work; requests in flight are finished (or left for
  * reconciliation if the process dies). Safe from a signal handler. */
 void sched_stop(struct sched *s);

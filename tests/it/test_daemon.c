@@ -22,6 +22,7 @@
 #include "calendar.h"
 #include "db.h"
 #include "gateway.h"
+#include "owner_lock.h"
 #include "support.h"
 
 /* The daemons run at this moment (--now); every subscription made by
@@ -505,6 +506,120 @@ static void test_lease_outlived_by_queue(void **state)
 	env_stop(e);
 }
 
+/* ---- a dead daemon's charges in seconds, not a lease ---- */
+
+/* A long lease, a gateway slower than a second, 64 requests in flight. */
+#define LONG_LEASE_CONFIG                                                                          \
+	"listen:\n  address: 127.0.0.1:0\n"                                                        \
+	"gateway:\n  timeout_ms: 4000\n  max_in_flight: 64\n"                                      \
+	"billing:\n  lease_seconds: 600\n  poll_interval_ms: 100\n"
+
+/* The first daemon is killed -9 with 64 charges in flight, each of which
+ * the gateway then pays. A second daemon resolves them all within the
+ * gateway's timeout and 10 s of the kill, not at the lease's end ten
+ * minutes later: the first's owner lock went with its process. None is
+ * touched before an answer could no longer be in flight (the claim's time,
+ * the 4 s timeout and the 5 s margin), and each is paid exactly once. */
+static void test_dead_owner_resolved_in_seconds(void **state)
+{
+	struct env *e = &the_env;
+	long killed, took;
+	pid_t a;
+
+	(void)state;
+	env_start(e, "daemon_dead_owner", NULL, LONG_LEASE_CONFIG);
+	populate(e, 64, 64);
+	fake_post(e, "faults",
+	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
+	          "\"ms\":3000}");
+	a = daemon_start(e);
+	for (long t0 = ts_ms_now(); fake_requests(e, "cc_purchasewithtoken") < 64; ts_sleep_ms(20))
+		if (ts_ms_now() - t0 > 20000)
+			fail_msg("64 requests did not reach the gateway in 20 s");
+	ts_sleep_ms(200); /* their bodies too */
+	daemon_kill9(e, a);
+	killed = ts_ms_now();
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'pending'"),
+	                 64);
+	daemon_start(e);
+	wait_done(e, 64, 4000 + 10000);
+	took = ts_ms_now() - killed;
+	print_message("# 64 charges of a killed daemon resolved %ld ms after the kill\n", took);
+	if (took > 4000 + 10000)
+		fail_msg("resolved %ld ms after the kill (timeout 4000 ms, lease 600 s)", took);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE attempt = 1"
+	                                   " AND state = 'succeeded'"
+	                                   " AND updated_at >= created_at + interval '9 s'"),
+	                 64);
+	assert_true(fake_requests(e, "cc_query") >= 64);
+	verify(e, 64);
+	env_stop(e);
+}
+
+/* The owner lock's connection is cut (pg_terminate_backend), and the test
+ * holds the lock in its place: the daemon claims nothing more, so that no
+ * order reaches the gateway while it could look dead; once the lock is free
+ * again it takes it back and charging resumes. */
+static void test_owner_lock_lost(void **state)
+{
+	struct env *e = &the_env;
+	char name[64], owner[96], err[512];
+	const char *p[1] = {name};
+	long before, after;
+	PGconn *hold;
+	PGresult *r;
+	pid_t a;
+
+	(void)state;
+	env_start(e, "daemon_owner_lock", NULL, FAST_CONFIG);
+	populate(e, 300, 30);
+	fake_post(e, "faults",
+	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
+	          "\"ms\":100}");
+	a = daemon_start(e);
+	assert_int_equal(ts_db_wait(e->url,
+	                            "SELECT least(count(*), 8) FROM charges"
+	                            " WHERE state = 'succeeded'",
+	                            8, 20000),
+	                 8);
+	hold = ts_db_connect(e->url);
+	snprintf(name, sizeof(name), "billingd:%%:%d/lock", (int)a);
+	r = db_query(hold,
+	             "SELECT pg_terminate_backend(pid), left(application_name, -5)"
+	             "  FROM pg_stat_activity WHERE application_name LIKE $1",
+	             1, p, err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(PQntuples(r), 1);
+	assert_string_equal(db_str(r, 0, 0), "t");
+	snprintf(owner, sizeof(owner), "%s", db_str(r, 0, 1));
+	PQclear(r);
+	p[0] = owner;
+	/* waits for the backend's end; the daemon tries again only after 1 s */
+	assert_int_equal(db_exec(hold,
+	                         "SELECT pg_advisory_lock(" OWNER_LOCK_CLASS ", hashtext($1))", 1,
+	                         p, err, sizeof(err)),
+	                 0);
+	ts_wait_log(e->log, "event=owner_lock_lost", 5000);
+	ts_sleep_ms(1500); /* what was in flight is answered (timeout 1 s) */
+	before = fake_requests(e, "cc_purchasewithtoken");
+	ts_sleep_ms(3000);
+	after = fake_requests(e, "cc_purchasewithtoken");
+	if (after != before)
+		fail_msg("%ld requests sent without the owner lock", after - before);
+	assert_true(ts_db_long(e->db, SQL_DONE) < 300);
+	assert_int_equal(
+	    db_exec(hold, "SELECT pg_advisory_unlock_all()", 0, NULL, err, sizeof(err)), 0);
+	for (long t0 = ts_ms_now(); fake_requests(e, "cc_purchasewithtoken") == after;
+	     ts_sleep_ms(50))
+		if (ts_ms_now() - t0 > 10000)
+			fail_msg("no charge sent 10 s after the owner lock was free again");
+	wait_done(e, 300, 60000);
+	daemon_stop(e, a, SIGTERM, 5000);
+	PQfinish(hold);
+	verify(e, 300);
+	env_stop(e);
+}
+
 /* ---- 5. the logs ---- */
 
 /* One logfmt line per charge outcome, with subscription, mch_order_no,
@@ -914,6 +1029,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_log_lines, teardown),
 	    cmocka_unit_test_teardown(test_sigterm_while_charging, teardown),
 	    cmocka_unit_test_teardown(test_lease_outlived_by_queue, teardown),
+	    cmocka_unit_test_teardown(test_dead_owner_resolved_in_seconds, teardown),
+	    cmocka_unit_test_teardown(test_owner_lock_lost, teardown),
 	    cmocka_unit_test_teardown(test_four_daemons, teardown),
 	    cmocka_unit_test_teardown(test_kill9_storm, teardown),
 	    cmocka_unit_test_teardown(test_kill9_storm_dup_charge, teardown),
