@@ -440,6 +440,7 @@ int main(int argc, char **argv)
 					break;
 				}
 				sched_set_db(running, db);
+				owner_lock_renew(owner_lock);
 				continue;
 			}
 			if (o.once) {

@@ -128,6 +128,12 @@ void owner_lock_free(struct owner_lock *l)
 	free(l);
 }
 
+void owner_lock_renew(struct owner_lock *l)
+{
+	drop(l);
+	take(l);
+}
+
 int owner_lock_held(struct owner_lock *l)
 {
 	if (l->held && !lost(l))

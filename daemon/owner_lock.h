@@ -33,4 +33,9 @@ void owner_lock_free(struct owner_lock *l);
  * second, on a new connection. Transitions are logged. */
 int owner_lock_held(struct owner_lock *l);
 
+/* Takes the lock again on a new connection, now: after the claims'
+ * connection was made again, which may have reached another server (a
+ * failover), where the lock must be held for the others to see it. */
+void owner_lock_renew(struct owner_lock *l);
+
 #endif
