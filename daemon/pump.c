@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "charges.h"
+#include "failover.h"
 #include "log.h"
 #include "metrics.h"
 #include "pump.h"
@@ -17,6 +18,9 @@ struct pump {
 	char owner[96];
 	struct gw_multi *multi;
 	struct recorder *rec;
+	struct failover_recent *recent; /* what was sent: re-inserted after a failover */
+	int probing;                    /* ask cc_query before each charge */
+	struct rec_job *to_send;        /* probed and proven absent */
 };
 
 struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner)
@@ -28,9 +32,11 @@ struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *o
 	p->cfg = cfg;
 	snprintf(p->owner, sizeof(p->owner), "%s", owner);
 	p->multi = gw_multi_new(gw, cfg->gateway.max_in_flight);
-	p->rec = p->multi ? recorder_new(cfg, owner) : NULL;
+	p->recent = failover_recent_new(cfg->lease_seconds);
+	p->rec = p->multi && p->recent ? recorder_new(cfg, owner) : NULL;
 	if (!p->rec) {
 		gw_multi_free(p->multi);
+		failover_recent_free(p->recent);
 		free(p);
 		return NULL;
 	}
@@ -43,7 +49,24 @@ void pump_free(struct pump *p)
 	 * later pass resolves them */
 	gw_multi_free(p->multi);
 	recorder_free(p->rec);
+	failover_recent_free(p->recent);
+	while (p->to_send) {
+		struct rec_job *j = p->to_send;
+
+		p->to_send = j->next;
+		free(j);
+	}
 	free(p);
+}
+
+void pump_set_probing(struct pump *p, int on)
+{
+	p->probing = on;
+}
+
+int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen)
+{
+	return failover_recent_restore(db, p->recent, err, errlen);
 }
 
 struct claiming {
@@ -57,11 +80,67 @@ static void job_done(void *udata, const struct gw_result *res)
 {
 	struct rec_job *j = udata;
 
-	j->res = *res;
+	if (j->probe) {
+		struct pump *p = j->pump;
+
+		j->probe = 0;
+		if (res->outcome == GW_FAIL && res->reason == GW_R_NOT_FOUND) {
+			/* proven absent: sent for real once gw_multi_run returns */
+			j->next = p->to_send;
+			p->to_send = j;
+			return;
+		}
+		/* Paid (or declined) before the failover: recorded as the
+		 * query's answer. Anything else proves nothing: unknown. */
+		j->is_query = 1;
+		j->res = *res;
+		if (res->outcome == GW_FAIL)
+			j->res.outcome = GW_UNKNOWN;
+	} else {
+		j->res = *res;
+	}
 	metrics_gateway_observe(res->seconds);
 	if (res->reason == GW_R_AUTH || res->reason == GW_R_BUSY)
 		metrics_gateway_error(gw_reason_name(res->reason));
 	recorder_push(j);
+}
+
+/* Sends j: a cc_query when it is one (or a probe), else the charge, which
+ * is remembered first (failover.h). */
+static void send_job(struct pump *p, struct rec_job *j)
+{
+	struct gw_request req = {0};
+	struct gw_result res;
+	int query = j->is_query || j->probe;
+
+	req.call = query ? GW_QUERY : GW_PURCHASE_TOKEN;
+	req.mch_order_no = j->mch_order_no;
+	if (!query) {
+		req.customer_id = j->customer_id;
+		req.amount = j->amount;
+		req.subject = "Subscription";
+		failover_recent_add(p->recent, j->mch_order_no, strtoll(j->sub_id, NULL, 10),
+		                    j->customer_id, j->amount, j->now);
+	}
+	if (gw_multi_submit(p->multi, &req, job_done, j, &res) == GW_INVALID) {
+		/* Refused before sending: nothing left this process. The intent
+		 * stays pending and is resolved when its lease ends. */
+		log_event("error", "charge_refused", "subscription", j->sub_id, "mch_order_no",
+		          j->mch_order_no, "error", res.detail, (char *)NULL);
+		free(j);
+	}
+}
+
+/* Sends the charges that their probe proved absent. */
+static void send_probed(struct pump *p)
+{
+	while (p->to_send) {
+		struct rec_job *j = p->to_send;
+
+		p->to_send = j->next;
+		j->next = NULL;
+		send_job(p, j);
+	}
 }
 
 /* Sends one claimed charge (charges_claim_fn). */
@@ -69,12 +148,11 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 {
 	const struct claiming *cg = arg;
 	struct rec_job *j = calloc(1, sizeof(*j));
-	struct gw_request req = {0};
-	struct gw_result res;
 
 	if (!j)
 		abort();
 	j->rec = cg->p->rec;
+	j->pump = cg->p;
 	j->charge_id = cl->id;
 	memcpy(j->mch_order_no, cl->mch_order_no, sizeof(j->mch_order_no));
 	snprintf(j->sub_id, sizeof(j->sub_id), "%lld", (long long)cl->subscription_id);
@@ -82,20 +160,8 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 	j->amount = cl->amount_cents;
 	j->now = cg->now;
 	j->is_query = cg->is_query;
-	req.call = cg->is_query ? GW_QUERY : GW_PURCHASE_TOKEN;
-	req.mch_order_no = j->mch_order_no;
-	if (!cg->is_query) {
-		req.customer_id = j->customer_id;
-		req.amount = j->amount;
-		req.subject = "Subscription";
-	}
-	if (gw_multi_submit(cg->p->multi, &req, job_done, j, &res) == GW_INVALID) {
-		/* Refused before sending: nothing left this process. The intent
-		 * stays pending and is resolved when its lease ends. */
-		log_event("error", "charge_refused", "subscription", j->sub_id, "mch_order_no",
-		          j->mch_order_no, "error", res.detail, (char *)NULL);
-		free(j);
-	}
+	j->probe = !cg->is_query && cg->p->probing;
+	send_job(cg->p, j);
 }
 
 int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
@@ -136,7 +202,11 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
 
 	for (;;) {
-		int room = claimable(p), idle = gw_multi_pending(p->multi) == 0;
+		int room, idle;
+
+		send_probed(p);
+		room = claimable(p);
+		idle = gw_multi_pending(p->multi) == 0;
 
 		if (more && !*stop && room > 0 && (room >= chunk || idle)) {
 			int n = pump_claim(p, db, what, room, err, errlen);

@@ -15,6 +15,7 @@
 #include "scheduler.h"
 
 struct recorder;
+struct pump;
 
 /* One claimed charge sent to the gateway, then handed to the recorder. */
 struct rec_job {
@@ -23,6 +24,10 @@ struct rec_job {
 	int64_t amount;
 	int64_t now; /* the billing clock when it was sent */
 	int is_query;
+	/* a query before sending (failover.h): absent means send it */
+	int probe;
+	struct pump *pump;    /* which sent it */
+	struct rec_job *next; /* the pump's list of probed jobs to send */
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];
