@@ -385,7 +385,7 @@ static const char SQL_RESTORE_SENT[] =
     "    FROM u JOIN subscriptions s ON s.id = u.sub"
     "   WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.mch_order_no = u.no)"
     "  ON CONFLICT DO NOTHING RETURNING mch_order_no)"
-    " SELECT 'restored', no FROM ins"
+    " SELECT 'restored', mch_order_no FROM ins"
     " UNION ALL SELECT 'lost', u.no FROM u"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.mch_order_no = u.no)"
     "    AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.mch_order_no = u.no)";
