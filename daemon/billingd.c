@@ -448,6 +448,13 @@ int main(int argc, char **argv)
 	db = connect_db(&cfg, owner, o.once, 0);
 	if (!db)
 		return 1;
+	if (db_sessions_shared(cfg.database_url, owner, err, sizeof(err)) == 1) {
+		fprintf(stderr, "billingd: database.url: two connections were served by one server "
+		                "session (a pooler in transaction mode?): billingd keeps state in its "
+		                "sessions; use session pooling or connect directly\n");
+		PQfinish(db);
+		return 2;
+	}
 	if (after_connect(db, billing_clock(), err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		PQfinish(db);

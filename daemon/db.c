@@ -412,3 +412,25 @@ int db_identity(PGconn *c, struct db_identity *id, char *err, size_t errlen)
 	PQclear(r);
 	return 0;
 }
+
+/* A pooler in transaction mode hands one server connection to whichever
+ * client runs the next transaction: two connections of ours then answer
+ * from the same backend (PgBouncer reuses the server released last), and
+ * what one set for its session the other sees. */
+int db_sessions_shared(const char *url, const char *actor, char *err, size_t errlen)
+{
+	PGconn *a = db_connect(url, actor, err, errlen);
+	PGconn *b = a ? db_connect(url, actor, err, errlen) : NULL;
+	PGresult *ra = NULL, *rb = NULL;
+	int rc = -1;
+	static const char SQL_PID[] = "SELECT pg_backend_pid()";
+
+	if (b && (ra = db_query(a, SQL_PID, 0, NULL, err, errlen)) &&
+	    (rb = db_query(b, SQL_PID, 0, NULL, err, errlen)))
+		rc = strcmp(db_str(ra, 0, 0), db_str(rb, 0, 0)) == 0;
+	PQclear(ra);
+	PQclear(rb);
+	PQfinish(a);
+	PQfinish(b);
+	return rc;
+}

@@ -122,6 +122,12 @@ int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen
  * billing.actor): the audit log stores it with each change. 0 / -1. */
 int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen);
 
+/* 1 when two connections to url are served by one backend: a pooler in
+ * transaction (or statement) mode, which would lose or mix the session
+ * state every connection keeps (actor, billing clock, time zone); 0 when
+ * not, -1 with err. */
+int db_sessions_shared(const char *url, const char *actor, char *err, size_t errlen);
+
 /* ---- failover ----
  * database.url may name several hosts (libpq's syntax, e.g.
  * postgresql://h1,h2/billing?target_session_attrs=read-write): a
