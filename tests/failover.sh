@@ -70,9 +70,9 @@ hot_standby = on
 fsync = off
 log_min_messages = warning
 CONF
-	as_owner "$bindir/pg_ctl" -D "$1/data" -o "-p $2" -l "$1/server.log" -w -t 30 start >/dev/null || return 1
-	psql_at "$2" "SELECT 1" >/dev/null 2>&1 || as_owner "$bindir/createdb" -h "$1" -p "$2" -U billing billing
-	psql -X -q -h "$1" -p "$2" -U billing -d billing -v ON_ERROR_STOP=1 \
+	start_on "$1" "$2" || return 1
+	psql_at "$PORT_USED" "SELECT 1" >/dev/null 2>&1 || as_owner "$bindir/createdb" -h "$1" -p "$PORT_USED" -U billing billing
+	psql -X -q -h "$1" -p "$PORT_USED" -U billing -d billing -v ON_ERROR_STOP=1 \
 		-c "CREATE ROLE billing_owner LOGIN PASSWORD 'billing'" \
 		-c "CREATE ROLE billing_app NOLOGIN" \
 		-c "CREATE ROLE billing_daemon LOGIN PASSWORD 'billing' IN ROLE billing_app" \
@@ -90,7 +90,19 @@ standby() {
 unix_socket_directories = '$1'
 synchronous_standby_names = ''
 CONF
-	as_owner "$bindir/pg_ctl" -D "$1/data" -o "-p $3" -l "$1/server.log" -w -t 30 start >/dev/null
+	start_on "$1" "$3"
+}
+
+# start_on DIR PORT: pg_ctl start on PORT; another process may take a free
+# port first (the machine runs other tests), then on a new one, in PORT_USED.
+start_on() {
+	PORT_USED=$2
+	for _ in 1 2 3 4 5; do
+		as_owner "$bindir/pg_ctl" -D "$1/data" -o "-p $PORT_USED" -l "$1/server.log" -w -t 30 start >/dev/null 2>&1 &&
+			return 0
+		PORT_USED=$(free_port)
+	done
+	return 1
 }
 
 # kill9_server DIR: the postmaster and its children, at once.
@@ -198,6 +210,7 @@ scenario() { # NAME
 	[ "$SC" = sync ] && mode=sync
 	t0=$(date +%s)
 	primary "$T/$SC/p" "$P1" || { not_ok "$SC: primary did not start"; return; }
+	P1=$PORT_USED
 	fakegw_start "$T/$SC" --key "$KEY" --mch-id "$MCH" --latency-ms 20 || { not_ok "$SC: fakegw"; return; }
 	PIDS="$PIDS $GWPID"
 	curl -sf -o /dev/null -X POST -d "{\"prefix\":\"b\",\"count\":$N}" "$FAKE/_fake/bind"
@@ -215,6 +228,7 @@ scenario() { # NAME
 	            LATERAL (SELECT '$NOW'::timestamptz - make_interval(secs => n % 3600) AS t) a
 	      WHERE p.code = 'monthly'" || { not_ok "$SC: subscriptions"; return; }
 	standby "$T/$SC/s" "$P1" "$P2" || { not_ok "$SC: standby did not start"; return; }
+	P2=$PORT_USED
 	want=streaming
 	if [ "$mode" = sync ]; then
 		want="streaming sync"
