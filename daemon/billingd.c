@@ -449,9 +449,10 @@ int main(int argc, char **argv)
 	if (!db)
 		return 1;
 	if (db_sessions_shared(cfg.database_url, owner, err, sizeof(err)) == 1) {
-		fprintf(stderr, "billingd: database.url: two connections were served by one server "
-		                "session (a pooler in transaction mode?): billingd keeps state in its "
-		                "sessions; use session pooling or connect directly\n");
+		fprintf(stderr,
+		        "billingd: database.url: two connections were served by one server "
+		        "session (a pooler in transaction mode?): billingd keeps state in its "
+		        "sessions; use session pooling or connect directly\n");
 		PQfinish(db);
 		return 2;
 	}
