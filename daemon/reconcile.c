@@ -24,9 +24,9 @@
  * for a charge whether it is reversed (voided or fully refunded), and for
  * a subscription attempt we have no row for, its subscription. The last
  * part derives the next RECONCILE_AHEAD attempt numbers of every live
- * subscription due before the window's end: a promotion or a restore can
- * lose an intent (and every later row of its subscription) after its
- * number was sent. */
+ * subscription due at the billing clock: a promotion or a restore can lose
+ * an intent after its number was sent, and with it its subscription's
+ * advance, which leaves the subscription due. */
 /* clang-format off */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
@@ -66,7 +66,7 @@ static const char SQL_ROWS[] =
     "                       WHERE c.subscription_id = s.id AND c.period = s.period) m,"
     "        generate_series(m.mx + 1, m.mx + $4::int) a"
     "  WHERE s.state IN ('trialing', 'active', 'past_due')"
-    "    AND s.next_charge_at < to_timestamp($2)";
+    "    AND s.next_charge_at <= to_timestamp($5)";
 /* clang-format on */
 
 /* What judging needs of the gateway's answer (a whole gw_result per order
@@ -441,7 +441,7 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 
 	memset(out, 0, sizeof(*out));
 	r = db_get(c, err, errlen, SQL_ROWS, DB_I(o->from), DB_I(o->to), DB_S(cfg->order_prefix),
-	           DB_I(RECONCILE_AHEAD));
+	           DB_I(RECONCILE_AHEAD), DB_I(o->now));
 	if (!r)
 		return -1;
 	n = PQntuples(r);

@@ -13,7 +13,7 @@
 #include "config.h"
 #include "gateway.h"
 
-/* How many attempt numbers past each live subscription's last one are
+/* How many attempt numbers past each due subscription's last one are
  * asked for (a lost intent, and the attempts after it). */
 #define RECONCILE_AHEAD 2
 
