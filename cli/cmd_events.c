@@ -13,18 +13,14 @@
 	"usage: billctl events list [--type T] [--since T] [--status pending|delivered|failed] "   \
 	"[--customer ID] | show EVENT_ID | replay EVENT_ID | replay --since T [--type T] | tail"
 
-static cJSON *row_json(const struct events_row *e)
+static cJSON *row_json(const void *item)
 {
+	const struct events_row *e = item;
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "id", e->event_id);
-	cJSON_AddStringToObject(o, "type", e->type);
-	cJSON_AddStringToObject(o, "customer_id", e->customer_id);
-	cJSON_AddNumberToObject(o, "seq", (double)e->seq);
-	out_json_time(o, "created", e->created);
-	cJSON_AddStringToObject(o, "status", e->status);
-	cJSON_AddNumberToObject(o, "attempts", e->attempts);
-	cJSON_AddItemToObject(o, "body", cJSON_Parse(e->body));
+	out_json_add(o, "id:s type:s customer_id:s seq:I created:t status:s attempts:i body:j",
+	             e->event_id, e->type, e->customer_id, e->seq, e->created, e->status,
+	             e->attempts, cJSON_Parse(e->body));
 	return o;
 }
 
@@ -75,15 +71,10 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (events_list(db, &f, &rows, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (events_list(db, &f, &rows, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
-		cJSON *a = cJSON_CreateArray();
-		for (int i = 0; i < n; i++)
-			cJSON_AddItemToArray(a, row_json(&rows[i]));
-		out_json(a);
+		out_json_list(rows, n, sizeof(*rows), row_json);
 	} else {
 		struct out_table *t = out_table_new(7, HEADERS);
 		for (int i = 0; i < n; i++) {
@@ -112,10 +103,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (events_show(db, id, &e, &att, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (events_show(db, id, &e, &att, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = row_json(&e), *a = cJSON_AddArrayToObject(o, "deliveries");
 		for (int i = 0; i < n; i++) {
@@ -125,9 +114,8 @@ static int show(struct cli *ctx, int argc, char **argv)
 				cJSON_AddNumberToObject(d, "http_status", att[i].http_status);
 			else
 				cJSON_AddNullToObject(d, "http_status");
-			cJSON_AddNumberToObject(d, "latency_ms", att[i].latency_ms);
-			cJSON_AddStringToObject(d, "error", att[i].error);
-			cJSON_AddStringToObject(d, "by", att[i].owner);
+			out_json_add(d, "latency_ms:i error:s by:s", att[i].latency_ms,
+			             att[i].error, att[i].owner);
 			cJSON_AddItemToArray(a, d);
 		}
 		out_json(o);
@@ -181,10 +169,8 @@ static int replay(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (events_replay(db, npos ? id : NULL, &f, &n, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (events_replay(db, npos ? id : NULL, &f, &n, err, sizeof(err)) < 0)
+		return out_fail(err);
 	if (ctx->json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "queued", n);
@@ -221,10 +207,8 @@ static int tail(struct cli *ctx, int argc, char **argv)
 	sa.sa_handler = on_interrupt;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	if (events_listen(db, err, sizeof(err)) < 0) {
-		cli_error("%s", err);
-		return CLI_FAIL;
-	}
+	if (events_listen(db, err, sizeof(err)) < 0)
+		return out_fail(err);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	while (!interrupted) {
 		struct events_row *rows;

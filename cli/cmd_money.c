@@ -57,12 +57,8 @@ static int charge_dry(struct cli *ctx, int64_t id, int end_trial)
 	out_time(ctx->now, at, sizeof(at));
 	if (ctx->json) {
 		cJSON *j = cJSON_CreateObject();
-		cJSON_AddBoolToObject(j, "dry_run", 1);
-		cJSON_AddNumberToObject(j, "subscription", (double)id);
-		cJSON_AddStringToObject(j, "customer_id", sub.customer_id);
-		cJSON_AddNumberToObject(j, "period", sub.period);
-		out_json_money(j, sub.amount_cents);
-		out_json_time(j, "at", ctx->now);
+		out_json_add(j, "dry_run:b subscription:I customer_id:s period:i amount:m at:t", 1,
+		             id, sub.customer_id, sub.period, sub.amount_cents, ctx->now);
 		out_json(j);
 	} else
 		printf(DRY "charge subscription %lld (customer %s) %s CAD for period %d at %s%s\n",
@@ -108,9 +104,7 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	if (o == GW_INVALID)
 		return out_fail(err);
 	j = cJSON_CreateObject();
-	cJSON_AddNumberToObject(j, "subscription", (double)id);
-	cJSON_AddStringToObject(j, "mch_order_no", mch);
-	cJSON_AddStringToObject(j, "message", err);
+	out_json_add(j, "subscription:I mch_order_no:s message:s", id, mch, err);
 	snprintf(line, sizeof(line), "charge %s: %s%s%s", mch,
 	         o == GW_SUCCESS ? "succeeded"
 	         : o == GW_FAIL  ? "declined"
@@ -133,10 +127,8 @@ static int refund_dry(struct cli *ctx, const char *pay_order_id, int is_void, in
 	out_money(amount, money, sizeof(money));
 	if (ctx->json) {
 		cJSON *j = cJSON_CreateObject();
-		cJSON_AddBoolToObject(j, "dry_run", 1);
-		cJSON_AddStringToObject(j, "type", is_void ? "void" : "refund");
-		cJSON_AddStringToObject(j, "of_pay_order_id", pay_order_id);
-		out_json_money(j, amount);
+		out_json_add(j, "dry_run:b type:s of_pay_order_id:s amount:m", 1,
+		             is_void ? "void" : "refund", pay_order_id, amount);
 		out_json(j);
 	} else
 		printf(DRY "%s %s CAD of %s\n", is_void ? "void" : "refund", money, pay_order_id);
@@ -171,14 +163,11 @@ static int refund_or_void(struct cli *ctx, int argc, char **argv, int is_void)
 	if (o < 0)
 		return out_fail(err);
 	j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "type", row.is_void ? "void" : "refund");
-	cJSON_AddStringToObject(j, "mch_refund_no", row.mch_refund_no);
-	cJSON_AddStringToObject(j, "of_pay_order_id", pos[0]);
-	cJSON_AddNumberToObject(j, "amount_cents", (double)row.amount_cents);
-	cJSON_AddStringToObject(j, "state", row.state);
-	cJSON_AddStringToObject(j, "pay_order_id", row.pay_order_id);
-	cJSON_AddBoolToObject(j, "resolved_earlier", row.resolved_earlier);
-	cJSON_AddStringToObject(j, "message", o == GW_SUCCESS ? "" : err);
+	out_json_add(j,
+	             "type:s mch_refund_no:s of_pay_order_id:s amount_cents:I state:s "
+	             "pay_order_id:s resolved_earlier:b message:s",
+	             row.is_void ? "void" : "refund", row.mch_refund_no, pos[0], row.amount_cents,
+	             row.state, row.pay_order_id, row.resolved_earlier, o == GW_SUCCESS ? "" : err);
 	out_money(row.amount_cents, money, sizeof(money));
 	if (o == GW_SUCCESS)
 		snprintf(line, sizeof(line), "%s %s: %s CAD of %s succeeded (gateway order %s)%s",
@@ -232,9 +221,7 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 			return out_fail(err);
 		out_money(amount, money, sizeof(money));
 		j = cJSON_CreateObject();
-		cJSON_AddBoolToObject(j, "dry_run", 1);
-		cJSON_AddStringToObject(j, "customer_id", pos[0]);
-		out_json_money(j, amount);
+		out_json_add(j, "dry_run:b customer_id:s amount:m", 1, pos[0], amount);
 		if (ctx->json)
 			out_json(j);
 		else {
@@ -250,10 +237,8 @@ int cmd_paylink(struct cli *ctx, int argc, char **argv)
 	if (o != GW_SUCCESS)
 		return out_fail(err);
 	j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "customer_id", pos[0]);
-	cJSON_AddNumberToObject(j, "amount_cents", (double)amount);
-	cJSON_AddStringToObject(j, "mch_order_no", pl.mch_order_no);
-	cJSON_AddStringToObject(j, "pay_url", pl.pay_url);
+	out_json_add(j, "customer_id:s amount_cents:I mch_order_no:s pay_url:s", pos[0], amount,
+	             pl.mch_order_no, pl.pay_url);
 	return report_outcome(ctx, j, GW_SUCCESS, pl.pay_url);
 }
 
@@ -299,14 +284,11 @@ int cmd_query(struct cli *ctx, int argc, char **argv)
 		return CLI_OK;
 	}
 	j = cJSON_CreateObject();
-	cJSON_AddStringToObject(j, "pay_order_id", o->pay_order_id);
-	cJSON_AddStringToObject(j, "mch_order_no", o->mch_order_no);
-	cJSON_AddStringToObject(j, "trans_id", o->trans_id);
-	cJSON_AddNumberToObject(j, "status", o->status);
-	cJSON_AddNumberToObject(j, "amount_cents", (double)o->amount);
-	cJSON_AddStringToObject(j, "pay_type", o->pay_type);
-	cJSON_AddStringToObject(j, "original_order_id", o->original_order_id);
-	cJSON_AddStringToObject(j, "pay_succ_time", o->pay_succ_time);
+	out_json_add(j,
+	             "pay_order_id:s mch_order_no:s trans_id:s status:i amount_cents:I pay_type:s "
+	             "original_order_id:s pay_succ_time:s",
+	             o->pay_order_id, o->mch_order_no, o->trans_id, o->status, (int64_t)o->amount,
+	             o->pay_type, o->original_order_id, o->pay_succ_time);
 	out_json(j);
 	return CLI_OK;
 }

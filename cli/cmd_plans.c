@@ -12,11 +12,6 @@
 
 #define USAGE "usage: billctl plans sync [--dry-run] | list"
 
-static void dollars(int64_t cents, char *buf, size_t len)
-{
-	snprintf(buf, len, "%lld.%02lld", (long long)(cents / 100), (long long)(cents % 100));
-}
-
 /* "1d,3d,7d -> past_due"; "none -> cancel". */
 static void retry_text(const struct plan *p, char *buf, size_t len)
 {
@@ -34,8 +29,8 @@ static void print_diff_text(const struct plan *p, const struct plan_diff *d, int
 	for (int i = 0; i < n; i++) {
 		char was[32], now[32];
 
-		dollars(p[i].amount, now, sizeof(now));
-		dollars(d[i].old_amount, was, sizeof(was));
+		out_money(p[i].amount, now, sizeof(now));
+		out_money(d[i].old_amount, was, sizeof(was));
 		if (d[i].change == PLAN_NEW)
 			printf("%s: new plan, v1, amount %s\n", p[i].code, now);
 		else if (d[i].change == PLAN_CHANGED && p[i].amount != d[i].old_amount)
@@ -51,26 +46,21 @@ static void print_diff_json(const struct plan *p, const struct plan_diff *d, int
 {
 	cJSON *o = cJSON_CreateObject(), *changes = cJSON_CreateArray();
 
-	cJSON_AddBoolToObject(o, "dry_run", 1);
-	cJSON_AddNumberToObject(o, "loaded", n);
-	cJSON_AddNumberToObject(o, "created", created);
+	out_json_add(o, "dry_run:b loaded:i created:i", 1, n, created);
 	for (int i = 0; i < n; i++) {
 		cJSON *c;
 
 		if (d[i].change == PLAN_SAME)
 			continue;
 		c = cJSON_CreateObject();
-		cJSON_AddStringToObject(c, "code", p[i].code);
-		cJSON_AddNumberToObject(c, "version", d[i].version + 1);
-		cJSON_AddNumberToObject(c, "amount_cents", (double)p[i].amount);
-		if (d[i].change == PLAN_NEW) {
-			cJSON_AddNullToObject(c, "previous_version");
-			cJSON_AddNullToObject(c, "previous_amount_cents");
-		} else {
-			cJSON_AddNumberToObject(c, "previous_version", d[i].version);
-			cJSON_AddNumberToObject(c, "previous_amount_cents",
-			                        (double)d[i].old_amount);
-		}
+		out_json_add(c, "code:s version:i amount_cents:I", p[i].code, d[i].version + 1,
+		             p[i].amount);
+		if (d[i].change == PLAN_NEW)
+			out_json_add(c, "previous_version:j previous_amount_cents:j", (cJSON *)NULL,
+			             (cJSON *)NULL);
+		else
+			out_json_add(c, "previous_version:i previous_amount_cents:I", d[i].version,
+			             d[i].old_amount);
 		cJSON_AddItemToArray(changes, c);
 	}
 	cJSON_AddItemToObject(o, "changes", changes);
@@ -134,23 +124,13 @@ static int run_sync(struct cli *ctx, int argc, char **argv)
 static cJSON *plan_json(const struct plan *p)
 {
 	cJSON *o = cJSON_CreateObject(), *retry = cJSON_CreateArray();
-	char amount[32];
 
-	dollars(p->amount, amount, sizeof(amount));
-	cJSON_AddNumberToObject(o, "id", (double)p->id);
-	cJSON_AddStringToObject(o, "code", p->code);
-	cJSON_AddNumberToObject(o, "version", p->version);
-	cJSON_AddStringToObject(o, "name", p->name);
-	cJSON_AddNumberToObject(o, "amount_cents", (double)p->amount);
-	cJSON_AddStringToObject(o, "amount", amount);
-	cJSON_AddStringToObject(o, "currency", "CAD");
-	cJSON_AddStringToObject(o, "interval", cal_unit_name(p->interval));
-	cJSON_AddNumberToObject(o, "interval_count", p->interval_count);
-	cJSON_AddNumberToObject(o, "trial_days", p->trial_days);
-	if (p->cycles)
-		cJSON_AddNumberToObject(o, "cycles", p->cycles);
-	else
-		cJSON_AddNullToObject(o, "cycles");
+	out_json_add(o,
+	             "id:I code:s version:i name:s amount:m currency:s interval:s interval_count:i "
+	             "trial_days:i cycles:j",
+	             p->id, p->code, p->version, p->name, p->amount, "CAD",
+	             cal_unit_name(p->interval), p->interval_count, p->trial_days,
+	             p->cycles ? cJSON_CreateNumber(p->cycles) : NULL);
 	for (int i = 0; i < p->nretry; i++) {
 		char d[16];
 
@@ -190,7 +170,7 @@ static void print_table(const struct plan *p, int n)
 	for (int i = 0; i < n; i++) {
 		char amount[32], interval[32], trial[16], cycles[16], retry[256];
 
-		dollars(p[i].amount, amount, sizeof(amount));
+		out_money(p[i].amount, amount, sizeof(amount));
 		snprintf(interval, sizeof(interval), "%d %s%s", p[i].interval_count,
 		         cal_unit_name(p[i].interval), p[i].interval_count == 1 ? "" : "s");
 		snprintf(trial, sizeof(trial), p[i].trial_days ? "%dd" : "-", p[i].trial_days);

@@ -66,26 +66,20 @@ static cJSON *item_json(const struct reconcile_item *it)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "verdict", reconcile_verdict_name(it->verdict));
-	cJSON_AddStringToObject(o, "kind", it->kind);
-	cJSON_AddStringToObject(o, "mch_order_no", it->mch_order_no);
-	cJSON_AddStringToObject(o, "customer_id", it->customer_id);
-	if (it->id) {
-		cJSON_AddNumberToObject(o, "id", (double)it->id);
-		cJSON_AddNumberToObject(o, "amount_cents", (double)it->amount_cents);
-		cJSON_AddStringToObject(o, "state", it->state);
-		cJSON_AddStringToObject(o, "pay_order_id", it->pay_order_id);
-	}
-	cJSON_AddStringToObject(o, "gateway",
-	                        it->gw_found < 0    ? "unknown"
-	                        : it->gw_found == 0 ? "absent"
-	                                            : "found");
-	if (it->gw_found == 1) {
-		cJSON_AddStringToObject(o, "gateway_pay_order_id", it->gw_pay_order_id);
-		cJSON_AddNumberToObject(o, "gateway_status", it->gw_status);
-		cJSON_AddNumberToObject(o, "gateway_amount_cents", (double)it->gw_amount);
-	}
-	cJSON_AddStringToObject(o, "detail", it->detail);
+	out_json_add(o, "verdict:s kind:s mch_order_no:s customer_id:s",
+	             reconcile_verdict_name(it->verdict), it->kind, it->mch_order_no,
+	             it->customer_id);
+	if (it->id)
+		out_json_add(o, "id:I amount_cents:I state:s pay_order_id:s", it->id,
+		             it->amount_cents, it->state, it->pay_order_id);
+	out_json_add(o, "gateway:s",
+	             it->gw_found < 0    ? "unknown"
+	             : it->gw_found == 0 ? "absent"
+	                                 : "found");
+	if (it->gw_found == 1)
+		out_json_add(o, "gateway_pay_order_id:s gateway_status:i gateway_amount_cents:I",
+		             it->gw_pay_order_id, it->gw_status, (int64_t)it->gw_amount);
+	out_json_add(o, "detail:s", it->detail);
 	return o;
 }
 
@@ -187,9 +181,7 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		cJSON *o = cJSON_CreateObject(), *counts = cJSON_AddObjectToObject(o, "counts");
 		cJSON *cents = cJSON_AddObjectToObject(o, "cents");
 		cJSON *items = cJSON_CreateArray();
-		cJSON_AddStringToObject(o, "from", from_s);
-		cJSON_AddStringToObject(o, "to", to_s);
-		cJSON_AddBoolToObject(o, "clean", clean);
+		out_json_add(o, "from:s to:s clean:b", from_s, to_s, clean);
 		for (int v = RECONCILE_DANGER; v <= RECONCILE_OK; v++) {
 			cJSON_AddNumberToObject(counts, reconcile_verdict_name(v), rep.count[v]);
 			cJSON_AddNumberToObject(cents, reconcile_verdict_name(v),

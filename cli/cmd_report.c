@@ -94,30 +94,17 @@ static void csv_totals(const struct report *r, FILE *f)
 		csv_total(&r->all[i], "total", f);
 }
 
-static void json_int(cJSON *o, const char *key, int64_t v)
-{
-	cJSON_AddNumberToObject(o, key, (double)v);
-}
-
 static cJSON *total_json(const struct report_total *t)
 {
 	cJSON *o = cJSON_CreateObject();
-	char net[32];
 
-	if (t->date[0]) { /* the window's totals have neither */
-		cJSON_AddStringToObject(o, "date", t->date);
-		cJSON_AddStringToObject(o, "plan", t->plan);
-	}
-	cJSON_AddStringToObject(o, "currency", t->currency);
-	json_int(o, "charges", t->charges);
-	json_int(o, "charges_cents", t->charges_cents);
-	json_int(o, "refunds", t->refunds);
-	json_int(o, "refunds_cents", t->refunds_cents);
-	json_int(o, "voids", t->voids);
-	json_int(o, "voids_cents", t->voids_cents);
-	json_int(o, "net_cents", t->net_cents);
-	out_money(t->net_cents, net, sizeof(net));
-	cJSON_AddStringToObject(o, "net", net);
+	if (t->date[0]) /* the window's totals have neither */
+		out_json_add(o, "date:s plan:s", t->date, t->plan);
+	out_json_add(o,
+	             "currency:s charges:i charges_cents:I refunds:i refunds_cents:I voids:i "
+	             "voids_cents:I net:m",
+	             t->currency, t->charges, t->charges_cents, t->refunds, t->refunds_cents,
+	             t->voids, t->voids_cents, t->net_cents);
 	return o;
 }
 
@@ -139,7 +126,7 @@ static cJSON *net_by(const struct report *r, size_t field)
 		for (int k = i; k < r->ntotals; k++)
 			if (strcmp((const char *)&r->totals[k] + field, key) == 0)
 				sum += r->totals[k].net_cents;
-		json_int(o, key, sum);
+		cJSON_AddNumberToObject(o, key, (double)sum);
 	}
 	return o;
 }
@@ -166,30 +153,23 @@ static void json_report(const struct report *r, const char *const window[3], con
 {
 	cJSON *o = cJSON_CreateObject(), *rows, *open;
 
-	if (window[0]) {
-		cJSON_AddStringToObject(o, "month", window[0]);
-	} else {
-		cJSON_AddStringToObject(o, "from", window[1]);
-		cJSON_AddStringToObject(o, "to", window[2]);
-	}
-	cJSON_AddStringToObject(o, "timezone", timezone);
+	if (window[0])
+		out_json_add(o, "month:s", window[0]);
+	else
+		out_json_add(o, "from:s to:s", window[1], window[2]);
+	out_json_add(o, "timezone:s", timezone);
 	rows = cJSON_AddArrayToObject(o, "rows");
 	for (int i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 		cJSON *j = cJSON_CreateObject();
 
-		cJSON_AddStringToObject(j, "date", w->date);
-		cJSON_AddStringToObject(j, "type", w->type);
-		cJSON_AddStringToObject(j, "customer_id", w->customer_id);
-		cJSON_AddStringToObject(j, "plan", w->plan);
-		out_json_money(j, w->amount_cents);
-		cJSON_AddStringToObject(j, "currency", w->currency);
-		cJSON_AddStringToObject(j, "mch_order_no", w->mch_order_no);
-		cJSON_AddStringToObject(j, "pay_order_id", w->pay_order_id);
-		cJSON_AddStringToObject(j, "trans_id", w->trans_id);
-		cJSON_AddStringToObject(j, "status", w->status);
-		cJSON_AddStringToObject(j, "original_pay_order_id", w->original_pay_order_id);
-		cJSON_AddStringToObject(j, "gateway_time", w->gateway_time);
+		out_json_add(
+		    j,
+		    "date:s type:s customer_id:s plan:s amount:m currency:s mch_order_no:s "
+		    "pay_order_id:s trans_id:s status:s original_pay_order_id:s gateway_time:s",
+		    w->date, w->type, w->customer_id, w->plan, w->amount_cents, w->currency,
+		    w->mch_order_no, w->pay_order_id, w->trans_id, w->status,
+		    w->original_pay_order_id, w->gateway_time);
 		cJSON_AddItemToArray(rows, j);
 	}
 	cJSON_AddItemToObject(o, "totals", totals_json(r));

@@ -24,28 +24,17 @@ static cJSON *subscription_json(const void *item)
 	const struct subscription *s = item;
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(o, "id", (double)s->id);
-	cJSON_AddStringToObject(o, "customer_id", s->customer_id);
-	cJSON_AddStringToObject(o, "plan", s->plan_code);
-	cJSON_AddNumberToObject(o, "plan_version", s->plan_version);
-	out_json_money(o, s->amount_cents);
-	if (s->next_plan_id)
-		cJSON_AddStringToObject(o, "next_plan", s->next_plan_code);
-	else
-		cJSON_AddNullToObject(o, "next_plan");
-	cJSON_AddStringToObject(o, "state", s->state);
-	cJSON_AddBoolToObject(o, "cancel_at_period_end", s->cancel_at_period_end);
-	cJSON_AddNumberToObject(o, "period", s->period);
-	cJSON_AddNumberToObject(o, "attempts", s->attempts);
-	cJSON_AddNumberToObject(o, "cycles_done", s->cycles_done);
-	out_json_time(o, "anchor", s->anchor);
-	out_json_time(o, "trial_end", s->trial_end);
-	out_json_time(o, "period_start", s->period_start);
-	out_json_time(o, "period_end", s->period_end);
 	/* One that will end has no next charge: it ends then. */
-	out_json_time(o, "next_charge_at", s->cancel_at_period_end ? 0 : s->next_charge_at);
-	out_json_time(o, "ends_at", s->cancel_at_period_end ? s->next_charge_at : 0);
-	out_json_time(o, "created_at", s->created_at);
+	out_json_add(
+	    o,
+	    "id:I customer_id:s plan:s plan_version:i amount:m next_plan:s state:s "
+	    "cancel_at_period_end:b period:i attempts:i cycles_done:i anchor:t trial_end:t "
+	    "period_start:t period_end:t next_charge_at:t ends_at:t created_at:t",
+	    s->id, s->customer_id, s->plan_code, s->plan_version, s->amount_cents,
+	    s->next_plan_id ? s->next_plan_code : NULL, s->state, s->cancel_at_period_end,
+	    s->period, s->attempts, s->cycles_done, s->anchor, s->trial_end, s->period_start,
+	    s->period_end, s->cancel_at_period_end ? 0 : s->next_charge_at,
+	    s->cancel_at_period_end ? s->next_charge_at : 0, s->created_at);
 	return o;
 }
 
@@ -161,9 +150,8 @@ int cmd_subscribe(struct cli *ctx, int argc, char **argv)
 			cJSON_DeleteItemFromObject(o, "id");
 			cJSON_AddBoolToObject(o, "dry_run", 1);
 		}
-		cJSON_AddNumberToObject(o, "arrears_periods", passed);
-		cJSON_AddNumberToObject(o, "arrears_cents", (double)(passed * s.amount_cents));
-		cJSON_AddBoolToObject(o, "arrears_billed", n.bill_arrears && passed > 0);
+		out_json_add(o, "arrears_periods:i arrears_cents:I arrears_billed:b", passed,
+		             passed * s.amount_cents, n.bill_arrears && passed > 0);
 		out_json(o);
 		return CLI_OK;
 	}
@@ -240,13 +228,11 @@ static cJSON *refund_json(const struct refund_row *r)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "type", r->is_void ? "void" : "refund");
-	cJSON_AddStringToObject(o, "mch_refund_no", r->mch_refund_no);
-	cJSON_AddNumberToObject(o, "amount_cents", (double)r->amount_cents);
-	cJSON_AddStringToObject(o, "state", r->state);
-	cJSON_AddStringToObject(o, "pay_order_id", r->pay_order_id);
-	cJSON_AddStringToObject(o, "ret_msg", r->ret_msg);
-	out_json_time(o, "created_at", r->created_at);
+	out_json_add(
+	    o,
+	    "type:s mch_refund_no:s amount_cents:I state:s pay_order_id:s ret_msg:s created_at:t",
+	    r->is_void ? "void" : "refund", r->mch_refund_no, r->amount_cents, r->state,
+	    r->pay_order_id, r->ret_msg, r->created_at);
 	return o;
 }
 
@@ -288,15 +274,13 @@ static int show(struct cli *ctx, int argc, char **argv)
 		cJSON *o = subscription_json(&s), *a = cJSON_AddArrayToObject(o, "charges");
 		for (int i = 0; i < n; i++) {
 			cJSON *c = cJSON_CreateObject(), *ra;
-			cJSON_AddNumberToObject(c, "id", (double)ch[i].id);
-			cJSON_AddStringToObject(c, "mch_order_no", ch[i].mch_order_no);
-			cJSON_AddNumberToObject(c, "period", ch[i].period);
-			cJSON_AddNumberToObject(c, "attempt", ch[i].attempt);
-			cJSON_AddNumberToObject(c, "amount_cents", (double)ch[i].amount_cents);
-			cJSON_AddStringToObject(c, "state", ch[i].state);
-			cJSON_AddStringToObject(c, "pay_order_id", ch[i].pay_order_id);
-			cJSON_AddStringToObject(c, "ret_msg", ch[i].ret_msg);
-			out_json_time(c, "created_at", ch[i].created_at);
+			out_json_add(
+			    c,
+			    "id:I mch_order_no:s period:i attempt:i amount_cents:I state:s "
+			    "pay_order_id:s ret_msg:s created_at:t",
+			    ch[i].id, ch[i].mch_order_no, ch[i].period, ch[i].attempt,
+			    ch[i].amount_cents, ch[i].state, ch[i].pay_order_id, ch[i].ret_msg,
+			    ch[i].created_at);
 			ra = cJSON_AddArrayToObject(c, "refunds");
 			for (int k = 0; k < nr; k++)
 				if (rf[k].charge_id == ch[i].id)
@@ -332,96 +316,66 @@ static int show(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
-static int cancel(struct cli *ctx, int argc, char **argv)
-{
-	const char *pos[1];
-	int at_end = 0, dry = 0, rc;
-	const struct out_opt opts[] = {
-	    {"--at-period-end", NULL, &at_end}, {"--dry-run", NULL, &dry}, {0}};
-	struct subscription s;
-	int64_t id;
-	char err[512];
-	PGconn *db;
+enum change_kind { CHANGE_CANCEL, CHANGE_PAUSE, CHANGE_RESUME, CHANGE_KEEP, CHANGE_PLAN };
 
-	if (parse_id_arg(argc, argv, opts, pos, 1, &id) < 0)
-		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || dry_begin(db, dry) != CLI_OK)
-		return CLI_FAIL;
-	rc = subscriptions_cancel(db, id, at_end, &s, err, sizeof(err));
-	return dry_end(ctx, db, dry, rc, err, &s);
-}
-
-enum change_kind { CHANGE_PAUSE, CHANGE_RESUME, CHANGE_KEEP };
-
-/* pause, resume and keep: an id, --dry-run and one ledger call. */
-static int simple_change(struct cli *ctx, int argc, char **argv, enum change_kind k)
-{
-	const char *pos[1];
-	int dry = 0, rc;
-	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
-	struct subscription s;
-	int64_t id;
-	char err[512];
-	PGconn *db;
-
-	if (parse_id_arg(argc, argv, opts, pos, 1, &id) < 0)
-		return CLI_USAGE;
-	if (!(db = cli_db(ctx)) || dry_begin(db, dry) != CLI_OK)
-		return CLI_FAIL;
-	rc = k == CHANGE_RESUME  ? subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err))
-	     : k == CHANGE_PAUSE ? subscriptions_pause(db, id, ctx->now, &s, err, sizeof(err))
-	                         : subscriptions_keep(db, id, &s, err, sizeof(err));
-	return dry_end(ctx, db, dry, rc, err, &s);
-}
-
-static int pause_sub(struct cli *ctx, int argc, char **argv)
-{
-	return simple_change(ctx, argc, argv, CHANGE_PAUSE);
-}
-
-static int resume_sub(struct cli *ctx, int argc, char **argv)
-{
-	return simple_change(ctx, argc, argv, CHANGE_RESUME);
-}
-
-static int keep_sub(struct cli *ctx, int argc, char **argv)
-{
-	return simple_change(ctx, argc, argv, CHANGE_KEEP);
-}
-
-static int change_plan(struct cli *ctx, int argc, char **argv)
+/* Every change of one subscription: its id (and change-plan's plan),
+ * --dry-run (and cancel's --at-period-end), one ledger call. */
+static int change(struct cli *ctx, int argc, char **argv, enum change_kind k)
 {
 	const char *pos[2];
-	int dry = 0, rc;
-	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
+	int at_end = 0, dry = 0, rc = -1;
+	/* --at-period-end is cancel's alone: the others' options start after it. */
+	const struct out_opt all[] = {
+	    {"--at-period-end", NULL, &at_end}, {"--dry-run", NULL, &dry}, {0}};
 	struct subscription s;
 	struct plan p;
 	int64_t id;
 	char err[512];
 	PGconn *db;
 
-	if (parse_id_arg(argc, argv, opts, pos, 2, &id) < 0)
+	if (parse_id_arg(argc, argv, k == CHANGE_CANCEL ? all : all + 1, pos,
+	                 k == CHANGE_PLAN ? 2 : 1, &id) < 0)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0)
+	if (k == CHANGE_PLAN && plans_get_current(db, pos[1], &p, err, sizeof(err)) < 0)
 		return out_fail(err);
 	if (dry_begin(db, dry) != CLI_OK)
 		return CLI_FAIL;
-	rc = subscriptions_change_plan(db, id, &p, &s, err, sizeof(err));
+	switch (k) {
+	case CHANGE_CANCEL:
+		rc = subscriptions_cancel(db, id, at_end, &s, err, sizeof(err));
+		break;
+	case CHANGE_PAUSE:
+		rc = subscriptions_pause(db, id, ctx->now, &s, err, sizeof(err));
+		break;
+	case CHANGE_RESUME:
+		rc = subscriptions_resume(db, id, ctx->now, &s, err, sizeof(err));
+		break;
+	case CHANGE_KEEP:
+		rc = subscriptions_keep(db, id, &s, err, sizeof(err));
+		break;
+	case CHANGE_PLAN:
+		rc = subscriptions_change_plan(db, id, &p, &s, err, sizeof(err));
+		break;
+	}
 	return dry_end(ctx, db, dry, rc, err, &s);
 }
 
 int cmd_subscription(struct cli *ctx, int argc, char **argv)
 {
-	static const struct out_sub subs[] = {{"list", list},
-	                                      {"show", show},
-	                                      {"cancel", cancel},
-	                                      {"pause", pause_sub},
-	                                      {"resume", resume_sub},
-	                                      {"keep", keep_sub},
-	                                      {"change-plan", change_plan},
-	                                      {0}};
+	static const struct {
+		const char *name;
+		enum change_kind kind;
+	} changes[] = {{"cancel", CHANGE_CANCEL},
+	               {"pause", CHANGE_PAUSE},
+	               {"resume", CHANGE_RESUME},
+	               {"keep", CHANGE_KEEP},
+	               {"change-plan", CHANGE_PLAN}};
+	static const struct out_sub subs[] = {{"list", list}, {"show", show}, {0}};
 
+	for (size_t i = 0; argc > 1 && i < sizeof(changes) / sizeof(changes[0]); i++)
+		if (strcmp(argv[1], changes[i].name) == 0)
+			return change(ctx, argc, argv, changes[i].kind);
 	return out_dispatch(ctx, argc, argv, subs, USAGE);
 }

@@ -1,6 +1,7 @@
 /* out.c: presentation and argument parsing shared by billctl's verbs. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,11 +145,7 @@ void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(cons
 
 void out_json_money(cJSON *o, int64_t cents)
 {
-	char money[32];
-
-	cJSON_AddNumberToObject(o, "amount_cents", (double)cents);
-	out_money(cents, money, sizeof(money));
-	cJSON_AddStringToObject(o, "amount", money);
+	out_json_add(o, "amount:m", cents);
 }
 
 void out_json_time(cJSON *o, const char *key, int64_t t)
@@ -161,6 +158,67 @@ void out_json_time(cJSON *o, const char *key, int64_t t)
 	}
 	cal_format(t, buf, sizeof(buf));
 	cJSON_AddStringToObject(o, key, buf);
+}
+
+void out_json_add(cJSON *o, const char *spec, ...)
+{
+	char key[64], money[32];
+	const char *p = spec;
+	va_list ap;
+
+	va_start(ap, spec);
+	while (*p) {
+		size_t n = strcspn(p, ":");
+		char type;
+		const char *s;
+		cJSON *item;
+		int64_t v;
+
+		/* A malformed spec is a programming error, caught by any test. */
+		if (!p[n] || n >= sizeof(key) - sizeof("_cents"))
+			abort();
+		memcpy(key, p, n);
+		key[n] = 0;
+		type = p[n + 1];
+		switch (type) {
+		case 's':
+			s = va_arg(ap, const char *);
+			if (s)
+				cJSON_AddStringToObject(o, key, s);
+			else
+				cJSON_AddNullToObject(o, key);
+			break;
+		case 'i':
+			cJSON_AddNumberToObject(o, key, va_arg(ap, int));
+			break;
+		case 'I':
+			cJSON_AddNumberToObject(o, key, (double)va_arg(ap, int64_t));
+			break;
+		case 'b':
+			cJSON_AddBoolToObject(o, key, va_arg(ap, int));
+			break;
+		case 't':
+			out_json_time(o, key, va_arg(ap, int64_t));
+			break;
+		case 'm':
+			v = va_arg(ap, int64_t);
+			out_money(v, money, sizeof(money));
+			strcat(key, "_cents");
+			cJSON_AddNumberToObject(o, key, (double)v);
+			key[n] = 0;
+			cJSON_AddStringToObject(o, key, money);
+			break;
+		case 'j':
+			item = va_arg(ap, cJSON *);
+			cJSON_AddItemToObject(o, key, item ? item : cJSON_CreateNull());
+			break;
+		default:
+			abort();
+		}
+		p += n + 2;
+		p += strspn(p, " ");
+	}
+	va_end(ap);
 }
 
 /* Whole decimal integer in [min, max]. */

@@ -38,6 +38,11 @@ void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(cons
 void out_json_money(cJSON *o, int64_t cents);
 /* Adds a time as local ISO 8601 (null for 0). */
 void out_json_time(cJSON *o, const char *key, int64_t t);
+/* Adds the fields of spec, "key:type ..." separated by spaces, with one
+ * argument each: s const char * (NULL: null), i int, I int64_t, b int as a
+ * boolean, t int64_t time as out_json_time, m int64_t cents as "key" ("12.34")
+ * and "key_cents", j cJSON * taken over (NULL: null). */
+void out_json_add(cJSON *o, const char *spec, ...);
 
 /* The database and the gateway client (cli_db, cli_gw): 0, or -1 after
  * printing why. */

@@ -76,37 +76,28 @@ struct opts {
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = {
-	    {"check-config", no_argument, NULL, 'k'}, {"once", no_argument, NULL, '1'},
-	    {"now", required_argument, NULL, 'n'},    {"foreground", no_argument, NULL, 'f'},
-	    {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+	/* Flags set their field through getopt_long itself; only the options
+	 * with a value and an unknown one come back to the switch. */
+	int foreground = 0;
+	const struct option longopts[] = {{"check-config", no_argument, &o->check, 1},
+	                                  {"once", no_argument, &o->once, 1},
+	                                  {"now", required_argument, NULL, 'n'},
+	                                  {"foreground", no_argument, &foreground, 1},
+	                                  {"config", required_argument, NULL, 'c'},
+	                                  {"help", no_argument, NULL, 'h'},
+	                                  {"version", no_argument, &o->version, 1},
+	                                  {NULL, 0, NULL, 0}};
 	int ch;
 
 	o->now = getenv("BILLING_NOW");
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
+		if (ch == 'c')
 			o->config = optarg;
-			break;
-		case 'k':
-			o->check = 1;
-			break;
-		case '1':
-			o->once = 1;
-			break;
-		case 'n':
+		else if (ch == 'n')
 			o->now = optarg;
-			break;
-		case 'f':
-			break; /* always in the foreground */
-		case 'h':
+		else if (ch == 'h')
 			o->help = 1;
-			break;
-		case 'V':
-			o->version = 1;
-			break;
-		default:
+		else if (ch != 0) {
 			usage(stderr);
 			return -1;
 		}

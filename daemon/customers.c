@@ -73,8 +73,10 @@ enum {
 	COL_CREATED,
 };
 
-static void fill(const PGresult *r, int row, struct customer *out)
+static void fill(const PGresult *r, int row, void *to)
 {
+	struct customer *out = to;
+
 	copy(out->id, sizeof(out->id), db_str(r, row, COL_ID));
 	copy(out->email, sizeof(out->email), db_str(r, row, COL_EMAIL));
 	copy(out->name, sizeof(out->name), db_str(r, row, COL_NAME));
@@ -225,22 +227,12 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
                    char *err, size_t errlen)
 {
-	PGresult *r;
-	int i;
-
-	r = db_get(c, err, errlen,
-	           "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
-	           " ORDER BY customer_id",
-	           WINDOW_PARAMS(expiring_days, now));
-	if (!r)
-		return -1;
-	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
-	if (!*out)
-		return -1;
-	for (i = 0; i < *n; i++)
-		fill(r, i, &(*out)[i]);
-	PQclear(r);
-	return 0;
+	*out = db_rows(db_get(c, err, errlen,
+	                      "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
+	                      " ORDER BY customer_id",
+	                      WINDOW_PARAMS(expiring_days, now)),
+	               sizeof(**out), n, fill, err, errlen);
+	return *out ? 0 : -1;
 }
 
 /* The gateway masks the card number (450116XXXXXX7214); anything that could

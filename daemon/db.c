@@ -193,16 +193,19 @@ int db_is_down(PGconn *c)
 	return !c || PQstatus(c) != CONNECTION_OK;
 }
 
-void *db_rows_alloc(PGresult *r, size_t size, int *n, char *err, size_t errlen)
+void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size_t errlen)
 {
-	void *rows;
+	char *rows;
 
+	if (!r)
+		return NULL;
 	*n = PQntuples(r);
 	rows = calloc(*n ? (size_t)*n : 1, size);
-	if (!rows) {
-		PQclear(r);
+	if (!rows)
 		snprintf(err, errlen, "out of memory");
-	}
+	for (int i = 0; rows && i < *n; i++)
+		fill(r, i, rows + (size_t)i * size);
+	PQclear(r);
 	return rows;
 }
 

@@ -83,10 +83,12 @@ int db_retryable(void);
 /* 1 when the connection is lost (the caller should reconnect). */
 int db_is_down(PGconn *c);
 
-/* An array of one element of size bytes per row of r (zeroed; at least one
- * element, so never NULL on success), its length in *n. NULL with err when
- * out of memory, after PQclear(r). The caller free()s it. */
-void *db_rows_alloc(PGresult *r, size_t size, int *n, char *err, size_t errlen);
+/* Every row of r as an array of size-byte elements, each zeroed then
+ * filled by fill(r, row, element): the array (at least one element, so never
+ * NULL on success; the caller free()s it) with its length in *n. NULL with
+ * err when r is NULL (err is the query's) or out of memory. Clears r. */
+typedef void (*db_fill_fn)(const PGresult *r, int row, void *out);
+void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size_t errlen);
 
 /* Field helpers: NULL-safe, "" for SQL NULL. */
 const char *db_str(const PGresult *r, int row, int col);

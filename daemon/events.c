@@ -33,9 +33,9 @@
 int events_emit(PGconn *c, const char *type, const char *customer, const char *data_json,
                 const char *once_key, char *err, size_t errlen)
 {
-	const char *p[4] = {type, customer && customer[0] ? customer : NULL, data_json, once_key};
-
-	return db_exec(c, "SELECT billing_event($1, $2, $3::jsonb, $4)", 4, p, err, errlen);
+	return db_run(c, err, errlen, "SELECT billing_event($1, $2, $3::jsonb, $4)", DB_S(type),
+	              DB_S(customer && customer[0] ? customer : NULL), DB_S(data_json),
+	              DB_S(once_key));
 }
 
 /* The first instant after a card's last day (MMYY, in UTC). */
@@ -69,17 +69,13 @@ static const char SQL_TRIALS_ENDING[] =
 
 int events_due(PGconn *c, int card_days, int64_t now, int *written, char *err, size_t errlen)
 {
-	char t[24], d[16];
-	const char *p[2] = {t, d};
 	PGresult *r1 = NULL, *r2 = NULL;
 
-	snprintf(t, sizeof(t), "%" PRId64, now);
-	snprintf(d, sizeof(d), "%d", card_days);
 	*written = 0;
 	if (db_set_now(c, now, err, errlen) < 0 || db_begin(c, err, errlen) < 0)
 		return -1;
-	if (!(r1 = db_query(c, SQL_CARDS_EXPIRING, 2, p, err, errlen)) ||
-	    !(r2 = db_query(c, SQL_TRIALS_ENDING, 1, p, err, errlen)) ||
+	if (!(r1 = db_get(c, err, errlen, SQL_CARDS_EXPIRING, DB_I(now), DB_I(card_days))) ||
+	    !(r2 = db_get(c, err, errlen, SQL_TRIALS_ENDING, DB_I(now))) ||
 	    db_commit(c, err, errlen) < 0) {
 		PQclear(r1);
 		db_rollback(c);
@@ -246,8 +242,6 @@ static const char SQL_CLAIM[] =
 
 static int claim(struct events *e, char *err, size_t errlen)
 {
-	char lease[24], lim[16];
-	const char *p[3] = {e->owner, lease, lim};
 	int room = e->cfg.max_in_flight - e->in_flight;
 	PGresult *r;
 
@@ -261,9 +255,8 @@ static int claim(struct events *e, char *err, size_t errlen)
 	if (room <= 0 || (e->in_flight && room < e->cfg.max_in_flight / 4 + 1))
 		return 0;
 	e->more = 0;
-	snprintf(lease, sizeof(lease), "%ld", e->cfg.timeout_ms / 1000 + LEASE_EXTRA_S);
-	snprintf(lim, sizeof(lim), "%d", room);
-	r = db_query(e->db, SQL_CLAIM, 3, p, err, errlen);
+	r = db_get(e->db, err, errlen, SQL_CLAIM, DB_S(e->owner),
+	           DB_I(e->cfg.timeout_ms / 1000 + LEASE_EXTRA_S), DB_I(room));
 	if (!r)
 		return -1;
 	e->more = PQntuples(r) == room;
@@ -288,8 +281,8 @@ static const char SQL_RECORD[] =
 
 static void record(struct events *e, struct delivery *d, CURLcode cc)
 {
-	char id[24], status[24], latency[16], delay[24], err[512];
-	const char *p[7] = {id, NULL, latency, NULL, e->owner, "false", delay};
+	char status[24], err[512];
+	const char *why = NULL;
 	long http = 0;
 	double secs = 0;
 	int ok;
@@ -308,26 +301,20 @@ static void record(struct events *e, struct delivery *d, CURLcode cc)
 	} else {
 		e->down_ms = 0;
 	}
-	snprintf(id, sizeof(id), "%" PRId64, d->id);
-	snprintf(latency, sizeof(latency), "%d", (int)(secs * 1000));
 	snprintf(status, sizeof(status), "%ld", http);
-	if (http > 0)
-		p[1] = status;
 	if (cc != CURLE_OK)
-		p[3] = d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc);
+		why = d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc);
 	else if (!ok)
-		p[3] = "not a 2xx answer";
-	if (ok)
-		p[5] = "true";
-	snprintf(delay, sizeof(delay), "%ld",
-	         d->tries < e->cfg.nretry ? e->cfg.retry[d->tries] : -1L);
+		why = "not a 2xx answer";
 	metrics_event_delivery(ok ? "delivered" : cc == CURLE_OK ? "rejected" : "error");
-	if (db_exec(e->db, SQL_RECORD, 7, p, err, sizeof(err)) < 0)
+	if (db_run(e->db, err, sizeof(err), SQL_RECORD, DB_I(d->id), DB_N(http), DB_I(secs * 1000),
+	           DB_S(why), DB_S(e->owner), DB_S(ok ? "true" : "false"),
+	           DB_I(d->tries < e->cfg.nretry ? e->cfg.retry[d->tries] : -1L)) < 0)
 		log_event("error", "event_record", "event", d->event_id, "error", err,
 		          (char *)NULL);
 	else if (!ok)
 		log_event("warn", "event_not_delivered", "event", d->event_id, "http", status,
-		          "error", p[3], (char *)NULL);
+		          "error", why, (char *)NULL);
 }
 
 static void finish_done(struct events *e)
@@ -351,7 +338,6 @@ static void finish_done(struct events *e)
 static void give_back(struct events *e)
 {
 	char err[512];
-	const char *p[1] = {e->owner};
 
 	while (e->flying) {
 		struct delivery *d = e->flying;
@@ -359,10 +345,10 @@ static void give_back(struct events *e)
 		delivery_free(d);
 	}
 	if (!db_is_down(e->db))
-		db_exec(e->db,
-		        "UPDATE events SET lease_owner = NULL, lease_expires_at = NULL"
-		        " WHERE lease_owner = $1 AND status = 'pending'",
-		        1, p, err, sizeof(err));
+		db_run(e->db, err, sizeof(err),
+		       "UPDATE events SET lease_owner = NULL, lease_expires_at = NULL"
+		       " WHERE lease_owner = $1 AND status = 'pending'",
+		       DB_S(e->owner));
 }
 
 static int connect_db(struct events *e, char *err, size_t errlen)

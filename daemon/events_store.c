@@ -1,7 +1,6 @@
 /* events_store.c: the outbox read and requeued (billctl events, the
  * metrics), and its notifications: the SQL of events.h's reading half. */
 #include <errno.h>
-#include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +38,11 @@ static const char SQL_LIST[] =
     "   AND e.id > $5::bigint"
     " ORDER BY e.id LIMIT $6";
 
-static void fill_row(struct events_row *o, const PGresult *r, int i)
+/* Sets body NULL when out of memory: the caller checks. */
+static void fill_row(const PGresult *r, int i, void *row)
 {
+	struct events_row *o = row;
+
 	o->id = db_i64(r, i, 0);
 	snprintf(o->event_id, sizeof(o->event_id), "%s", db_str(r, i, 1));
 	snprintf(o->type, sizeof(o->type), "%s", db_str(r, i, 2));
@@ -55,26 +57,18 @@ static void fill_row(struct events_row *o, const PGresult *r, int i)
 int events_list(PGconn *c, const struct events_filter *f, struct events_row **out, int *n,
                 char *err, size_t errlen)
 {
-	char since[24], after[24], lim[16];
-	const char *p[6] = {f->type, f->status, f->customer, f->since ? since : NULL, after, lim};
-	PGresult *r;
-
-	snprintf(since, sizeof(since), "%" PRId64, f->since);
-	snprintf(after, sizeof(after), "%" PRId64, f->after_id);
-	snprintf(lim, sizeof(lim), "%d", f->limit > 0 ? f->limit : 1000000);
-	r = db_query(c, SQL_LIST, 6, p, err, errlen);
-	if (!r || !(*out = db_rows_alloc(r, sizeof(**out), n, err, errlen)))
+	*out = db_rows(db_get(c, err, errlen, SQL_LIST, DB_S(f->type), DB_S(f->status),
+	                      DB_S(f->customer), DB_N(f->since), DB_I(f->after_id),
+	                      DB_I(f->limit > 0 ? f->limit : 1000000)),
+	               sizeof(**out), n, fill_row, err, errlen);
+	if (!*out)
 		return -1;
-	for (int i = 0; i < *n; i++) {
-		fill_row(&(*out)[i], r, i);
+	for (int i = 0; i < *n; i++)
 		if (!(*out)[i].body) {
-			PQclear(r);
-			events_rows_free(*out, i);
+			events_rows_free(*out, *n);
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-	}
-	PQclear(r);
 	return 0;
 }
 
@@ -96,40 +90,37 @@ static const char SQL_ATTEMPTS[] =
     "       coalesce(error, ''), owner"
     "  FROM event_attempts WHERE event_id = $1 ORDER BY id";
 
+static void fill_attempt(const PGresult *r, int i, void *row)
+{
+	struct events_attempt *a = row;
+
+	a->at = db_i64(r, i, 0);
+	a->http_status = (int)db_i64(r, i, 1);
+	a->latency_ms = (int)db_i64(r, i, 2);
+	snprintf(a->error, sizeof(a->error), "%s", db_str(r, i, 3));
+	snprintf(a->owner, sizeof(a->owner), "%s", db_str(r, i, 4));
+}
+
 int events_show(PGconn *c, const char *event_id, struct events_row *row,
                 struct events_attempt **att, int *natt, char *err, size_t errlen)
 {
-	const char *p[1] = {event_id};
-	char id[24];
-	const char *q[1] = {id};
-	PGresult *r = db_query(c, SQL_SHOW, 1, p, err, errlen);
+	PGresult *r = db_one(db_get(c, err, errlen, SQL_SHOW, DB_S(event_id)), err, errlen,
+	                     "unknown event '%.40s'", event_id);
 
 	if (!r)
 		return -1;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		snprintf(err, errlen, "unknown event '%.40s'", event_id);
+	fill_row(r, 0, row);
+	PQclear(r);
+	if (!row->body) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	fill_row(row, r, 0);
-	PQclear(r);
-	snprintf(id, sizeof(id), "%" PRId64, row->id);
-	if (!row->body || !(r = db_query(c, SQL_ATTEMPTS, 1, q, err, errlen)) ||
-	    !(*att = db_rows_alloc(r, sizeof(**att), natt, err, errlen))) {
-		if (!row->body)
-			snprintf(err, errlen, "out of memory");
+	*att = db_rows(db_get(c, err, errlen, SQL_ATTEMPTS, DB_I(row->id)), sizeof(**att), natt,
+	               fill_attempt, err, errlen);
+	if (!*att) {
 		free(row->body);
 		return -1;
 	}
-	for (int i = 0; i < *natt; i++) {
-		struct events_attempt *a = &(*att)[i];
-		a->at = db_i64(r, i, 0);
-		a->http_status = (int)db_i64(r, i, 1);
-		a->latency_ms = (int)db_i64(r, i, 2);
-		snprintf(a->error, sizeof(a->error), "%s", db_str(r, i, 3));
-		snprintf(a->owner, sizeof(a->owner), "%s", db_str(r, i, 4));
-	}
-	PQclear(r);
 	return 0;
 }
 
@@ -137,21 +128,15 @@ static const char SQL_REPLAY[] =
     "UPDATE events SET status = 'pending', tries = 0, next_attempt_at = clock_timestamp()"
     " WHERE CASE WHEN $1::text IS NOT NULL THEN event_id = $1"
     "            ELSE created_at >= to_timestamp($2::bigint)"
-    "                 AND ($3::text IS NULL OR type = $3) END";
+    "                 AND ($3::text IS NULL OR type = $3) END RETURNING 1";
 
 int events_replay(PGconn *c, const char *event_id, const struct events_filter *f, int *n, char *err,
                   size_t errlen)
 {
-	char since[24];
-	const char *p[3] = {event_id, since, f ? f->type : NULL};
-	PGresult *r;
-
-	snprintf(since, sizeof(since), "%" PRId64, f ? f->since : 0);
-	r = db_query(c, SQL_REPLAY, 3, p, err, errlen);
-	if (!r)
+	*n = db_count(c, err, errlen, SQL_REPLAY, DB_S(event_id), DB_I(f ? f->since : 0),
+	              DB_S(f ? f->type : NULL));
+	if (*n < 0)
 		return -1;
-	*n = atoi(PQcmdTuples(r));
-	PQclear(r);
 	if (event_id && *n == 0) {
 		snprintf(err, errlen, "unknown event '%.40s'", event_id);
 		return -1;

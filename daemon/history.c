@@ -62,6 +62,25 @@ enum {
 
 #define COPY(dst, r, i, col) snprintf(dst, sizeof(dst), "%s", db_str(r, i, col))
 
+static void fill(const PGresult *r, int i, void *row)
+{
+	struct history_step *h = row;
+
+	h->at = db_i64(r, i, H_AT);
+	h->business = db_i64(r, i, H_BUSINESS);
+	COPY(h->actor, r, i, H_ACTOR);
+	COPY(h->reason, r, i, H_REASON);
+	COPY(h->entity, r, i, H_ENTITY);
+	COPY(h->ref, r, i, H_REF);
+	COPY(h->of, r, i, H_OF);
+	COPY(h->old_state, r, i, H_OLD);
+	COPY(h->new_state, r, i, H_NEW);
+	COPY(h->detail, r, i, H_DETAIL);
+	h->amount_cents = db_i64(r, i, H_AMOUNT);
+	COPY(h->pay_order_id, r, i, H_PAY);
+	COPY(h->ret_msg, r, i, H_MSG);
+}
+
 int history_customer(PGconn *c, const char *id, struct history_step **out, int *n, char *err,
                      size_t errlen)
 {
@@ -72,29 +91,7 @@ int history_customer(PGconn *c, const char *id, struct history_step **out, int *
 	if (!r)
 		return -1;
 	PQclear(r);
-	r = db_get(c, err, errlen, SQL_HISTORY, DB_S(id));
-	if (!r)
-		return -1;
-	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
-	if (!*out)
-		return -1;
-	for (int i = 0; i < *n; i++) {
-		struct history_step *h = &(*out)[i];
-
-		h->at = db_i64(r, i, H_AT);
-		h->business = db_i64(r, i, H_BUSINESS);
-		COPY(h->actor, r, i, H_ACTOR);
-		COPY(h->reason, r, i, H_REASON);
-		COPY(h->entity, r, i, H_ENTITY);
-		COPY(h->ref, r, i, H_REF);
-		COPY(h->of, r, i, H_OF);
-		COPY(h->old_state, r, i, H_OLD);
-		COPY(h->new_state, r, i, H_NEW);
-		COPY(h->detail, r, i, H_DETAIL);
-		h->amount_cents = db_i64(r, i, H_AMOUNT);
-		COPY(h->pay_order_id, r, i, H_PAY);
-		COPY(h->ret_msg, r, i, H_MSG);
-	}
-	PQclear(r);
-	return 0;
+	*out = db_rows(db_get(c, err, errlen, SQL_HISTORY, DB_S(id)), sizeof(**out), n, fill, err,
+	               errlen);
+	return *out ? 0 : -1;
 }

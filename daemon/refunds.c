@@ -35,7 +35,7 @@ enum {
 	ROW_STALE,
 };
 
-static void fill(const PGresult *r, int i, struct refund_row *out);
+static void fill(const PGresult *r, int i, void *row);
 
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
@@ -55,8 +55,10 @@ static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char 
 	return 0;
 }
 
-static void fill(const PGresult *r, int i, struct refund_row *out)
+static void fill(const PGresult *r, int i, void *row)
 {
+	struct refund_row *out = row;
+
 	memset(out, 0, sizeof(*out));
 	out->id = db_i64(r, i, ROW_ID);
 	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, i, ROW_REFUND_NO));
@@ -80,20 +82,12 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 int refunds_of_subscription(PGconn *c, int64_t sub, struct refund_row **out, int *n, char *err,
                             size_t errlen)
 {
-	PGresult *r = db_get(c, err, errlen,
-	                     ROW_COLS "false FROM refunds r JOIN charges c ON c.id = r.charge_id"
-	                              " WHERE c.subscription_id = $1 ORDER BY r.id",
-	                     DB_I(sub));
-
-	if (!r)
-		return -1;
-	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
-	if (!*out)
-		return -1;
-	for (int i = 0; i < *n; i++)
-		fill(r, i, &(*out)[i]);
-	PQclear(r);
-	return 0;
+	*out = db_rows(db_get(c, err, errlen,
+	                      ROW_COLS "false FROM refunds r JOIN charges c ON c.id = r.charge_id"
+	                               " WHERE c.subscription_id = $1 ORDER BY r.id",
+	                      DB_I(sub)),
+	               sizeof(**out), n, fill, err, errlen);
+	return *out ? 0 : -1;
 }
 
 /* How often a statement or transaction that lost a serialization conflict

@@ -57,8 +57,10 @@ enum {
 	COL_PAUSED,
 };
 
-static void fill(const PGresult *r, int i, struct subscription *s)
+static void fill(const PGresult *r, int i, void *row)
 {
+	struct subscription *s = row;
+
 	memset(s, 0, sizeof(*s));
 	s->id = db_i64(r, i, COL_ID);
 	snprintf(s->customer_id, sizeof(s->customer_id), "%s", db_str(r, i, COL_CUSTOMER));
@@ -176,20 +178,14 @@ int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
                        struct subscription **out, int *n, char *err, size_t errlen)
 {
 	const char *p[2] = {customer_id, state};
-	PGresult *r = db_query(c,
-	                       "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
-	                       "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
-	                       2, p, err, errlen);
 
-	if (!r)
-		return -1;
-	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
-	if (!*out)
-		return -1;
-	for (int i = 0; i < *n; i++)
-		fill(r, i, &(*out)[i]);
-	PQclear(r);
-	return 0;
+	*out =
+	    db_rows(db_query(c,
+	                     "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
+	                     "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
+	                     2, p, err, errlen),
+	            sizeof(**out), n, fill, err, errlen);
+	return *out ? 0 : -1;
 }
 
 /* Columns of a subscription's charges. */
@@ -205,46 +201,41 @@ enum {
 	CH_CREATED,
 };
 
+static void fill_charge(const PGresult *r, int i, void *row)
+{
+	struct subscription_charge *ch = row;
+
+	ch->id = db_i64(r, i, CH_ID);
+	snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s", db_str(r, i, CH_ORDER_NO));
+	ch->period = (int)db_i64(r, i, CH_PERIOD);
+	ch->attempt = (int)db_i64(r, i, CH_ATTEMPT);
+	ch->amount_cents = db_i64(r, i, CH_AMOUNT);
+	snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, CH_STATE));
+	snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s", db_str(r, i, CH_PAY_ORDER_ID));
+	snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, CH_RET_MSG));
+	ch->created_at = db_i64(r, i, CH_CREATED);
+}
+
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
                           char *err, size_t errlen)
 {
-	PGresult *r;
-
-	r = db_get(
-	    c, err, errlen,
-	    "SELECT c.id, c.mch_order_no, c.period, c.attempt, c.amount_cents,"
-	    "       CASE WHEN c.state <> 'succeeded' THEN c.state"
-	    "            WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id"
-	    "                          AND r.kind = 'void' AND r.state = 'succeeded')"
-	    "            THEN 'voided'"
-	    "            WHEN (SELECT sum(r.amount_cents) FROM refunds r WHERE r.charge_id = c.id"
-	    "                   AND r.state = 'succeeded') = c.amount_cents THEN 'refunded'"
-	    "            ELSE c.state END,"
-	    "       coalesce(c.pay_order_id, ''), coalesce(c.ret_msg, ''),"
-	    "       extract(epoch FROM c.created_at)::bigint"
-	    "  FROM charges c WHERE c.subscription_id = $1 ORDER BY c.id",
-	    DB_I(id));
-	if (!r)
-		return -1;
-	*out = db_rows_alloc(r, sizeof(**out), n, err, errlen);
-	if (!*out)
-		return -1;
-	for (int i = 0; i < *n; i++) {
-		struct subscription_charge *ch = &(*out)[i];
-		ch->id = db_i64(r, i, CH_ID);
-		snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s",
-		         db_str(r, i, CH_ORDER_NO));
-		ch->period = (int)db_i64(r, i, CH_PERIOD);
-		ch->attempt = (int)db_i64(r, i, CH_ATTEMPT);
-		ch->amount_cents = db_i64(r, i, CH_AMOUNT);
-		snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, CH_STATE));
-		snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s",
-		         db_str(r, i, CH_PAY_ORDER_ID));
-		snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, CH_RET_MSG));
-		ch->created_at = db_i64(r, i, CH_CREATED);
-	}
-	PQclear(r);
-	return 0;
+	*out = db_rows(
+	    db_get(c, err, errlen,
+	           "SELECT c.id, c.mch_order_no, c.period, c.attempt, c.amount_cents,"
+	           "       CASE WHEN c.state <> 'succeeded' THEN c.state"
+	           "            WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id"
+	           "                          AND r.kind = 'void' AND r.state = 'succeeded')"
+	           "            THEN 'voided'"
+	           "            WHEN (SELECT sum(r.amount_cents) FROM refunds r"
+	           "                   WHERE r.charge_id = c.id AND r.state = 'succeeded')"
+	           "                 = c.amount_cents THEN 'refunded'"
+	           "            ELSE c.state END,"
+	           "       coalesce(c.pay_order_id, ''), coalesce(c.ret_msg, ''),"
+	           "       extract(epoch FROM c.created_at)::bigint"
+	           "  FROM charges c WHERE c.subscription_id = $1 ORDER BY c.id",
+	           DB_I(id)),
+	    sizeof(**out), n, fill_charge, err, errlen);
+	return *out ? 0 : -1;
 }
 
 /* Runs a conditional UPDATE ... WHERE id = $1 AND <the states it may leave>

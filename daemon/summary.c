@@ -9,7 +9,6 @@
  * database's clock when the change was recorded), and the plan a
  * subscription stood on is that of its last paid charge (else its current
  * plan). */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,49 +105,41 @@ static const char SQL_SUMMARY[] =
     "   FROM facts GROUP BY GROUPING SETS ((month, plan), (month))"
     "  ORDER BY month, grouping(plan), plan";
 
+static void fill(const PGresult *r, int i, void *row)
+{
+	struct summary_row *w = row;
+	int col = 0;
+
+	snprintf(w->month, sizeof(w->month), "%s", db_str(r, i, col++));
+	w->all = (int)db_i64(r, i, col++);
+	snprintf(w->plan, sizeof(w->plan), "%s", db_str(r, i, col++));
+	w->gross_cents = db_i64(r, i, col++);
+	w->refunded_cents = db_i64(r, i, col++);
+	w->voided_cents = db_i64(r, i, col++);
+	w->net_cents = db_i64(r, i, col++);
+	w->charges = (int)db_i64(r, i, col++);
+	w->declines = (int)db_i64(r, i, col++);
+	w->recoveries = (int)db_i64(r, i, col++);
+	w->dunned = (int)db_i64(r, i, col++);
+	w->recovered = (int)db_i64(r, i, col++);
+	snprintf(w->recovery_rate, sizeof(w->recovery_rate), "%s", db_str(r, i, col++));
+	w->new_subs = (int)db_i64(r, i, col++);
+	w->canceled = (int)db_i64(r, i, col++);
+	w->ended = (int)db_i64(r, i, col++);
+	w->paused = (int)db_i64(r, i, col++);
+	w->active = (int)db_i64(r, i, col++);
+	w->mrr_cents = db_i64(r, i, col++);
+	w->mrr_change_cents = db_i64(r, i, col++);
+}
+
 int summary_build(PGconn *c, int64_t from, int64_t to, const char *timezone, struct summary *out,
                   char *err, size_t errlen)
 {
-	char f[24], t[24];
-	const char *p[3] = {f, t, timezone};
-	PGresult *r;
-
 	memset(out, 0, sizeof(*out));
-	snprintf(f, sizeof(f), "%" PRId64, from);
-	snprintf(t, sizeof(t), "%" PRId64, to);
-	r = db_query(c, SQL_SUMMARY, 3, p, err, errlen);
-	if (!r)
-		return -1;
-	out->rows = db_rows_alloc(r, sizeof(*out->rows), &out->n, err, errlen);
-	if (!out->rows)
-		return -1;
-	for (int i = 0; i < out->n; i++) {
-		struct summary_row *w = &out->rows[i];
-		int col = 0;
-
-		snprintf(w->month, sizeof(w->month), "%s", db_str(r, i, col++));
-		w->all = (int)db_i64(r, i, col++);
-		snprintf(w->plan, sizeof(w->plan), "%s", db_str(r, i, col++));
-		w->gross_cents = db_i64(r, i, col++);
-		w->refunded_cents = db_i64(r, i, col++);
-		w->voided_cents = db_i64(r, i, col++);
-		w->net_cents = db_i64(r, i, col++);
-		w->charges = (int)db_i64(r, i, col++);
-		w->declines = (int)db_i64(r, i, col++);
-		w->recoveries = (int)db_i64(r, i, col++);
-		w->dunned = (int)db_i64(r, i, col++);
-		w->recovered = (int)db_i64(r, i, col++);
-		snprintf(w->recovery_rate, sizeof(w->recovery_rate), "%s", db_str(r, i, col++));
-		w->new_subs = (int)db_i64(r, i, col++);
-		w->canceled = (int)db_i64(r, i, col++);
-		w->ended = (int)db_i64(r, i, col++);
-		w->paused = (int)db_i64(r, i, col++);
-		w->active = (int)db_i64(r, i, col++);
-		w->mrr_cents = db_i64(r, i, col++);
-		w->mrr_change_cents = db_i64(r, i, col++);
-	}
-	PQclear(r);
-	return 0;
+	out->rows =
+	    db_rows(db_get(c, err, errlen, SQL_SUMMARY, DB_I(from), DB_I(to), DB_S(timezone)),
+	            sizeof(*out->rows), &out->n, fill, err, errlen);
+	return out->rows ? 0 : -1;
 }
 
 void summary_free(struct summary *s)
