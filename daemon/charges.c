@@ -6,6 +6,7 @@
  * cc_query. The database enforces one open attempt per subscription, one
  * success per period and unique order numbers (migrations/0001_initial.sql). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "charges.h"
@@ -411,4 +412,12 @@ int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t er
 	}
 	PQclear(r);
 	return n;
+}
+
+void charges_attempt_after(const char *mch_order_no, int k, char *out, size_t len)
+{
+	const char *dash = strrchr(mch_order_no, '-');
+	int prefix = dash ? (int)(dash - mch_order_no) : 0;
+
+	snprintf(out, len, "%.*s-%d", prefix, mch_order_no, dash ? atoi(dash + 1) + k : k);
 }

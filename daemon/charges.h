@@ -148,4 +148,8 @@ struct charges_sent {
 };
 int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen);
 
+/* The number of the attempt k past a subscription attempt's
+ * (ORDER_NO_ATTEMPT), into out. */
+void charges_attempt_after(const char *mch_order_no, int k, char *out, size_t len);
+
 #endif

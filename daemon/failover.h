@@ -13,6 +13,11 @@
 
 #include "db.h"
 
+/* A probe (and billctl reconcile) asks for this many attempt numbers past
+ * the one derived: intents lost together can be a chain of attempts of one
+ * period (unknown, proven absent, the next sent). */
+#define FAILOVER_AHEAD 3
+
 /* Compares the server's identity (filled into id) with the recorded one
  * (recording it when there is none). 1 when they differ (probe before
  * sending), 0 when the same, -1 with err. */

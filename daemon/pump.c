@@ -82,20 +82,42 @@ static void job_done(void *udata, const struct gw_result *res)
 
 	if (j->probe) {
 		struct pump *p = j->pump;
+		int found = res->outcome == GW_SUCCESS && res->has_order;
+		int absent = res->outcome == GW_FAIL && res->reason == GW_R_NOT_FOUND;
 
-		j->probe = 0;
-		if (res->outcome == GW_FAIL && res->reason == GW_R_NOT_FOUND) {
-			/* proven absent: sent for real once gw_multi_run returns */
+		if (j->probe > 1 && found) {
+			/* A later attempt of the period exists: this one was
+			 * never sent. Recorded absent, the next pass claims the
+			 * next number and probes it. */
+			j->probe = 0;
+			j->is_query = 1;
+			j->res = *res;
+			j->res.outcome = GW_FAIL;
+			j->res.reason = GW_R_NOT_FOUND;
+			j->res.has_order = 0;
+			memset(&j->res.order, 0, sizeof(j->res.order));
+		} else if (absent) {
+			/* Absent: the next numbers are asked too (a lost chain
+			 * of attempts), then it is sent for real, once
+			 * gw_multi_run returns. */
+			j->probe = j->probe > FAILOVER_AHEAD ? 0 : j->probe + 1;
 			j->next = p->to_send;
 			p->to_send = j;
 			return;
+		} else {
+			/* Paid (or declined) before the failover: recorded as
+			 * the query's answer. Anything else proves nothing:
+			 * unknown, resolved by a later cc_query. */
+			j->res = *res;
+			if (j->probe > 1 || res->outcome == GW_FAIL)
+				j->res.outcome = GW_UNKNOWN;
+			if (j->probe > 1) {
+				j->res.has_order = 0;
+				memset(&j->res.order, 0, sizeof(j->res.order));
+			}
+			j->probe = 0;
+			j->is_query = 1;
 		}
-		/* Paid (or declined) before the failover: recorded as the
-		 * query's answer. Anything else proves nothing: unknown. */
-		j->is_query = 1;
-		j->res = *res;
-		if (res->outcome == GW_FAIL)
-			j->res.outcome = GW_UNKNOWN;
 	} else {
 		j->res = *res;
 	}
@@ -112,9 +134,14 @@ static void send_job(struct pump *p, struct rec_job *j)
 	struct gw_request req = {0};
 	struct gw_result res;
 	int query = j->is_query || j->probe;
+	char ahead[sizeof(j->mch_order_no)];
 
 	req.call = query ? GW_QUERY : GW_PURCHASE_TOKEN;
 	req.mch_order_no = j->mch_order_no;
+	if (j->probe > 1) {
+		charges_attempt_after(j->mch_order_no, j->probe - 1, ahead, sizeof(ahead));
+		req.mch_order_no = ahead;
+	}
 	if (!query) {
 		req.customer_id = j->customer_id;
 		req.amount = j->amount;

@@ -14,6 +14,7 @@
 
 #include "charges.h"
 #include "db.h"
+#include "failover.h"
 #include "reconcile.h"
 #include "refunds.h"
 
@@ -23,7 +24,7 @@
  * charge kind (one_off/subscription), the refunded charge's pay_order_id,
  * for a charge whether it is reversed (voided or fully refunded), and for
  * a subscription attempt we have no row for, its subscription. The last
- * part derives the next RECONCILE_AHEAD attempt numbers of every live
+ * part derives the next FAILOVER_AHEAD + 1 attempt numbers of every live
  * subscription due at the billing clock: a promotion or a restore can lose
  * an intent after its number was sent, and with it its subscription's
  * advance, which leaves the subscription due. */
@@ -441,7 +442,7 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 
 	memset(out, 0, sizeof(*out));
 	r = db_get(c, err, errlen, SQL_ROWS, DB_I(o->from), DB_I(o->to), DB_S(cfg->order_prefix),
-	           DB_I(RECONCILE_AHEAD), DB_I(o->now));
+	           DB_I(FAILOVER_AHEAD + 1), DB_I(o->now));
 	if (!r)
 		return -1;
 	n = PQntuples(r);

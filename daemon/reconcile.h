@@ -13,10 +13,6 @@
 #include "config.h"
 #include "gateway.h"
 
-/* How many attempt numbers past each due subscription's last one are
- * asked for (a lost intent, and the attempts after it). */
-#define RECONCILE_AHEAD 2
-
 /* Most urgent first: the report is sorted this way. */
 enum reconcile_verdict {
 	RECONCILE_DANGER,     /* the gateway has money moved that we say did not */

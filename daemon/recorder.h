@@ -24,7 +24,8 @@ struct rec_job {
 	int64_t amount;
 	int64_t now; /* the billing clock when it was sent */
 	int is_query;
-	/* a query before sending (failover.h): absent means send it */
+	/* before sending (failover.h): 1 asks for the number, k > 1 for the
+	 * attempt k - 1 past it; 0 once settled */
 	int probe;
 	struct pump *pump;    /* which sent it */
 	struct rec_job *next; /* the pump's list of probed jobs to send */
