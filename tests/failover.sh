@@ -43,7 +43,10 @@ free_port() {
 PIDS=""
 cleanup() {
 	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-	for d in "$T"/*/data; do
+	for f in "$T"/*/pgbouncer.pid; do
+		[ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+	done
+	for d in "$T"/*/*/data; do
 		[ -f "$d/postmaster.pid" ] && as_owner "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
 	done
 	[ -n "${FAILOVER_KEEP:-}" ] || rm -rf "$T"
