@@ -32,12 +32,13 @@ static const struct verb verbs[] = {
      "price changes and writes nothing), or lists the current versions.",
      "sync list --dry-run"},
     {"customer", cmd_customer, 1,
-     "customer enrol ID [--email E] [--name N] | show ID | list [--expiring DAYS] | check ID "
-     "| history ID",
-     "Enrols a customer through the card page, shows, lists (cards expiring within DAYS), "
-     "checks the binding at the gateway (exit 0 bound, 1 not), or shows one timeline of "
-     "what happened to the customer, with actors and reasons.",
-     "enrol show list check history --email --name --expiring"},
+     "customer enrol ID [--email E] [--name N] | update-card ID [--dry-run] | show ID | list "
+     "[--expiring DAYS] | check ID | history ID",
+     "Enrols a customer through the card page, sends a bound customer a card page for a new "
+     "card (the card in use is charged until the new one is bound), shows, lists (cards "
+     "expiring within DAYS), checks the binding at the gateway (exit 0 bound, 1 not), or "
+     "shows one timeline of what happened to the customer, with actors and reasons.",
+     "enrol update-card show list check history --email --name --expiring --dry-run"},
     {"subscribe", cmd_subscribe, 1,
      "subscribe CUSTOMER PLAN [--start T] [--trial-days N] [--when-bound] [--allow-duplicate] "
      "[--bill-arrears] [--dry-run]",

@@ -1,32 +1,29 @@
-/* cmd_customer.c: billctl customer enrol|show|list|check|history: enrolment
- * through the gateway's hosted card page, the binding state of our
- * customers, and what happened to one. */
+/* cmd_customer.c: billctl customer enrol|update-card|show|list|check|history:
+ * enrolment and card replacement through the gateway's hosted card page,
+ * the binding state of our customers, and what happened to one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cards.h"
 #include "customers.h"
 #include "history.h"
 #include "out.h"
 
 #define USAGE                                                                                      \
-	"usage: billctl customer enrol ID [--email E] [--name N] | show ID | list [--expiring "    \
-	"DAYS] | check ID | history ID"
+	"usage: billctl customer enrol ID [--email E] [--name N] | update-card ID [--dry-run] | "  \
+	"show ID | list [--expiring DAYS] | check ID | history ID"
 
 static cJSON *customer_json(const void *item)
 {
 	const struct customer *cu = item;
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "customer_id", cu->id);
-	cJSON_AddStringToObject(o, "state", cu->state);
-	cJSON_AddStringToObject(o, "email", cu->email);
-	cJSON_AddStringToObject(o, "name", cu->name);
-	cJSON_AddStringToObject(o, "card", cu->card_masked);
-	cJSON_AddStringToObject(o, "card_type", cu->card_type);
-	cJSON_AddStringToObject(o, "card_expiry", cu->card_expiry);
-	out_json_time(o, "enrol_expires_at", cu->enrol_expires_at);
-	out_json_time(o, "created_at", cu->created_at);
+	out_json_add(o,
+	             "customer_id:s state:s email:s name:s card:s card_type:s card_expiry:s "
+	             "binding_id:s enrol_expires_at:t created_at:t",
+	             cu->id, cu->state, cu->email, cu->name, cu->card_masked, cu->card_type,
+	             cu->card_expiry, cu->binding_id, cu->enrol_expires_at, cu->created_at);
 	return o;
 }
 
@@ -57,10 +54,60 @@ static int enrol(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
+static cJSON *update_json(const struct cards_update *u)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	out_json_add(o, "binding_id:s state:s pay_url:s requested_at:t expires_at:t", u->binding_id,
+	             u->state, u->pay_url, u->requested_at, u->expires_at);
+	return o;
+}
+
+/* A new card page under the next binding id; the card in use stays until
+ * the new one is bound. */
+static int update_card(struct cli *ctx, int argc, char **argv)
+{
+	const char *id;
+	int dry = 0;
+	const struct out_opt opts[] = {{"--dry-run", NULL, &dry}, {0}};
+	struct cards_update u;
+	struct customer cu;
+	char err[512], t[64];
+	PGconn *db;
+	struct gw_client *gw = NULL;
+
+	if (out_args(argc, argv, 2, opts, &id, 1, 1, USAGE) < 0)
+		return CLI_USAGE;
+	if (dry ? !(db = cli_db(ctx)) : out_connect(ctx, &db, &gw) < 0)
+		return CLI_FAIL;
+	if (cards_request(db, gw, &ctx->cfg, id, ctx->now, dry, &u, err, sizeof(err)) < 0 ||
+	    customers_get(db, id, &cu, err, sizeof(err)) < 0)
+		return out_fail(err);
+	if (ctx->json) {
+		cJSON *o = update_json(&u);
+
+		out_json_add(o, "customer_id:s card_in_use:s", id, cu.binding_id);
+		if (dry)
+			out_json_add(o, "dry_run:b", 1);
+		out_json(o);
+		return CLI_OK;
+	}
+	out_time(u.expires_at, t, sizeof(t));
+	if (dry)
+		printf("dry run, nothing sent: would send customer %s a card page (cc_adduser) "
+		       "binding %s, open until %s; card %s (%s) stays in use until then\n",
+		       id, u.binding_id, t, cu.card_masked, cu.binding_id);
+	else
+		printf("%s\n", u.pay_url);
+	return CLI_OK;
+}
+
 static int show(struct cli *ctx, int argc, char **argv)
 {
 	const char *id;
 	struct customer cu;
+	struct cards_update u;
+	int u_rc;
 	char err[512], t[64];
 	PGconn *db;
 
@@ -68,10 +115,14 @@ static int show(struct cli *ctx, int argc, char **argv)
 		return CLI_USAGE;
 	if (!(db = cli_db(ctx)))
 		return CLI_FAIL;
-	if (customers_get(db, id, &cu, err, sizeof(err)) < 0)
+	if (customers_get(db, id, &cu, err, sizeof(err)) < 0 ||
+	    (u_rc = cards_pending(db, id, &u, err, sizeof(err))) < 0)
 		return out_fail(err);
 	if (ctx->json) {
-		out_json(customer_json(&cu));
+		cJSON *o = customer_json(&cu);
+
+		out_json_add(o, "card_update:j", u_rc > 0 ? update_json(&u) : NULL);
+		out_json(o);
 		return CLI_OK;
 	}
 	printf("customer  %s\nstate     %s\nemail     %s\nname      %s\n", cu.id, cu.state,
@@ -79,6 +130,16 @@ static int show(struct cli *ctx, int argc, char **argv)
 	if (cu.card_masked[0])
 		printf("card      %s %s expires %.2s/%.2s\n", cu.card_type, cu.card_masked,
 		       cu.card_expiry, cu.card_expiry + 2);
+	else if (strcmp(cu.binding_id, cu.id) != 0)
+		printf("card      (its details were not sent: bound through cc_isbinding)\n");
+	if (strcmp(cu.binding_id, cu.id) != 0)
+		printf("binding   %s (the gateway's customerId of the card in use)\n",
+		       cu.binding_id);
+	if (u_rc > 0) {
+		out_time(u.expires_at, t, sizeof(t));
+		printf("card update pending: binding %s, open until %s\ncard page %s\n",
+		       u.binding_id, t, u.pay_url[0] ? u.pay_url : "(none handed out)");
+	}
 	if (strcmp(cu.state, customers_states[CUSTOMERS_PENDING]) == 0) {
 		out_time(cu.enrol_expires_at, t, sizeof(t));
 		printf("enrolment expires %s\n", t);
@@ -244,9 +305,13 @@ static int history(struct cli *ctx, int argc, char **argv)
 
 int cmd_customer(struct cli *ctx, int argc, char **argv)
 {
-	static const struct out_sub subs[] = {{"enrol", enrol},     {"show", show},
-	                                      {"list", list},       {"check", check},
-	                                      {"history", history}, {0}};
+	static const struct out_sub subs[] = {{"enrol", enrol},
+	                                      {"update-card", update_card},
+	                                      {"show", show},
+	                                      {"list", list},
+	                                      {"check", check},
+	                                      {"history", history},
+	                                      {0}};
 
 	return out_dispatch(ctx, argc, argv, subs, USAGE);
 }

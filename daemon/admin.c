@@ -1,7 +1,8 @@
 /* admin.c: GET /healthz and GET /metrics on the admin address.
  *
  * /healthz names the failing part only ("database", "schema"): never a
- * host, a port or a credential, which its error would carry. /metrics
+ * host, a port or a credential, which its error would carry; or the
+ * gateway's message while a wave of it stops charging (wave.h). /metrics
  * serves the process's own metrics always, and the database-wide gauges
  * only while this daemon holds the metrics leader lock (metrics.h), which
  * lives on the admin's own connection: one daemon exports them, another
@@ -18,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "wave.h"
 
 /* Two threads: a slow scrape leaves one for /healthz. */
 static const struct http_limits limits = {2, 64, 0, 10};
@@ -44,8 +46,13 @@ static int check_schema(PGconn *c, void *arg, char *err, size_t errlen)
 static enum MHD_Result healthz(struct admin *a, struct MHD_Connection *con)
 {
 	enum part failed = PART_NONE;
-	char err[512];
+	char err[512], msg[256], body[300];
 
+	wave_current(msg, sizeof(msg));
+	if (msg[0]) {
+		snprintf(body, sizeof(body), "gateway: %s\n", msg);
+		return http_reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, body, NULL, NULL);
+	}
 	if (db_pool_run(a->pool, check_schema, &failed, err, sizeof(err)) == 0)
 		return http_reply(con, MHD_HTTP_OK, "ok\n", NULL, NULL);
 	log_event("warn", "healthz", "error", err, (char *)NULL);

@@ -36,30 +36,46 @@ int charges_state_outcome(const char *s)
 	}
 }
 
-/* Columns of both claims' RETURNING. */
-enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT };
-#define CLAIM_RETURNING " RETURNING id, mch_order_no, subscription_id, customer_id, amount_cents"
+/* Columns of both claims' RETURNING; the due claim adds where it got to. */
+enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT, CL_AT_US };
+/* The customer column is the gateway's customerId: the card charged. */
+#define CLAIM_RETURNING                                                                            \
+	" RETURNING id, mch_order_no, subscription_id, coalesce(binding_id, customer_id), "        \
+	"amount_cents"
 
 /* The attempts due are inserted ON CONFLICT DO NOTHING (so that one taken
  * number does not fail the whole claim); a due attempt that was not
- * inserted comes back with a NULL id, to be logged. */
-static const char SQL_CLAIM_DUE[] =
+ * inserted comes back with a NULL id, to be logged. The claim starts after
+ * the cursor ($7, $8: the last due time in microseconds and subscription
+ * claimed in this pass, NULL: from the start), walking the due index in its
+ * order, so that it does not read again the subscriptions this pass has in
+ * flight: they are still due until their outcomes are recorded. OFFSET 0
+ * keeps the open-charge check a probe of charges_one_open per due row: as an
+ * anti join, planned from statistics taken when few charges were open, it
+ * read every open charge for every due row. */
+static const struct db_stmt SQL_CLAIM_DUE = DB_STMT(
     "WITH due AS ("
-    "  SELECT s.id, s.customer_id, s.plan_id, s.period FROM subscriptions s"
+    "  SELECT s.id, s.customer_id, s.plan_id, s.period,"
+    "         (extract(epoch FROM s.next_charge_at) * 1000000)::bigint AS at_us"
+    "    FROM subscriptions s"
     "   WHERE s.next_charge_at <= to_timestamp($1)"
     "     AND s.state IN ('trialing', 'active', 'past_due')"
+    "     AND (s.next_charge_at, s.id) > (coalesce(timestamptz 'epoch' + $7::bigint *"
+    "          interval '1 microsecond', '-infinity'), $8::bigint)"
     "     AND ($4::bigint IS NULL OR s.id = $4::bigint)"
     "     AND EXISTS (SELECT 1 FROM customers cu WHERE cu.customer_id = s.customer_id"
     "                  AND cu.state = 'bound')"
     "     AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.subscription_id = s.id"
-    "                      AND c.state IN " OPEN_STATES ")"
-    "   ORDER BY s.next_charge_at LIMIT $2"
+    "                      AND c.state IN " OPEN_STATES " OFFSET 0)"
+    "   ORDER BY s.next_charge_at, s.id LIMIT $2"
     "   FOR UPDATE OF s SKIP LOCKED),"
     " attempt AS ("
     "  SELECT " ORDER_NO_ATTEMPT(
         "$3", "d.id", "d.period",
         "a.n") " AS mch_order_no, d.id,"
-               "         d.period, a.n, d.customer_id, d.plan_id, p.amount_cents"
+               "         d.period, a.n, d.customer_id, d.plan_id, p.amount_cents, d.at_us,"
+               "         (SELECT cu.binding_id FROM customers cu"
+               "           WHERE cu.customer_id = d.customer_id) AS binding_id"
                "    FROM due d JOIN plans p ON p.id = d.plan_id"
                "   CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) + 1 AS n FROM charges c"
                "                        WHERE c.subscription_id = d.id AND c.period = d.period) a),"
@@ -67,26 +83,31 @@ static const char SQL_CLAIM_DUE[] =
                "  INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, "
                "customer_id,"
                "                       plan_id, amount_cents, lease_owner, lease_expires_at, "
-               "attempted_at)"
+               "attempted_at, binding_id)"
                "  SELECT mch_order_no, 'subscription', id, period, n, customer_id, plan_id, "
                "amount_cents,"
-               "         $5, now() + make_interval(secs => $6::int), to_timestamp($1) FROM attempt"
+               "         $5, now() + make_interval(secs => $6::int), to_timestamp($1), binding_id"
+               "    FROM attempt"
                "  ON CONFLICT DO NOTHING" CLAIM_RETURNING ")"
-               " SELECT * FROM ins"
-               " UNION ALL SELECT NULL, a.mch_order_no, a.id, a.customer_id, a.amount_cents FROM "
-               "attempt a"
-               "  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = a.id)";
+               " SELECT ins.*, a.at_us FROM ins JOIN attempt a ON a.id = ins.subscription_id"
+               " UNION ALL SELECT NULL, a.mch_order_no, a.id, coalesce(a.binding_id, "
+               "a.customer_id),"
+               "       a.amount_cents, a.at_us"
+               "  FROM attempt a WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = "
+               "a.id)");
 
 /* Leases run on the database's clock, not the billing clock. */
-static const char SQL_CLAIM_UNRESOLVED[] =
+static const struct db_stmt SQL_CLAIM_UNRESOLVED = DB_STMT(
     "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
     "$2::int)"
     " WHERE id IN (SELECT id FROM charges"
     "               WHERE state IN " OPEN_STATES " AND lease_expires_at <= $4::timestamptz"
     "                 AND kind = 'subscription'"
-    "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)" CLAIM_RETURNING;
+    "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)" CLAIM_RETURNING);
 
-static int each_claimed(PGresult *r, charges_claim_fn fn, void *arg)
+/* Calls fn for each claimed row of r; moves cur (NULL: the claim has no
+ * cursor) past every row. */
+static int each_claimed(PGresult *r, struct charges_cursor *cur, charges_claim_fn fn, void *arg)
 {
 	int n = 0;
 
@@ -97,6 +118,15 @@ static int each_claimed(PGresult *r, charges_claim_fn fn, void *arg)
 		                           .subscription_id = db_i64(r, i, CL_SUB),
 		                           .amount_cents = db_i64(r, i, CL_AMOUNT)};
 
+		if (cur) {
+			int64_t at = db_i64(r, i, CL_AT_US);
+
+			if (at > cur->at_us ||
+			    (at == cur->at_us && cl.subscription_id > cur->sub_id)) {
+				cur->at_us = at;
+				cur->sub_id = cl.subscription_id;
+			}
+		}
 		snprintf(cl.mch_order_no, sizeof(cl.mch_order_no), "%s", db_str(r, i, CL_ORDER_NO));
 		snprintf(cl.customer_id, sizeof(cl.customer_id), "%s", db_str(r, i, CL_CUSTOMER));
 		if (db_isnull(r, i, CL_ID)) {
@@ -120,14 +150,14 @@ static int each_claimed(PGresult *r, charges_claim_fn fn, void *arg)
 }
 
 int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
-                      const struct charges_lease *lease, charges_claim_fn fn, void *arg, char *err,
-                      size_t errlen)
+                      const struct charges_lease *lease, struct charges_cursor *cur,
+                      charges_claim_fn fn, void *arg, char *err, size_t errlen)
 {
 
-	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
-	                           DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
-	                           DB_I(lease->seconds)),
-	                    fn, arg);
+	return each_claimed(db_stmt_get(c, err, errlen, &SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
+	                                DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
+	                                DB_I(lease->seconds), DB_N(cur->at_us), DB_I(cur->sub_id)),
+	                    cur, fn, arg);
 }
 
 int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen)
@@ -146,9 +176,9 @@ int charges_claim_unresolved(PGconn *c, const char *cutoff, int limit,
                              char *err, size_t errlen)
 {
 
-	return each_claimed(db_get(c, err, errlen, SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
-	                           DB_I(lease->seconds), DB_I(limit), DB_S(cutoff)),
-	                    fn, arg);
+	return each_claimed(db_stmt_get(c, err, errlen, &SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
+	                                DB_I(lease->seconds), DB_I(limit), DB_S(cutoff)),
+	                    NULL, fn, arg);
 }
 
 enum {
@@ -164,19 +194,19 @@ enum {
 	OW_NEXT,
 	OW_CHARGE_PERIOD
 };
-static const char SQL_LOCK_OWNED[] =
-    "SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
-    "       s.period, s.cycles_done, s.attempts, s.state,"
-    "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
-    "  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
-    " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
-    "   AND c.state IN " OPEN_STATES " FOR UPDATE OF c, s";
+static const struct db_stmt SQL_LOCK_OWNED =
+    DB_STMT("SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
+            "       s.period, s.cycles_done, s.attempts, s.state,"
+            "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
+            "  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
+            " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
+            "   AND c.state IN " OPEN_STATES " FOR UPDATE OF c, s");
 
 int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_owned_fn fn,
                        void *arg, char *err, size_t errlen)
 {
 	const char *p[2] = {ids, owner};
-	PGresult *r = db_query(c, SQL_LOCK_OWNED, 2, p, err, errlen);
+	PGresult *r = db_query_prepared(c, &SQL_LOCK_OWNED, 2, p, err, errlen);
 	int rc = 0;
 
 	if (!r)
@@ -208,17 +238,18 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 	"settled_at = CASE WHEN " state " IN ('succeeded', 'failed') THEN "                        \
 	"coalesce(settled_at, attempted_at, to_timestamp(" n "::bigint)) END"
 
-static const char SQL_SET_OUTCOMES[] =
+static const struct db_stmt SQL_SET_OUTCOMES = DB_STMT(
     "UPDATE charges c SET state = u.state, pay_order_id = u.pay_order_id,"
     "       trans_id = u.trans_id, gateway_status = u.status, ret_msg = u.msg,"
-    "       pay_succ_time = u.succ, lease_owner = NULL,"
+    "       pay_succ_time = u.succ, lease_owner = NULL, updated_at = now(),"
     "       lease_expires_at = CASE WHEN u.state = 'unknown' THEN now() END,"
-    "       " SETTLED_AT("u.state", "u.at") "  FROM unnest($1::bigint[], $2::text[], $3::text[], "
+    "       " SETTLED_AT("u.state", "u.at") ""
+                                            "  FROM unnest($1::bigint[], $2::text[], $3::text[], "
                                             "$4::text[], $5::int[], $6::text[],"
                                             "              $7::text[], $8::bigint[]) AS u(id, "
                                             "state, pay_order_id, trans_id, status, msg,"
                                             "                                             succ, at)"
-                                            " WHERE c.id = u.id";
+                                            " WHERE c.id = u.id");
 
 static void opt_str(struct db_arr *a, const char *v)
 {
@@ -249,7 +280,7 @@ int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, siz
 	                    db_arr_text(&o->trans), db_arr_text(&o->status), db_arr_text(&o->msg),
 	                    db_arr_text(&o->succ),  db_arr_text(&o->at)};
 
-	return o->n ? db_exec(c, SQL_SET_OUTCOMES, 8, p, err, errlen) : 0;
+	return o->n ? db_exec_prepared(c, &SQL_SET_OUTCOMES, 8, p, err, errlen) : 0;
 }
 
 void charges_outcomes_free(struct charges_outcomes *o)

@@ -39,7 +39,7 @@ struct charges_claim {
 	int64_t id;
 	char mch_order_no[31];
 	int64_t subscription_id;
-	char customer_id[31];
+	char customer_id[31]; /* the gateway's customerId: the binding of the card charged */
 	int64_t amount_cents;
 };
 typedef void (*charges_claim_fn)(void *arg, const struct charges_claim *cl);
@@ -49,13 +49,21 @@ struct charges_lease {
 	int seconds;       /* on the database's clock */
 };
 
-/* Claims up to limit subscriptions due at now (only subscription only_sub
- * when it is not 0) whose customer is bound and which have no open charge,
- * and commits an attempt for each, in one statement; calls fn for each.
- * Returns how many, or -1 with err. */
+/* Where a pass's claims got to in the due order: the last due time (unix
+ * microseconds) and subscription claimed; {0, 0} before the first claim. */
+struct charges_cursor {
+	int64_t at_us;
+	int64_t sub_id;
+};
+
+/* Claims up to limit subscriptions due at now, after *cur in the due order
+ * (only subscription only_sub when it is not 0), whose customer is bound and
+ * which have no open charge, and commits an attempt for each, in one
+ * statement; calls fn for each and moves *cur past them. Returns how many,
+ * or -1 with err. */
 int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
-                      const struct charges_lease *lease, charges_claim_fn fn, void *arg, char *err,
-                      size_t errlen);
+                      const struct charges_lease *lease, struct charges_cursor *cur,
+                      charges_claim_fn fn, void *arg, char *err, size_t errlen);
 
 /* The database's time now, as text: open outcomes whose lease ran out
  * before it are claimable by charges_claim_unresolved. */

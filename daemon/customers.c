@@ -24,7 +24,8 @@ const char *const customers_states[CUSTOMERS_NSTATES] = {[CUSTOMERS_PENDING] = "
 	"customer_id, coalesce(email, ''), coalesce(name, ''), state, coalesce(card_masked, ''), " \
 	"coalesce(card_type, ''), coalesce(card_expiry, ''), "                                     \
 	"extract(epoch FROM enrol_expires_at)::bigint, "                                           \
-	"extract(epoch FROM next_check_at)::bigint, extract(epoch FROM created_at)::bigint"
+	"extract(epoch FROM next_check_at)::bigint, extract(epoch FROM created_at)::bigint, "      \
+	"coalesce(binding_id, customer_id)"
 
 /* A card is valid through the last day of its MMYY month: it expires at the
  * start of the next month (UTC). NULL for a malformed month. */
@@ -71,6 +72,7 @@ enum {
 	COL_ENROL_EXPIRES,
 	COL_NEXT_CHECK,
 	COL_CREATED,
+	COL_BINDING,
 };
 
 static void fill(const PGresult *r, int row, void *to)
@@ -87,6 +89,7 @@ static void fill(const PGresult *r, int row, void *to)
 	out->enrol_expires_at = db_i64(r, row, COL_ENROL_EXPIRES);
 	out->next_check_at = db_i64(r, row, COL_NEXT_CHECK);
 	out->created_at = db_i64(r, row, COL_CREATED);
+	copy(out->binding_id, sizeof(out->binding_id), db_str(r, row, COL_BINDING));
 }
 
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
@@ -108,10 +111,8 @@ int customers_get(PGconn *c, const char *id, struct customer *out, char *err, si
 #define TOKEN_KEY "enrolment="
 #define TOKEN_LEN 32 /* hex digits */
 
-/* cfg->return_url with customerId=<id> and the enrolment's token appended
- * (ids and tokens need no escaping). */
-static int return_url_for(const struct cfg *cfg, const char *id, const char *token, char *out,
-                          size_t len, char *err, size_t errlen)
+int customers_return_url(const struct cfg *cfg, const char *id, const char *token, char *out,
+                         size_t len, char *err, size_t errlen)
 {
 	const char *sep = strchr(cfg->return_url, '?') ? "&" : "?";
 	int n = snprintf(out, len, "%s%scustomerId=%s&" TOKEN_KEY "%s", cfg->return_url, sep, id,
@@ -133,7 +134,8 @@ static int return_url_for(const struct cfg *cfg, const char *id, const char *tok
 
 /* Makes id a pending enrolment with a new token (into token): 1 when done,
  * 0 when the customer is bound, -1 on error. Not INSERT ... ON CONFLICT:
- * its BEFORE INSERT trigger would audit an insert that did not happen. */
+ * its BEFORE INSERT trigger would audit an insert that did not happen. An
+ * enrolment binds under the customer's own id, whatever card it had. */
 static int make_pending(PGconn *c, const char *id, const char *email, const char *name,
                         int64_t expires, int64_t check, char token[TOKEN_LEN + 1], char *err,
                         size_t errlen)
@@ -143,7 +145,8 @@ static int make_pending(PGconn *c, const char *id, const char *email, const char
 	    "UPDATE customers SET email = coalesce(nullif($2, ''), email), "
 	    "name = coalesce(nullif($3, ''), name), state = 'pending', "
 	    "enrol_expires_at = to_timestamp($4), next_check_at = to_timestamp($5), "
-	    "checks_done = 0, enrol_token = " NEW_TOKEN " WHERE customer_id = $1 "
+	    "checks_done = 0, binding_id = NULL, enrol_token = " NEW_TOKEN
+	    " WHERE customer_id = $1 "
 	    "AND state <> 'bound' RETURNING enrol_token",
 	    "INSERT INTO customers (customer_id, email, name, state, enrol_expires_at, "
 	    "next_check_at, enrol_token) SELECT $1::text, nullif($2, ''), nullif($3, ''), "
@@ -191,7 +194,7 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	memset(token, '0', TOKEN_LEN);
 	token[TOKEN_LEN] = '\0';
 	if (valid_id(id, err, errlen) < 0 ||
-	    return_url_for(cfg, id, token, ret_url, sizeof(ret_url), err, errlen) < 0)
+	    customers_return_url(cfg, id, token, ret_url, sizeof(ret_url), err, errlen) < 0)
 		return -1;
 	email = email ? email : "";
 	name = name ? name : "";
@@ -202,15 +205,15 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 	}
 	rc = make_pending(c, id, email, name, now + (int64_t)cfg->enrolment_expiry_hours * 3600,
 	                  now + FOLLOW_UP_SECONDS, token, err, errlen);
-	if (rc < 0 ||
-	    (rc > 0 && return_url_for(cfg, id, token, ret_url, sizeof(ret_url), err, errlen) < 0))
+	if (rc < 0 || (rc > 0 && customers_return_url(cfg, id, token, ret_url, sizeof(ret_url), err,
+	                                              errlen) < 0))
 		return -1;
 	if (rc == 0) {
 		if (customers_get(c, id, &cur, err, errlen) == 0)
 			snprintf(err, errlen,
-			         "customer %s is already bound to card %s; a customer id binds "
-			         "one card: enrol a new id for another card",
-			         id, cur.card_masked);
+			         "customer %s is already bound to card %s; for another card: "
+			         "billctl customer update-card %s",
+			         id, cur.card_masked, id);
 		return -1;
 	}
 	memset(&res, 0, sizeof(res));
@@ -235,10 +238,8 @@ int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **
 	return *out ? 0 : -1;
 }
 
-/* The gateway masks the card number (450116XXXXXX7214); anything that could
- * be a full card number is refused rather than stored. */
-static int valid_card(const char *card, const char *type, const char *expiry, char *err,
-                      size_t errlen)
+int customers_valid_card(const char *card, const char *type, const char *expiry, char *err,
+                         size_t errlen)
 {
 	size_t n = strlen(card), masked = 0, i;
 
@@ -318,13 +319,14 @@ enum customers_outcome customers_record_return(PGconn *c, const char *id, const 
 		                  "WHERE customer_id = $1 AND state = 'pending' "
 		                  "AND enrol_token = $2 RETURNING 1",
 		                  DB_PARAMS(DB_S(id), DB_S(token)), err, errlen);
-	if (valid_card(card, type, expiry, err, errlen) < 0)
+	if (customers_valid_card(card, type, expiry, err, errlen) < 0)
 		return CUSTOMERS_INVALID;
 	/* Only the enrolment's own return binds, once: it spends the token, so
 	 * a replay (or an older enrolment's return) writes nothing. */
 	return update_one(c,
 	                  "UPDATE customers SET state = 'bound', card_masked = $2, "
-	                  "card_type = nullif($3, ''), card_expiry = $4, enrol_token = NULL "
+	                  "card_type = nullif($3, ''), card_expiry = $4, enrol_token = NULL, "
+	                  "binding_id = NULL "
 	                  "WHERE customer_id = $1 AND state <> 'bound' AND enrol_token = $5 "
 	                  "RETURNING 1",
 	                  DB_PARAMS(DB_S(id), DB_S(card), DB_S(type), DB_S(expiry), DB_S(token)),
@@ -413,12 +415,13 @@ int customers_check_binding(PGconn *c, struct gw_client *gw, const char *id, int
                             struct customers_binding *out, char *err, size_t errlen)
 {
 	struct customer cu;
-	struct gw_request req = {.call = GW_ISBINDING, .customer_id = id};
+	struct gw_request req = {.call = GW_ISBINDING};
 	struct gw_result res;
 
 	memset(out, 0, sizeof(*out));
 	if (customers_get(c, id, &cu, err, errlen) < 0)
 		return -1;
+	req.customer_id = cu.binding_id;
 	gw_call(gw, &req, &res);
 	copy(out->detail, sizeof(out->detail), res.detail);
 	return customers_record_binding(c, id, res.outcome, now, out, err, errlen);
@@ -442,7 +445,7 @@ static const char SQL_CLAIM_CHECKS[] =
     "                        WHERE next_check_at <= to_timestamp($1)"
     "                          AND state IN ('pending', 'bound')"
     "                        ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
-    " RETURNING customer_id";
+    " RETURNING coalesce(binding_id, customer_id)";
 
 int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
                            size_t errlen)
@@ -465,6 +468,7 @@ int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, s
 
 	return db_run(c, err, errlen,
 	              "UPDATE customers SET next_check_at = to_timestamp($2)"
-	              " WHERE customer_id = ANY($1::text[]) AND state = 'bound'",
+	              " WHERE (customer_id = ANY($1::text[]) OR binding_id = ANY($1::text[]))"
+	              "   AND state = 'bound'",
 	              DB_S(ids), DB_I(now));
 }

@@ -21,6 +21,7 @@ struct customer {
 	char card_type[8];
 	char card_expiry[5];                                 /* MMYY */
 	int64_t enrol_expires_at, next_check_at, created_at; /* 0 when NULL */
+	char binding_id[31]; /* the gateway's customerId of the card in use (cards.h) */
 };
 
 /* A customer's binding state, indexed like customers_states. */
@@ -37,6 +38,18 @@ extern const char *const customers_states[CUSTOMERS_NSTATES];
 int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, const char *id,
                     const char *email, const char *name, int64_t now, char *pay_url, size_t url_len,
                     char *err, size_t errlen);
+
+/* cfg->return_url with customerId=<id> (a customer's, or a card update's
+ * binding id) and the enrolment's token appended (they need no escaping);
+ * -1 with err when unset or longer than the gateway takes. */
+int customers_return_url(const struct cfg *cfg, const char *id, const char *token, char *out,
+                         size_t len, char *err, size_t errlen);
+
+/* The gateway masks the card number (450116XXXXXX7214); anything that could
+ * be a full card number is refused rather than stored. 0, or -1 with err
+ * (also for a bad type or MMYY expiry). */
+int customers_valid_card(const char *card, const char *type, const char *expiry, char *err,
+                         size_t errlen);
 
 /* 0, or -1 with err ("unknown customer 'X'" or a database error). */
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen);
@@ -104,13 +117,14 @@ int customers_due_final_checks(PGconn *c, int64_t now, char *err, size_t errlen)
 
 /* Claims up to limit customers whose check is due at now (pending, or bound
  * and flagged), pushing their next check out (from 5 minutes, doubling, at
- * most 6 hours) so that other daemons skip them; their ids into ids.
- * Returns how many, or -1. */
+ * most 6 hours) so that other daemons skip them; the gateway's customerId
+ * of each (its binding id) into ids. Returns how many, or -1. */
 int customers_claim_checks(PGconn *c, int64_t now, int limit, char (*ids)[31], char *err,
                            size_t errlen);
 
-/* Flags bound customers (ids: a text array literal, db_arr_text) for a
- * binding check at now: a charge was declined for a binding reason. */
+/* Flags bound customers (ids: a text array literal, db_arr_text, of
+ * customer or binding ids) for a binding check at now: a charge was
+ * declined for a binding reason. */
 int customers_flag_recheck(PGconn *c, const char *ids, int64_t now, char *err, size_t errlen);
 
 struct customers_counts {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-events.h>
+
 #include "db.h"
 
 static _Thread_local char last_sqlstate[6];
@@ -79,10 +81,9 @@ int db_set_now(PGconn *c, int64_t now, char *err, size_t errlen)
 	return db_exec(c, "SELECT set_config('billing.now', $1, false)", 1, p, err, errlen);
 }
 
-PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-                   size_t errlen)
+/* r when it succeeded; else NULL with err (and the SQLSTATE kept). */
+static PGresult *result(PGconn *c, PGresult *r, char *err, size_t errlen)
 {
-	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 
 	last_sqlstate[0] = '\0';
@@ -96,6 +97,118 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 		one_line(err, errlen, "database: ", PQerrorMessage(c));
 	PQclear(r);
 	return NULL;
+}
+
+PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
+                   size_t errlen)
+{
+	return result(c, PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0), err, errlen);
+}
+
+/* The statements prepared on one connection, kept with it by libpq (an
+ * event procedure's instance data): a new connection, or one reset, starts
+ * with none, so that what the server forgot is prepared again. */
+struct prepared {
+	int n, cap;
+	const struct db_stmt **stmts; /* the server's name for stmts[i]: "billing_<i>" */
+};
+
+static int prepared_event(PGEventId id, void *info, void *arg)
+{
+	struct prepared *pr = NULL;
+
+	(void)arg;
+	if (id == PGEVT_CONNRESET)
+		pr = PQinstanceData(((PGEventConnReset *)info)->conn, prepared_event);
+	else if (id == PGEVT_CONNDESTROY)
+		pr = PQinstanceData(((PGEventConnDestroy *)info)->conn, prepared_event);
+	if (pr) {
+		pr->n = 0;
+		if (id == PGEVT_CONNDESTROY) {
+			free(pr->stmts);
+			free(pr);
+		}
+	}
+	return 1;
+}
+
+/* The connection's registry, made on first use; NULL when out of memory. */
+static struct prepared *prepared_of(PGconn *c)
+{
+	struct prepared *pr = PQinstanceData(c, prepared_event);
+
+	if (pr)
+		return pr;
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return NULL;
+	if (!PQregisterEventProc(c, prepared_event, "billing prepared", NULL) ||
+	    !PQsetInstanceData(c, prepared_event, pr)) {
+		free(pr);
+		return NULL;
+	}
+	return pr;
+}
+
+/* st's name on c, prepared there first if it is not yet; -1 with err. */
+static int prepared_name(PGconn *c, const struct db_stmt *st, char *name, size_t len, char *err,
+                         size_t errlen)
+{
+	struct prepared *pr = prepared_of(c);
+	PGresult *r;
+	int i;
+
+	if (!pr) {
+		snprintf(err, errlen, "database: out of memory");
+		return -1;
+	}
+	for (i = 0; i < pr->n && pr->stmts[i] != st; i++)
+		;
+	snprintf(name, len, "billing_%d", i);
+	if (i < pr->n)
+		return 0;
+	if (pr->n == pr->cap) {
+		int cap = pr->cap ? pr->cap * 2 : 8;
+		const struct db_stmt **grown = realloc(pr->stmts, (size_t)cap * sizeof(*grown));
+
+		if (!grown) {
+			snprintf(err, errlen, "database: out of memory");
+			return -1;
+		}
+		pr->stmts = grown;
+		pr->cap = cap;
+	}
+	r = PQprepare(c, name, st->sql, 0, NULL);
+	if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+		one_line(err, errlen,
+		         "database: ", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	pr->stmts[pr->n++] = st;
+	return 0;
+}
+
+PGresult *db_query_prepared(PGconn *c, const struct db_stmt *st, int nparams,
+                            const char *const *params, char *err, size_t errlen)
+{
+	char name[24];
+
+	if (prepared_name(c, st, name, sizeof(name), err, errlen) < 0)
+		return NULL;
+	return result(c, PQexecPrepared(c, name, nparams, params, NULL, NULL, 0), err, errlen);
+}
+
+int db_exec_prepared(PGconn *c, const struct db_stmt *st, int nparams, const char *const *params,
+                     char *err, size_t errlen)
+{
+	PGresult *r = db_query_prepared(c, st, nparams, params, err, errlen);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
 }
 
 PGresult *db_one(PGresult *r, char *err, size_t errlen, const char *fmt, ...)
@@ -127,6 +240,12 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p,
                   int n)
 {
+	return db_stmt_get_(c, err, errlen, &(const struct db_stmt){sql, 0}, p, n);
+}
+
+PGresult *db_stmt_get_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
+                       const struct db_param *p, int n)
+{
 	char num[DB_MAX_PARAMS][24];
 	const char *v[DB_MAX_PARAMS];
 
@@ -139,7 +258,8 @@ PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const st
 		snprintf(num[i], sizeof(num[i]), "%lld", (long long)p[i].i);
 		v[i] = num[i];
 	}
-	return db_query(c, sql, n, v, err, errlen);
+	return st->prepare ? db_query_prepared(c, st, n, v, err, errlen)
+	                   : db_query(c, st->sql, n, v, err, errlen);
 }
 
 int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,
@@ -158,6 +278,13 @@ int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct
 int db_begin(PGconn *c, char *err, size_t errlen)
 {
 	return db_exec(c, "BEGIN", 0, NULL, err, errlen);
+}
+
+int db_begin_async(PGconn *c, char *err, size_t errlen)
+{
+	if (db_begin(c, err, errlen) < 0)
+		return -1;
+	return db_exec(c, "SET LOCAL synchronous_commit = off", 0, NULL, err, errlen);
 }
 
 int db_commit(PGconn *c, char *err, size_t errlen)

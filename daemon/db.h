@@ -24,6 +24,26 @@ int db_set_now(PGconn *c, int64_t now, char *err, size_t errlen);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
                    size_t errlen);
 
+/* A hot statement: prepared on each connection at its first use there
+ * (parsed and planned once, not at every call); a connection opened again,
+ * or reset, prepares it again. Declare it static, one object per SQL text:
+ *   static const struct db_stmt CLAIM = DB_STMT("SELECT ...");
+ * (prepare 0: an ordinary statement, run unprepared.) */
+struct db_stmt {
+	const char *sql;
+	int prepare;
+};
+#define DB_STMT(sql)                                                                               \
+	{                                                                                          \
+		(sql), 1                                                                           \
+	}
+/* db_query for a prepared statement. */
+PGresult *db_query_prepared(PGconn *c, const struct db_stmt *st, int nparams,
+                            const char *const *params, char *err, size_t errlen);
+/* db_exec for a prepared statement; 0 / -1. */
+int db_exec_prepared(PGconn *c, const struct db_stmt *st, int nparams, const char *const *params,
+                     char *err, size_t errlen);
+
 /* Typed query parameters, so that no caller formats a number by hand:
  *   r = db_get(c, err, errlen, "SELECT ... WHERE id = $1 AND name = $2",
  *              DB_I(id), DB_S(name));
@@ -47,6 +67,11 @@ PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const st
                   int n);
 /* The result (caller PQclear()s), or NULL with err. */
 #define db_get(c, err, errlen, sql, ...) db_get_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__))
+/* db_get for a prepared statement (struct db_stmt). */
+PGresult *db_stmt_get_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
+                       const struct db_param *p, int n);
+#define db_stmt_get(c, err, errlen, st, ...)                                                       \
+	db_stmt_get_(c, err, errlen, st, DB_PARAMS(__VA_ARGS__))
 /* 0 / -1 with err. */
 #define db_run(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 0)
 /* How many rows the statement returned (an UPDATE ... RETURNING: how many
@@ -69,6 +94,11 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 int db_begin(PGconn *c, char *err, size_t errlen);
 int db_commit(PGconn *c, char *err, size_t errlen);
 void db_rollback(PGconn *c);
+/* BEGIN a transaction whose COMMIT returns before its WAL is on disk
+ * (synchronous_commit off for it alone): only for what a crash may lose
+ * safely, because a later pass finds it out again (docs/design.md, "What a
+ * charge costs the database"). 0 / -1. */
+int db_begin_async(PGconn *c, char *err, size_t errlen);
 
 /* The index of s in names[0..n) (a state's SQL names, indexed by its enum),
  * or -1. */

@@ -421,6 +421,9 @@ static enum gw_reason fail_reason(const char *msg)
 	static const char *const busy[] = {"busy", NULL};
 	static const char *const not_bound[] = {"bind", "bound", NULL};
 	static const char *const invalid[] = {"missing", "invalid", NULL};
+	static const char *const declined[] = {"declin", "insufficient", "expired", "honor",
+	                                       "honour", "lost",         "stolen",  "limit",
+	                                       "fraud",  "restricted",   "card",    NULL};
 
 	if (says(msg, auth))
 		return GW_R_AUTH;
@@ -430,7 +433,9 @@ static enum gw_reason fail_reason(const char *msg)
 		return GW_R_NOT_FOUND;
 	if (says(msg, not_bound))
 		return GW_R_NOT_BOUND;
-	return says(msg, invalid) ? GW_R_INVALID : GW_R_DECLINED;
+	if (says(msg, invalid))
+		return GW_R_INVALID;
+	return says(msg, declined) ? GW_R_DECLINED : GW_R_UNFAMILIAR;
 }
 
 /* cc_isbinding FAIL messages that are not a "no": try-later and errors in
@@ -572,7 +577,7 @@ enum gw_outcome gw_classify(const struct gw_request *req, long http_status, cons
 const char *gw_reason_name(enum gw_reason r)
 {
 	static const char *const names[] = {"none", "declined", "not_bound", "busy",
-	                                    "auth", "invalid",  "not_found"};
+	                                    "auth", "invalid",  "not_found", "unfamiliar"};
 
 	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "none";
 }

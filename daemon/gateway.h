@@ -63,7 +63,10 @@ enum gw_reason {
 	GW_R_BUSY,      /* the gateway was busy: not processed */
 	GW_R_AUTH,      /* our signature or merchant id was refused: not processed */
 	GW_R_INVALID,   /* the gateway refused the request itself (a missing field) */
-	GW_R_NOT_FOUND  /* no such order */
+	GW_R_NOT_FOUND, /* no such order */
+	/* A FAIL in words we do not know: taken as a decline of its customer,
+	 * unless many customers get the same one (wave.h). */
+	GW_R_UNFAMILIAR
 };
 
 struct gw_result {

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "http.h"
 #include "charges.h"
+#include "cards.h"
 #include "customers.h"
 #include "db.h"
 #include "gateway.h"
@@ -134,8 +135,8 @@ static int record_return(PGconn *c, void *arg, char *err, size_t errlen)
 	const struct enrolment_return *er = arg;
 	const struct gw_return *e = &er->e;
 
-	return customers_record_return(c, e->customer_id, er->token, e->success, e->card,
-	                               e->card_type, e->expiry, err, errlen);
+	return cards_record_return(c, e->customer_id, er->token, e->success, e->card, e->card_type,
+	                           e->expiry, err, errlen);
 }
 
 /* Where the customer lands after the card page: the operator's page when

@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "gateway.h"
 #include "metrics.h"
+#include "wave.h"
 
 #define EXPIRING_SOON_DAYS 30
 /* pg_advisory_lock key of the metrics leader: "billmetr" */
@@ -117,11 +118,31 @@ static void counters(struct buf *t, const char *name, const char *help, const ch
 		           atomic_load(&counts[i]));
 }
 
+/* 1 with the gateway's words while a wave stops charging (wave.h). */
+static void render_wave(struct buf *t)
+{
+	char msg[256];
+
+	wave_current(msg, sizeof(msg));
+	family(
+	    t, "billing_gateway_wave", "gauge",
+	    "1 while the same unfamiliar FAIL for many customers stops charging, labelled by it.");
+	if (!msg[0]) {
+		buf_printf(t, "billing_gateway_wave 0\n");
+		return;
+	}
+	buf_printf(t, "billing_gateway_wave{ret_msg=\"");
+	for (const char *c = msg; *c; c++)
+		buf_printf(t, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+	buf_printf(t, "\"} 1\n");
+}
+
 static void render_process(struct buf *t)
 {
 	unsigned long long cum = 0;
 	size_t i;
 
+	render_wave(t);
 	family(t, "billing_build_info", "gauge", "The running build: 1, labelled by version.");
 	buf_printf(t, "billing_build_info{version=\"%s\"} 1\n", BILLING_VERSION);
 	counters(t, "billing_charges_total",

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "pump.h"
 #include "recorder.h"
+#include "wave.h"
 
 struct pump {
 	const struct cfg *cfg;
@@ -21,6 +22,17 @@ struct pump {
 	struct failover_recent *recent; /* what was sent: re-inserted after a failover */
 	int probing;                    /* ask cc_query before each charge */
 	struct rec_job *to_send;        /* probed and proven absent */
+	struct charges_cursor cursor;   /* the due claims of this pump_run */
+	struct wave wave;
+	struct rec_job **held; /* answers of a streak not decided yet (wave.h) */
+	int nheld, capheld;
+	int stopped; /* a wave stopped this pump_run's claims */
+};
+
+/* A job sent: the recorder frees it as a rec_job (its first member). */
+struct sent {
+	struct rec_job job;
+	struct pump *p;
 };
 
 struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner)
@@ -56,6 +68,9 @@ void pump_free(struct pump *p)
 		p->to_send = j->next;
 		free(j);
 	}
+	for (int i = 0; i < p->nheld; i++)
+		free(p->held[i]);
+	free(p->held);
 	free(p);
 }
 
@@ -75,13 +90,41 @@ struct claiming {
 	int64_t now;
 };
 
-/* Called in the pump's thread as each request completes. */
+/* Hands the held answers to the recorder; in_wave: as not processed. */
+static void release(struct pump *p, int in_wave)
+{
+	for (int i = 0; i < p->nheld; i++) {
+		p->held[i]->wave = in_wave;
+		recorder_push(p->held[i]);
+	}
+	p->nheld = 0;
+}
+
+static void hold(struct pump *p, struct rec_job *j)
+{
+	if (p->nheld == p->capheld) {
+		int cap = p->capheld ? p->capheld * 2 : 16;
+		struct rec_job **grown = realloc(p->held, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			abort(); /* the outcome must not be dropped silently */
+		p->held = grown;
+		p->capheld = cap;
+	}
+	p->held[p->nheld++] = j;
+}
+
+/* Called in the pump's thread as each request completes. A charge's answer
+ * that may belong to a wave waits until the wave is decided, so that nobody
+ * is dunned for one. */
 static void job_done(void *udata, const struct gw_result *res)
 {
-	struct rec_job *j = udata;
+	struct sent *s = udata;
+	struct rec_job *j = &s->job;
+	struct pump *p = s->p;
+	int restarted;
 
 	if (j->probe) {
-		struct pump *p = j->pump;
 		int found = res->outcome == GW_SUCCESS && res->has_order;
 		int absent = res->outcome == GW_FAIL && res->reason == GW_R_NOT_FOUND;
 
@@ -124,7 +167,33 @@ static void job_done(void *udata, const struct gw_result *res)
 	metrics_gateway_observe(res->seconds);
 	if (res->reason == GW_R_AUTH || res->reason == GW_R_BUSY)
 		metrics_gateway_error(gw_reason_name(res->reason));
-	recorder_push(j);
+	if (j->is_query) {
+		recorder_push(j);
+		return;
+	}
+	switch (wave_feed(&p->wave, j->customer_id,
+	                  res->outcome == GW_FAIL && res->reason == GW_R_UNFAMILIAR, res->ret_msg,
+	                  &restarted)) {
+	case WAVE_NO:
+		release(p, 0);
+		recorder_push(j);
+		break;
+	case WAVE_HOLD:
+		if (restarted)
+			release(p, 0);
+		hold(p, j);
+		break;
+	case WAVE_ON:
+		p->stopped = 1;
+		hold(p, j);
+		release(p, 1);
+		break;
+	}
+}
+
+int pump_wave_on(const struct pump *p)
+{
+	return p->wave.on;
 }
 
 /* Sends j: a cc_query when it is one (or a probe), else the charge, which
@@ -174,12 +243,13 @@ static void send_probed(struct pump *p)
 static void submit_claimed(void *arg, const struct charges_claim *cl)
 {
 	const struct claiming *cg = arg;
-	struct rec_job *j = calloc(1, sizeof(*j));
+	struct sent *s = calloc(1, sizeof(*s));
+	struct rec_job *j = &s->job;
 
-	if (!j)
+	if (!s)
 		abort();
+	s->p = cg->p;
 	j->rec = cg->p->rec;
-	j->pump = cg->p;
 	j->charge_id = cl->id;
 	memcpy(j->mch_order_no, cl->mch_order_no, sizeof(j->mch_order_no));
 	snprintf(j->sub_id, sizeof(j->sub_id), "%lld", (long long)cl->subscription_id);
@@ -196,11 +266,13 @@ int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int lim
 {
 	struct claiming cg = {p, what->cutoff != NULL, what->now};
 	struct charges_lease lease = {p->owner, p->cfg->lease_seconds};
+	struct charges_cursor one = {0, 0};
 	int n = what->cutoff
 	            ? charges_claim_unresolved(db, what->cutoff, limit, &lease, submit_claimed, &cg,
 	                                       err, errlen)
 	            : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
-	                                &lease, submit_claimed, &cg, err, errlen);
+	                                &lease, what->only_sub ? &one : &p->cursor, submit_claimed,
+	                                &cg, err, errlen);
 
 	metrics_in_flight(gw_multi_pending(p->multi));
 	return n;
@@ -228,6 +300,11 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 {
 	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
 
+	/* A subscription passed over (locked by another daemon's claim, or
+	 * with an open charge) waits for the next pass. */
+	p->cursor = (struct charges_cursor){0, 0};
+	p->stopped = 0;
+
 	for (;;) {
 		int room, idle;
 
@@ -235,7 +312,7 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 		room = claimable(p);
 		idle = gw_multi_pending(p->multi) == 0;
 
-		if (more && !*stop && room > 0 && (room >= chunk || idle)) {
+		if (more && !*stop && !p->stopped && room > 0 && (room >= chunk || idle)) {
 			int n = pump_claim(p, db, what, room, err, errlen);
 			if (n < 0)
 				return -1;
@@ -251,5 +328,7 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 		}
 		metrics_in_flight(gw_multi_pending(p->multi));
 	}
+	/* a streak still undecided is too short to be a wave */
+	release(p, 0);
 	return recorder_flush(p->rec, st, err, errlen) < 0 ? -1 : claimed;
 }

@@ -45,5 +45,8 @@ void pump_set_probing(struct pump *p, int on);
 /* After a reconnect: the charges sent in the last lease that the server
  * lost go back as unknown. How many, or -1 with err. */
 int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen);
+/* 1 while the same unfamiliar FAIL answers every charge (wave.h): the
+ * scheduler backs off. */
+int pump_wave_on(const struct pump *p);
 
 #endif

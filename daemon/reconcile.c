@@ -18,7 +18,14 @@
 #include "reconcile.h"
 #include "refunds.h"
 
-#define WINDOW " created_at >= to_timestamp($1) AND created_at < to_timestamp($2)"
+/* The window is business time, the billing clock's (migrations/0013): a
+ * charge's attempt, else its payment (a link, paid when the customer opens
+ * it); a refund's request. Only rows that have neither (an open link) fall
+ * back to when they were written. */
+#define CHARGE_TIME    "coalesce(attempted_at, settled_at, created_at)"
+#define REFUND_TIME(r) "coalesce(" r "requested_at, " r "created_at)" /* r: "", "r." */
+#define IN_WINDOW(t)   " " t " >= to_timestamp($1) AND " t " < to_timestamp($2)"
+#define WINDOW         IN_WINDOW(CHARGE_TIME)
 
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
  * charge kind (one_off/subscription), the refunded charge's pay_order_id,
@@ -38,7 +45,7 @@ static const char SQL_ROWS[] =
     " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
     "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, ''), false, 0"
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
-    "  WHERE r.created_at >= to_timestamp($1) AND r.created_at < to_timestamp($2)"
+    "  WHERE" IN_WINDOW(REFUND_TIME("r."))
     " UNION ALL"
     " SELECT 'charge', 0, " ORDER_NO_LINK("$3", "g") ", '', 0, '', '', 'one_off', '', false, 0"
     "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
@@ -46,8 +53,8 @@ static const char SQL_ROWS[] =
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
     " UNION ALL"
     " SELECT 'refund', 0, " ORDER_NO_REFUND("$3", "g") ", '', 0, '', '', '', '', false, 0"
-    "   FROM generate_series((SELECT min(id) FROM refunds WHERE" WINDOW "),"
-    "                        (SELECT max(id) FROM refunds WHERE" WINDOW ")) g"
+    "   FROM generate_series((SELECT min(id) FROM refunds WHERE" IN_WINDOW(REFUND_TIME("")) "),"
+    "                        (SELECT max(id) FROM refunds WHERE" IN_WINDOW(REFUND_TIME("")) ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
     " UNION ALL"
     " SELECT 'charge', 0, " ORDER_NO_ATTEMPT("$3", "m.sid", "m.period", "a") ", m.customer_id,"

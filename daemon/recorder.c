@@ -127,6 +127,8 @@ static enum billing_result interpret(const struct rec_job *j)
 			return BILLING_DECLINED;
 		}
 	}
+	if (j->wave)
+		return BILLING_BUSY;
 	switch (r->outcome) {
 	case GW_SUCCESS:
 		return BILLING_SUCCEEDED;
@@ -305,8 +307,10 @@ static int record_batch(struct recorder *rec, struct rec_job **jobs, int n, stru
 	}
 	for (int i = 0; i < n; i++)
 		db_arr_i64(&ids, jobs[i]->charge_id);
+	/* Asynchronous commit: an outcome a crash loses leaves its charge open,
+	 * and its lease's end has it resolved with cc_query. */
 	if (db_set_now(rec->db, jobs[n - 1]->now, err, errlen) < 0 ||
-	    db_begin(rec->db, err, errlen) < 0)
+	    db_begin_async(rec->db, err, errlen) < 0)
 		goto out;
 	if (charges_lock_owned(rec->db, db_arr_text(&ids), rec->owner, add_to_batch, &b, err,
 	                       errlen) < 0)

@@ -15,7 +15,6 @@
 #include "scheduler.h"
 
 struct recorder;
-struct pump;
 
 /* One claimed charge sent to the gateway, then handed to the recorder. */
 struct rec_job {
@@ -27,8 +26,8 @@ struct rec_job {
 	/* before sending (failover.h): 1 asks for the number, k > 1 for the
 	 * attempt k - 1 past it; 0 once settled */
 	int probe;
-	struct pump *pump;    /* which sent it */
 	struct rec_job *next; /* the pump's list of probed jobs to send */
+	int wave;             /* its FAIL is a wave's (wave.h): not processed, nobody dunned */
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];

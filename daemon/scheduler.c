@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "charges.h"
+#include "cards.h"
 #include "customers.h"
 #include "db.h"
 #include "log.h"
@@ -107,7 +108,7 @@ void sched_stop(struct sched *s)
 static int boundaries(struct sched *s, int64_t now, char *err, size_t errlen)
 {
 	if (subscriptions_boundaries(s->db, now, err, errlen) < 0 ||
-	    customers_due_final_checks(s->db, now, err, errlen) < 0)
+	    cards_due_final_checks(s->db, now, err, errlen) < 0)
 		return -1;
 	return 0;
 }
@@ -134,8 +135,8 @@ static void check_done(void *udata, const struct gw_result *res)
 	struct customers_binding b = {0};
 
 	/* After an error the pass stops; the check is made again later. */
-	if (!ck->failed && customers_record_binding(ck->s->db, j->id, res->outcome, ck->now, &b,
-	                                            ck->err, ck->errlen) < 0)
+	if (!ck->failed && cards_record_binding(ck->s->db, j->id, res->outcome, ck->now, &b,
+	                                        ck->err, ck->errlen) < 0)
 		ck->failed = 1;
 	if (!ck->failed)
 		log_event("info", "binding_check", "customer", j->id, "was", b.was, "state",
@@ -155,7 +156,7 @@ static int claim_checks(struct checking *ck, int room)
 		snprintf(ck->err, ck->errlen, "out of memory");
 		return -1;
 	}
-	n = customers_claim_checks(ck->s->db, ck->now, room, ids, ck->err, ck->errlen);
+	n = cards_claim_checks(ck->s->db, ck->now, room, ids, ck->err, ck->errlen);
 	for (int i = 0; i < n; i++) {
 		struct check_job *j = calloc(1, sizeof(*j));
 		struct gw_request req = {.call = GW_ISBINDING};
@@ -243,13 +244,15 @@ static long long monotonic_s(void)
 }
 
 /* After a pass that called the gateway: a refused key or mch_id would be
- * refused again, for every charge, so calls wait (doubling up to five
- * minutes) rather than re-query every pass; any other pass ends the wait. */
+ * refused again, for every charge, and so would a wave of one unfamiliar
+ * FAIL (wave.h), so calls wait (doubling up to five minutes) rather than
+ * re-query every pass; any other pass ends the wait. */
 static void auth_backoff(struct sched *s, const struct sched_stats *st)
 {
 	char secs[16];
+	int wave = pump_wave_on(s->pump);
 
-	if (!st->auth) {
+	if (!st->auth && !wave) {
 		if (st->succeeded || st->declined || st->absent || st->unknown || st->bindings)
 			s->backoff = 0;
 		return;
@@ -259,7 +262,8 @@ static void auth_backoff(struct sched *s, const struct sched_stats *st)
 	                                                 : s->backoff * 2;
 	s->quiet_until = monotonic_s() + s->backoff;
 	snprintf(secs, sizeof(secs), "%d", s->backoff);
-	log_event("error", "gateway_backoff", "reason", gw_reason_name(GW_R_AUTH), "seconds", secs,
+	log_event(wave ? "warn" : "error", "gateway_backoff", "reason",
+	          gw_reason_name(wave ? GW_R_UNFAMILIAR : GW_R_AUTH), "seconds", secs,
 	          (char *)NULL);
 }
 

@@ -489,15 +489,16 @@ void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen)
 	PQclear(r);
 }
 
-static const char SQL_MOVES[] =
+static const struct db_stmt SQL_MOVES = DB_STMT(
     "UPDATE subscriptions s SET period = u.period, state = u.state, attempts = u.attempts,"
+    "       updated_at = now(),"
     "       cycles_done = u.cycles, next_charge_at = to_timestamp(u.next),"
     "       period_start = coalesce(to_timestamp(u.ps), s.period_start),"
     "       period_end = coalesce(to_timestamp(u.pe), s.period_end)"
     "  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[], $6::bigint[],"
     "              $7::bigint[], $8::bigint[]) AS u(id, period, state, attempts, cycles, next,"
     "              ps, pe)"
-    " WHERE s.id = u.id";
+    " WHERE s.id = u.id");
 
 static void opt_i64(struct db_arr *a, int64_t v)
 {
@@ -529,7 +530,7 @@ int subscriptions_moves_write(PGconn *c, struct subscriptions_moves *m, char *er
 	                    db_arr_text(&m->cycles), db_arr_text(&m->next),
 	                    db_arr_text(&m->ps),     db_arr_text(&m->pe)};
 
-	return m->n ? db_exec(c, SQL_MOVES, 8, p, err, errlen) : 0;
+	return m->n ? db_exec_prepared(c, &SQL_MOVES, 8, p, err, errlen) : 0;
 }
 
 void subscriptions_moves_free(struct subscriptions_moves *m)

@@ -25,9 +25,10 @@ PAID=$(sql "SELECT count(*) || ' ' || sum(amount_cents) FROM charges WHERE state
 [ "${PAID% *}" -eq "$N" ] || fail "$PAID orders paid of $N"
 
 echo "bench: billctl reconcile of the day (gateway latency ${LATENCY_MS} ms, max_in_flight $IN_FLIGHT)"
-# Today's window in UTC, the configuration's timezone: the orders were written now.
+# The window is business time: the day of the billing clock the orders were
+# made at (NOW, UTC: the configuration's timezone).
 /usr/bin/time -f "%e %M" -o "$T/time" "$B/billctl" -c "$T/billing.yaml" --json reconcile \
-	--from "$(date -u -d yesterday +%F)" --to "$(date -u -d tomorrow +%F)" >"$T/out" 2>"$T/err" ||
+	--from "${NOW%%T*}" --to "${NOW%%T*}" >"$T/out" 2>"$T/err" ||
 	fail "reconcile exited $?: $(head -c 300 "$T/out") $(cat "$T/err")"
 read -r SECS RSS_KB <"$T/time"
 OK=$(jq -r '"\(.counts.ok) \(.cents.ok)"' "$T/out")

@@ -2,8 +2,9 @@
 # directory T, `fail` and `sql`, and bench_setup, which starts build/fakegw
 # (LATENCY_MS) with b1 .. bN bound, writes $T/billing.yaml (IN_FLIGHT
 # requests in flight), migrates, syncs the plans and gives every customer one
-# monthly subscription due in the hour before NOW. Needs B, N, KEY, MCH,
-# LATENCY_MS, IN_FLIGHT, NOW and DATABASE_URL.
+# monthly subscription: the first DUE (default N) due in the hour before NOW,
+# the others a month later. Needs B, N, KEY, MCH, LATENCY_MS, IN_FLIGHT, NOW
+# and DATABASE_URL.
 . tests/fakegw.sh
 T=$(mktemp -d)
 GWPID=
@@ -22,7 +23,7 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 bench_setup() {
 	# ---- the fake gateway, with every customer bound ----
 	fakegw_start "$T" --key "$KEY" --mch-id "$MCH" --latency-ms $LATENCY_MS || fail "the fake gateway did not start"
-	curl -sf -o /dev/null -X POST -d "{\"prefix\":\"b\",\"count\":$N}" "$FAKE/_fake/bind" ||
+	curl -sf -o /dev/null -X POST -d "{\"prefix\":\"b\",\"count\":${DUE:-$N}}" "$FAKE/_fake/bind" ||
 		fail "POST /_fake/bind"
 
 	# ---- our side: schema, plans, N bound customers with one due subscription each ----
@@ -49,7 +50,7 @@ plans_dir: $PWD/plans
 EOF
 	"$B/billctl" -c "$T/billing.yaml" migrate >/dev/null
 	"$B/billctl" -c "$T/billing.yaml" plans sync >/dev/null
-	echo "bench: setting up $N bound customers with a due monthly subscription each"
+	echo "bench: setting up $N bound customers with a monthly subscription each, ${DUE:-$N} due"
 	# Due times spread over the hour before NOW, as a day's renewals would be.
 	# (Their customer.bound and subscription.created events are stamped NOW.)
 	sql "SET billing.now = '$(date -d "$NOW" +%s)';
@@ -58,7 +59,9 @@ EOF
 	     INSERT INTO subscriptions (customer_id, plan_id, state, anchor, next_charge_at)
 	     SELECT 'b' || n, p.id, 'active', t, t
 	       FROM generate_series(1, $N) n, plans p,
-	            LATERAL (SELECT '$NOW'::timestamptz - make_interval(secs => n % 3600) AS t) a
+	            LATERAL (SELECT '$NOW'::timestamptz - make_interval(secs => n % 3600)
+	                            + CASE WHEN n > ${DUE:-$N} THEN interval '1 month' ELSE interval '0' END
+	                            AS t) a
 	      WHERE p.code = 'monthly'"
 	sql "VACUUM ANALYZE"
 }

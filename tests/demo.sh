@@ -301,9 +301,8 @@ EOF
 printf '   %-12s %8s %14s %12s %12s\n' "" "orders" "charged" "refunded" "voided" \
 	"gateway" "$GW_N" "$(money "$GW_CH")" "$(money "$GW_RF")" "$(money "$GW_VD")" \
 	"ours" "$OUR_N" "$(money "$OUR_CH")" "$(money "$OUR_RF")" "$(money "$OUR_VD")"
-# reconcile's window is when the orders were written (today, here)
-bc reconcile --from "$(TZ=America/Toronto date -d yesterday +%F)" \
-	--to "$(TZ=America/Toronto date -d tomorrow +%F)" >"$T/out" 2>&1
+# reconcile's window is business time: the simulated year, as the report's
+bc reconcile --from "$FROM" --to "$TO" >"$T/out" 2>&1
 RECON=$?
 say "billctl reconcile, every charge and refund checked with cc_query:"
 say "  $(tail -n 1 "$T/out" | sed 's/^reconcile [^:]*: //')"

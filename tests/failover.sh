@@ -22,8 +22,8 @@ N=${FAILOVER_N:-5000}
 KEY=FAILKEY0123456789abcdef
 MCH=10000701
 NOW=2026-03-01T12:00:00Z
-FROM=$(date -u +%Y-%m-%d)
-TO=$(date -u -d tomorrow +%Y-%m-%d)
+FROM=2026-03-01 # the window is business time: NOW's day
+TO=2026-03-02
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 T=$(mktemp -d /tmp/billing-failover.XXXXXX)
 chmod 755 "$T"
@@ -245,10 +245,7 @@ scenario() { # NAME
 	URL="postgresql://billing_daemon:billing@127.0.0.1:$P1,127.0.0.1:$P2/billing?target_session_attrs=read-write"
 	if [ "$SC" = bouncer ]; then
 		# transaction pooling is refused at start, in one line
-		PB=$(free_port)
-		bouncer_conf "$P1" transaction
-		as_owner pgbouncer -d "$T/$SC/pgbouncer.ini" >"$T/$SC/pgbouncer.out" 2>&1 || { not_ok "$SC: pgbouncer"; return; }
-		sleep 0.5
+		start_bouncer "$P1" transaction || { not_ok "$SC: pgbouncer"; return; }
 		write_config "$T/billing.yaml" "postgresql://billing_daemon:billing@127.0.0.1:$PB/billing" 4
 		"$B/billingd" -c "$T/billing.yaml" --once --now "$NOW" >"$T/out" 2>"$T/err"
 		rc=$?
@@ -256,10 +253,7 @@ scenario() { # NAME
 			[ $rc -eq 2 -a "$(grep -c 'transaction mode' "$T/err")" -eq 1 ]
 		kill "$(cat "$T/$SC/pgbouncer.pid")"
 		sleep 0.5
-		PB=$(free_port)
-		bouncer_conf "$P1" session
-		as_owner pgbouncer -d "$T/$SC/pgbouncer.ini" >"$T/$SC/pgbouncer.out" 2>&1 || { not_ok "$SC: pgbouncer"; return; }
-		sleep 0.5
+		start_bouncer "$P1" session || { not_ok "$SC: pgbouncer"; return; }
 		URL="postgresql://billing_daemon:billing@127.0.0.1:$PB/billing"
 	fi
 	write_config "$T/billing.yaml" "$URL" 16
@@ -333,6 +327,20 @@ scenario() { # NAME
 	kill "$GWPID"
 	as_owner "$bindir/pg_ctl" -D "$T/$SC/s/data" -m fast stop >/dev/null
 	echo "# $SC: $(($(date +%s) - t0)) s"
+}
+
+# start_bouncer SERVER_PORT POOL_MODE: PgBouncer on a free port (PB),
+# answering; a port taken meanwhile by another process, another port.
+start_bouncer() {
+	for _ in 1 2 3 4 5; do
+		PB=$(free_port)
+		bouncer_conf "$1" "$2"
+		as_owner pgbouncer -d "$T/$SC/pgbouncer.ini" >"$T/$SC/pgbouncer.out" 2>&1
+		sleep 0.5
+		psql -X -q -At "postgresql://billing_daemon:billing@127.0.0.1:$PB/billing" \
+			-c "SELECT 1" >/dev/null 2>&1 && return 0
+	done
+	return 1
 }
 
 bouncer_conf() { # SERVER_PORT POOL_MODE

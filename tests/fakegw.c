@@ -184,12 +184,13 @@ enum fault_kind {
 	FK_GARBAGE,
 	FK_BUSY,
 	FK_DUP_CHARGE,
+	FK_UNFAMILIAR,
 	FK_COUNT
 };
 
 static const char *const fk_names[FK_COUNT] = {
     "latency", "drop_before", "drop_after", "hang_after", "http5xx",
-    "http429", "garbage",     "busy",       "dup_charge",
+    "http429", "garbage",     "busy",       "dup_charge", "unfamiliar",
 };
 
 struct order {
@@ -1268,6 +1269,11 @@ static enum MHD_Result serve_api(struct MHD_Connection *c, struct call *call)
 	if (d->outcome == FK_BUSY)
 		return respond(c, 200, "application/json",
 		               strdup("{\"retCode\":\"FAIL\",\"retMsg\":\"system busy\"}"), NULL);
+	/* a refusal in words billingd does not know, as another gateway's
+	 * "unknown mchId" would be */
+	if (d->outcome == FK_UNFAMILIAR)
+		return respond(c, 200, "application/json",
+		               strdup("{\"retCode\":\"FAIL\",\"retMsg\":\"unknown mchId\"}"), NULL);
 	if (call->body.full)
 		return respond_text(c, 413, "Payload Too Large");
 	out = api_process((enum endpoint)call->ep, call->body.p ? call->body.p : "", call->body.len,

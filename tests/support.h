@@ -85,6 +85,9 @@ pid_t ts_spawn(const char *const argv[], const char *const env[], const char *er
 int ts_wait_pid(pid_t pid, long timeout_ms);
 /* kill -9 and reap. */
 void ts_kill_pid(pid_t pid);
+/* Waits up to timeout_ms until the file at path (a daemon's log) contains
+ * what; aborts when it does not. */
+void ts_wait_log(const char *path, const char *what, long timeout_ms);
 /* Polls sql (its first column of the first row, as a long) on the database
  * at url every 50 ms until it equals want or timeout_ms pass; returns the
  * last value seen (-1: no row or no answer). Connection errors are retried,

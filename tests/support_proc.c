@@ -94,6 +94,26 @@ void ts_kill_pid(pid_t pid)
 		;
 }
 
+void ts_wait_log(const char *path, const char *what, long timeout_ms)
+{
+	long deadline = ts_ms_now() + timeout_ms;
+
+	for (;;) {
+		char *text = access(path, F_OK) == 0 ? ts_read_file(path) : NULL;
+		int found = text && strstr(text, what) != NULL;
+
+		free(text);
+		if (found)
+			return;
+		if (ts_ms_now() >= deadline) {
+			fprintf(stderr, "test support: no '%s' in %s after %ld ms\n", what, path,
+			        timeout_ms);
+			abort();
+		}
+		ts_sleep_ms(20);
+	}
+}
+
 long ts_db_wait(const char *url, const char *sql, long want, long timeout_ms)
 {
 	long deadline = ts_ms_now() + timeout_ms, v = -1;

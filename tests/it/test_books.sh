@@ -164,8 +164,13 @@ check "... it says so in one line, names both and says to run billctl reconcile"
 bc report --month 2026-04 --allow-open
 check "--allow-open: reported anyway (exit 0, the warning kept)" \
 	sh -c "[ $rc -eq 0 ] && grep -q 'allow-open' '$T/err' && [ \$(wc -l <'$T/out') -eq 1 ]"
-bc --now 2026-04-07T10:00:00-04:00 reconcile --from "$(date -d yesterday +%F)" --to "$(date -d tomorrow +%F)"
-check "reconcile resolves both (exit 0)" [ $rc -eq 0 ]
+# The window is business time (the billing clock of each attempt and
+# request), not the day the rows were written: the real today holds them all.
+bc --now 2026-04-07T10:00:00-04:00 --json reconcile --from "$(date -d yesterday +%F)" --to "$(date -d tomorrow +%F)"
+check "reconcile over the real today's dates (the database's clock) finds none of the billing-clock rows" \
+	[ "$(jq -r "[.counts[]] | add" "$T/out")" = 0 ]
+bc --now 2026-04-07T10:00:00-04:00 reconcile --from 2026-01-01 --to 2026-04-30
+check "reconcile over the quarter and April on the billing clock resolves both (exit 0)" [ $rc -eq 0 ]
 # The money beside the counts: what is ok and what was resolved is all the
 # gateway's ledger holds (charges less refunds and voids), to the cent.
 curl -s "$FAKE/_fake/ledger" | jq -r '.orders[] | select(.status == 2 or .status == 3) |
@@ -176,9 +181,12 @@ check "reconcile: money beside the counts; ok + resolved = the ledger's net $(ca
 check "reconcile: the resolved refund's money is -1.00, mismatch and danger 0.00" \
 	grep -q ' 1 resolved (-1.00), 0 open, 0 unresolved, 0 mismatch (0.00), 0 danger (0.00);' "$T/out"
 check "reconcile, stderr not a terminal: no progress" [ ! -s "$T/err" ]
-script -qec "$B/billctl -c $T/billing.yaml reconcile --from $(date -d yesterday +%F) --to $(date -d tomorrow +%F)" /dev/null >"$T/tty" 2>&1
+script -qec "$B/billctl -c $T/billing.yaml reconcile --from 2026-01-01 --to 2026-04-30" /dev/null >"$T/tty" 2>&1
 check "reconcile on a terminal: progress in place (counts and rate), ending with all checked" \
 	grep -q "reconcile: \([0-9]*\) of \1 orders checked, [0-9]*/s" "$T/tty"
+bc --json reconcile --from 2026-04-05 --to 2026-04-06
+check "reconcile over Apr 5-6 (billing clock): that window's charge and refund, and nothing else" \
+	[ "$(jq -r '"\(.counts.ok) \([.counts[]] | add)"' "$T/out")" = "2 2" ]
 bc report --month 2026-04
 check "after reconcile the same report exits 0" [ $rc -eq 0 ]
 check "... with the refund dated by its request (Apr 6), not by the reconcile" \
@@ -216,7 +224,7 @@ CONF=
 sql "DROP OWNED BY $ROLE; DROP ROLE $ROLE"
 
 # ---- a reversal at the gateway: paid, or another status ----
-TODAY="--from $(date -d yesterday +%F) --to $(date -d tomorrow +%F)"
+TODAY="--from 2026-01-01 --to 2026-04-30" # the quarter and April, on the billing clock
 reversed() { curl -s -o /dev/null -X POST -d "{\"status\":$1}" "$FAKE/_fake/reversed"; }
 # shellcheck disable=SC2086 # TODAY is two options
 bc reconcile $TODAY

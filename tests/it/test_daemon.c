@@ -155,24 +155,6 @@ static long daemon_stop(struct env *e, pid_t pid, int sig, long timeout_ms)
 	return ts_ms_now() - t0;
 }
 
-/* Waits until the daemon's log has a line containing what. */
-static void wait_log(const char *path, const char *what, long timeout_ms)
-{
-	long deadline = ts_ms_now() + timeout_ms;
-
-	for (;;) {
-		char *text = access(path, F_OK) == 0 ? ts_read_file(path) : NULL;
-		int found = text && strstr(text, what) != NULL;
-
-		free(text);
-		if (found)
-			return;
-		if (ts_ms_now() >= deadline)
-			fail_msg("no '%s' in %s after %ld ms", what, path, timeout_ms);
-		ts_sleep_ms(20);
-	}
-}
-
 static void fake_post(struct env *e, const char *path, const char *json)
 {
 	char *resp = NULL;
@@ -345,7 +327,7 @@ static void kill_storm(const char *name, int dup_charge)
 		/* counted from its start line, so that a slow start (a loaded
 		 * machine, the sanitizers) does not make the kills miss */
 		snprintf(started, sizeof(started), ":%d once=false", (int)pid);
-		wait_log(e->log, started, 20000);
+		ts_wait_log(e->log, started, 20000);
 		ts_sleep_ms(50 + (long)(rand_r(&seed) % 351));
 		daemon_kill9(e, pid);
 		/* charges this process claimed and never finished */
@@ -488,7 +470,7 @@ static void test_sigterm_while_charging(void **state)
 	took = daemon_stop(e, pid, SIGTERM, 10000);
 	if (took > 1000 + 2000)
 		fail_msg("billingd took %ld ms to stop (gateway timeout 1000 ms)", took);
-	wait_log(e->log, "event=stopped", 0);
+	ts_wait_log(e->log, "event=stopped", 0);
 	/* What was in flight was finished and recorded: every order sent is a
 	 * recorded outcome, nothing is left pending, and work remains. */
 	sent = fake_requests(e, "cc_purchasewithtoken");
@@ -773,7 +755,7 @@ static void test_key_hygiene(void **state)
 	snprintf(dburl, sizeof(dburl), "DATABASE_URL=%s", e->url);
 	pid = ts_spawn(argv, env, e->log);
 	e->pids[0] = pid;
-	wait_log(e->log, "event=started", 10000);
+	ts_wait_log(e->log, "event=started", 10000);
 	n = read_proc(pid, "environ", buf, sizeof(buf));
 	assert_true(n > 0);
 	assert_null(memmem(buf, n, TS_KEY, strlen(TS_KEY)));
@@ -876,15 +858,15 @@ static void test_daemons_never_write_plans(void **state)
 	snprintf(e->config, sizeof(e->config), "%s", b);
 	snprintf(e->log, sizeof(e->log), "%s", log_b);
 	pb = daemon_start(e);
-	wait_log(log_a, "event=started", 20000);
-	wait_log(log_b, "event=started", 20000);
+	ts_wait_log(log_a, "event=started", 20000);
+	ts_wait_log(log_b, "event=started", 20000);
 	for (int i = 0; i < 2; i++) {
 		kill(pa, SIGHUP);
 		kill(pb, SIGHUP);
 		ts_sleep_ms(300);
 	}
-	wait_log(log_a, "event=reloaded", 5000);
-	wait_log(log_b, "event=reloaded", 5000);
+	ts_wait_log(log_a, "event=reloaded", 5000);
+	ts_wait_log(log_b, "event=reloaded", 5000);
 	daemon_stop(e, pa, SIGTERM, 5000);
 	daemon_stop(e, pb, SIGTERM, 5000);
 	assert_int_equal(ts_db_long(e->db, PLAN_ROWS), rows);

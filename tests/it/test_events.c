@@ -25,6 +25,7 @@
 
 #include "db.h"
 #include "events.h"
+#include "gateway.h"
 #include "metrics.h"
 #include "plans.h"
 #include "scheduler.h"
@@ -118,7 +119,7 @@ static void hmac_hex(const char *key, const char *msg, size_t n, char hex[65])
 		sprintf(hex + 2 * i, "%02x", mac[i]);
 }
 
-#define MAX_REQ 4096
+#define MAX_REQ 8192
 
 struct receiver {
 	struct MHD_Daemon *d;
@@ -132,7 +133,9 @@ struct receiver {
 	char ids[MAX_REQ][40];
 	int status[MAX_REQ];
 	int64_t seq[MAX_REQ];
-	char last_sig[160]; /* the last request's Billing-Signature and body */
+	char type[MAX_REQ][32];  /* the body's type */
+	char order[MAX_REQ][31]; /* and its data.mch_order_no ("" when none) */
+	char last_sig[160];      /* the last request's Billing-Signature and body */
 	char last_body[4096];
 };
 
@@ -166,6 +169,20 @@ static int judge(struct MHD_Connection *con, const char *body, size_t len, char 
 	ok = ok && strncmp(body, "{\"id\":\"", 7) == 0 && strncmp(body + 7, eid, strlen(eid)) == 0;
 	snprintf(id, 40, "%s", eid ? eid : "");
 	return ok;
+}
+
+/* The type and the order number of a body, as the receiver's own JSON
+ * parsing reads them. */
+static void read_body(const char *body, char type[32], char order[31])
+{
+	cJSON *j = body ? cJSON_Parse(body) : NULL;
+	const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(j, "type"));
+	const char *o = cJSON_GetStringValue(
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(j, "data"), "mch_order_no"));
+
+	snprintf(type, 32, "%s", t ? t : "");
+	snprintf(order, 31, "%s", o ? o : "");
+	cJSON_Delete(j);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url,
@@ -212,6 +229,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 		rcv.status[k] = hang ? 0 : code; /* a hung request is never acknowledged */
 		seqp = u->body ? strstr(u->body, "\"seq\":") : NULL;
 		rcv.seq[k] = seqp ? atoll(seqp + 6) : 0;
+		read_body(u->body, rcv.type[k], rcv.order[k]);
 	}
 	pthread_mutex_unlock(&rcv.mu);
 	if (hang)
@@ -614,9 +632,12 @@ static void test_failed_then_replayed(void **state)
 /* billingd: no events.url, then SIGHUP with a URL and a secret file: the
  * events written meanwhile are delivered, signed with that secret; then
  * SIGHUP with another secret: the receiver sees it (and refuses it). */
-static void write_events_config(const char *dir, const char *url, const char *secret)
+/* The configuration of billingd in dir: events to url signed with secret;
+ * the gateway g (NULL: none) and more yaml settings (may be ""). */
+static void write_config_with(const char *dir, const char *url, const char *secret,
+                              const struct ts_fakegw *g, const char *more)
 {
-	char extra[512], path[600];
+	char extra[1024], path[600];
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/events.secret", dir);
@@ -628,9 +649,14 @@ static void write_events_config(const char *dir, const char *url, const char *se
 	snprintf(extra, sizeof(extra),
 	         "listen:\n  address: 127.0.0.1:0\n"
 	         "events:\n  url: \"%s\"\n  secret_file: events.secret\n"
-	         "  timeout_ms: 2000\n  retry: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
-	         url);
-	ts_write_config(dir, db_url, NULL, extra);
+	         "  timeout_ms: 2000\n  retry: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n%s",
+	         url, more);
+	ts_write_config(dir, db_url, g, extra);
+}
+
+static void write_events_config(const char *dir, const char *url, const char *secret)
+{
+	write_config_with(dir, url, secret, NULL, "");
 }
 
 static void test_sighup_reloads_events(void **state)
@@ -744,6 +770,163 @@ static void test_kill9_while_delivering(void **state)
 	PQfinish(db);
 }
 
+/* ---- a simulated year with gateway faults and kill -9s ---- */
+
+/* first[k]: request k is the first to carry its event id. */
+static void mark_firsts(char *first)
+{
+	for (int k = 0; k < rcv.nreq; k++) {
+		first[k] = 1;
+		for (int j = 0; j < k && first[k]; j++)
+			first[k] = strcmp(rcv.ids[j], rcv.ids[k]) != 0;
+	}
+}
+
+/* Each week of 2026 a billingd on that week's clock, killed -9 a moment
+ * after it starts, over a gateway failing 5 % of calls each way; then one
+ * at the year's end until everything is charged and delivered. Judged at
+ * the receiver against the gateway's ledger: exactly one charge.succeeded
+ * per order the gateway took, every event received, and no event delivered
+ * more often than the kills explain (the receiver acknowledges every
+ * request). */
+static void test_year_with_kills(void **state)
+{
+	static const char *const kinds[] = {"drop_before", "drop_after", "hang_after", "http5xx",
+	                                    "http429",     "garbage",    "busy"};
+	const int ncust = 24, max_in_flight = 8;
+	const long jan1 = 1767243600L; /* 2026-01-01T00:00:00-05:00 */
+	const long end = jan1 + 365 * DAY;
+	char dir[] = "/tmp/test_events.XXXXXX", url[64], log[700], cfgpath[600], env_db[600];
+	char now_arg[32], json[256], err[512], done_sql[512], id[16];
+	const char *argv[] = {ts_bin("billingd"), "-c", cfgpath, "--now", now_arg, NULL};
+	const char *env[] = {env_db, NULL};
+	unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+	struct ts_fakegw fake;
+	struct gw_client *gw;
+	cJSON *ledger, *o;
+	static char first[MAX_REQ];
+	int kills = 0, cut = 0, paid = 0, firsts = 0, twice = 0;
+	char owner[32];
+	long events, t0 = ts_ms_now();
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(cfgpath, sizeof(cfgpath), "%s/billing.yaml", dir);
+	snprintf(log, sizeof(log), "%s/billingd.log", dir);
+	ts_fakegw_start(&fake, NULL);
+	use_db("events_year");
+	ts_cfg(&cfg, db_url, &fake);
+	gw = gw_client_new(&cfg.gateway, err, sizeof(err));
+	assert_non_null(gw);
+	ts_sync_plans(db);
+	for (int i = 0; i < ncust; i++) {
+		snprintf(id, sizeof(id), "y%02d", i);
+		ts_enrol(db, gw, id, NULL);
+		ts_subscribe(db, id, i % 2 ? "weekly" : "monthly", jan1 + i * 5 * 3600L);
+	}
+	gw_client_free(gw);
+	print_message("# events_year: seed %u\n", seed);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		snprintf(json, sizeof(json),
+		         "{\"endpoint\":\"*\",\"kind\":\"%s\",\"rate\":0.05,\"ms\":%d}", kinds[i],
+		         strcmp(kinds[i], "hang_after") == 0 ? 600 : 20);
+		assert_int_equal(ts_fakegw_post(&fake, "faults", json, NULL), 200);
+	}
+	receiver_reset();
+	rcv.delay_ms = 20; /* deliveries in flight when a kill lands */
+	receiver_start(0, 0, 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", rcv.port);
+	write_config_with(dir, url, SECRET, &fake,
+	                  "gateway:\n  timeout_ms: 1000\n  max_in_flight: 4\n"
+	                  "billing:\n  lease_seconds: 6\n  poll_interval_ms: 100\n");
+	snprintf(env_db, sizeof(env_db), "DATABASE_URL=%s", db_url);
+	for (long t = jan1; t < end; t += 7 * DAY) {
+		char started[48];
+		time_t tt = (time_t)t;
+		struct tm tm;
+
+		strftime(now_arg, sizeof(now_arg), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
+		pid = ts_spawn(argv, env, log);
+		/* counted from its start line (a slow start must not spend the run) */
+		snprintf(started, sizeof(started), ":%d once=false", (int)pid);
+		ts_wait_log(log, started, 20000);
+		ts_sleep_ms(100 + (long)(rand_r(&seed) % 300));
+		ts_kill_pid(pid);
+		kills++;
+		snprintf(owner, sizeof(owner), "%%:%d", (int)pid);
+		cut += num(db,
+		           "SELECT (SELECT count(*) FROM charges WHERE state = 'pending'"
+		           "          AND lease_owner LIKE $1)"
+		           "     + (SELECT count(*) FROM events WHERE status = 'pending'"
+		           "          AND lease_owner LIKE $1)",
+		           owner) > 0;
+	}
+	/* The year's end, a healthy gateway: the abandoned charges are resolved
+	 * once their leases end, the dead daemons' deliveries once theirs do. */
+	assert_int_equal(ts_fakegw_post(&fake, "faults", "{\"clear\":true}", NULL), 200);
+	snprintf(now_arg, sizeof(now_arg), "2027-01-01T05:00:00Z");
+	pid = ts_spawn(argv, env, log);
+	snprintf(done_sql, sizeof(done_sql),
+	         "SELECT (SELECT count(*) FROM charges WHERE state IN ('pending', 'unknown'))"
+	         " + (SELECT count(*) FROM subscriptions WHERE next_charge_at <= to_timestamp(%ld)"
+	         "     AND state IN ('trialing', 'active', 'past_due'))"
+	         " + (SELECT count(*) FROM events WHERE status <> 'delivered')",
+	         end);
+	assert_int_equal(wait_for(done_sql, 0, 80000), 0);
+	kill(pid, SIGTERM);
+	assert_true(ts_wait_pid(pid, 10000) >= 0);
+	receiver_stop();
+
+	assert_int_equal(rcv.bad, 0);
+	assert_true(rcv.nreq < MAX_REQ);
+	events = num(db, "SELECT count(*) FROM events", NULL);
+	mark_firsts(first);
+	for (int k = 0; k < rcv.nreq; k++) {
+		int n = 0;
+
+		if (!first[k])
+			continue;
+		firsts++;
+		for (int j = k; j < rcv.nreq; j++)
+			n += strcmp(rcv.ids[j], rcv.ids[k]) == 0;
+		/* once, or again when a kill cut the record of its delivery */
+		assert_in_range(n, 1, 2);
+		twice += n == 2;
+	}
+	assert_int_equal(firsts, events);
+	assert_in_range(twice, 0, kills * max_in_flight);
+	ledger = ts_fakegw_ledger(&fake);
+	cJSON_ArrayForEach(o, cJSON_GetObjectItem(ledger, "orders"))
+	{
+		const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(o, "mchOrderNo"));
+		int n = 0;
+
+		if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "payType")), "pay") != 0)
+			continue;
+		paid++;
+		for (int k = 0; k < rcv.nreq; k++)
+			n += first[k] && strcmp(rcv.type[k], "charge.succeeded") == 0 &&
+			     strcmp(rcv.order[k], m) == 0;
+		if (n != 1)
+			fail_msg("gateway order %s: %d charge.succeeded events received", m, n);
+	}
+	cJSON_Delete(ledger);
+	/* and none for an order the gateway does not have */
+	for (int k = 0; k < rcv.nreq; k++)
+		paid -= first[k] && strcmp(rcv.type[k], "charge.succeeded") == 0;
+	assert_int_equal(paid, 0);
+	/* the kills did land while charging or delivering */
+	assert_true(cut >= kills / 4);
+	print_message("# events_year: %d kills (%d while charging or delivering), %ld events, %d "
+	              "delivered twice, %.0f s\n",
+	              kills, cut, events, twice, (double)(ts_ms_now() - t0) / 1000);
+	ts_fakegw_stop(&fake);
+	snprintf(log, sizeof(log), "rm -rf '%s'", dir);
+	assert_int_equal(system(log), 0);
+	PQfinish(db);
+}
+
 /* ---- the README's verification snippets ---- */
 
 /* The fenced block after "<!-- verify:LANG -->" in README.md (malloc'd). */
@@ -850,6 +1033,7 @@ int main(void)
 	    cmocka_unit_test(test_readme_snippets),
 	    cmocka_unit_test(test_sighup_reloads_events),
 	    cmocka_unit_test(test_kill9_while_delivering),
+	    cmocka_unit_test(test_year_with_kills),
 	};
 
 	pthread_mutex_init(&rcv.mu, NULL);

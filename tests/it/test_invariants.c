@@ -459,7 +459,8 @@ static void test_audit_rows_with_actor(void **state)
 static void test_due_query_uses_index(void **state)
 {
 	char e[512];
-	const char *now[1] = {"now"};
+	/* A fixed instant, not now(): a slow insert must not make more rows due. */
+	const char *now[1] = {"2026-06-01 00:00:00+00"};
 	PGconn *c;
 	PGresult *r;
 	char plan[8192] = "";
@@ -476,8 +477,9 @@ static void test_due_query_uses_index(void **state)
 	OK(c,
 	   "INSERT INTO subscriptions (customer_id, plan_id, state, anchor, next_charge_at) "
 	   "SELECT 'due1', (SELECT id FROM plans), CASE WHEN i % 10 = 5 THEN 'canceled' "
-	   "ELSE 'active' END, now(), CASE WHEN i % 10 = 5 THEN NULL WHEN i % 1000 = 0 THEN "
-	   "now() - interval '1 hour' ELSE now() + make_interval(mins => i) END "
+	   "ELSE 'active' END, '2026-06-01 00:00:00+00', CASE WHEN i % 10 = 5 THEN NULL "
+	   "WHEN i % 1000 = 0 THEN timestamptz '2026-06-01 00:00:00+00' - interval '1 hour' "
+	   "ELSE timestamptz '2026-06-01 00:00:00+00' + make_interval(mins => i) END "
 	   "FROM generate_series(1, $1::int) i",
 	   "50000");
 	assert_int_equal(db_exec(c, "ANALYZE subscriptions", 0, NULL, e, sizeof(e)), 0);

@@ -14,9 +14,11 @@
 #include "calendar.h"
 #include "db.h"
 #include "gateway.h"
+#include "metrics.h"
 #include "plans.h"
 #include "scheduler.h"
 #include "support.h"
+#include "wave.h"
 
 #define DAY  86400L
 #define HOUR 3600L
@@ -518,6 +520,86 @@ static void test_charge_now_error_after_claim_is_unknown(void **state)
 	env_stop(e);
 }
 
+/* A wave of one unfamiliar FAIL (the fake answers every charge "unknown
+ * mchId", wording billingd does not know) is not the customers' doing:
+ * charging stops once WAVE_CUSTOMERS customers in a row got it, nobody is
+ * dunned, /healthz and /metrics show the message, and charging resumes after
+ * the back-off once the gateway answers otherwise. One customer's unfamiliar
+ * FAIL stays a decline. */
+static void test_unfamiliar_fail_wave(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00");
+	struct cfg narrow;
+	struct sched_stats st = {0};
+	struct sched *s;
+	char err[512], id[16], msg[256], *out = NULL;
+	long sent;
+
+	(void)state;
+	env_start(e, "sched_wave", NULL, 2000);
+	for (int i = 1; i <= 30; i++) {
+		snprintf(id, sizeof(id), "w%d", i);
+		ts_enrol(e->db, e->gw, id, NULL);
+		ts_subscribe(e->db, id, "weekly", start);
+	}
+	/* four in flight: the wave is seen before everything is sent */
+	narrow = e->cfg;
+	narrow.gateway.max_in_flight = 4;
+	s = sched_new(&narrow, e->db, e->gw, "test-wave");
+	assert_non_null(s);
+	assert_int_equal(ts_fakegw_post(&e->fake, "faults",
+	                                "{\"endpoint\":\"cc_purchasewithtoken\","
+	                                "\"kind\":\"unfamiliar\",\"rate\":1}",
+	                                NULL),
+	                 200);
+	assert_int_equal(sched_pass(s, start, &st, err, sizeof(err)), 0);
+	/* the fake counts only the requests it processes: the charges tell */
+	sent = ts_db_long(e->db, "SELECT count(*) FROM charges");
+	assert_true(sent >= WAVE_CUSTOMERS && sent <= WAVE_CUSTOMERS + 4);
+	assert_int_equal(ts_db_long(e->db,
+	                            "SELECT count(*) FROM subscriptions"
+	                            " WHERE state = 'active' AND attempts = 0 AND period = 0"),
+	                 30);
+	wave_current(msg, sizeof(msg));
+	assert_string_equal(msg, "unknown mchId");
+	assert_int_equal(metrics_render(NULL, 0, start, &out, err, sizeof(err)), 0);
+	assert_non_null(strstr(out, "billing_gateway_wave{ret_msg=\"unknown mchId\"} 1\n"));
+	free(out);
+	/* backing off: a pass at once sends nothing */
+	assert_int_equal(sched_pass(s, start + 120, &st, err, sizeof(err)), 0);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges"), sent);
+
+	/* the gateway answers again: after the back-off everything is charged */
+	assert_int_equal(ts_fakegw_post(&e->fake, "faults", "{\"clear\":true}", NULL), 200);
+	ts_sleep_ms(5500);
+	assert_int_equal(sched_pass(s, start + 180, &st, err, sizeof(err)), 0);
+	assert_int_equal(ts_db_long(e->db,
+	                            "SELECT count(*) FROM subscriptions"
+	                            " WHERE state = 'active' AND attempts = 0 AND period = 1"),
+	                 30);
+	wave_current(msg, sizeof(msg));
+	assert_string_equal(msg, "");
+
+	/* one customer's unfamiliar FAIL is a decline */
+	assert_int_equal(ts_fakegw_post(&e->fake, "faults",
+	                                "{\"endpoint\":\"cc_purchasewithtoken\","
+	                                "\"kind\":\"unfamiliar\",\"count\":1}",
+	                                NULL),
+	                 200);
+	assert_int_equal(ts_db_long(e->db, "WITH u AS (UPDATE subscriptions SET next_charge_at ="
+	                                   " next_charge_at + interval '1 year'"
+	                                   " WHERE customer_id <> 'w1' RETURNING 1)"
+	                                   " SELECT count(*) FROM u"),
+	                 29);
+	assert_int_equal(sched_pass(s, start + 8 * DAY, &st, err, sizeof(err)), 0);
+	assert_int_equal(ts_db_long(e->db, "SELECT attempts FROM subscriptions"
+	                                   " WHERE customer_id = 'w1'"),
+	                 1);
+	sched_free(s);
+	env_stop(e);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -530,6 +612,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_dunning, teardown),
+	    cmocka_unit_test_teardown(test_unfamiliar_fail_wave, teardown),
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),

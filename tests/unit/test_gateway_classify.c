@@ -154,6 +154,36 @@ static void test_order_fields(void **state)
 	assert_int_equal(gw_classify(&req, 200, body, strlen(body), &res), GW_SUCCESS);
 }
 
+/* A FAIL's reason: the familiar decline wordings are declines; words we do
+ * not know are unfamiliar (a wave of them is not the customers', wave.h). */
+static void test_fail_reasons(void **state)
+{
+	static const struct {
+		const char *body;
+		enum gw_reason want;
+	} fails[] = {
+	    {FAIL("card declined"), GW_R_DECLINED},
+	    {FAIL("Insufficient funds"), GW_R_DECLINED},
+	    {FAIL("Do not honor"), GW_R_DECLINED},
+	    {FAIL("system busy"), GW_R_BUSY},
+	    {FAIL("mchId error"), GW_R_AUTH},
+	    {FAIL("unknown mchId"), GW_R_UNFAMILIAR},
+	    {FAIL("account suspended"), GW_R_UNFAMILIAR},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
+		struct gw_request req = {.call = GW_PURCHASE_TOKEN, .mch_order_no = "o1"};
+		struct gw_result res;
+
+		assert_int_equal(gw_classify(&req, 200, fails[i].body, strlen(fails[i].body), &res),
+		                 GW_FAIL);
+		if (res.reason != fails[i].want)
+			fail_msg("%s: reason %s, want %s", fails[i].body,
+			         gw_reason_name(res.reason), gw_reason_name(fails[i].want));
+	}
+}
+
 static void test_ret_msg_one_line(void **state)
 {
 	const char *body = "{\"retCode\":\"FAIL\",\"retMsg\":\"card\\ndeclined\\r\"}";
@@ -401,6 +431,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_classification_table),
 	    cmocka_unit_test(test_order_fields),
+	    cmocka_unit_test(test_fail_reasons),
 	    cmocka_unit_test(test_ret_msg_one_line),
 	    cmocka_unit_test(test_gateway_text_made_utf8),
 	    cmocka_unit_test(test_refused_before_sending),
