@@ -32,9 +32,9 @@
  * for a charge whether it is reversed (voided or fully refunded), and for
  * a subscription attempt we have no row for, its subscription. The last
  * part derives the next FAILOVER_AHEAD + 1 attempt numbers of every live
- * subscription due at the billing clock: a promotion or a restore can lose
- * an intent after its number was sent, and with it its subscription's
- * advance, which leaves the subscription due. */
+ * subscription due at the billing clock whose due time is in the window: a
+ * promotion or a restore can lose an intent after its number was sent, and
+ * with it its subscription's advance, which leaves the subscription due. */
 /* clang-format off */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
@@ -74,7 +74,7 @@ static const char SQL_ROWS[] =
     "                       WHERE c.subscription_id = s.id AND c.period = s.period) m,"
     "        generate_series(m.mx + 1, m.mx + $4::int) a"
     "  WHERE s.state IN ('trialing', 'active', 'past_due')"
-    "    AND s.next_charge_at <= to_timestamp($5)";
+    "    AND s.next_charge_at <= to_timestamp($5) AND" IN_WINDOW("s.next_charge_at");
 /* clang-format on */
 
 /* What judging needs of the gateway's answer (a whole gw_result per order
