@@ -106,6 +106,13 @@ test: deps
 	$(MAKE) -j2 tests-build
 	B=$(B) sh tests/run.sh
 
+# PostgreSQL failovers mid-run (primary, streaming standby, PgBouncer; a
+# few minutes): tests/failover.sh.
+.PHONY: test-failover
+test-failover: deps
+	$(MAKE) -j2 tests-build
+	B=$(B) sh tests/failover.sh
+
 demo: deps
 	$(MAKE) -j2 all $(B)/fakegw
 	B=$(B) sh tests/demo.sh

@@ -6,6 +6,7 @@
 
 #include "customers.h"
 #include "db.h"
+#include "failover.h"
 #include "out.h"
 #include "paylink.h"
 #include "refunds.h"
@@ -75,6 +76,7 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 	char mch[64], err[512], line[700];
 	struct gw_client *gw;
 	struct sched *s;
+	struct db_identity server;
 	int64_t id;
 	PGconn *db;
 	cJSON *j;
@@ -87,11 +89,16 @@ int cmd_charge(struct cli *ctx, int argc, char **argv)
 		return charge_dry(ctx, id, end_trial);
 	if (out_connect(ctx, &db, &gw) < 0)
 		return CLI_FAIL;
+	/* on a server whose history changed, asked with cc_query first, as
+	 * billingd does (failover.h) */
+	if ((o = failover_check(db, &server, err, sizeof(err))) < 0)
+		return out_fail(err);
 	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
 	if (!s) {
 		cli_error("cannot start the charge protocol (out of memory)");
 		return CLI_FAIL;
 	}
+	sched_set_probing(s, o);
 	o = sched_charge_now(s, id, ctx->now, end_trial, mch, sizeof(mch), err, sizeof(err));
 	sched_free(s);
 	if (o == GW_INVALID)

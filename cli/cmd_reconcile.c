@@ -11,7 +11,7 @@
 #include "reconcile.h"
 #include "scheduler.h"
 
-#define USAGE "usage: billctl reconcile --from D --to D"
+#define USAGE "usage: billctl reconcile --from D --to D [--repair]"
 
 struct progress {
 	struct timespec start, shown;
@@ -117,17 +117,33 @@ static int emit_mismatches(PGconn *db, const struct reconcile_report *rep)
 	return 0;
 }
 
+/* Open subscription charges queried and recorded as billingd does. */
+static int resolve_open(struct cli *ctx, PGconn *db, struct gw_client *gw)
+{
+	struct sched *s = sched_new(&ctx->cfg, db, gw, ctx->actor);
+	char err[512];
+
+	if (!s || sched_resolve(s, ctx->now, NULL, err, sizeof(err)) < 0) {
+		cli_error("%s", s ? err : "out of memory");
+		sched_free(s);
+		return -1;
+	}
+	sched_free(s);
+	return 0;
+}
+
 int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 {
 	const char *from_s = NULL, *to_s = NULL;
-	const struct out_opt opts[] = {{"--from", &from_s, NULL}, {"--to", &to_s, NULL}, {0}};
+	int repair = 0;
+	const struct out_opt opts[] = {
+	    {"--from", &from_s, NULL}, {"--to", &to_s, NULL}, {"--repair", NULL, &repair}, {0}};
 	const char *hdr[] = {"VERDICT", "KIND",    "MCH_ORDER_NO", "CUSTOMER",
 	                     "OURS",    "GATEWAY", "DETAIL"};
 	struct reconcile_opts ro = {.now = ctx->now};
 	struct progress prog;
 	struct reconcile_report rep;
 	struct gw_client *gw;
-	struct sched *s;
 	char err[512];
 	PGconn *db;
 	int clean;
@@ -140,21 +156,22 @@ int cmd_reconcile(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	/* Open subscription charges are resolved the daemon's way first, so that
 	 * their subscriptions advance or step with the outcome. */
-	s = sched_new(&ctx->cfg, db, gw, ctx->actor);
-	if (!s || sched_resolve(s, ctx->now, NULL, err, sizeof(err)) < 0) {
-		cli_error("%s", s ? err : "out of memory");
-		sched_free(s);
+	if (resolve_open(ctx, db, gw) < 0)
 		return CLI_FAIL;
-	}
-	sched_free(s);
 	if (isatty(STDERR_FILENO)) {
 		clock_gettime(CLOCK_MONOTONIC, &prog.start);
 		prog.shown = prog.start;
 		ro.progress = show_progress;
 		ro.udata = &prog;
 	}
+	ro.repair = repair;
 	if (reconcile_run(db, gw, &ctx->cfg, &ro, &rep, err, sizeof(err)) < 0)
 		return out_fail(err);
+	/* what --repair put back is recorded the daemon's way */
+	if (repair && resolve_open(ctx, db, gw) < 0) {
+		reconcile_report_free(&rep);
+		return CLI_FAIL;
+	}
 	if (emit_mismatches(db, &rep) < 0) {
 		reconcile_report_free(&rep);
 		return CLI_FAIL;

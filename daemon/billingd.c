@@ -24,6 +24,7 @@
 #include "config.h"
 #include "db.h"
 #include "events.h"
+#include "failover.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
@@ -38,6 +39,10 @@ static struct sched *running;
 static struct listener *lsn;  /* NULL with --once */
 static struct events *events; /* NULL with --once */
 static struct owner_lock *owner_lock;
+/* The server's history against the ledger's (failover.h): set on every
+ * connection, probing while they differ. */
+static struct db_identity server;
+static int probing;
 
 static void on_signal(int sig)
 {
@@ -177,6 +182,19 @@ static enum gw_outcome prove_credentials(const struct cfg_gateway *gc, char *err
 	return o;
 }
 
+/* --check-config: a primary whose standbys are all asynchronous can lose
+ * committed intents at a promotion (README, "High availability"). Said in
+ * one line; a database out of reach is not this check's business. */
+static void warn_replication(const struct cfg *c)
+{
+	char err[512], warn[512];
+	PGconn *db = db_connect(c->database_url, "billingd --check-config", err, sizeof(err));
+
+	if (db && failover_replication_warning(db, warn, sizeof(warn), err, sizeof(err)) > 0)
+		fprintf(stderr, "billingd: warning: %s\n", warn);
+	PQfinish(db);
+}
+
 /* A reload cannot move a listener or reconnect it elsewhere: each such
  * setting that changed is said in one line. */
 static void restart_needed(const struct cfg *old, const struct cfg *fresh)
@@ -242,6 +260,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		return -1;
 	}
 	sched_set_owner_lock(running, owner_lock);
+	sched_set_probing(running, probing);
 	if (got_stop)
 		sched_stop(running);
 	log_event("info", "reloaded", "config", path, (char *)NULL);
@@ -251,16 +270,28 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	return 0;
 }
 
-/* Connects, retrying with back-off until it works or a stop is asked for. */
-static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
+/* Connects, retrying with back-off (1 s, doubling up to 30 s) until it
+ * works or a stop is asked for; database.url may name several hosts, and
+ * each attempt reaches whichever is the primary. One line when the first
+ * attempt fails (lost: the caller said so already), one when connected
+ * after a failure. */
+static PGconn *connect_db(const struct cfg *c, const char *owner, int once, int lost)
 {
-	char err[512];
-	int delay = 1;
+	struct db_backoff bo;
+	char err[512], where[128], secs[24];
 
+	db_backoff_reset(&bo);
+	if (lost)
+		db_backoff_next(&bo, (int64_t)time(NULL));
 	for (;;) {
 		PGconn *db = db_connect(c->database_url, owner, err, sizeof(err));
-		if (db && delay > 1)
-			log_event("info", "database_reconnected", (char *)NULL);
+		if (db && bo.tries) {
+			db_where(db, where, sizeof(where));
+			snprintf(secs, sizeof(secs), "%lld",
+			         (long long)((int64_t)time(NULL) - bo.down_since));
+			log_event("info", "database_reconnected", "server", where, "down_seconds",
+			          secs, (char *)NULL);
+		}
 		if (db) {
 			if (migrate_check(db, migrate_embedded, migrate_embedded_count, err,
 			                  sizeof(err)) == 0)
@@ -269,13 +300,47 @@ static PGconn *connect_db(const struct cfg *c, const char *owner, int once)
 			log_event("error", "schema", "error", err, (char *)NULL);
 			return NULL;
 		}
-		log_event("error", "database_down", "error", err, (char *)NULL);
+		if (!bo.tries || once)
+			log_event("error", "database_down", "error", err, (char *)NULL);
 		if (once || got_stop)
 			return NULL;
-		sd_notifyf(0, "STATUS=database down, retrying in %d s", delay);
+		db_backoff_next(&bo, (int64_t)time(NULL));
+		sd_notifyf(0, "STATUS=database down, retrying in %d s", bo.delay);
 		sd_notify(0, "WATCHDOG=1"); /* waiting on the database is not a hang */
-		sleep((unsigned)delay);
-		delay = delay < 30 ? delay * 2 : 30;
+		sleep((unsigned)bo.delay);
+	}
+}
+
+/* After every connection: what this process sent in the last lease and the
+ * server lost goes back as unknown, and a changed history turns probing on.
+ * -1 with err (the next pass finds out whether the database is down). */
+static int after_connect(PGconn *db, int64_t now, char *err, size_t errlen)
+{
+	int changed = failover_check(db, &server, err, errlen);
+
+	if (changed < 0)
+		return -1;
+	probing = changed;
+	if (running)
+		sched_set_probing(running, probing);
+	return running && sched_restore_sent(running, now, err, errlen) < 0 ? -1 : 0;
+}
+
+/* After a pass that claimed everything due while probing: the new history
+ * is recorded once nothing from before it is open, and probing stops. */
+static void settle(PGconn *db, const struct sched_stats *st)
+{
+	char err[512];
+	int n;
+
+	if (!probing || !st->swept)
+		return;
+	n = failover_settle(db, &server, err, sizeof(err));
+	if (n < 0)
+		log_event("error", "database_history", "error", err, (char *)NULL);
+	if (n > 0) {
+		probing = 0;
+		sched_set_probing(running, 0);
 	}
 }
 
@@ -360,6 +425,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "billingd: %s\n", err);
 			return 2;
 		}
+		warn_replication(&cfg);
 		printf("%s: configuration ok, %d plans in %s\n", o.config, n, cfg.plans_dir);
 		return 0;
 	}
@@ -373,9 +439,22 @@ int main(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	db = connect_db(&cfg, owner, o.once);
+	db = connect_db(&cfg, owner, o.once, 0);
 	if (!db)
 		return 1;
+	if (db_sessions_shared(cfg.database_url, owner, err, sizeof(err)) == 1) {
+		fprintf(stderr,
+		        "billingd: database.url: two connections were served by one server "
+		        "session (a pooler in transaction mode?): billingd keeps state in its "
+		        "sessions; use session pooling or connect directly\n");
+		PQfinish(db);
+		return 2;
+	}
+	if (after_connect(db, billing_clock(), err, sizeof(err)) < 0) {
+		fprintf(stderr, "billingd: %s\n", err);
+		PQfinish(db);
+		return 1;
+	}
 	if (check_plans(db, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "billingd: %s\n", err);
 		PQfinish(db);
@@ -401,6 +480,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	sched_set_owner_lock(running, owner_lock);
+	sched_set_probing(running, probing);
 	if (!o.once) {
 		lsn = listener_start(&cfg, billing_clock, err, sizeof(err));
 		adm = lsn ? admin_start(&cfg, billing_clock, err, sizeof(err)) : NULL;
@@ -431,18 +511,27 @@ int main(int argc, char **argv)
 		sd_notify(0, "WATCHDOG=1");
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (sched_pass(running, billing_clock(), &st, err, sizeof(err)) < 0) {
-			log_event("error", "pass", "error", err, (char *)NULL);
 			if (db_is_down(db)) {
+				/* Nothing the failed statements said is taken as an
+				 * answer: the next pass reads it all again. */
+				char where[128];
+
+				db_where(db, where, sizeof(where));
+				log_event("error", "database_lost", "server", where, "error", err,
+				          (char *)NULL);
 				PQfinish(db);
-				db = connect_db(&cfg, owner, o.once);
+				db = connect_db(&cfg, owner, o.once, 1);
 				if (!db) {
 					rc = got_stop ? 0 : 1; /* a stop asked for while waiting */
 					break;
 				}
 				sched_set_db(running, db);
 				owner_lock_renew(owner_lock);
+				if (after_connect(db, billing_clock(), err, sizeof(err)) < 0)
+					log_event("error", "database", "error", err, (char *)NULL);
 				continue;
 			}
+			log_event("error", "pass", "error", err, (char *)NULL);
 			if (o.once) {
 				rc = 1;
 				break;
@@ -453,6 +542,7 @@ int main(int argc, char **argv)
 			             (double)(t1.tv_sec - t0.tv_sec) +
 			                 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 			notify_status(&st);
+			settle(db, &st);
 		}
 		if (o.once)
 			break;

@@ -6,6 +6,7 @@
  * cc_query. The database enforces one open attempt per subscription, one
  * success per period and unique order numbers (migrations/0001_initial.sql). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "charges.h"
@@ -404,4 +405,60 @@ int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len,
 	}
 	PQclear(r);
 	return 0;
+}
+
+/* Subscription attempts sent and then lost with the server that held their
+ * intent (failover.c): back as unknown, leased to no one, so that the next
+ * pass resolves them with cc_query before anything new is sent. Period and
+ * attempt are read back from the number (ORDER_NO_ATTEMPT). A number the
+ * server still has is left alone; one that cannot go back (its
+ * subscription has another open charge) comes back in the second result. */
+static const char SQL_RESTORE_SENT[] =
+    "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[],"
+    "                                $5::bigint[]) AS u(no, sub, customer, amount, at)),"
+    " ins AS ("
+    "  INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, customer_id,"
+    "                       plan_id, amount_cents, state, ret_msg, lease_expires_at,"
+    "                       attempted_at)"
+    "  SELECT u.no, 'subscription', u.sub, substring(u.no FROM '-([0-9]+)-[0-9]+$')::int,"
+    "         substring(u.no FROM '-([0-9]+)$')::int, u.customer, s.plan_id, u.amount,"
+    "         'unknown', 'sent before a failover lost its intent: cc_query decides', now(),"
+    "         to_timestamp(u.at)"
+    "    FROM u JOIN subscriptions s ON s.id = u.sub"
+    "   WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.mch_order_no = u.no)"
+    "  ON CONFLICT DO NOTHING RETURNING mch_order_no)"
+    " SELECT 'restored', mch_order_no FROM ins"
+    " UNION ALL SELECT 'lost', u.no FROM u"
+    "  WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.mch_order_no = u.no)"
+    "    AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.mch_order_no = u.no)";
+
+int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen)
+{
+	const char *p[5] = {db_arr_text(&s->no), db_arr_text(&s->sub), db_arr_text(&s->customer),
+	                    db_arr_text(&s->amount), db_arr_text(&s->at)};
+	PGresult *r = db_query(c, SQL_RESTORE_SENT, 5, p, err, errlen);
+	int n = 0;
+
+	if (!r)
+		return -1;
+	for (int i = 0; i < PQntuples(r); i++) {
+		if (strcmp(db_str(r, i, 0), "restored") == 0) {
+			n++;
+			continue;
+		}
+		log_event("error", "intent_lost", "mch_order_no", db_str(r, i, 1), "detail",
+		          "sent before a failover, and its subscription has another open charge: "
+		          "billctl reconcile",
+		          (char *)NULL);
+	}
+	PQclear(r);
+	return n;
+}
+
+void charges_attempt_after(const char *mch_order_no, int k, char *out, size_t len)
+{
+	const char *dash = strrchr(mch_order_no, '-');
+	int prefix = dash ? (int)(dash - mch_order_no) : 0;
+
+	snprintf(out, len, "%.*s-%d", prefix, mch_order_no, dash ? atoi(dash + 1) + k : k);
 }

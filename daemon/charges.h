@@ -150,4 +150,17 @@ int charges_create_link(PGconn *c, const char *order_prefix, const char *custome
 int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len, char *state,
                          size_t state_len, char *err, size_t errlen);
 
+/* Subscription attempts sent (failover.c fills it, one element per
+ * attempt in each array): re-inserted as unknown where the server lost
+ * them. How many were, or -1 with err; one that cannot be (its subscription
+ * has another open charge) is logged. */
+struct charges_sent {
+	struct db_arr no, sub, customer, amount, at; /* at: the billing clock */
+};
+int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen);
+
+/* The number of the attempt k past a subscription attempt's
+ * (ORDER_NO_ATTEMPT), into out. */
+void charges_attempt_after(const char *mch_order_no, int k, char *out, size_t len);
+
 #endif

@@ -36,11 +36,24 @@ static void ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
+/* Everything a new connection needs before its first statement: the place
+ * where per-connection state is (re)set after a reconnect, so that nothing
+ * set on the lost connection is assumed on its successor. */
+static int session_init(PGconn *c, const char *actor, char *err, size_t errlen)
+{
+	const char *p[1] = {actor};
+
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
+	return db_exec(c,
+	               "SELECT set_config('billing.actor', $1, false), "
+	               "set_config('TimeZone', 'UTC', false)",
+	               1, p, err, errlen);
+}
+
 PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 {
 	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
 	const char *vals[] = {url, actor, "10", NULL};
-	const char *p[1] = {actor};
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 
 	if (!c) {
@@ -52,11 +65,7 @@ PGconn *db_connect(const char *url, const char *actor, char *err, size_t errlen)
 		PQfinish(c);
 		return NULL;
 	}
-	PQsetNoticeProcessor(c, ignore_notice, NULL);
-	if (db_exec(c,
-	            "SELECT set_config('billing.actor', $1, false), "
-	            "set_config('TimeZone', 'UTC', false)",
-	            1, p, err, errlen) < 0) {
+	if (session_init(c, actor, err, errlen) < 0) {
 		PQfinish(c);
 		return NULL;
 	}
@@ -486,4 +495,72 @@ int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen)
 {
 	return db_run(c, err, errlen, "SELECT set_config('billing.reason', $1, false)",
 	              DB_S(reason));
+}
+
+/* ---- failover: reconnecting, and which server answered ---- */
+
+void db_backoff_reset(struct db_backoff *b)
+{
+	b->delay = 0;
+	b->tries = 0;
+	b->down_since = 0;
+}
+
+int db_backoff_next(struct db_backoff *b, int64_t now)
+{
+	if (b->tries++ == 0)
+		b->down_since = now;
+	b->delay = b->delay == 0                   ? 1
+	           : b->delay * 2 > DB_BACKOFF_MAX ? DB_BACKOFF_MAX
+	                                           : b->delay * 2;
+	return b->delay;
+}
+
+void db_where(PGconn *c, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%s", c && PQhost(c) ? PQhost(c) : "?",
+	         c && PQport(c) ? PQport(c) : "?");
+}
+
+/* The timeline is the first 8 hex digits of the current WAL file's name;
+ * a promotion starts a new one at once (pg_control_checkpoint() only shows
+ * it after the next checkpoint). */
+static const char SQL_IDENTITY[] =
+    "SELECT system_identifier::text,"
+    "       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+    "  FROM pg_control_system()";
+
+int db_identity(PGconn *c, struct db_identity *id, char *err, size_t errlen)
+{
+	PGresult *r = db_one(db_query(c, SQL_IDENTITY, 0, NULL, err, errlen), err, errlen,
+	                     "database: no control data");
+
+	if (!r)
+		return -1;
+	snprintf(id->system_id, sizeof(id->system_id), "%s", db_str(r, 0, 0));
+	id->timeline = (int)db_i64(r, 0, 1);
+	PQclear(r);
+	return 0;
+}
+
+/* A pooler in transaction mode hands one server connection to whichever
+ * client runs the next transaction: two connections of ours then answer
+ * from the same backend (PgBouncer reuses the server released last), and
+ * what one set for its session the other sees. */
+int db_sessions_shared(const char *url, const char *actor, char *err, size_t errlen)
+{
+	PGconn *a = db_connect(url, actor, err, errlen);
+	PGconn *b = a ? db_connect(url, actor, err, errlen) : NULL;
+	PGresult *ra = NULL, *rb = NULL;
+	int rc = -1;
+	static const char SQL_PID[] = "SELECT pg_backend_pid()";
+
+	if (b && (ra = db_query(a, SQL_PID, 0, NULL, err, errlen)) &&
+	    (rb = db_query(b, SQL_PID, 0, NULL, err, errlen)))
+		rc = strcmp(db_str(ra, 0, 0), db_str(rb, 0, 0)) == 0;
+	PQclear(ra);
+	PQclear(rb);
+	PQfinish(a);
+	PQfinish(b);
+	return rc;
 }

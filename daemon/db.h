@@ -154,4 +154,41 @@ int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen
  * billing.actor): the audit log stores it with each change. 0 / -1. */
 int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen);
 
+/* 1 when two connections to url are served by one backend: a pooler in
+ * transaction (or statement) mode, which would lose or mix the session
+ * state every connection keeps (actor, billing clock, time zone); 0 when
+ * not, -1 with err. */
+int db_sessions_shared(const char *url, const char *actor, char *err, size_t errlen);
+
+/* ---- failover ----
+ * database.url may name several hosts (libpq's syntax, e.g.
+ * postgresql://h1,h2/billing?target_session_attrs=read-write): a
+ * reconnect reaches whichever is the primary now. */
+
+/* Back-off between reconnection attempts: 1 s, doubling up to
+ * DB_BACKOFF_MAX. */
+#define DB_BACKOFF_MAX 30
+struct db_backoff {
+	int delay, tries;
+	int64_t down_since; /* the caller's clock at the first failure */
+};
+void db_backoff_reset(struct db_backoff *b);
+/* The seconds to wait before the next attempt; the first call of a run
+ * records now as the moment the database went away. */
+int db_backoff_next(struct db_backoff *b, int64_t now);
+
+/* "host:port" of the server c is connected to, for the log. */
+void db_where(PGconn *c, char *buf, size_t len);
+
+/* Which server history a primary belongs to: its system identifier (a
+ * restore into a new cluster changes it) and its timeline (a promotion
+ * changes it). */
+struct db_identity {
+	char system_id[24];
+	int timeline;
+	char seen_at[48]; /* failover_check: the server's time when it looked */
+};
+/* 0 / -1 with err (also on a standby, which has no current WAL position). */
+int db_identity(PGconn *c, struct db_identity *id, char *err, size_t errlen);
+
 #endif

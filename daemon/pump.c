@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "charges.h"
+#include "failover.h"
 #include "log.h"
 #include "metrics.h"
 #include "owner_lock.h"
@@ -29,7 +30,10 @@ struct pump {
 	struct owner_lock *lock; /* NULL: claims without one (billctl) */
 	struct gw_multi *multi;
 	struct recorder *rec;
-	struct charges_cursor cursor; /* the due claims of this pump_run */
+	struct failover_recent *recent; /* what was sent: re-inserted after a failover */
+	int probing;                    /* ask cc_query before each charge */
+	struct rec_job *to_send;        /* probed and proven absent */
+	struct charges_cursor cursor;   /* the due claims of this pump_run */
 	struct wave wave;
 	struct rec_job **held; /* answers of a streak not decided yet (wave.h) */
 	int nheld, capheld;
@@ -40,6 +44,7 @@ struct pump {
 struct sent {
 	struct rec_job job;
 	struct pump *p;
+	long long claimed; /* monotonic ms before its claim */
 };
 
 struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *owner)
@@ -51,9 +56,11 @@ struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *o
 	p->cfg = cfg;
 	snprintf(p->owner, sizeof(p->owner), "%s", owner);
 	p->multi = gw_multi_new(gw, cfg->gateway.max_in_flight);
-	p->rec = p->multi ? recorder_new(cfg, owner) : NULL;
+	p->recent = failover_recent_new(cfg->lease_seconds);
+	p->rec = p->multi && p->recent ? recorder_new(cfg, owner) : NULL;
 	if (!p->rec) {
 		gw_multi_free(p->multi);
+		failover_recent_free(p->recent);
 		free(p);
 		return NULL;
 	}
@@ -66,10 +73,27 @@ void pump_free(struct pump *p)
 	 * later pass resolves them */
 	gw_multi_free(p->multi);
 	recorder_free(p->rec);
+	failover_recent_free(p->recent);
+	while (p->to_send) {
+		struct rec_job *j = p->to_send;
+
+		p->to_send = j->next;
+		free(j);
+	}
 	for (int i = 0; i < p->nheld; i++)
 		free(p->held[i]);
 	free(p->held);
 	free(p);
+}
+
+void pump_set_probing(struct pump *p, int on)
+{
+	p->probing = on;
+}
+
+int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen)
+{
+	return failover_recent_restore(db, p->recent, err, errlen);
 }
 
 struct claiming {
@@ -121,7 +145,46 @@ static void job_done(void *udata, const struct gw_result *res)
 	struct pump *p = s->p;
 	int restarted;
 
-	j->res = *res;
+	if (j->probe) {
+		int found = res->outcome == GW_SUCCESS && res->has_order;
+		int absent = res->outcome == GW_FAIL && res->reason == GW_R_NOT_FOUND;
+
+		if (j->probe > 1 && found) {
+			/* A later attempt of the period exists: this one was
+			 * never sent. Recorded absent, the next pass claims the
+			 * next number and probes it. */
+			j->probe = 0;
+			j->is_query = 1;
+			j->res = *res;
+			j->res.outcome = GW_FAIL;
+			j->res.reason = GW_R_NOT_FOUND;
+			j->res.has_order = 0;
+			memset(&j->res.order, 0, sizeof(j->res.order));
+		} else if (absent) {
+			/* Absent: the next numbers are asked too (a lost chain
+			 * of attempts), then it is sent for real, once
+			 * gw_multi_run returns. */
+			j->probe = j->probe > FAILOVER_AHEAD ? 0 : j->probe + 1;
+			j->next = p->to_send;
+			p->to_send = j;
+			return;
+		} else {
+			/* Paid (or declined) before the failover: recorded as
+			 * the query's answer. Anything else proves nothing:
+			 * unknown, resolved by a later cc_query. */
+			j->res = *res;
+			if (j->probe > 1 || res->outcome == GW_FAIL)
+				j->res.outcome = GW_UNKNOWN;
+			if (j->probe > 1) {
+				j->res.has_order = 0;
+				memset(&j->res.order, 0, sizeof(j->res.order));
+			}
+			j->probe = 0;
+			j->is_query = 1;
+		}
+	} else {
+		j->res = *res;
+	}
 	metrics_gateway_observe(res->seconds);
 	if (res->reason == GW_R_AUTH || res->reason == GW_R_BUSY)
 		metrics_gateway_error(gw_reason_name(res->reason));
@@ -159,30 +222,70 @@ int pump_wave_on(const struct pump *p)
 	return p->wave.on;
 }
 
+/* Sends j: a cc_query when it is one (or a probe), else the charge, which
+ * is remembered first (failover.h). */
+static void send_job(struct pump *p, struct rec_job *j)
+{
+	struct gw_request req = {0};
+	struct gw_result res;
+	int query = j->is_query || j->probe;
+	char ahead[sizeof(j->mch_order_no)];
+
+	req.call = query ? GW_QUERY : GW_PURCHASE_TOKEN;
+	req.mch_order_no = j->mch_order_no;
+	if (j->probe > 1) {
+		charges_attempt_after(j->mch_order_no, j->probe - 1, ahead, sizeof(ahead));
+		req.mch_order_no = ahead;
+	}
+	if (!query && monotonic_ms() - ((struct sent *)j)->claimed > SEND_WITHIN_MS) {
+		/* Claimed (or probed) too slowly for the margin: the intent
+		 * stays pending, never sent, and its lease's end has it
+		 * resolved. */
+		log_event("warn", "charge_late", "subscription", j->sub_id, "mch_order_no",
+		          j->mch_order_no, "detail", "not sent: claimed too long ago",
+		          (char *)NULL);
+		free(j);
+		return;
+	}
+	if (!query) {
+		req.customer_id = j->customer_id;
+		req.amount = j->amount;
+		req.subject = "Subscription";
+		failover_recent_add(p->recent, j->mch_order_no, strtoll(j->sub_id, NULL, 10),
+		                    j->customer_id, j->amount, j->now);
+	}
+	if (gw_multi_submit(p->multi, &req, job_done, j, &res) == GW_INVALID) {
+		/* Refused before sending: nothing left this process. The intent
+		 * stays pending and is resolved when its lease ends. */
+		log_event("error", "charge_refused", "subscription", j->sub_id, "mch_order_no",
+		          j->mch_order_no, "error", res.detail, (char *)NULL);
+		free(j);
+	}
+}
+
+/* Sends the charges that their probe proved absent. */
+static void send_probed(struct pump *p)
+{
+	while (p->to_send) {
+		struct rec_job *j = p->to_send;
+
+		p->to_send = j->next;
+		j->next = NULL;
+		send_job(p, j);
+	}
+}
+
 /* Sends one claimed charge (charges_claim_fn). */
 static void submit_claimed(void *arg, const struct charges_claim *cl)
 {
 	const struct claiming *cg = arg;
 	struct sent *s = calloc(1, sizeof(*s));
 	struct rec_job *j = &s->job;
-	struct gw_request req = {0};
-	struct gw_result res;
 
 	if (!s)
 		abort();
-	if (!cg->is_query && monotonic_ms() - cg->t0 > SEND_WITHIN_MS) {
-		/* The claim was too slow for the margin: the intent stays
-		 * pending, never sent, and its lease's end has it resolved. */
-		char sub[24];
-
-		snprintf(sub, sizeof(sub), "%lld", (long long)cl->subscription_id);
-		log_event("warn", "claim_late", "subscription", sub, "mch_order_no",
-		          cl->mch_order_no, "detail", "claimed too slowly to be sent",
-		          (char *)NULL);
-		free(s);
-		return;
-	}
 	s->p = cg->p;
+	s->claimed = cg->t0;
 	j->rec = cg->p->rec;
 	j->charge_id = cl->id;
 	memcpy(j->mch_order_no, cl->mch_order_no, sizeof(j->mch_order_no));
@@ -191,20 +294,8 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 	j->amount = cl->amount_cents;
 	j->now = cg->now;
 	j->is_query = cg->is_query;
-	req.call = cg->is_query ? GW_QUERY : GW_PURCHASE_TOKEN;
-	req.mch_order_no = j->mch_order_no;
-	if (!cg->is_query) {
-		req.customer_id = j->customer_id;
-		req.amount = j->amount;
-		req.subject = "Subscription";
-	}
-	if (gw_multi_submit(cg->p->multi, &req, job_done, j, &res) == GW_INVALID) {
-		/* Refused before sending: nothing left this process. The intent
-		 * stays pending and is resolved when its lease ends. */
-		log_event("error", "charge_refused", "subscription", j->sub_id, "mch_order_no",
-		          j->mch_order_no, "error", res.detail, (char *)NULL);
-		free(s);
-	}
+	j->probe = !cg->is_query && cg->p->probing;
+	send_job(cg->p, j);
 }
 
 int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
@@ -261,7 +352,11 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 	p->stopped = 0;
 
 	for (;;) {
-		int room = claimable(p), idle = gw_multi_pending(p->multi) == 0;
+		int room, idle;
+
+		send_probed(p);
+		room = claimable(p);
+		idle = gw_multi_pending(p->multi) == 0;
 
 		if (more && !*stop && !p->stopped && room > 0 && (room >= chunk || idle)) {
 			int n = pump_claim(p, db, what, room, err, errlen);

@@ -43,6 +43,12 @@ int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int lim
 int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
              const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen);
 
+/* Failover (failover.h): with on, every charge claimed is first asked with
+ * cc_query, and sent only when proven absent. */
+void pump_set_probing(struct pump *p, int on);
+/* After a reconnect: the charges sent in the last lease that the server
+ * lost go back as unknown. How many, or -1 with err. */
+int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen);
 /* 1 while the same unfamiliar FAIL answers every charge (wave.h): the
  * scheduler backs off. */
 int pump_wave_on(const struct pump *p);

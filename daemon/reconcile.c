@@ -14,6 +14,7 @@
 
 #include "charges.h"
 #include "db.h"
+#include "failover.h"
 #include "reconcile.h"
 #include "refunds.h"
 
@@ -28,38 +29,52 @@
 
 /* Columns: kind, id, order number, customer, amount, state, pay_order_id,
  * charge kind (one_off/subscription), the refunded charge's pay_order_id,
- * and for a charge whether it is reversed (voided or fully refunded). */
+ * for a charge whether it is reversed (voided or fully refunded), and for
+ * a subscription attempt we have no row for, its subscription. The last
+ * part derives the next FAILOVER_AHEAD + 1 attempt numbers of every live
+ * subscription due at the billing clock whose due time is in the window: a
+ * promotion or a restore can lose an intent after its number was sent, and
+ * with it its subscription's advance, which leaves the subscription due. */
 /* clang-format off */
 static const char SQL_ROWS[] =
     "SELECT 'charge', id, mch_order_no, customer_id, amount_cents, state,"
     "       coalesce(pay_order_id, ''), kind, '',"
     "       (SELECT coalesce(sum(r.amount_cents), 0) FROM refunds r"
-    "         WHERE r.charge_id = charges.id AND r.state = 'succeeded') >= amount_cents"
+    "         WHERE r.charge_id = charges.id AND r.state = 'succeeded') >= amount_cents, 0"
     "  FROM charges WHERE" WINDOW " UNION ALL"
     " SELECT r.kind, r.id, r.mch_refund_no, c.customer_id, r.amount_cents, r.state,"
-    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, ''), false"
+    "        coalesce(r.pay_order_id, ''), '', coalesce(c.pay_order_id, ''), false, 0"
     "   FROM refunds r JOIN charges c ON c.id = r.charge_id"
     "  WHERE" IN_WINDOW(REFUND_TIME("r."))
     " UNION ALL"
-    " SELECT 'charge', 0, " ORDER_NO_LINK("$3", "g") ", '', 0, '', '', 'one_off', '', false"
+    " SELECT 'charge', 0, " ORDER_NO_LINK("$3", "g") ", '', 0, '', '', 'one_off', '', false, 0"
     "   FROM generate_series((SELECT min(id) FROM charges WHERE" WINDOW "),"
     "                        (SELECT max(id) FROM charges WHERE" WINDOW ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE id = g)"
     " UNION ALL"
-    " SELECT 'refund', 0, " ORDER_NO_REFUND("$3", "g") ", '', 0, '', '', '', '', false"
+    " SELECT 'refund', 0, " ORDER_NO_REFUND("$3", "g") ", '', 0, '', '', '', '', false, 0"
     "   FROM generate_series((SELECT min(id) FROM refunds WHERE" IN_WINDOW(REFUND_TIME("")) "),"
     "                        (SELECT max(id) FROM refunds WHERE" IN_WINDOW(REFUND_TIME("")) ")) g"
     "  WHERE NOT EXISTS (SELECT 1 FROM refunds WHERE id = g)"
     " UNION ALL"
     " SELECT 'charge', 0, " ORDER_NO_ATTEMPT("$3", "m.sid", "m.period", "a") ", m.customer_id,"
-    "        0, '', '', 'subscription', '', false"
+    "        0, '', '', 'subscription', '', false, m.sid"
     "   FROM (SELECT subscription_id AS sid, period, min(customer_id) AS customer_id,"
     "                max(attempt) AS mx"
     "           FROM charges WHERE kind = 'subscription' AND" WINDOW
     "          GROUP BY subscription_id, period) m,"
     "        generate_series(1, m.mx - 1) a"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges WHERE subscription_id = m.sid"
-    "                     AND period = m.period AND attempt = a)";
+    "                     AND period = m.period AND attempt = a)"
+    " UNION ALL"
+    " SELECT 'charge', 0, " ORDER_NO_ATTEMPT("$3", "s.id", "s.period", "a") ", s.customer_id,"
+    "        0, '', '', 'subscription', '', false, s.id"
+    "   FROM subscriptions s"
+    "  CROSS JOIN LATERAL (SELECT coalesce(max(attempt), 0) AS mx FROM charges c"
+    "                       WHERE c.subscription_id = s.id AND c.period = s.period) m,"
+    "        generate_series(m.mx + 1, m.mx + $4::int) a"
+    "  WHERE s.state IN ('trialing', 'active', 'past_due')"
+    "    AND s.next_charge_at <= to_timestamp($5) AND" IN_WINDOW("s.next_charge_at");
 /* clang-format on */
 
 /* What judging needs of the gateway's answer (a whole gw_result per order
@@ -348,6 +363,7 @@ enum {
 	ROW_CHARGE_KIND,
 	ROW_CHARGED_ORDER,
 	ROW_REVERSED,
+	ROW_SUB,
 };
 
 static void fill_row(const PGresult *r, int i, struct pending *p)
@@ -364,7 +380,41 @@ static void fill_row(const PGresult *r, int i, struct pending *p)
 	snprintf(p->charge_kind, sizeof(p->charge_kind), "%s", db_str(r, i, ROW_CHARGE_KIND));
 	snprintf(p->charged_order, sizeof(p->charged_order), "%s", db_str(r, i, ROW_CHARGED_ORDER));
 	p->reversed = strcmp(db_str(r, i, ROW_REVERSED), "t") == 0;
+	it->subscription_id = db_i64(r, i, ROW_SUB);
 	it->verdict = RECONCILE_OK;
+}
+
+/* --repair: a paid subscription attempt we have no row for goes back as
+ * unknown (charges_restore_sent), for the caller's sched_resolve to record
+ * from cc_query with its subscription's advance. */
+static int repair(PGconn *c, int64_t now, struct reconcile_item *items, int n, char *err,
+                  size_t errlen)
+{
+	struct charges_sent s = {0};
+	struct db_arr *all[] = {&s.no, &s.sub, &s.customer, &s.amount, &s.at};
+	int k = 0, rc = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct reconcile_item *it = &items[i];
+
+		if (it->verdict != RECONCILE_DANGER || it->id || !it->subscription_id)
+			continue;
+		db_arr_str(&s.no, it->mch_order_no);
+		db_arr_i64(&s.sub, it->subscription_id);
+		db_arr_str(&s.customer, it->customer_id);
+		db_arr_i64(&s.amount, it->gw_amount);
+		db_arr_i64(&s.at, now);
+		set(it, RECONCILE_RESOLVED,
+		    "only at the gateway: order %s of %ld cents is paid; repaired: recorded as "
+		    "unknown, resolved with its subscription's advance",
+		    it->gw_pay_order_id, it->gw_amount);
+		k++;
+	}
+	if (k)
+		rc = charges_restore_sent(c, &s, err, errlen) < 0 ? -1 : 0;
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		db_arr_free(all[i]);
+	return rc;
 }
 
 static int judge(PGconn *c, struct gw_client *gw, int64_t now, struct pending *p, char *err,
@@ -398,7 +448,8 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 	int n, kept = 0, rc = -1;
 
 	memset(out, 0, sizeof(*out));
-	r = db_get(c, err, errlen, SQL_ROWS, DB_I(o->from), DB_I(o->to), DB_S(cfg->order_prefix));
+	r = db_get(c, err, errlen, SQL_ROWS, DB_I(o->from), DB_I(o->to), DB_S(cfg->order_prefix),
+	           DB_I(FAILOVER_AHEAD + 1), DB_I(o->now));
 	if (!r)
 		return -1;
 	n = PQntuples(r);
@@ -417,6 +468,8 @@ int reconcile_run(PGconn *c, struct gw_client *gw, const struct cfg *cfg,
 	for (int i = 0; i < n; i++)
 		if (judge(c, gw, o->now, &ps[i], err, errlen) < 0)
 			goto out;
+	if (o->repair && repair(c, o->now, out->items, n, err, errlen) < 0)
+		goto out;
 	/* Numbers we never used and the gateway does not know are no finding. */
 	for (int i = 0; i < n; i++) {
 		struct reconcile_item *it = &out->items[i];

@@ -25,8 +25,9 @@ enum reconcile_verdict {
 
 struct reconcile_item {
 	enum reconcile_verdict verdict;
-	char kind[8]; /* charge, refund, void */
-	int64_t id;   /* our row; 0 when we have none */
+	char kind[8];            /* charge, refund, void */
+	int64_t id;              /* our row; 0 when we have none */
+	int64_t subscription_id; /* with id 0: the attempt number's subscription */
 	char mch_order_no[31];
 	char customer_id[31];
 	int64_t amount_cents; /* ours; 0 when we have no row */
@@ -53,6 +54,10 @@ struct reconcile_report {
 struct reconcile_opts {
 	int64_t from, to; /* the window [from, to) of created_at */
 	int64_t now;      /* the billing clock: dates what it resolves */
+	/* A paid subscription attempt we have no row for (a promotion or a
+	 * restore lost it) is inserted as unknown, for sched_resolve to record
+	 * with its subscription's advance; reported as resolved. */
+	int repair;
 	/* Called (when not NULL) as the gateway's answers come in: done of
 	 * total queries answered. */
 	void (*progress)(void *udata, int done, int total);

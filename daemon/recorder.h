@@ -23,7 +23,11 @@ struct rec_job {
 	int64_t amount;
 	int64_t now; /* the billing clock when it was sent */
 	int is_query;
-	int wave; /* its FAIL is a wave's (wave.h): not processed, nobody dunned */
+	/* before sending (failover.h): 1 asks for the number, k > 1 for the
+	 * attempt k - 1 past it; 0 once settled */
+	int probe;
+	struct rec_job *next; /* the pump's list of probed jobs to send */
+	int wave;             /* its FAIL is a wave's (wave.h): not processed, nobody dunned */
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];

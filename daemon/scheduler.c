@@ -91,6 +91,18 @@ void sched_set_owner_lock(struct sched *s, struct owner_lock *lock)
 	pump_set_owner_lock(s->pump, lock);
 }
 
+void sched_set_probing(struct sched *s, int on)
+{
+	pump_set_probing(s->pump, on);
+}
+
+int sched_restore_sent(struct sched *s, int64_t now, char *err, size_t errlen)
+{
+	if (db_set_now(s->db, now, err, errlen) < 0)
+		return -1;
+	return pump_restore_sent(s->pump, s->db, err, errlen);
+}
+
 void sched_stop(struct sched *s)
 {
 	s->stopping = 1;
@@ -284,6 +296,7 @@ int sched_pass(struct sched *s, int64_t now, struct sched_stats *st, char *err, 
 	if (n < 0)
 		return -1;
 	st->claimed += n;
+	st->swept = !s->stopping;
 	/* and after: a charge declined for a binding reason flagged its
 	 * customer, whose binding is settled before the next attempt */
 	if (!s->stopping && check_bindings(s, now, st, err, errlen) < 0)

@@ -21,6 +21,7 @@ struct sched_stats {
 	long absent;    /* unknowns proven absent at the gateway: retried */
 	long bindings;  /* enrolment and binding checks made */
 	long auth;      /* answers refusing our key or mch_id */
+	int swept;      /* everything due was claimed (the pass was not cut short) */
 };
 
 /* Borrows cfg, db and gw; owner names this process in leases and logs. */
@@ -33,6 +34,13 @@ void sched_set_db(struct sched *s, PGconn *db);
  * the daemons once no answer to them can be in flight. */
 struct owner_lock;
 void sched_set_owner_lock(struct sched *s, struct owner_lock *lock);
+/* Failover (failover.h): with on, each charge is asked with cc_query
+ * before it is sent, and sent only when proven absent. */
+void sched_set_probing(struct sched *s, int on);
+/* After a reconnect: the charges this process sent in the last lease and
+ * the server does not have are inserted as unknown, dated now. How many,
+ * or -1 with err. */
+int sched_restore_sent(struct sched *s, int64_t now, char *err, size_t errlen);
 /* Stop claiming new work; requests in flight are finished (or left for
  * reconciliation if the process dies). Safe from a signal handler. */
 void sched_stop(struct sched *s);

@@ -6,7 +6,7 @@ set -e
 pkgs="build-essential pkg-config libcurl4-openssl-dev libcjson-dev libssl-dev libpq-dev
 libyaml-dev libmicrohttpd-dev libcmocka-dev postgresql postgresql-contrib curl procps
 tzdata clang-format cppcheck time mandoc systemd libsystemd-dev jq clang
-libclang-rt-14-dev iproute2 python3 openssl"
+libclang-rt-14-dev iproute2 python3 openssl pgbouncer"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
