@@ -82,7 +82,7 @@ static const struct key keys[] = {
     I("events.card_expiring_days", events.card_expiring_days, 1, 365),
 };
 
-static void defaults(struct cfg *c)
+void cfg_defaults(struct cfg *c)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url),
@@ -492,7 +492,7 @@ int cfg_load_without_key(struct cfg *c, const char *path, char *err, size_t errl
 {
 	const char *env;
 
-	defaults(c);
+	cfg_defaults(c);
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (parse_file(c, path, err, errlen) < 0 || resolve_paths(c, err, errlen) < 0)
 		return -1;

@@ -60,6 +60,9 @@ struct cfg {
  * BILLING_CONFIG, else ./billing.yaml if it exists, else CFG_SYSTEM_PATH. */
 const char *cfg_find_path(const char *given);
 
+/* Fills c with the defaults alone (what billing.yaml.example documents). */
+void cfg_defaults(struct cfg *c);
+
 /* Fills c with defaults, then path's values, then the environment
  * (DATABASE_URL, IOTPAY_MERCHANT_KEY: taken out of the environment at the
  * first load and kept for the process; BILLING_EVENTS_SECRET). Relative

@@ -88,7 +88,8 @@ const char *ts_bin(const char *name)
 
 void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g)
 {
-	memset(c, 0, sizeof(*c));
+	/* the product's defaults, but for what a test run needs otherwise */
+	cfg_defaults(c);
 	snprintf(c->gateway.base_url, sizeof(c->gateway.base_url), "%s",
 	         g ? g->base_url : "http://127.0.0.1:9/v2");
 	snprintf(c->gateway.mch_id, sizeof(c->gateway.mch_id), "%s", TS_MCH_ID);
@@ -96,20 +97,18 @@ void ts_cfg(struct cfg *c, const char *db_url, const struct ts_fakegw *g)
 	snprintf(c->gateway.merchant_key, sizeof(c->gateway.merchant_key), "%s", TS_KEY);
 	c->gateway.timeout_ms = 2000;
 	c->gateway.connect_timeout_ms = 1000;
-	c->gateway.max_in_flight = 64;
 	snprintf(c->database_url, sizeof(c->database_url), "%s", db_url ? db_url : "");
 	snprintf(c->timezone, sizeof(c->timezone), "America/Toronto");
 	snprintf(c->order_prefix, sizeof(c->order_prefix), "T");
 	c->lease_seconds = 10;
-	c->batch_size = 256;
 	c->poll_interval_ms = 200;
+	/* ephemeral ports, so that tests run side by side */
 	snprintf(c->listen_address, sizeof(c->listen_address), "127.0.0.1:0");
 	snprintf(c->admin_address, sizeof(c->admin_address), "127.0.0.1:0");
-	snprintf(c->return_url, sizeof(c->return_url), "http://127.0.0.1:8080/iotpay/return");
 	snprintf(c->success_url, sizeof(c->success_url), "https://example.com/welcome");
 	snprintf(c->failure_url, sizeof(c->failure_url), "https://example.com/sorry");
-	c->enrolment_expiry_hours = 72;
-	snprintf(c->plans_dir, sizeof(c->plans_dir), "plans");
+	/* events settings start empty: the tests of events set what they use */
+	memset(&c->events, 0, sizeof(c->events));
 }
 
 const char *ts_write_config(const char *dir, const char *db_url, const struct ts_fakegw *g,
