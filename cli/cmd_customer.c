@@ -230,19 +230,11 @@ static cJSON *step_json(const struct history_step *h)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	out_json_time(o, "at", h->at);
-	out_json_time(o, "billing_time", h->business);
-	cJSON_AddStringToObject(o, "entity", h->entity);
-	cJSON_AddStringToObject(o, "ref", h->ref);
-	cJSON_AddStringToObject(o, "of", h->of);
-	cJSON_AddStringToObject(o, "old_state", h->old_state);
-	cJSON_AddStringToObject(o, "new_state", h->new_state);
-	cJSON_AddStringToObject(o, "detail", h->detail);
-	cJSON_AddNumberToObject(o, "amount_cents", (double)h->amount_cents);
-	cJSON_AddStringToObject(o, "pay_order_id", h->pay_order_id);
-	cJSON_AddStringToObject(o, "ret_msg", h->ret_msg);
-	cJSON_AddStringToObject(o, "actor", h->actor);
-	cJSON_AddStringToObject(o, "reason", h->reason);
+	out_json_add(o,
+	             "at:t billing_time:t entity:s ref:s of:s old_state:s new_state:s detail:s"
+	             " amount_cents:I pay_order_id:s ret_msg:s actor:s reason:s",
+	             h->at, h->business, h->entity, h->ref, h->of, h->old_state, h->new_state,
+	             h->detail, h->amount_cents, h->pay_order_id, h->ret_msg, h->actor, h->reason);
 	return o;
 }
 
