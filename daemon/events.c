@@ -19,6 +19,7 @@
 
 #include "db.h"
 #include "events.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -90,7 +91,7 @@ int events_due(PGconn *c, int card_days, int64_t now, int *written, char *err, s
 /* ---- delivery ---- */
 
 struct delivery {
-	struct delivery *prev, *next; /* in flight */
+	struct list_node link; /* in flight */
 	CURL *h;
 	struct curl_slist *hdrs;
 	int64_t id;
@@ -112,8 +113,7 @@ struct events {
 	atomic_int stop;
 	PGconn *db;
 	CURLM *multi;
-	struct delivery *flying;
-	int in_flight;
+	struct list flying;
 	/* While the receiver cannot be reached, one event at a time probes it,
 	 * after a pause doubling up to DOWN_MAX_MS: a receiver down for days
 	 * costs the database a few writes a minute, not one per event. */
@@ -209,24 +209,14 @@ static int send_one(struct events *e, PGresult *r, int i)
 		delivery_free(d);
 		return -1;
 	}
-	d->next = e->flying;
-	if (d->next)
-		d->next->prev = d;
-	e->flying = d;
-	e->in_flight++;
+	list_push(&e->flying, &d->link);
 	return 0;
 }
 
 static void unlink_delivery(struct events *e, struct delivery *d)
 {
 	curl_multi_remove_handle(e->multi, d->h);
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		e->flying = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	e->in_flight--;
+	list_unlink(&e->flying, &d->link);
 }
 
 /* now(), not clock_timestamp(): a volatile bound would keep the claim off
@@ -242,17 +232,17 @@ static const char SQL_CLAIM[] =
 
 static int claim(struct events *e, char *err, size_t errlen)
 {
-	int room = e->cfg.max_in_flight - e->in_flight;
+	int room = e->cfg.max_in_flight - e->flying.n;
 	PGresult *r;
 
-	if (e->down_ms && (ms_now() < e->down_until || e->in_flight)) {
+	if (e->down_ms && (ms_now() < e->down_until || e->flying.n)) {
 		e->more = 0;
 		return 0;
 	}
 	if (e->down_ms)
 		room = 1;
 	/* a statement for several events, unless nothing is in flight */
-	if (room <= 0 || (e->in_flight && room < e->cfg.max_in_flight / 4 + 1))
+	if (room <= 0 || (e->flying.n && room < e->cfg.max_in_flight / 4 + 1))
 		return 0;
 	e->more = 0;
 	r = db_get(e->db, err, errlen, SQL_CLAIM, DB_S(e->owner),
@@ -339,8 +329,8 @@ static void give_back(struct events *e)
 {
 	char err[512];
 
-	while (e->flying) {
-		struct delivery *d = e->flying;
+	while (e->flying.head) {
+		struct delivery *d = LIST_ITEM(e->flying.head, struct delivery, link);
 		unlink_delivery(e, d);
 		delivery_free(d);
 	}
@@ -395,9 +385,9 @@ static void *events_main(void *arg)
 		finish_done(e);
 		wfd.fd = db_is_down(e->db) ? -1 : PQsocket(e->db);
 		curl_multi_poll(e->multi, wfd.fd >= 0 ? &wfd : NULL, wfd.fd >= 0 ? 1 : 0,
-		                e->in_flight ? 100
-		                : e->more    ? 0
-		                             : IDLE_POLL_MS,
+		                e->flying.n ? 100
+		                : e->more   ? 0
+		                            : IDLE_POLL_MS,
 		                NULL);
 		if (!db_is_down(e->db))
 			events_wait(e->db, 0); /* drains the notifications */

@@ -13,12 +13,14 @@
 
 #include "buf.h"
 #include "gateway_impl.h"
+#include "list.h"
 
 #define GW_MAX_RESPONSE 65536 /* a larger answer is not the gateway's */
 
 struct gw_job {
-	struct gw_job *prev, *next; /* in the queue (next only) or the active list */
-	struct gw_request req;      /* call and the ids gw_classify checks */
+	struct gw_job *next;   /* in the queue */
+	struct list_node link; /* in the running list */
+	struct gw_request req; /* call and the ids gw_classify checks */
 	char mch_order_no[31];
 	char pay_order_id[31];
 	char *body;
@@ -36,9 +38,9 @@ struct gw_multi {
 	struct gw_client *c;
 	CURLM *cm;
 	CURLSH *share;
-	int max, active, pending;
+	int max, pending;
 	struct gw_job *qhead, *qtail; /* submitted, waiting for a slot */
-	struct gw_job *running;       /* handed to libcurl */
+	struct list running;          /* handed to libcurl */
 };
 
 static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
@@ -117,12 +119,7 @@ static int job_start(struct gw_multi *m, struct gw_job *j)
 	if (!ok || curl_multi_add_handle(m->cm, e) != CURLM_OK)
 		return -1;
 	clock_gettime(CLOCK_MONOTONIC, &j->t0);
-	j->prev = NULL;
-	j->next = m->running;
-	if (m->running)
-		m->running->prev = j;
-	m->running = j;
-	m->active++;
+	list_push(&m->running, &j->link);
 	return 0;
 }
 
@@ -189,7 +186,7 @@ static int start_queued(struct gw_multi *m)
 {
 	int failed = 0;
 
-	while (m->active < m->max && m->qhead) {
+	while (m->running.n < m->max && m->qhead) {
 		struct gw_job *j = m->qhead;
 
 		m->qhead = j->next;
@@ -224,13 +221,7 @@ static int reap(struct gw_multi *m)
 			continue;
 		curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&j);
 		curl_multi_remove_handle(m->cm, e);
-		if (j->prev)
-			j->prev->next = j->next;
-		else
-			m->running = j->next;
-		if (j->next)
-			j->next->prev = j->prev;
-		m->active--;
+		list_unlink(&m->running, &j->link);
 		m->pending--;
 		job_finish(m, j, rc);
 		n++;
@@ -267,8 +258,9 @@ void gw_multi_free(struct gw_multi *m)
 
 	if (!m)
 		return;
-	for (j = m->running; j; j = next) {
-		next = j->next;
+	while (m->running.head) {
+		j = LIST_ITEM(m->running.head, struct gw_job, link);
+		list_unlink(&m->running, &j->link);
 		curl_multi_remove_handle(m->cm, j->easy);
 		job_free(j);
 	}
@@ -353,7 +345,7 @@ int gw_multi_run(struct gw_multi *m, int timeout_ms)
 	}
 	for (;;) {
 		completed += start_queued(m);
-		if (m->active == 0)
+		if (m->running.n == 0)
 			break;
 		if (curl_multi_perform(m->cm, &running) != CURLM_OK)
 			return -1;
