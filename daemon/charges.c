@@ -266,41 +266,37 @@ static void opt_str(struct db_arr *a, const char *v)
 	db_arr_str(a, v && v[0] ? v : NULL);
 }
 
+/* SQL_SET_OUTCOMES's parameters, in order. */
+enum { OC_ID, OC_STATE, OC_PAY, OC_TRANS, OC_STATUS, OC_MSG, OC_SUCC, OC_AT, OC_NCOLS };
+
 void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
                           const char *pay_order_id, const char *trans_id, int status,
                           const char *ret_msg, const char *pay_succ_time, int64_t now)
 {
-	db_arr_i64(&o->id, id);
-	db_arr_i64(&o->at, now);
-	db_arr_str(&o->state, state);
-	opt_str(&o->pay, pay_order_id);
-	opt_str(&o->trans, trans_id);
+	struct db_arr *col = o->rows.col;
+
+	db_arr_i64(&col[OC_ID], id);
+	db_arr_i64(&col[OC_AT], now);
+	db_arr_str(&col[OC_STATE], state);
+	opt_str(&col[OC_PAY], pay_order_id);
+	opt_str(&col[OC_TRANS], trans_id);
 	if (status >= 0)
-		db_arr_i64(&o->status, status);
+		db_arr_i64(&col[OC_STATUS], status);
 	else
-		db_arr_null(&o->status);
-	opt_str(&o->msg, ret_msg);
-	opt_str(&o->succ, pay_succ_time);
-	o->n++;
+		db_arr_null(&col[OC_STATUS]);
+	opt_str(&col[OC_MSG], ret_msg);
+	opt_str(&col[OC_SUCC], pay_succ_time);
+	o->rows.n++;
 }
 
 int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen)
 {
-	const char *p[8] = {db_arr_text(&o->id),    db_arr_text(&o->state),  db_arr_text(&o->pay),
-	                    db_arr_text(&o->trans), db_arr_text(&o->status), db_arr_text(&o->msg),
-	                    db_arr_text(&o->succ),  db_arr_text(&o->at)};
-
-	return o->n ? db_exec_prepared(c, &SQL_SET_OUTCOMES, 8, p, err, errlen) : 0;
+	return db_batch_exec(c, &SQL_SET_OUTCOMES, &o->rows, OC_NCOLS, err, errlen);
 }
 
 void charges_outcomes_free(struct charges_outcomes *o)
 {
-	struct db_arr *all[] = {&o->id,     &o->state, &o->pay,  &o->trans,
-	                        &o->status, &o->msg,   &o->succ, &o->at};
-
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		db_arr_free(all[i]);
-	o->n = 0;
+	db_batch_free(&o->rows);
 }
 
 /* Payment links only: a subscription's charge moves its subscription
@@ -413,7 +409,7 @@ int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len,
  * attempt are read back from the number (ORDER_NO_ATTEMPT). A number the
  * server still has is left alone; one that cannot go back (its
  * subscription has another open charge) comes back in the second result. */
-static const char SQL_RESTORE_SENT[] =
+static const struct db_stmt SQL_RESTORE_SENT = {
     "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[],"
     "                                $5::bigint[]) AS u(no, sub, customer, amount, at)),"
     " ins AS ("
@@ -430,13 +426,33 @@ static const char SQL_RESTORE_SENT[] =
     " SELECT 'restored', mch_order_no FROM ins"
     " UNION ALL SELECT 'lost', u.no FROM u"
     "  WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.mch_order_no = u.no)"
-    "    AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.mch_order_no = u.no)";
+    "    AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.mch_order_no = u.no)",
+    0};
+
+/* SQL_RESTORE_SENT's parameters, in order. */
+enum { RS_NO, RS_SUB, RS_CUSTOMER, RS_AMOUNT, RS_AT, RS_NCOLS };
+
+void charges_sent_add(struct charges_sent *s, const char *mch_order_no, int64_t sub,
+                      const char *customer_id, int64_t amount_cents, int64_t at)
+{
+	struct db_arr *col = s->rows.col;
+
+	db_arr_str(&col[RS_NO], mch_order_no);
+	db_arr_i64(&col[RS_SUB], sub);
+	db_arr_str(&col[RS_CUSTOMER], customer_id);
+	db_arr_i64(&col[RS_AMOUNT], amount_cents);
+	db_arr_i64(&col[RS_AT], at);
+	s->rows.n++;
+}
+
+void charges_sent_free(struct charges_sent *s)
+{
+	db_batch_free(&s->rows);
+}
 
 int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen)
 {
-	const char *p[5] = {db_arr_text(&s->no), db_arr_text(&s->sub), db_arr_text(&s->customer),
-	                    db_arr_text(&s->amount), db_arr_text(&s->at)};
-	PGresult *r = db_query(c, SQL_RESTORE_SENT, 5, p, err, errlen);
+	PGresult *r = db_batch_query(c, &SQL_RESTORE_SENT, &s->rows, RS_NCOLS, err, errlen);
 	int n = 0;
 
 	if (!r)

@@ -99,8 +99,7 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 
 /* Outcomes written in one statement. */
 struct charges_outcomes {
-	struct db_arr id, state, pay, trans, status, msg, succ, at;
-	int n;
+	struct db_batch rows;
 };
 /* state: succeeded, failed or unknown (an unknown one is claimable again
  * at once); "" and status < 0 are NULL. now: the billing clock, dating a
@@ -150,14 +149,17 @@ int charges_create_link(PGconn *c, const char *order_prefix, const char *custome
 int charges_last_attempt(PGconn *c, int64_t sub, char *mch_order_no, size_t len, char *state,
                          size_t state_len, char *err, size_t errlen);
 
-/* Subscription attempts sent (failover.c fills it, one element per
- * attempt in each array): re-inserted as unknown where the server lost
- * them. How many were, or -1 with err; one that cannot be (its subscription
- * has another open charge) is logged. */
+/* Subscription attempts sent (failover.c, reconcile.c add them; at: the
+ * billing clock): re-inserted as unknown where the server lost them. How
+ * many were, or -1 with err; one that cannot be (its subscription has
+ * another open charge) is logged. */
 struct charges_sent {
-	struct db_arr no, sub, customer, amount, at; /* at: the billing clock */
+	struct db_batch rows;
 };
+void charges_sent_add(struct charges_sent *s, const char *mch_order_no, int64_t sub,
+                      const char *customer_id, int64_t amount_cents, int64_t at);
 int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen);
+void charges_sent_free(struct charges_sent *s);
 
 /* The number of the attempt k past a subscription attempt's
  * (ORDER_NO_ATTEMPT), into out. */

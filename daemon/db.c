@@ -413,6 +413,38 @@ void db_arr_free(struct db_arr *a)
 	buf_free(&a->b);
 }
 
+PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols,
+                         char *err, size_t errlen)
+{
+	const char *p[DB_BATCH_COLS];
+
+	for (int i = 0; i < ncols; i++)
+		p[i] = db_arr_text(&b->col[i]);
+	return st->prepare ? db_query_prepared(c, st, ncols, p, err, errlen)
+	                   : db_query(c, st->sql, ncols, p, err, errlen);
+}
+
+int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols, char *err,
+                  size_t errlen)
+{
+	PGresult *r;
+
+	if (!b->n)
+		return 0;
+	r = db_batch_query(c, st, b, ncols, err, errlen);
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+void db_batch_free(struct db_batch *b)
+{
+	for (int i = 0; i < DB_BATCH_COLS; i++)
+		db_arr_free(&b->col[i]);
+	b->n = 0;
+}
+
 struct db_pool {
 	char *url, *actor;
 	pthread_mutex_t mu;

@@ -136,6 +136,26 @@ void db_arr_null(struct db_arr *a);
 const char *db_arr_text(struct db_arr *a); /* "{...}": once, when complete */
 void db_arr_free(struct db_arr *a);
 
+/* Rows sent as columns: one array literal per column, each a parameter
+ * ($1::bigint[], $2::text[], ...) that the statement unnests, so that a
+ * batch of rows costs one statement. The owner names its columns (an enum
+ * indexing col) and counts its rows in n. */
+#define DB_BATCH_COLS 8
+struct db_batch {
+	struct db_arr col[DB_BATCH_COLS];
+	int n;
+};
+/* st with col[0..ncols) as its parameters; the result (caller PQclear()s)
+ * or NULL with err. */
+PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols,
+                         char *err, size_t errlen);
+/* db_batch_query for a statement whose rows are not needed; 0 without a
+ * statement when the batch has no row. 0 / -1. */
+int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols, char *err,
+                  size_t errlen);
+/* Frees the columns; the batch is empty again. */
+void db_batch_free(struct db_batch *b);
+
 /* A fixed set of connections shared by threads, each opened on first use
  * and reopened when found down (so that its owner starts while the
  * database is down). */

@@ -173,22 +173,16 @@ void failover_recent_add(struct failover_recent *r, const char *mch_order_no, in
 int failover_recent_restore(PGconn *c, struct failover_recent *r, char *err, size_t errlen)
 {
 	struct charges_sent s = {0};
-	struct db_arr *all[] = {&s.no, &s.sub, &s.customer, &s.amount, &s.at};
 	int n;
 	char count[16], sent[16];
 
 	if (r->head == r->n)
 		return 0;
-	for (size_t i = r->head; i < r->n; i++) {
-		db_arr_str(&s.no, r->v[i].mch_order_no);
-		db_arr_i64(&s.sub, r->v[i].sub);
-		db_arr_str(&s.customer, r->v[i].customer_id);
-		db_arr_i64(&s.amount, r->v[i].amount);
-		db_arr_i64(&s.at, r->v[i].at);
-	}
+	for (size_t i = r->head; i < r->n; i++)
+		charges_sent_add(&s, r->v[i].mch_order_no, r->v[i].sub, r->v[i].customer_id,
+		                 r->v[i].amount, r->v[i].at);
 	n = charges_restore_sent(c, &s, err, errlen);
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		db_arr_free(all[i]);
+	charges_sent_free(&s);
 	if (n > 0) {
 		snprintf(count, sizeof(count), "%d", n);
 		snprintf(sent, sizeof(sent), "%zu", r->n - r->head);

@@ -391,7 +391,6 @@ static int repair(PGconn *c, int64_t now, struct reconcile_item *items, int n, c
                   size_t errlen)
 {
 	struct charges_sent s = {0};
-	struct db_arr *all[] = {&s.no, &s.sub, &s.customer, &s.amount, &s.at};
 	int k = 0, rc = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -399,11 +398,8 @@ static int repair(PGconn *c, int64_t now, struct reconcile_item *items, int n, c
 
 		if (it->verdict != RECONCILE_DANGER || it->id || !it->subscription_id)
 			continue;
-		db_arr_str(&s.no, it->mch_order_no);
-		db_arr_i64(&s.sub, it->subscription_id);
-		db_arr_str(&s.customer, it->customer_id);
-		db_arr_i64(&s.amount, it->gw_amount);
-		db_arr_i64(&s.at, now);
+		charges_sent_add(&s, it->mch_order_no, it->subscription_id, it->customer_id,
+		                 it->gw_amount, now);
 		set(it, RECONCILE_RESOLVED,
 		    "only at the gateway: order %s of %ld cents is paid; repaired: recorded as "
 		    "unknown, resolved with its subscription's advance",
@@ -412,8 +408,7 @@ static int repair(PGconn *c, int64_t now, struct reconcile_item *items, int n, c
 	}
 	if (k)
 		rc = charges_restore_sent(c, &s, err, errlen) < 0 ? -1 : 0;
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		db_arr_free(all[i]);
+	charges_sent_free(&s);
 	return rc;
 }
 

@@ -508,37 +508,32 @@ static void opt_i64(struct db_arr *a, int64_t v)
 		db_arr_null(a);
 }
 
+/* SQL_MOVES's parameters, in order. */
+enum { MV_ID, MV_PERIOD, MV_STATE, MV_ATTEMPTS, MV_CYCLES, MV_NEXT, MV_PS, MV_PE, MV_NCOLS };
+
 void subscriptions_moves_add(struct subscriptions_moves *m, int64_t id, int period,
                              const char *state, int attempts, int cycles, int64_t next,
                              int64_t period_start, int64_t period_end)
 {
-	db_arr_i64(&m->id, id);
-	db_arr_i64(&m->period, period);
-	db_arr_str(&m->state, state);
-	db_arr_i64(&m->attempts, attempts);
-	db_arr_i64(&m->cycles, cycles);
-	opt_i64(&m->next, next);
-	opt_i64(&m->ps, period_start);
-	opt_i64(&m->pe, period_end);
-	m->n++;
+	struct db_arr *col = m->rows.col;
+
+	db_arr_i64(&col[MV_ID], id);
+	db_arr_i64(&col[MV_PERIOD], period);
+	db_arr_str(&col[MV_STATE], state);
+	db_arr_i64(&col[MV_ATTEMPTS], attempts);
+	db_arr_i64(&col[MV_CYCLES], cycles);
+	opt_i64(&col[MV_NEXT], next);
+	opt_i64(&col[MV_PS], period_start);
+	opt_i64(&col[MV_PE], period_end);
+	m->rows.n++;
 }
 
 int subscriptions_moves_write(PGconn *c, struct subscriptions_moves *m, char *err, size_t errlen)
 {
-	const char *p[8] = {db_arr_text(&m->id),     db_arr_text(&m->period),
-	                    db_arr_text(&m->state),  db_arr_text(&m->attempts),
-	                    db_arr_text(&m->cycles), db_arr_text(&m->next),
-	                    db_arr_text(&m->ps),     db_arr_text(&m->pe)};
-
-	return m->n ? db_exec_prepared(c, &SQL_MOVES, 8, p, err, errlen) : 0;
+	return db_batch_exec(c, &SQL_MOVES, &m->rows, MV_NCOLS, err, errlen);
 }
 
 void subscriptions_moves_free(struct subscriptions_moves *m)
 {
-	struct db_arr *all[] = {&m->id,     &m->period, &m->state, &m->attempts,
-	                        &m->cycles, &m->next,   &m->ps,    &m->pe};
-
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		db_arr_free(all[i]);
-	m->n = 0;
+	db_batch_free(&m->rows);
 }

@@ -125,8 +125,7 @@ void subscriptions_why_not_due(PGconn *c, int64_t id, char *err, size_t errlen);
  * transaction as the outcomes). 0 in ps, pe and next means unchanged (ps,
  * pe) or none (next). */
 struct subscriptions_moves {
-	struct db_arr id, period, state, attempts, cycles, next, ps, pe;
-	int n;
+	struct db_batch rows;
 };
 void subscriptions_moves_add(struct subscriptions_moves *m, int64_t id, int period,
                              const char *state, int attempts, int cycles, int64_t next,
