@@ -261,37 +261,24 @@ static const struct db_stmt SQL_SET_OUTCOMES = DB_STMT(
                                             "                                             succ, at)"
                                             " WHERE c.id = u.id");
 
-static void opt_str(struct db_arr *a, const char *v)
+/* "" as SQL NULL */
+static struct db_param opt_str(const char *v)
 {
-	db_arr_str(a, v && v[0] ? v : NULL);
+	return DB_S(v && v[0] ? v : NULL);
 }
-
-/* SQL_SET_OUTCOMES's parameters, in order. */
-enum { OC_ID, OC_STATE, OC_PAY, OC_TRANS, OC_STATUS, OC_MSG, OC_SUCC, OC_AT, OC_NCOLS };
 
 void charges_outcomes_add(struct charges_outcomes *o, int64_t id, const char *state,
                           const char *pay_order_id, const char *trans_id, int status,
                           const char *ret_msg, const char *pay_succ_time, int64_t now)
 {
-	struct db_arr *col = o->rows.col;
-
-	db_arr_i64(&col[OC_ID], id);
-	db_arr_i64(&col[OC_AT], now);
-	db_arr_str(&col[OC_STATE], state);
-	opt_str(&col[OC_PAY], pay_order_id);
-	opt_str(&col[OC_TRANS], trans_id);
-	if (status >= 0)
-		db_arr_i64(&col[OC_STATUS], status);
-	else
-		db_arr_null(&col[OC_STATUS]);
-	opt_str(&col[OC_MSG], ret_msg);
-	opt_str(&col[OC_SUCC], pay_succ_time);
-	o->rows.n++;
+	db_batch_add(&o->rows, DB_I(id), DB_S(state), opt_str(pay_order_id), opt_str(trans_id),
+	             status >= 0 ? DB_I(status) : DB_NULL, opt_str(ret_msg), opt_str(pay_succ_time),
+	             DB_I(now));
 }
 
 int charges_outcomes_write(PGconn *c, struct charges_outcomes *o, char *err, size_t errlen)
 {
-	return db_batch_exec(c, &SQL_SET_OUTCOMES, &o->rows, OC_NCOLS, err, errlen);
+	return db_batch_exec(c, &SQL_SET_OUTCOMES, &o->rows, err, errlen);
 }
 
 void charges_outcomes_free(struct charges_outcomes *o)
@@ -429,20 +416,11 @@ static const struct db_stmt SQL_RESTORE_SENT = {
     "    AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.mch_order_no = u.no)",
     0};
 
-/* SQL_RESTORE_SENT's parameters, in order. */
-enum { RS_NO, RS_SUB, RS_CUSTOMER, RS_AMOUNT, RS_AT, RS_NCOLS };
-
 void charges_sent_add(struct charges_sent *s, const char *mch_order_no, int64_t sub,
                       const char *customer_id, int64_t amount_cents, int64_t at)
 {
-	struct db_arr *col = s->rows.col;
-
-	db_arr_str(&col[RS_NO], mch_order_no);
-	db_arr_i64(&col[RS_SUB], sub);
-	db_arr_str(&col[RS_CUSTOMER], customer_id);
-	db_arr_i64(&col[RS_AMOUNT], amount_cents);
-	db_arr_i64(&col[RS_AT], at);
-	s->rows.n++;
+	db_batch_add(&s->rows, DB_S(mch_order_no), DB_I(sub), DB_S(customer_id), DB_I(amount_cents),
+	             DB_I(at));
 }
 
 void charges_sent_free(struct charges_sent *s)
@@ -452,9 +430,12 @@ void charges_sent_free(struct charges_sent *s)
 
 int charges_restore_sent(PGconn *c, struct charges_sent *s, char *err, size_t errlen)
 {
-	PGresult *r = db_batch_query(c, &SQL_RESTORE_SENT, &s->rows, RS_NCOLS, err, errlen);
+	PGresult *r;
 	int n = 0;
 
+	if (!s->rows.n)
+		return 0;
+	r = db_batch_query(c, &SQL_RESTORE_SENT, &s->rows, err, errlen);
 	if (!r)
 		return -1;
 	for (int i = 0; i < PQntuples(r); i++) {

@@ -413,25 +413,48 @@ void db_arr_free(struct db_arr *a)
 	buf_free(&a->b);
 }
 
-PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols,
-                         char *err, size_t errlen)
+void db_batch_add_(struct db_batch *b, const struct db_param *p, int n)
+{
+	/* a row of another width is a programming error, caught by any test */
+	if (n > DB_BATCH_COLS || (b->n && n != b->ncols))
+		abort();
+	for (int i = 0; i < n; i++)
+		switch (p[i].type) {
+		case DB_INT_OR_NULL:
+			if (!p[i].i) {
+				db_arr_null(&b->col[i]);
+				break;
+			}
+			/* fall through */
+		case DB_INT:
+			db_arr_i64(&b->col[i], p[i].i);
+			break;
+		case DB_TEXT:
+			db_arr_str(&b->col[i], p[i].s);
+			break;
+		}
+	b->ncols = n;
+	b->n++;
+}
+
+PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, char *err,
+                         size_t errlen)
 {
 	const char *p[DB_BATCH_COLS];
 
-	for (int i = 0; i < ncols; i++)
+	for (int i = 0; i < b->ncols; i++)
 		p[i] = db_arr_text(&b->col[i]);
-	return st->prepare ? db_query_prepared(c, st, ncols, p, err, errlen)
-	                   : db_query(c, st->sql, ncols, p, err, errlen);
+	return st->prepare ? db_query_prepared(c, st, b->ncols, p, err, errlen)
+	                   : db_query(c, st->sql, b->ncols, p, err, errlen);
 }
 
-int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols, char *err,
-                  size_t errlen)
+int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, char *err, size_t errlen)
 {
 	PGresult *r;
 
 	if (!b->n)
 		return 0;
-	r = db_batch_query(c, st, b, ncols, err, errlen);
+	r = db_batch_query(c, st, b, err, errlen);
 	if (!r)
 		return -1;
 	PQclear(r);
@@ -442,7 +465,7 @@ void db_batch_free(struct db_batch *b)
 {
 	for (int i = 0; i < DB_BATCH_COLS; i++)
 		db_arr_free(&b->col[i]);
-	b->n = 0;
+	b->ncols = b->n = 0;
 }
 
 struct db_pool {

@@ -138,20 +138,25 @@ void db_arr_free(struct db_arr *a);
 
 /* Rows sent as columns: one array literal per column, each a parameter
  * ($1::bigint[], $2::text[], ...) that the statement unnests, so that a
- * batch of rows costs one statement. The owner names its columns (an enum
- * indexing col) and counts its rows in n. */
+ * batch of rows costs one statement. */
 #define DB_BATCH_COLS 8
 struct db_batch {
 	struct db_arr col[DB_BATCH_COLS];
-	int n;
+	int ncols, n; /* columns, rows */
 };
-/* st with col[0..ncols) as its parameters; the result (caller PQclear()s)
+/* Adds a row: its values in the statement's parameter order, typed as
+ * for db_get (DB_I, DB_N, DB_S; DB_NULL for SQL NULL); every row the
+ * same count. Out of memory stops the process (docs/design.md). */
+#define DB_NULL              DB_S(NULL)
+#define db_batch_add(b, ...) db_batch_add_(b, DB_PARAMS(__VA_ARGS__))
+void db_batch_add_(struct db_batch *b, const struct db_param *p, int n);
+/* st with the columns as its parameters; the result (caller PQclear()s)
  * or NULL with err. */
-PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols,
-                         char *err, size_t errlen);
+PGresult *db_batch_query(PGconn *c, const struct db_stmt *st, struct db_batch *b, char *err,
+                         size_t errlen);
 /* db_batch_query for a statement whose rows are not needed; 0 without a
  * statement when the batch has no row. 0 / -1. */
-int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, int ncols, char *err,
+int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, char *err,
                   size_t errlen);
 /* Frees the columns; the batch is empty again. */
 void db_batch_free(struct db_batch *b);

@@ -500,37 +500,17 @@ static const struct db_stmt SQL_MOVES = DB_STMT(
     "              ps, pe)"
     " WHERE s.id = u.id");
 
-static void opt_i64(struct db_arr *a, int64_t v)
-{
-	if (v)
-		db_arr_i64(a, v);
-	else
-		db_arr_null(a);
-}
-
-/* SQL_MOVES's parameters, in order. */
-enum { MV_ID, MV_PERIOD, MV_STATE, MV_ATTEMPTS, MV_CYCLES, MV_NEXT, MV_PS, MV_PE, MV_NCOLS };
-
 void subscriptions_moves_add(struct subscriptions_moves *m, int64_t id, int period,
                              const char *state, int attempts, int cycles, int64_t next,
                              int64_t period_start, int64_t period_end)
 {
-	struct db_arr *col = m->rows.col;
-
-	db_arr_i64(&col[MV_ID], id);
-	db_arr_i64(&col[MV_PERIOD], period);
-	db_arr_str(&col[MV_STATE], state);
-	db_arr_i64(&col[MV_ATTEMPTS], attempts);
-	db_arr_i64(&col[MV_CYCLES], cycles);
-	opt_i64(&col[MV_NEXT], next);
-	opt_i64(&col[MV_PS], period_start);
-	opt_i64(&col[MV_PE], period_end);
-	m->rows.n++;
+	db_batch_add(&m->rows, DB_I(id), DB_I(period), DB_S(state), DB_I(attempts), DB_I(cycles),
+	             DB_N(next), DB_N(period_start), DB_N(period_end));
 }
 
 int subscriptions_moves_write(PGconn *c, struct subscriptions_moves *m, char *err, size_t errlen)
 {
-	return db_batch_exec(c, &SQL_MOVES, &m->rows, MV_NCOLS, err, errlen);
+	return db_batch_exec(c, &SQL_MOVES, &m->rows, err, errlen);
 }
 
 void subscriptions_moves_free(struct subscriptions_moves *m)
