@@ -35,9 +35,8 @@ struct pump {
 	struct rec_job *to_send;        /* probed and proven absent */
 	struct charges_cursor cursor;   /* the due claims of this pump_run */
 	struct wave wave;
-	struct rec_job **held; /* answers of a streak not decided yet (wave.h) */
-	int nheld, capheld;
-	int stopped; /* a wave stopped this pump_run's claims */
+	struct rec_jobs held; /* answers of a streak not decided yet (wave.h) */
+	int stopped;          /* a wave stopped this pump_run's claims */
 };
 
 /* A job sent: the recorder frees it as a rec_job (its first member). */
@@ -80,9 +79,7 @@ void pump_free(struct pump *p)
 		p->to_send = j->next;
 		free(j);
 	}
-	for (int i = 0; i < p->nheld; i++)
-		free(p->held[i]);
-	free(p->held);
+	rec_jobs_free(&p->held);
 	free(p);
 }
 
@@ -114,25 +111,11 @@ static long long monotonic_ms(void)
 /* Hands the held answers to the recorder; in_wave: as not processed. */
 static void release(struct pump *p, int in_wave)
 {
-	for (int i = 0; i < p->nheld; i++) {
-		p->held[i]->wave = in_wave;
-		recorder_push(p->held[i]);
+	for (int i = 0; i < p->held.n; i++) {
+		p->held.v[i]->wave = in_wave;
+		recorder_push(p->held.v[i]);
 	}
-	p->nheld = 0;
-}
-
-static void hold(struct pump *p, struct rec_job *j)
-{
-	if (p->nheld == p->capheld) {
-		int cap = p->capheld ? p->capheld * 2 : 16;
-		struct rec_job **grown = realloc(p->held, (size_t)cap * sizeof(*grown));
-
-		if (!grown)
-			abort(); /* the outcome must not be dropped silently */
-		p->held = grown;
-		p->capheld = cap;
-	}
-	p->held[p->nheld++] = j;
+	p->held.n = 0;
 }
 
 /* Called in the pump's thread as each request completes. A charge's answer
@@ -202,11 +185,11 @@ static void job_done(void *udata, const struct gw_result *res)
 	case WAVE_HOLD:
 		if (restarted)
 			release(p, 0);
-		hold(p, j);
+		rec_jobs_add(&p->held, j);
 		break;
 	case WAVE_ON:
 		p->stopped = 1;
-		hold(p, j);
+		rec_jobs_add(&p->held, j);
 		release(p, 1);
 		break;
 	}

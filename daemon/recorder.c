@@ -23,8 +23,7 @@ struct recorder {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct rec_job **queue;
-	int n, cap;
+	struct rec_jobs queue;
 	int busy, quit;
 	PGconn *db;
 	struct plan *plans; /* cache: plan versions never change */
@@ -62,9 +61,7 @@ void recorder_free(struct recorder *rec)
 	pthread_cond_broadcast(&rec->cv);
 	pthread_mutex_unlock(&rec->mu);
 	pthread_join(rec->thread, NULL);
-	for (int i = 0; i < rec->n; i++)
-		free(rec->queue[i]);
-	free(rec->queue);
+	rec_jobs_free(&rec->queue);
 	free(rec->plans);
 	PQfinish(rec->db);
 	pthread_mutex_destroy(&rec->mu);
@@ -72,20 +69,34 @@ void recorder_free(struct recorder *rec)
 	free(rec);
 }
 
+void rec_jobs_add(struct rec_jobs *q, struct rec_job *j)
+{
+	if (q->n == q->cap) {
+		int cap = q->cap ? q->cap * 2 : 64;
+		struct rec_job **grown = realloc(q->v, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			abort();
+		q->v = grown;
+		q->cap = cap;
+	}
+	q->v[q->n++] = j;
+}
+
+void rec_jobs_free(struct rec_jobs *q)
+{
+	for (int i = 0; i < q->n; i++)
+		free(q->v[i]);
+	free(q->v);
+	memset(q, 0, sizeof(*q));
+}
+
 void recorder_push(struct rec_job *j)
 {
 	struct recorder *rec = j->rec;
 
 	pthread_mutex_lock(&rec->mu);
-	if (rec->n == rec->cap) {
-		int cap = rec->cap ? rec->cap * 2 : 64;
-		struct rec_job **q = realloc(rec->queue, (size_t)cap * sizeof(*q));
-		if (!q)
-			abort(); /* the outcome must not be dropped silently */
-		rec->queue = q;
-		rec->cap = cap;
-	}
-	rec->queue[rec->n++] = j;
+	rec_jobs_add(&rec->queue, j);
 	pthread_cond_signal(&rec->cv);
 	pthread_mutex_unlock(&rec->mu);
 }
@@ -368,23 +379,21 @@ static void *recorder_main(void *arg)
 
 	pthread_mutex_lock(&rec->mu);
 	for (;;) {
-		struct rec_job **jobs;
+		struct rec_jobs batch;
 		struct sched_stats st = {0};
 		char err[512];
-		int n, rc;
+		int rc;
 
-		while (rec->n == 0 && !rec->quit)
+		while (rec->queue.n == 0 && !rec->quit)
 			pthread_cond_wait(&rec->cv, &rec->mu);
-		if (rec->n == 0)
+		if (rec->queue.n == 0)
 			break;
-		jobs = rec->queue;
-		n = rec->n;
-		rec->queue = NULL;
-		rec->n = rec->cap = 0;
+		batch = rec->queue;
+		memset(&rec->queue, 0, sizeof(rec->queue));
 		rec->busy = 1;
 		pthread_mutex_unlock(&rec->mu);
-		rc = record(rec, jobs, n, &st, err, sizeof(err));
-		free(jobs);
+		rc = record(rec, batch.v, batch.n, &st, err, sizeof(err));
+		free(batch.v);
 		if (rc < 0)
 			log_event("error", "record", "error", err, (char *)NULL);
 		pthread_mutex_lock(&rec->mu);
@@ -409,7 +418,7 @@ int recorder_flush(struct recorder *rec, struct sched_stats *st, char *err, size
 	int rc = 0;
 
 	pthread_mutex_lock(&rec->mu);
-	while (rec->n > 0 || rec->busy)
+	while (rec->queue.n > 0 || rec->busy)
 		pthread_cond_wait(&rec->cv, &rec->mu);
 	if (st) {
 		st->succeeded += rec->stats.succeeded;

@@ -38,6 +38,17 @@ struct rec_job {
 	const char *sub_state;
 };
 
+/* A growing list of jobs (the recorder's queue, the pump's held answers).
+ * Adding never fails: out of memory stops the process, since an outcome
+ * must not be dropped silently (docs/design.md, "Out of memory"). */
+struct rec_jobs {
+	struct rec_job **v;
+	int n, cap;
+};
+void rec_jobs_add(struct rec_jobs *q, struct rec_job *j);
+/* Frees the jobs and the list; the list is empty again. */
+void rec_jobs_free(struct rec_jobs *q);
+
 /* Starts the thread; it connects to cfg->database_url as owner on first
  * use. Borrows cfg. NULL when out of memory or threads. */
 struct recorder *recorder_new(const struct cfg *cfg, const char *owner);
