@@ -147,13 +147,23 @@ static int show(struct cli *ctx, int argc, char **argv)
 	return CLI_OK;
 }
 
+static void customer_row(struct out_table *t, const void *item)
+{
+	const struct customer *cu = item;
+	char exp[8] = "";
+
+	if (cu->card_expiry[0])
+		snprintf(exp, sizeof(exp), "%.2s/%.2s", cu->card_expiry, cu->card_expiry + 2);
+	out_table_row(
+	    t, (const char *[]){cu->id, cu->state, cu->card_masked, exp, cu->email, cu->name});
+}
+
 static int list(struct cli *ctx, int argc, char **argv)
 {
 	const char *days_s = NULL;
 	const struct out_opt opts[] = {{"--expiring", &days_s, NULL}, {0}};
 	const char *hdr[] = {"CUSTOMER", "STATE", "CARD", "EXPIRY", "EMAIL", "NAME"};
 	struct customer *cs = NULL;
-	struct out_table *t;
 	int days = -1, n = 0;
 	char err[512];
 	PGconn *db;
@@ -166,22 +176,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (customers_list(db, days, ctx->now, &cs, &n, err, sizeof(err)) < 0)
 		return out_fail(err);
-	if (ctx->json) {
-		out_json_list(cs, n, sizeof(*cs), customer_json);
-		free(cs);
-		return CLI_OK;
-	}
-	t = out_table_new(6, hdr);
-	for (int i = 0; i < n; i++) {
-		char exp[8] = "";
-		if (cs[i].card_expiry[0])
-			snprintf(exp, sizeof(exp), "%.2s/%.2s", cs[i].card_expiry,
-			         cs[i].card_expiry + 2);
-		out_table_row(t, (const char *[]){cs[i].id, cs[i].state, cs[i].card_masked, exp,
-		                                  cs[i].email, cs[i].name});
-	}
-	out_table_print(t, stdout);
-	out_table_free(t);
+	out_list(ctx, cs, n, sizeof(*cs), customer_json, 6, hdr, customer_row);
 	free(cs);
 	return CLI_OK;
 }

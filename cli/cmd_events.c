@@ -42,6 +42,15 @@ static void row_cells(const struct events_row *e, char created[64], char seq[24]
 static const char *const HEADERS[] = {"CREATED", "ID",     "TYPE",    "CUSTOMER",
                                       "SEQ",     "STATUS", "ATTEMPTS"};
 
+static void row_to_table(struct out_table *t, const void *item)
+{
+	char created[64], seq[24], att[16];
+	const char *cells[7];
+
+	row_cells(item, created, seq, att, cells);
+	out_table_row(t, cells);
+}
+
 static int check_status(const char *s)
 {
 	if (!s || strcmp(s, "pending") == 0 || strcmp(s, "delivered") == 0 ||
@@ -73,19 +82,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (events_list(db, &f, &rows, &n, err, sizeof(err)) < 0)
 		return out_fail(err);
-	if (ctx->json) {
-		out_json_list(rows, n, sizeof(*rows), row_json);
-	} else {
-		struct out_table *t = out_table_new(7, HEADERS);
-		for (int i = 0; i < n; i++) {
-			char created[64], seq[24], att[16];
-			const char *cells[7];
-			row_cells(&rows[i], created, seq, att, cells);
-			out_table_row(t, cells);
-		}
-		out_table_print(t, stdout);
-		out_table_free(t);
-	}
+	out_list(ctx, rows, n, sizeof(*rows), row_json, 7, HEADERS, row_to_table);
 	events_rows_free(rows, n);
 	return CLI_OK;
 }

@@ -178,6 +178,19 @@ static int parse_id_arg(int argc, char **argv, const struct out_opt *opts, const
 	return 0;
 }
 
+static void subscription_row(struct out_table *t, const void *item)
+{
+	const struct subscription *s = item;
+	char id[24], money[32], period[16], next[128];
+
+	snprintf(id, sizeof(id), "%lld", (long long)s->id);
+	out_money(s->amount_cents, money, sizeof(money));
+	snprintf(period, sizeof(period), "%d", s->period);
+	next_text(s, next, sizeof(next));
+	out_table_row(
+	    t, (const char *[]){id, s->customer_id, s->plan_code, money, s->state, period, next});
+}
+
 static int list(struct cli *ctx, int argc, char **argv)
 {
 	const char *customer = NULL, *state = NULL;
@@ -185,7 +198,6 @@ static int list(struct cli *ctx, int argc, char **argv)
 	    {"--customer", &customer, NULL}, {"--state", &state, NULL}, {0}};
 	const char *hdr[] = {"ID", "CUSTOMER", "PLAN", "AMOUNT", "STATE", "PERIOD", "NEXT"};
 	struct subscription *ss = NULL;
-	struct out_table *t;
 	char err[512];
 	int n = 0;
 	PGconn *db;
@@ -202,23 +214,7 @@ static int list(struct cli *ctx, int argc, char **argv)
 		return CLI_FAIL;
 	if (subscriptions_list(db, customer, state, &ss, &n, err, sizeof(err)) < 0)
 		return out_fail(err);
-	if (ctx->json) {
-		out_json_list(ss, n, sizeof(*ss), subscription_json);
-		free(ss);
-		return CLI_OK;
-	}
-	t = out_table_new(7, hdr);
-	for (int i = 0; i < n; i++) {
-		char id[24], money[32], period[16], next[128];
-		snprintf(id, sizeof(id), "%lld", (long long)ss[i].id);
-		out_money(ss[i].amount_cents, money, sizeof(money));
-		snprintf(period, sizeof(period), "%d", ss[i].period);
-		next_text(&ss[i], next, sizeof(next));
-		out_table_row(t, (const char *[]){id, ss[i].customer_id, ss[i].plan_code, money,
-		                                  ss[i].state, period, next});
-	}
-	out_table_print(t, stdout);
-	out_table_free(t);
+	out_list(ctx, ss, n, sizeof(*ss), subscription_json, 7, hdr, subscription_row);
 	free(ss);
 	return CLI_OK;
 }

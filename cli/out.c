@@ -143,6 +143,23 @@ void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(cons
 	out_json(a);
 }
 
+void out_list(const struct cli *ctx, const void *items, int n, size_t size,
+              cJSON *(*to_json)(const void *item), int ncols, const char *const *headers,
+              void (*to_row)(struct out_table *t, const void *item))
+{
+	struct out_table *t;
+
+	if (ctx->json) {
+		out_json_list(items, n, size, to_json);
+		return;
+	}
+	t = out_table_new(ncols, headers);
+	for (int i = 0; i < n; i++)
+		to_row(t, (const char *)items + (size_t)i * size);
+	out_table_print(t, stdout);
+	out_table_free(t);
+}
+
 void out_json_money(cJSON *o, int64_t cents)
 {
 	out_json_add(o, "amount:m", cents);

@@ -34,6 +34,12 @@ void out_json(cJSON *j);
 /* Prints n items (size bytes apart from items) as one JSON array of
  * to_json(item) on stdout. */
 void out_json_list(const void *items, int n, size_t size, cJSON *(*to_json)(const void *item));
+/* A listing: the n items (size bytes apart) as one JSON array of
+ * to_json(item) under --json, else as a table of ncols headers with one
+ * to_row(t, item) each. */
+void out_list(const struct cli *ctx, const void *items, int n, size_t size,
+              cJSON *(*to_json)(const void *item), int ncols, const char *const *headers,
+              void (*to_row)(struct out_table *t, const void *item));
 /* Adds "amount_cents" and "amount" ("12.34"). */
 void out_json_money(cJSON *o, int64_t cents);
 /* Adds a time as local ISO 8601 (null for 0). */
