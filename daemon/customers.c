@@ -60,37 +60,20 @@ static void copy(char *dst, size_t len, const char *src)
 	snprintf(dst, len, "%s", src);
 }
 
-/* Columns of COLS, in order. */
-enum {
-	COL_ID,
-	COL_EMAIL,
-	COL_NAME,
-	COL_STATE,
-	COL_CARD,
-	COL_CARD_TYPE,
-	COL_CARD_EXPIRY,
-	COL_ENROL_EXPIRES,
-	COL_NEXT_CHECK,
-	COL_CREATED,
-	COL_BINDING,
+/* COLS, in order. */
+static const struct db_col CUSTOMER_COLS[] = {
+    DB_COL_S(struct customer, id),
+    DB_COL_S(struct customer, email),
+    DB_COL_S(struct customer, name),
+    DB_COL_S(struct customer, state),
+    DB_COL_S(struct customer, card_masked),
+    DB_COL_S(struct customer, card_type),
+    DB_COL_S(struct customer, card_expiry),
+    DB_COL_I(struct customer, enrol_expires_at),
+    DB_COL_I(struct customer, next_check_at),
+    DB_COL_I(struct customer, created_at),
+    DB_COL_S(struct customer, binding_id),
 };
-
-static void fill(const PGresult *r, int row, void *to)
-{
-	struct customer *out = to;
-
-	copy(out->id, sizeof(out->id), db_str(r, row, COL_ID));
-	copy(out->email, sizeof(out->email), db_str(r, row, COL_EMAIL));
-	copy(out->name, sizeof(out->name), db_str(r, row, COL_NAME));
-	copy(out->state, sizeof(out->state), db_str(r, row, COL_STATE));
-	copy(out->card_masked, sizeof(out->card_masked), db_str(r, row, COL_CARD));
-	copy(out->card_type, sizeof(out->card_type), db_str(r, row, COL_CARD_TYPE));
-	copy(out->card_expiry, sizeof(out->card_expiry), db_str(r, row, COL_CARD_EXPIRY));
-	out->enrol_expires_at = db_i64(r, row, COL_ENROL_EXPIRES);
-	out->next_check_at = db_i64(r, row, COL_NEXT_CHECK);
-	out->created_at = db_i64(r, row, COL_CREATED);
-	copy(out->binding_id, sizeof(out->binding_id), db_str(r, row, COL_BINDING));
-}
 
 int customers_get(PGconn *c, const char *id, struct customer *out, char *err, size_t errlen)
 {
@@ -101,7 +84,7 @@ int customers_get(PGconn *c, const char *id, struct customer *out, char *err, si
 
 	if (!r)
 		return -1;
-	fill(r, 0, out);
+	db_fill(r, 0, CUSTOMER_COLS, DB_NCOLS(CUSTOMER_COLS), out);
 	PQclear(r);
 	return 0;
 }
@@ -230,11 +213,11 @@ int customers_enrol(PGconn *c, struct gw_client *gw, const struct cfg *cfg, cons
 int customers_list(PGconn *c, int expiring_days, int64_t now, struct customer **out, int *n,
                    char *err, size_t errlen)
 {
-	*out = db_rows(db_get(c, err, errlen,
-	                      "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
-	                      " ORDER BY customer_id",
-	                      WINDOW_PARAMS(expiring_days, now)),
-	               sizeof(**out), n, fill, err, errlen);
+	*out = db_rows_of(db_get(c, err, errlen,
+	                         "SELECT " COLS " FROM customers WHERE $1::int < 0 OR " EXPIRING
+	                         " ORDER BY customer_id",
+	                         WINDOW_PARAMS(expiring_days, now)),
+	                  sizeof(**out), n, CUSTOMER_COLS, DB_NCOLS(CUSTOMER_COLS), err, errlen);
 	return *out ? 0 : -1;
 }
 

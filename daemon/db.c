@@ -320,7 +320,9 @@ int db_is_down(PGconn *c)
 	return !c || PQstatus(c) != CONNECTION_OK;
 }
 
-void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size_t errlen)
+/* db_rows and db_rows_of: by fill, else by cols */
+static void *rows_of(PGresult *r, size_t size, int *n, db_fill_fn fill, const struct db_col *cols,
+                     int ncols, char *err, size_t errlen)
 {
 	char *rows;
 
@@ -331,9 +333,47 @@ void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size
 	if (!rows)
 		snprintf(err, errlen, "out of memory");
 	for (int i = 0; rows && i < *n; i++)
-		fill(r, i, rows + (size_t)i * size);
+		if (fill)
+			fill(r, i, rows + (size_t)i * size);
+		else
+			db_fill(r, i, cols, ncols, rows + (size_t)i * size);
 	PQclear(r);
 	return rows;
+}
+
+void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size_t errlen)
+{
+	return rows_of(r, size, n, fill, NULL, 0, err, errlen);
+}
+
+void *db_rows_of(PGresult *r, size_t size, int *n, const struct db_col *cols, int ncols, char *err,
+                 size_t errlen)
+{
+	return rows_of(r, size, n, NULL, cols, ncols, err, errlen);
+}
+
+void db_fill(const PGresult *r, int row, const struct db_col *cols, int n, void *out)
+{
+	for (int i = 0; i < n; i++) {
+		char *f = (char *)out + cols[i].off;
+		int64_t v;
+
+		switch (cols[i].kind) {
+		case DB_KIND_NUM:
+			v = db_i64(r, row, i);
+			if (cols[i].size == sizeof(int64_t))
+				memcpy(f, &v, sizeof(v));
+			else
+				*(int *)(void *)f = (int)v;
+			break;
+		case DB_KIND_TEXT:
+			snprintf(f, cols[i].size, "%s", db_str(r, row, i));
+			break;
+		case DB_KIND_BOOL:
+			*(int *)(void *)f = strcmp(db_str(r, row, i), "t") == 0;
+			break;
+		}
+	}
 }
 
 const char *db_str(const PGresult *r, int row, int col)

@@ -120,6 +120,30 @@ int db_is_down(PGconn *c);
 typedef void (*db_fill_fn)(const PGresult *r, int row, void *out);
 void *db_rows(PGresult *r, size_t size, int *n, db_fill_fn fill, char *err, size_t errlen);
 
+/* Named result columns: a row struct's fields in the SELECT's order, so
+ * that no fill function reads columns by bare number. DB_COL_I: a number
+ * into an int or int64_t field (by its size; SQL NULL is 0); DB_COL_S:
+ * text into a char array (cut to fit; SQL NULL is ""); DB_COL_B: a
+ * boolean into an int (1 for true). */
+enum db_col_kind { DB_KIND_NUM, DB_KIND_TEXT, DB_KIND_BOOL };
+struct db_col {
+	enum db_col_kind kind;
+	size_t off, size;
+};
+#define DB_COL_(kind, type, field)                                                                 \
+	{                                                                                          \
+		kind, offsetof(type, field), sizeof(((type *)0)->field)                            \
+	}
+#define DB_COL_I(type, field) DB_COL_(DB_KIND_NUM, type, field)
+#define DB_COL_S(type, field) DB_COL_(DB_KIND_TEXT, type, field)
+#define DB_COL_B(type, field) DB_COL_(DB_KIND_BOOL, type, field)
+#define DB_NCOLS(cols)        ((int)(sizeof(cols) / sizeof((cols)[0])))
+/* Copies row of r, column i into the field cols[i] names, for i < n. */
+void db_fill(const PGresult *r, int row, const struct db_col *cols, int n, void *out);
+/* db_rows with each element filled by cols (db_fill). */
+void *db_rows_of(PGresult *r, size_t size, int *n, const struct db_col *cols, int ncols, char *err,
+                 size_t errlen);
+
 /* Field helpers: NULL-safe, "" for SQL NULL. */
 const char *db_str(const PGresult *r, int row, int col);
 int64_t db_i64(const PGresult *r, int row, int col);

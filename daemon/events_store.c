@@ -38,20 +38,21 @@ static const char SQL_LIST[] =
     "   AND e.id > $5::bigint"
     " ORDER BY e.id LIMIT $6";
 
+/* SQL_LIST's and SQL_SHOW's columns but the last (the body), in order. */
+static const struct db_col ROW_COLS[] = {
+    DB_COL_I(struct events_row, id),     DB_COL_S(struct events_row, event_id),
+    DB_COL_S(struct events_row, type),   DB_COL_S(struct events_row, customer_id),
+    DB_COL_I(struct events_row, seq),    DB_COL_I(struct events_row, created),
+    DB_COL_S(struct events_row, status), DB_COL_I(struct events_row, attempts),
+};
+
 /* Sets body NULL when out of memory: the caller checks. */
 static void fill_row(const PGresult *r, int i, void *row)
 {
 	struct events_row *o = row;
 
-	o->id = db_i64(r, i, 0);
-	snprintf(o->event_id, sizeof(o->event_id), "%s", db_str(r, i, 1));
-	snprintf(o->type, sizeof(o->type), "%s", db_str(r, i, 2));
-	snprintf(o->customer_id, sizeof(o->customer_id), "%s", db_str(r, i, 3));
-	o->seq = db_i64(r, i, 4);
-	o->created = db_i64(r, i, 5);
-	snprintf(o->status, sizeof(o->status), "%s", db_str(r, i, 6));
-	o->attempts = (int)db_i64(r, i, 7);
-	o->body = strdup(db_str(r, i, 8));
+	db_fill(r, i, ROW_COLS, DB_NCOLS(ROW_COLS), o);
+	o->body = strdup(db_str(r, i, DB_NCOLS(ROW_COLS)));
 }
 
 int events_list(PGconn *c, const struct events_filter *f, struct events_row **out, int *n,
@@ -90,16 +91,12 @@ static const char SQL_ATTEMPTS[] =
     "       coalesce(error, ''), owner"
     "  FROM event_attempts WHERE event_id = $1 ORDER BY id";
 
-static void fill_attempt(const PGresult *r, int i, void *row)
-{
-	struct events_attempt *a = row;
-
-	a->at = db_i64(r, i, 0);
-	a->http_status = (int)db_i64(r, i, 1);
-	a->latency_ms = (int)db_i64(r, i, 2);
-	snprintf(a->error, sizeof(a->error), "%s", db_str(r, i, 3));
-	snprintf(a->owner, sizeof(a->owner), "%s", db_str(r, i, 4));
-}
+/* SQL_ATTEMPTS's columns, in order. */
+static const struct db_col ATTEMPT_COLS[] = {
+    DB_COL_I(struct events_attempt, at),         DB_COL_I(struct events_attempt, http_status),
+    DB_COL_I(struct events_attempt, latency_ms), DB_COL_S(struct events_attempt, error),
+    DB_COL_S(struct events_attempt, owner),
+};
 
 int events_show(PGconn *c, const char *event_id, struct events_row *row,
                 struct events_attempt **att, int *natt, char *err, size_t errlen)
@@ -115,8 +112,8 @@ int events_show(PGconn *c, const char *event_id, struct events_row *row,
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	*att = db_rows(db_get(c, err, errlen, SQL_ATTEMPTS, DB_I(row->id)), sizeof(**att), natt,
-	               fill_attempt, err, errlen);
+	*att = db_rows_of(db_get(c, err, errlen, SQL_ATTEMPTS, DB_I(row->id)), sizeof(**att), natt,
+	                  ATTEMPT_COLS, DB_NCOLS(ATTEMPT_COLS), err, errlen);
 	if (!*att) {
 		free(row->body);
 		return -1;

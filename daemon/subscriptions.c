@@ -32,59 +32,30 @@
 	" FROM subscriptions s JOIN plans p ON p.id = s.plan_id"                                   \
 	" LEFT JOIN plans np ON np.id = s.next_plan_id"
 
-/* Columns of COLS, in order. */
-enum {
-	COL_ID,
-	COL_CUSTOMER,
-	COL_PLAN,
-	COL_PLAN_CODE,
-	COL_PLAN_VERSION,
-	COL_AMOUNT,
-	COL_NEXT_PLAN,
-	COL_NEXT_PLAN_CODE,
-	COL_STATE,
-	COL_ANCHOR,
-	COL_ANCHOR_PERIOD,
-	COL_PERIOD,
-	COL_ATTEMPTS,
-	COL_CYCLES,
-	COL_CANCEL_AT_END,
-	COL_PERIOD_START,
-	COL_PERIOD_END,
-	COL_TRIAL_END,
-	COL_NEXT_CHARGE,
-	COL_CREATED,
-	COL_PAUSED,
+/* COLS, in order. */
+static const struct db_col SUBSCRIPTION_COLS[] = {
+    DB_COL_I(struct subscription, id),
+    DB_COL_S(struct subscription, customer_id),
+    DB_COL_I(struct subscription, plan_id),
+    DB_COL_S(struct subscription, plan_code),
+    DB_COL_I(struct subscription, plan_version),
+    DB_COL_I(struct subscription, amount_cents),
+    DB_COL_I(struct subscription, next_plan_id),
+    DB_COL_S(struct subscription, next_plan_code),
+    DB_COL_S(struct subscription, state),
+    DB_COL_I(struct subscription, anchor),
+    DB_COL_I(struct subscription, anchor_period),
+    DB_COL_I(struct subscription, period),
+    DB_COL_I(struct subscription, attempts),
+    DB_COL_I(struct subscription, cycles_done),
+    DB_COL_B(struct subscription, cancel_at_period_end),
+    DB_COL_I(struct subscription, period_start),
+    DB_COL_I(struct subscription, period_end),
+    DB_COL_I(struct subscription, trial_end),
+    DB_COL_I(struct subscription, next_charge_at),
+    DB_COL_I(struct subscription, created_at),
+    DB_COL_I(struct subscription, paused_at),
 };
-
-static void fill(const PGresult *r, int i, void *row)
-{
-	struct subscription *s = row;
-
-	memset(s, 0, sizeof(*s));
-	s->id = db_i64(r, i, COL_ID);
-	snprintf(s->customer_id, sizeof(s->customer_id), "%s", db_str(r, i, COL_CUSTOMER));
-	s->plan_id = db_i64(r, i, COL_PLAN);
-	snprintf(s->plan_code, sizeof(s->plan_code), "%s", db_str(r, i, COL_PLAN_CODE));
-	s->plan_version = (int)db_i64(r, i, COL_PLAN_VERSION);
-	s->amount_cents = db_i64(r, i, COL_AMOUNT);
-	s->next_plan_id = db_i64(r, i, COL_NEXT_PLAN);
-	snprintf(s->next_plan_code, sizeof(s->next_plan_code), "%s",
-	         db_str(r, i, COL_NEXT_PLAN_CODE));
-	snprintf(s->state, sizeof(s->state), "%s", db_str(r, i, COL_STATE));
-	s->anchor = db_i64(r, i, COL_ANCHOR);
-	s->anchor_period = (int)db_i64(r, i, COL_ANCHOR_PERIOD);
-	s->period = (int)db_i64(r, i, COL_PERIOD);
-	s->attempts = (int)db_i64(r, i, COL_ATTEMPTS);
-	s->cycles_done = (int)db_i64(r, i, COL_CYCLES);
-	s->cancel_at_period_end = strcmp(db_str(r, i, COL_CANCEL_AT_END), "t") == 0;
-	s->period_start = db_i64(r, i, COL_PERIOD_START);
-	s->period_end = db_i64(r, i, COL_PERIOD_END);
-	s->trial_end = db_i64(r, i, COL_TRIAL_END);
-	s->next_charge_at = db_i64(r, i, COL_NEXT_CHARGE);
-	s->created_at = db_i64(r, i, COL_CREATED);
-	s->paused_at = db_i64(r, i, COL_PAUSED);
-}
 
 int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err, size_t errlen)
 {
@@ -94,7 +65,7 @@ int subscriptions_get(PGconn *c, int64_t id, struct subscription *out, char *err
 
 	if (!r)
 		return -1;
-	fill(r, 0, out);
+	db_fill(r, 0, SUBSCRIPTION_COLS, DB_NCOLS(SUBSCRIPTION_COLS), out);
 	PQclear(r);
 	return 0;
 }
@@ -179,47 +150,32 @@ int subscriptions_list(PGconn *c, const char *customer_id, const char *state,
 {
 	const char *p[2] = {customer_id, state};
 
-	*out =
-	    db_rows(db_query(c,
-	                     "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
-	                     "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
-	                     2, p, err, errlen),
-	            sizeof(**out), n, fill, err, errlen);
+	*out = db_rows_of(
+	    db_query(c,
+	             "SELECT " COLS FROM " WHERE ($1::text IS NULL OR s.customer_id = $1)"
+	             "   AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id",
+	             2, p, err, errlen),
+	    sizeof(**out), n, SUBSCRIPTION_COLS, DB_NCOLS(SUBSCRIPTION_COLS), err, errlen);
 	return *out ? 0 : -1;
 }
 
-/* Columns of a subscription's charges. */
-enum {
-	CH_ID,
-	CH_ORDER_NO,
-	CH_PERIOD,
-	CH_ATTEMPT,
-	CH_AMOUNT,
-	CH_STATE,
-	CH_PAY_ORDER_ID,
-	CH_RET_MSG,
-	CH_CREATED,
+/* The columns of a subscription's charges, in order. */
+static const struct db_col CHARGE_COLS[] = {
+    DB_COL_I(struct subscription_charge, id),
+    DB_COL_S(struct subscription_charge, mch_order_no),
+    DB_COL_I(struct subscription_charge, period),
+    DB_COL_I(struct subscription_charge, attempt),
+    DB_COL_I(struct subscription_charge, amount_cents),
+    DB_COL_S(struct subscription_charge, state),
+    DB_COL_S(struct subscription_charge, pay_order_id),
+    DB_COL_S(struct subscription_charge, ret_msg),
+    DB_COL_I(struct subscription_charge, created_at),
 };
-
-static void fill_charge(const PGresult *r, int i, void *row)
-{
-	struct subscription_charge *ch = row;
-
-	ch->id = db_i64(r, i, CH_ID);
-	snprintf(ch->mch_order_no, sizeof(ch->mch_order_no), "%s", db_str(r, i, CH_ORDER_NO));
-	ch->period = (int)db_i64(r, i, CH_PERIOD);
-	ch->attempt = (int)db_i64(r, i, CH_ATTEMPT);
-	ch->amount_cents = db_i64(r, i, CH_AMOUNT);
-	snprintf(ch->state, sizeof(ch->state), "%s", db_str(r, i, CH_STATE));
-	snprintf(ch->pay_order_id, sizeof(ch->pay_order_id), "%s", db_str(r, i, CH_PAY_ORDER_ID));
-	snprintf(ch->ret_msg, sizeof(ch->ret_msg), "%s", db_str(r, i, CH_RET_MSG));
-	ch->created_at = db_i64(r, i, CH_CREATED);
-}
 
 int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **out, int *n,
                           char *err, size_t errlen)
 {
-	*out = db_rows(
+	*out = db_rows_of(
 	    db_get(c, err, errlen,
 	           "SELECT c.id, c.mch_order_no, c.period, c.attempt, c.amount_cents,"
 	           "       CASE WHEN c.state <> 'succeeded' THEN c.state"
@@ -234,7 +190,7 @@ int subscriptions_charges(PGconn *c, int64_t id, struct subscription_charge **ou
 	           "       extract(epoch FROM c.created_at)::bigint"
 	           "  FROM charges c WHERE c.subscription_id = $1 ORDER BY c.id",
 	           DB_I(id)),
-	    sizeof(**out), n, fill_charge, err, errlen);
+	    sizeof(**out), n, CHARGE_COLS, DB_NCOLS(CHARGE_COLS), err, errlen);
 	return *out ? 0 : -1;
 }
 

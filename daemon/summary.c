@@ -105,40 +105,27 @@ static const char SQL_SUMMARY[] =
     "   FROM facts GROUP BY GROUPING SETS ((month, plan), (month))"
     "  ORDER BY month, grouping(plan), plan";
 
-static void fill(const PGresult *r, int i, void *row)
-{
-	struct summary_row *w = row;
-	int col = 0;
-
-	snprintf(w->month, sizeof(w->month), "%s", db_str(r, i, col++));
-	w->all = (int)db_i64(r, i, col++);
-	snprintf(w->plan, sizeof(w->plan), "%s", db_str(r, i, col++));
-	w->gross_cents = db_i64(r, i, col++);
-	w->refunded_cents = db_i64(r, i, col++);
-	w->voided_cents = db_i64(r, i, col++);
-	w->net_cents = db_i64(r, i, col++);
-	w->charges = (int)db_i64(r, i, col++);
-	w->declines = (int)db_i64(r, i, col++);
-	w->recoveries = (int)db_i64(r, i, col++);
-	w->dunned = (int)db_i64(r, i, col++);
-	w->recovered = (int)db_i64(r, i, col++);
-	snprintf(w->recovery_rate, sizeof(w->recovery_rate), "%s", db_str(r, i, col++));
-	w->new_subs = (int)db_i64(r, i, col++);
-	w->canceled = (int)db_i64(r, i, col++);
-	w->ended = (int)db_i64(r, i, col++);
-	w->paused = (int)db_i64(r, i, col++);
-	w->active = (int)db_i64(r, i, col++);
-	w->mrr_cents = db_i64(r, i, col++);
-	w->mrr_change_cents = db_i64(r, i, col++);
-}
+/* SQL_SUMMARY's columns, in order. */
+static const struct db_col COLS[] = {
+    DB_COL_S(struct summary_row, month),          DB_COL_I(struct summary_row, all),
+    DB_COL_S(struct summary_row, plan),           DB_COL_I(struct summary_row, gross_cents),
+    DB_COL_I(struct summary_row, refunded_cents), DB_COL_I(struct summary_row, voided_cents),
+    DB_COL_I(struct summary_row, net_cents),      DB_COL_I(struct summary_row, charges),
+    DB_COL_I(struct summary_row, declines),       DB_COL_I(struct summary_row, recoveries),
+    DB_COL_I(struct summary_row, dunned),         DB_COL_I(struct summary_row, recovered),
+    DB_COL_S(struct summary_row, recovery_rate),  DB_COL_I(struct summary_row, new_subs),
+    DB_COL_I(struct summary_row, canceled),       DB_COL_I(struct summary_row, ended),
+    DB_COL_I(struct summary_row, paused),         DB_COL_I(struct summary_row, active),
+    DB_COL_I(struct summary_row, mrr_cents),      DB_COL_I(struct summary_row, mrr_change_cents),
+};
 
 int summary_build(PGconn *c, int64_t from, int64_t to, const char *timezone, struct summary *out,
                   char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
 	out->rows =
-	    db_rows(db_get(c, err, errlen, SQL_SUMMARY, DB_I(from), DB_I(to), DB_S(timezone)),
-	            sizeof(*out->rows), &out->n, fill, err, errlen);
+	    db_rows_of(db_get(c, err, errlen, SQL_SUMMARY, DB_I(from), DB_I(to), DB_S(timezone)),
+	               sizeof(*out->rows), &out->n, COLS, DB_NCOLS(COLS), err, errlen);
 	return out->rows ? 0 : -1;
 }
 
