@@ -9,6 +9,7 @@
 # ledger (exit 1 when they differ). Everything it starts is stopped on exit.
 set -u
 . tests/fakegw.sh
+. tests/billingd.sh
 B=${B:-build}
 YEAR=2027
 NCUST=50
@@ -107,21 +108,9 @@ bc plans list | sed 's/^/     /'
 step "3. Enrolling $NCUST customers through the gateway's hosted card page"
 # billingd's listener receives the card page's return: a free port is one
 # that billingd manages to bind.
-for _ in $(seq 10); do
-	LPORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))
-	write_config "$LPORT"
-	"$B/billingd" -c "$T/billing.yaml" 2>"$T/listener.log" &
-	DPID=$!
-	for _ in $(seq 30); do
-		curl -sf -o /dev/null "http://127.0.0.1:$((LPORT + 1))/healthz" && break 2
-		kill -0 "$DPID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-done
-[ -n "$DPID" ] || die "billingd's listener did not start: $(tail -n 3 "$T/listener.log")"
+admin_ready() { curl -sf -o /dev/null "http://127.0.0.1:$(($1 + 1))/healthz"; }
+billingd_up write_config admin_ready "$T/billing.yaml" "$T/listener.log" ||
+	die "billingd's listener did not start: $(tail -n 3 "$T/listener.log")"
 say "billingd is running, its listener on 127.0.0.1:$LPORT (/iotpay/return, /iotpay/notify),"
 say "/healthz and /metrics on its admin address 127.0.0.1:$((LPORT + 1))"
 say "per customer: billctl customer enrol -> payUrl; the customer fills in the card page;"

@@ -15,6 +15,7 @@ export TZ=America/Toronto # the configuration's timezone
 T=$(mktemp -d)
 DBNAME=t_card_update
 . tests/cli_lib.sh
+. tests/billingd.sh
 DPID=
 trap '[ -n "$DPID" ] && kill "$DPID" 2>/dev/null; cleanup' EXIT INT TERM
 
@@ -44,21 +45,13 @@ setup_world || exit 1
 
 # billingd's listener takes the returns: its return_url on a port it binds.
 # Its clock stays before every charge below, so it charges nothing itself.
-for _ in $(seq 10); do
-	LPORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))
-	sed -i "s|127.0.0.1:[0-9]*/iotpay/return|127.0.0.1:$LPORT/iotpay/return|;
-		s|address: 127.0.0.1:[0-9]*|address: 127.0.0.1:$LPORT|" "$T/billing.yaml"
-	"$B/billingd" -c "$T/billing.yaml" --now 2026-01-01T00:00:00-05:00 2>"$T/listener.log" &
-	DPID=$!
-	for _ in $(seq 30); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$LPORT/iotpay/x")" = 404 ] && break 2
-		kill -0 "$DPID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-done
+set_port() {
+	sed -i "s|127.0.0.1:[0-9]*/iotpay/return|127.0.0.1:$1/iotpay/return|;
+		s|address: 127.0.0.1:[0-9]*|address: 127.0.0.1:$1|" "$T/billing.yaml"
+}
+listener_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/iotpay/x")" = 404 ]; }
+billingd_up set_port listener_ready "$T/billing.yaml" "$T/listener.log" \
+	--now 2026-01-01T00:00:00-05:00
 check "billingd's listener is up" [ -n "$DPID" ]
 
 T0=2026-03-02T09:00:00-05:00
