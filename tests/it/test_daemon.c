@@ -444,6 +444,33 @@ static void test_postgres_restart(void **state)
 	env_stop(e);
 }
 
+/* A daemon started on a world of nsubs subscriptions (ncust customers)
+ * whose every charge takes ms at the gateway; its pid. */
+static pid_t start_slow_charges(struct env *e, const char *name, const char *config, int nsubs,
+                                int ncust, int ms)
+{
+	char fault[128];
+
+	env_start(e, name, NULL, config);
+	populate(e, nsubs, ncust);
+	snprintf(fault, sizeof(fault),
+	         "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
+	         "\"ms\":%d}",
+	         ms);
+	fake_post(e, "faults", fault);
+	return daemon_start(e);
+}
+
+/* Until n charges have succeeded (20 s at most). */
+static void wait_succeeded(struct env *e, int n)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT least(count(*), %d) FROM charges WHERE state = 'succeeded'", n);
+	assert_int_equal(ts_db_wait(e->url, sql, n, 20000), n);
+}
+
 /* ---- 4. SIGTERM while charging ---- */
 
 /* Charges take 200 ms at the gateway, 4 at a time: when SIGTERM comes, what
@@ -457,17 +484,8 @@ static void test_sigterm_while_charging(void **state)
 	pid_t pid;
 
 	(void)state;
-	env_start(e, "daemon_sigterm", NULL, FAST_CONFIG);
-	populate(e, 300, 30);
-	fake_post(e, "faults",
-	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
-	          "\"ms\":200}");
-	pid = daemon_start(e);
-	assert_int_equal(ts_db_wait(e->url,
-	                            "SELECT least(count(*), 8) FROM charges"
-	                            " WHERE state = 'succeeded'",
-	                            8, 20000),
-	                 8);
+	pid = start_slow_charges(e, "daemon_sigterm", FAST_CONFIG, 300, 30, 200);
+	wait_succeeded(e, 8);
 	took = daemon_stop(e, pid, SIGTERM, 10000);
 	if (took > 1000 + 2000)
 		fail_msg("billingd took %ld ms to stop (gateway timeout 1000 ms)", took);
@@ -500,13 +518,9 @@ static void test_lease_outlived_by_queue(void **state)
 	pid_t a, b;
 
 	(void)state;
-	env_start(e, "daemon_queue", NULL,
-	          FAST_CONFIG "gateway:\n  timeout_ms: 1000\n  max_in_flight: 2\n");
-	populate(e, 300, 30);
-	fake_post(e, "faults",
-	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
-	          "\"ms\":100}");
-	a = daemon_start(e);
+	a = start_slow_charges(e, "daemon_queue",
+	                       FAST_CONFIG "gateway:\n  timeout_ms: 1000\n  max_in_flight: 2\n",
+	                       300, 30, 100);
 	assert_int_equal(ts_db_wait(e->url, "SELECT least(count(*), 4) FROM charges", 4, 20000), 4);
 	b = daemon_start(e);
 	wait_done(e, 300, 60000);
@@ -537,12 +551,7 @@ static void test_dead_owner_resolved_in_seconds(void **state)
 	pid_t a;
 
 	(void)state;
-	env_start(e, "daemon_dead_owner", NULL, LONG_LEASE_CONFIG);
-	populate(e, 64, 64);
-	fake_post(e, "faults",
-	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
-	          "\"ms\":3000}");
-	a = daemon_start(e);
+	a = start_slow_charges(e, "daemon_dead_owner", LONG_LEASE_CONFIG, 64, 64, 3000);
 	for (long t0 = ts_ms_now(); fake_requests(e, "cc_purchasewithtoken") < 64; ts_sleep_ms(20))
 		if (ts_ms_now() - t0 > 20000)
 			fail_msg("64 requests did not reach the gateway in 20 s");
@@ -581,17 +590,8 @@ static void test_owner_lock_lost(void **state)
 	pid_t a;
 
 	(void)state;
-	env_start(e, "daemon_owner_lock", NULL, FAST_CONFIG);
-	populate(e, 300, 30);
-	fake_post(e, "faults",
-	          "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"latency\",\"rate\":1,"
-	          "\"ms\":100}");
-	a = daemon_start(e);
-	assert_int_equal(ts_db_wait(e->url,
-	                            "SELECT least(count(*), 8) FROM charges"
-	                            " WHERE state = 'succeeded'",
-	                            8, 20000),
-	                 8);
+	a = start_slow_charges(e, "daemon_owner_lock", FAST_CONFIG, 300, 30, 100);
+	wait_succeeded(e, 8);
 	hold = ts_db_connect(e->url);
 	snprintf(name, sizeof(name), "billingd:%%:%d/lock", (int)a);
 	r = db_query(hold,

@@ -54,6 +54,15 @@ static void env_start(struct env *e, const char *name, const char *fake_args, lo
 	ts_sync_plans(e->db);
 }
 
+/* env_start with one customer subscribed weekly from start: the
+ * subscription's id. */
+static long one_weekly(struct env *e, const char *name, const char *customer, long start)
+{
+	env_start(e, name, NULL, 2000);
+	ts_enrol(e->db, e->gw, customer, NULL);
+	return ts_subscribe(e->db, customer, "weekly", start);
+}
+
 static void env_stop(struct env *e)
 {
 	live = NULL;
@@ -253,9 +262,7 @@ static void test_dunning(void **state)
 	char q[128];
 
 	(void)state;
-	env_start(e, "sched_dunning", NULL, 2000);
-	ts_enrol(e->db, e->gw, "dun1", NULL);
-	sub = ts_subscribe(e->db, "dun1", "weekly", start); /* retry [12h, 1d], then pause */
+	sub = one_weekly(e, "sched_dunning", "dun1", start); /* retry [12h, 1d], then pause */
 	assert_int_equal(
 	    ts_fakegw_post(&e->fake, "decline", "{\"customerId\":\"dun1\",\"count\":2}", NULL),
 	    200);
@@ -303,9 +310,7 @@ static void test_binding_decline(void **state)
 	long start = at("2026-03-02T09:00:00-05:00");
 
 	(void)state;
-	env_start(e, "sched_binding", NULL, 2000);
-	ts_enrol(e->db, e->gw, "gone1", NULL);
-	ts_subscribe(e->db, "gone1", "weekly", start);
+	one_weekly(e, "sched_binding", "gone1", start);
 	assert_int_equal(ts_fakegw_post(&e->fake, "unbind", "{\"customerId\":\"gone1\"}", NULL),
 	                 200);
 	pass(e, start);
@@ -335,9 +340,7 @@ static void test_unknown_resolved_first(void **state)
 	long start = at("2026-03-02T09:00:00-05:00");
 
 	(void)state;
-	env_start(e, "sched_unknown", NULL, 2000);
-	ts_enrol(e->db, e->gw, "u1", NULL);
-	ts_subscribe(e->db, "u1", "weekly", start);
+	one_weekly(e, "sched_unknown", "u1", start);
 	ts_fakegw_post(
 	    &e->fake, "faults",
 	    "{\"endpoint\":\"cc_purchasewithtoken\",\"kind\":\"drop_after\",\"count\":1}", NULL);
@@ -383,9 +386,7 @@ static void test_duplicate_refusal_is_unknown(void **state)
 	struct gw_result res;
 
 	(void)state;
-	env_start(e, "sched_duplicate", NULL, 2000);
-	ts_enrol(e->db, e->gw, "d1", NULL);
-	sub = ts_subscribe(e->db, "d1", "weekly", start);
+	sub = one_weekly(e, "sched_duplicate", "d1", start);
 	snprintf(q, sizeof(q), "SELECT period FROM subscriptions WHERE id = %ld", sub);
 	period = ts_db_long(e->db, q);
 	snprintf(order_no, sizeof(order_no), "T%ld-%ld-1", sub, period);
@@ -460,9 +461,7 @@ static void test_claim_conflict_logged(void **state)
 	int fd, saved;
 
 	(void)state;
-	env_start(e, "sched_conflict", NULL, 2000);
-	ts_enrol(e->db, e->gw, "k1", NULL);
-	sub = ts_subscribe(e->db, "k1", "weekly", start);
+	sub = one_weekly(e, "sched_conflict", "k1", start);
 	snprintf(q, sizeof(q),
 	         "INSERT INTO charges (mch_order_no, kind, customer_id, amount_cents)"
 	         " SELECT 'T' || id || '-' || period || '-1', 'one_off', customer_id, 100"
@@ -503,9 +502,7 @@ static void test_charge_now_error_after_claim_is_unknown(void **state)
 	long sub;
 
 	(void)state;
-	env_start(e, "sched_charge_now", NULL, 2000);
-	ts_enrol(e->db, e->gw, "n1", NULL);
-	sub = ts_subscribe(e->db, "n1", "weekly", start);
+	sub = one_weekly(e, "sched_charge_now", "n1", start);
 	unreachable = e->cfg;
 	snprintf(unreachable.database_url, sizeof(unreachable.database_url),
 	         "postgresql://127.0.0.1:1/none");
@@ -518,6 +515,21 @@ static void test_charge_now_error_after_claim_is_unknown(void **state)
 	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'pending'"),
 	                 1);
 	env_stop(e);
+}
+
+/* All 30 subscriptions of the wave test active at period, never declined;
+ * the wave shown: shown ("" for none). */
+static void check_wave(struct env *e, int period, const char *shown)
+{
+	char sql[160], msg[256];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM subscriptions"
+	         " WHERE state = 'active' AND attempts = 0 AND period = %d",
+	         period);
+	assert_int_equal(ts_db_long(e->db, sql), 30);
+	wave_current(msg, sizeof(msg));
+	assert_string_equal(msg, shown);
 }
 
 /* A wave of one unfamiliar FAIL (the fake answers every charge "unknown
@@ -533,7 +545,7 @@ static void test_unfamiliar_fail_wave(void **state)
 	struct cfg narrow;
 	struct sched_stats st = {0};
 	struct sched *s;
-	char err[512], id[16], msg[256], *out = NULL;
+	char err[512], id[16], *out = NULL;
 	long sent;
 
 	(void)state;
@@ -557,12 +569,7 @@ static void test_unfamiliar_fail_wave(void **state)
 	/* the fake counts only the requests it processes: the charges tell */
 	sent = ts_db_long(e->db, "SELECT count(*) FROM charges");
 	assert_true(sent >= WAVE_CUSTOMERS && sent <= WAVE_CUSTOMERS + 4);
-	assert_int_equal(ts_db_long(e->db,
-	                            "SELECT count(*) FROM subscriptions"
-	                            " WHERE state = 'active' AND attempts = 0 AND period = 0"),
-	                 30);
-	wave_current(msg, sizeof(msg));
-	assert_string_equal(msg, "unknown mchId");
+	check_wave(e, 0, "unknown mchId");
 	assert_int_equal(metrics_render(NULL, 0, start, &out, err, sizeof(err)), 0);
 	assert_non_null(strstr(out, "billing_gateway_wave{ret_msg=\"unknown mchId\"} 1\n"));
 	free(out);
@@ -574,12 +581,7 @@ static void test_unfamiliar_fail_wave(void **state)
 	assert_int_equal(ts_fakegw_post(&e->fake, "faults", "{\"clear\":true}", NULL), 200);
 	ts_sleep_ms(5500);
 	assert_int_equal(sched_pass(s, start + 180, &st, err, sizeof(err)), 0);
-	assert_int_equal(ts_db_long(e->db,
-	                            "SELECT count(*) FROM subscriptions"
-	                            " WHERE state = 'active' AND attempts = 0 AND period = 1"),
-	                 30);
-	wave_current(msg, sizeof(msg));
-	assert_string_equal(msg, "");
+	check_wave(e, 1, "");
 
 	/* one customer's unfamiliar FAIL is a decline */
 	assert_int_equal(ts_fakegw_post(&e->fake, "faults",
