@@ -16,15 +16,12 @@
 	"customer_id, binding_id, state, coalesce(pay_url, ''), "                                  \
 	"extract(epoch FROM requested_at)::bigint, extract(epoch FROM expires_at)::bigint"
 
-static void fill(const PGresult *r, int row, struct cards_update *u)
-{
-	snprintf(u->customer_id, sizeof(u->customer_id), "%s", db_str(r, row, 0));
-	snprintf(u->binding_id, sizeof(u->binding_id), "%s", db_str(r, row, 1));
-	snprintf(u->state, sizeof(u->state), "%s", db_str(r, row, 2));
-	snprintf(u->pay_url, sizeof(u->pay_url), "%s", db_str(r, row, 3));
-	u->requested_at = db_i64(r, row, 4);
-	u->expires_at = db_i64(r, row, 5);
-}
+/* UPDATE_COLS, in order. */
+static const struct db_col UPDATE_FIELDS[] = {
+    DB_COL_S(struct cards_update, customer_id),  DB_COL_S(struct cards_update, binding_id),
+    DB_COL_S(struct cards_update, state),        DB_COL_S(struct cards_update, pay_url),
+    DB_COL_I(struct cards_update, requested_at), DB_COL_I(struct cards_update, expires_at),
+};
 
 int cards_pending(PGconn *c, const char *id, struct cards_update *out, char *err, size_t errlen)
 {
@@ -38,7 +35,7 @@ int cards_pending(PGconn *c, const char *id, struct cards_update *out, char *err
 		return -1;
 	n = PQntuples(r) > 0;
 	if (n)
-		fill(r, 0, out);
+		db_fill(r, 0, UPDATE_FIELDS, DB_NCOLS(UPDATE_FIELDS), out);
 	PQclear(r);
 	return n;
 }

@@ -48,42 +48,16 @@ static const char SQL_HISTORY[] =
     "          ON s.id = CASE WHEN a.entity = 'subscriptions' THEN a.entity_id::bigint END"
     "  ORDER BY a.id";
 
-enum {
-	H_AT,
-	H_ACTOR,
-	H_REASON,
-	H_ENTITY,
-	H_REF,
-	H_OF,
-	H_OLD,
-	H_NEW,
-	H_DETAIL,
-	H_AMOUNT,
-	H_PAY,
-	H_MSG,
-	H_BUSINESS
+/* SQL_HISTORY's columns, in order. */
+static const struct db_col STEP_COLS[] = {
+    DB_COL_I(struct history_step, at),           DB_COL_S(struct history_step, actor),
+    DB_COL_S(struct history_step, reason),       DB_COL_S(struct history_step, entity),
+    DB_COL_S(struct history_step, ref),          DB_COL_S(struct history_step, of),
+    DB_COL_S(struct history_step, old_state),    DB_COL_S(struct history_step, new_state),
+    DB_COL_S(struct history_step, detail),       DB_COL_I(struct history_step, amount_cents),
+    DB_COL_S(struct history_step, pay_order_id), DB_COL_S(struct history_step, ret_msg),
+    DB_COL_I(struct history_step, business),
 };
-
-#define COPY(dst, r, i, col) snprintf(dst, sizeof(dst), "%s", db_str(r, i, col))
-
-static void fill(const PGresult *r, int i, void *row)
-{
-	struct history_step *h = row;
-
-	h->at = db_i64(r, i, H_AT);
-	h->business = db_i64(r, i, H_BUSINESS);
-	COPY(h->actor, r, i, H_ACTOR);
-	COPY(h->reason, r, i, H_REASON);
-	COPY(h->entity, r, i, H_ENTITY);
-	COPY(h->ref, r, i, H_REF);
-	COPY(h->of, r, i, H_OF);
-	COPY(h->old_state, r, i, H_OLD);
-	COPY(h->new_state, r, i, H_NEW);
-	COPY(h->detail, r, i, H_DETAIL);
-	h->amount_cents = db_i64(r, i, H_AMOUNT);
-	COPY(h->pay_order_id, r, i, H_PAY);
-	COPY(h->ret_msg, r, i, H_MSG);
-}
 
 int history_customer(PGconn *c, const char *id, struct history_step **out, int *n, char *err,
                      size_t errlen)
@@ -95,7 +69,7 @@ int history_customer(PGconn *c, const char *id, struct history_step **out, int *
 	if (!r)
 		return -1;
 	PQclear(r);
-	*out = db_rows(db_get(c, err, errlen, SQL_HISTORY, DB_S(id)), sizeof(**out), n, fill, err,
-	               errlen);
+	*out = db_rows_of(db_get(c, err, errlen, SQL_HISTORY, DB_S(id)), sizeof(**out), n,
+	                  STEP_COLS, DB_NCOLS(STEP_COLS), err, errlen);
 	return *out ? 0 : -1;
 }

@@ -14,28 +14,26 @@
 #include "refunds.h"
 
 #define ROW_COLS                                                                                   \
-	"SELECT r.id, r.mch_refund_no, r.kind, r.charge_id, c.pay_order_id, r.amount_cents, "      \
+	"SELECT r.id, r.mch_refund_no, r.kind = 'void', r.charge_id, c.pay_order_id, "             \
+	"r.amount_cents, "                                                                         \
 	"r.state, r.pay_order_id, r.ret_msg, extract(epoch FROM r.created_at)::bigint, "
 #define ROW_SQL                                                                                    \
 	ROW_COLS "r.created_at < now() - make_interval(secs => $2) "                               \
 	         "FROM refunds r JOIN charges c ON c.id = r.charge_id WHERE r.id = $1"
 
-/* Columns of ROW_SQL, in order. */
-enum {
-	ROW_ID,
-	ROW_REFUND_NO,
-	ROW_KIND,
-	ROW_CHARGE,
-	ROW_CHARGE_PAY_ORDER_ID,
-	ROW_AMOUNT,
-	ROW_STATE,
-	ROW_PAY_ORDER_ID,
-	ROW_RET_MSG,
-	ROW_CREATED,
-	ROW_STALE,
+/* ROW_COLS, in order (ROW_SQL adds whether it is stale). */
+static const struct db_col REFUND_COLS[] = {
+    DB_COL_I(struct refund_row, id),
+    DB_COL_S(struct refund_row, mch_refund_no),
+    DB_COL_B(struct refund_row, is_void),
+    DB_COL_I(struct refund_row, charge_id),
+    DB_COL_S(struct refund_row, charge_pay_order_id),
+    DB_COL_I(struct refund_row, amount_cents),
+    DB_COL_S(struct refund_row, state),
+    DB_COL_S(struct refund_row, pay_order_id),
+    DB_COL_S(struct refund_row, ret_msg),
+    DB_COL_I(struct refund_row, created_at),
 };
-
-static void fill(const PGresult *r, int i, void *row);
 
 /* Reads the refund; *stale (may be NULL) says whether it was requested
  * longer than REFUNDS_IN_FLIGHT_SECONDS ago (a pending refund is never
@@ -48,30 +46,12 @@ static int load(PGconn *c, int64_t id, struct refund_row *out, int *stale, char 
 
 	if (!r)
 		return -1;
-	fill(r, 0, out);
+	memset(out, 0, sizeof(*out));
+	db_fill(r, 0, REFUND_COLS, DB_NCOLS(REFUND_COLS), out);
 	if (stale)
-		*stale = strcmp(db_str(r, 0, ROW_STALE), "t") == 0;
+		*stale = strcmp(db_str(r, 0, DB_NCOLS(REFUND_COLS)), "t") == 0;
 	PQclear(r);
 	return 0;
-}
-
-static void fill(const PGresult *r, int i, void *row)
-{
-	struct refund_row *out = row;
-
-	memset(out, 0, sizeof(*out));
-	out->id = db_i64(r, i, ROW_ID);
-	snprintf(out->mch_refund_no, sizeof(out->mch_refund_no), "%s", db_str(r, i, ROW_REFUND_NO));
-	out->is_void = strcmp(db_str(r, i, ROW_KIND), "void") == 0;
-	out->charge_id = db_i64(r, i, ROW_CHARGE);
-	snprintf(out->charge_pay_order_id, sizeof(out->charge_pay_order_id), "%s",
-	         db_str(r, i, ROW_CHARGE_PAY_ORDER_ID));
-	out->amount_cents = db_i64(r, i, ROW_AMOUNT);
-	snprintf(out->state, sizeof(out->state), "%s", db_str(r, i, ROW_STATE));
-	snprintf(out->pay_order_id, sizeof(out->pay_order_id), "%s",
-	         db_str(r, i, ROW_PAY_ORDER_ID));
-	snprintf(out->ret_msg, sizeof(out->ret_msg), "%s", db_str(r, i, ROW_RET_MSG));
-	out->created_at = db_i64(r, i, ROW_CREATED);
 }
 
 int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err, size_t errlen)
@@ -82,11 +62,12 @@ int refunds_get(PGconn *c, int64_t refund_id, struct refund_row *out, char *err,
 int refunds_of_subscription(PGconn *c, int64_t sub, struct refund_row **out, int *n, char *err,
                             size_t errlen)
 {
-	*out = db_rows(db_get(c, err, errlen,
+	*out =
+	    db_rows_of(db_get(c, err, errlen,
 	                      ROW_COLS "false FROM refunds r JOIN charges c ON c.id = r.charge_id"
 	                               " WHERE c.subscription_id = $1 ORDER BY r.id",
 	                      DB_I(sub)),
-	               sizeof(**out), n, fill, err, errlen);
+	               sizeof(**out), n, REFUND_COLS, DB_NCOLS(REFUND_COLS), err, errlen);
 	return *out ? 0 : -1;
 }
 
