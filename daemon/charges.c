@@ -202,15 +202,15 @@ enum {
 	OW_ATTEMPTS,
 	OW_STATE,
 	OW_NEXT,
-	OW_CHARGE_PERIOD
+	OW_CHARGE_PERIOD,
+	OW_CHARGE_STATE
 };
 static const struct db_stmt SQL_LOCK_OWNED =
     DB_STMT("SELECT c.id, s.id, s.plan_id, extract(epoch FROM s.anchor)::bigint, s.anchor_period,"
             "       s.period, s.cycles_done, s.attempts, s.state,"
-            "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period"
+            "       coalesce(extract(epoch FROM s.next_charge_at)::bigint, 0), c.period, c.state"
             "  FROM charges c JOIN subscriptions s ON s.id = c.subscription_id"
-            " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2"
-            "   AND c.state IN " OPEN_STATES " FOR UPDATE OF c, s");
+            " WHERE c.id = ANY($1::bigint[]) AND c.lease_owner = $2 FOR UPDATE OF c, s");
 
 int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_owned_fn fn,
                        void *arg, char *err, size_t errlen)
@@ -222,6 +222,14 @@ int charges_lock_owned(PGconn *c, const char *ids, const char *owner, charges_ow
 	if (!r)
 		return -1;
 	for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+		/* Open is checked here, on the locked row, and not in the query:
+		 * a state condition there lets a plan cached while the table was
+		 * small read the whole open-charges index (and its dead entries)
+		 * instead of the batch's ids. */
+		int st = charges_state_parse(db_str(r, i, OW_CHARGE_STATE));
+
+		if (st != CHARGES_PENDING && st != CHARGES_UNKNOWN)
+			continue;
 		struct charges_owned o = {.charge_id = db_i64(r, i, OW_CHARGE),
 		                          .charge_period = (int)db_i64(r, i, OW_CHARGE_PERIOD),
 		                          .subscription_id = db_i64(r, i, OW_SUB),

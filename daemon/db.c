@@ -280,11 +280,14 @@ int db_begin(PGconn *c, char *err, size_t errlen)
 	return db_exec(c, "BEGIN", 0, NULL, err, errlen);
 }
 
-int db_begin_async(PGconn *c, char *err, size_t errlen)
+int db_begin_batch(PGconn *c, char *err, size_t errlen)
 {
 	if (db_begin(c, err, errlen) < 0)
 		return -1;
-	return db_exec(c, "SET LOCAL synchronous_commit = off", 0, NULL, err, errlen);
+	return db_exec(c,
+	               "SELECT set_config('synchronous_commit', 'off', true), "
+	               "set_config('enable_seqscan', 'off', true)",
+	               0, NULL, err, errlen);
 }
 
 int db_commit(PGconn *c, char *err, size_t errlen)

@@ -94,11 +94,14 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 int db_begin(PGconn *c, char *err, size_t errlen);
 int db_commit(PGconn *c, char *err, size_t errlen);
 void db_rollback(PGconn *c);
-/* BEGIN a transaction whose COMMIT returns before its WAL is on disk
- * (synchronous_commit off for it alone): only for what a crash may lose
- * safely, because a later pass finds it out again (docs/design.md, "What a
+/* BEGIN a transaction that records a batch by key: its COMMIT returns
+ * before its WAL is on disk (synchronous_commit off for it alone), so only
+ * for what a crash may lose safely, because a later pass finds it out again;
+ * and its statements read by index (enable_seqscan off for it alone),
+ * because a cached plan made while a table was small would otherwise scan
+ * the whole table for each batch as it grows (docs/design.md, "What a
  * charge costs the database"). 0 / -1. */
-int db_begin_async(PGconn *c, char *err, size_t errlen);
+int db_begin_batch(PGconn *c, char *err, size_t errlen);
 
 /* The index of s in names[0..n) (a state's SQL names, indexed by its enum),
  * or -1. */

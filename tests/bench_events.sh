@@ -22,7 +22,7 @@ NOW=2026-03-01T12:00:00Z
 
 . tests/bench_setup.sh
 # pg_stat_statements (nested statements too) gives PostgreSQL's time per
-# charge and the share of it in the event triggers (billing_event); loaded
+# charge and the share of it in the charge event trigger (events_charges_final); loaded
 # before the set-up, so that both runs below find the server as warm.
 printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n" \
 	>>"$PGTMP/data/postgresql.conf"
@@ -39,12 +39,13 @@ charge_rate() {
 	       FROM charges WHERE state = 'succeeded'"
 }
 # pg_ms_per_charge: PostgreSQL's execution time per charge since the last
-# pg_stat_statements_reset(), all of it and in the event triggers (their
-# billing_event calls, which run at the commit, so at the top level), in ms.
+# pg_stat_statements_reset(), all of it and in the charge event trigger (its
+# events_charges_final call, nested in the statement that made charges
+# final), in ms.
 pg_ms_per_charge() {
 	sql "SELECT round((sum(total_exec_time) FILTER (WHERE toplevel) / $N)::numeric, 3) || ' ' ||
 	            round((coalesce(sum(total_exec_time)
-	                  FILTER (WHERE query LIKE 'SELECT billing_event(%'), 0) / $N)::numeric, 3)
+	                  FILTER (WHERE query LIKE 'SELECT events_charges_final(%'), 0) / $N)::numeric, 3)
 	       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database
 	                                              WHERE datname = current_database())"
 }
