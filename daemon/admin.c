@@ -26,10 +26,8 @@ static const struct http_limits limits = {2, 64, 0, 10};
 
 struct admin {
 	int64_t (*clock)(void);
-	struct MHD_Daemon *d;
-	int port;
 	char actor[64];
-	struct db_pool *pool; /* one connection, which holds the leader lock */
+	struct http_server srv; /* one connection, which holds the leader lock */
 };
 
 enum part { PART_NONE, PART_SCHEMA };
@@ -53,7 +51,7 @@ static enum MHD_Result healthz(struct admin *a, struct MHD_Connection *con)
 		snprintf(body, sizeof(body), "gateway: %s\n", msg);
 		return http_reply(con, MHD_HTTP_SERVICE_UNAVAILABLE, body, NULL, NULL);
 	}
-	if (db_pool_run(a->pool, check_schema, &failed, err, sizeof(err)) == 0)
+	if (db_pool_run(a->srv.pool, check_schema, &failed, err, sizeof(err)) == 0)
 		return http_reply(con, MHD_HTTP_OK, "ok\n", NULL, NULL);
 	log_event("warn", "healthz", "error", err, (char *)NULL);
 	return http_reply(con, MHD_HTTP_SERVICE_UNAVAILABLE,
@@ -87,7 +85,7 @@ static enum MHD_Result metrics(struct admin *a, struct MHD_Connection *con)
 
 	/* Without the database the process's own metrics are still served,
 	 * with billing_database_up 0. */
-	if (db_pool_run(a->pool, render, &r, err, sizeof(err)) < 0) {
+	if (db_pool_run(a->srv.pool, render, &r, err, sizeof(err)) < 0) {
 		log_event("warn", "metrics_database", "error", err, (char *)NULL);
 		if (metrics_render(NULL, 0, now(a), &r.out, err, sizeof(err)) < 0)
 			return http_reply(con, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n",
@@ -119,7 +117,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
 struct admin *admin_start(const struct cfg *c, int64_t (*clock)(void), char *err, size_t errlen)
 {
 	struct admin *a = calloc(1, sizeof(*a));
-	char port[8];
+	struct http_site site = {.setting = "admin.address",
+	                         .address = c->admin_address,
+	                         .event = "admin_listening",
+	                         .lim = &limits,
+	                         .handler = on_request,
+	                         .db_url = c->database_url,
+	                         .db_conns = 1};
 
 	if (!a) {
 		snprintf(err, errlen, "out of memory");
@@ -127,35 +131,23 @@ struct admin *admin_start(const struct cfg *c, int64_t (*clock)(void), char *err
 	}
 	a->clock = clock;
 	snprintf(a->actor, sizeof(a->actor), "billingd-admin:%ld", (long)getpid());
-	a->pool = db_pool_new(c->database_url, a->actor, 1);
-	if (!a->pool) {
-		snprintf(err, errlen, "out of memory");
+	site.actor = a->actor;
+	if (http_server_start(&a->srv, &site, a, err, errlen) < 0) {
 		admin_stop(a);
 		return NULL;
 	}
-	a->d = http_start("admin.address", c->admin_address, &limits, on_request, a, NULL, NULL,
-	                  &a->port, err, errlen);
-	if (!a->d) {
-		admin_stop(a);
-		return NULL;
-	}
-	snprintf(port, sizeof(port), "%d", a->port);
-	log_event("info", "admin_listening", "address", c->admin_address, "port", port,
-	          (char *)NULL);
 	return a;
 }
 
 int admin_port(const struct admin *a)
 {
-	return a->port;
+	return a->srv.port;
 }
 
 void admin_stop(struct admin *a)
 {
 	if (!a)
 		return;
-	if (a->d)
-		MHD_stop_daemon(a->d);
-	db_pool_free(a->pool);
+	http_server_stop(&a->srv);
 	free(a);
 }

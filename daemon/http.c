@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "db.h"
 #include "http.h"
 #include "log.h"
 
@@ -99,17 +100,16 @@ static void raise_nofile(void)
 	}
 }
 
-struct MHD_Daemon *http_start(const char *setting, const char *address,
-                              const struct http_limits *lim, MHD_AccessHandlerCallback handler,
-                              void *cls, http_uri_fn uri, MHD_RequestCompletedCallback done,
-                              int *port, char *err, size_t errlen)
+static struct MHD_Daemon *start(const struct http_site *site, void *cls, int *port, char *err,
+                                size_t errlen)
 {
+	const struct http_limits *lim = site->lim;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 	struct sockaddr_storage addr;
 	const union MHD_DaemonInfo *di;
 	struct MHD_Daemon *d;
 
-	if (resolve(setting, address, &addr, err, errlen) < 0)
+	if (resolve(site->setting, site->address, &addr, err, errlen) < 0)
 		return NULL;
 	raise_nofile();
 	flags |=
@@ -117,7 +117,7 @@ struct MHD_Daemon *http_start(const char *setting, const char *address,
 	if (addr.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* clang-format off */
-	d = MHD_start_daemon(flags, 0, NULL, NULL, handler, cls,
+	d = MHD_start_daemon(flags, 0, NULL, NULL, site->handler, cls,
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, /* first, to catch all */
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
 		MHD_OPTION_THREAD_POOL_SIZE, lim->threads,
@@ -127,15 +127,42 @@ struct MHD_Daemon *http_start(const char *setting, const char *address,
 		MHD_OPTION_CONNECTION_TIMEOUT, lim->timeout_s,
 		/* per connection: bounds the request line and headers */
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
-		MHD_OPTION_URI_LOG_CALLBACK, uri, NULL,
-		MHD_OPTION_NOTIFY_COMPLETED, done, NULL,
+		MHD_OPTION_URI_LOG_CALLBACK, site->uri, NULL,
+		MHD_OPTION_NOTIFY_COMPLETED, site->done, NULL,
 		MHD_OPTION_END);
 	/* clang-format on */
 	if (!d) {
-		snprintf(err, errlen, "%s '%s': cannot listen there (in use?)", setting, address);
+		snprintf(err, errlen, "%s '%s': cannot listen there (in use?)", site->setting,
+		         site->address);
 		return NULL;
 	}
 	di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	*port = di ? di->port : 0;
 	return d;
+}
+
+int http_server_start(struct http_server *s, const struct http_site *site, void *cls, char *err,
+                      size_t errlen)
+{
+	char port[8];
+
+	s->pool = db_pool_new(site->db_url, site->actor, site->db_conns);
+	if (!s->pool) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->d = start(site, cls, &s->port, err, errlen);
+	if (!s->d)
+		return -1;
+	snprintf(port, sizeof(port), "%d", s->port);
+	log_event("info", site->event, "address", site->address, "port", port, (char *)NULL);
+	return 0;
+}
+
+void http_server_stop(struct http_server *s)
+{
+	if (s->d)
+		MHD_stop_daemon(s->d);
+	db_pool_free(s->pool);
+	*s = (struct http_server){0};
 }

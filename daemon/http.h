@@ -1,5 +1,6 @@
 /* http.h: what billingd's two HTTP servers share (libmicrohttpd): starting
- * one on "host:port" with its own thread pool and limits, and replies. */
+ * one on "host:port" with its own thread pool, limits and database
+ * connections, stopping it, and replies. */
 #ifndef HTTP_H
 #define HTTP_H
 
@@ -16,15 +17,32 @@ struct http_limits {
 /* MHD_OPTION_URI_LOG_CALLBACK's function: sees the raw URI first. */
 typedef void *(*http_uri_fn)(void *cls, const char *uri, struct MHD_Connection *con);
 
-/* Serves handler(cls) on address ("host:port", "[v6]:port" or ":port"; port
- * 0 = ephemeral); uri and done (may be NULL) are MHD's URI log and
- * completion callbacks. setting names address in errors ("listen.address").
- * NULL with err when the address is bad or cannot be bound; *port is the
- * port bound. */
-struct MHD_Daemon *http_start(const char *setting, const char *address,
-                              const struct http_limits *lim, MHD_AccessHandlerCallback handler,
-                              void *cls, http_uri_fn uri, MHD_RequestCompletedCallback done,
-                              int *port, char *err, size_t errlen);
+/* One of billingd's HTTP servers: where it listens, what serves it, and the
+ * database connections its request threads borrow. */
+struct http_site {
+	const char *setting; /* names address in errors ("listen.address") */
+	const char *address; /* "host:port", "[v6]:port" or ":port"; port 0: ephemeral */
+	const char *event;   /* the log line once listening ("listening") */
+	const struct http_limits *lim;
+	MHD_AccessHandlerCallback handler;
+	http_uri_fn uri;                   /* MHD's URI log callback (may be NULL) */
+	MHD_RequestCompletedCallback done; /* MHD's completion callback (may be NULL) */
+	const char *db_url, *actor;
+	int db_conns;
+};
+struct http_server {
+	struct MHD_Daemon *d;
+	struct db_pool *pool;
+	int port; /* the port bound */
+};
+
+/* Serves site with handler(cls) and logs its event with the address and the
+ * port bound. 0, or -1 with err when the address is bad or cannot be bound;
+ * http_server_stop frees what was made either way. */
+int http_server_start(struct http_server *s, const struct http_site *site, void *cls, char *err,
+                      size_t errlen);
+/* Stops serving (waits for requests in progress) and closes its pool. */
+void http_server_stop(struct http_server *s);
 
 /* Queues body (freed or copied by MHD as mode says) with its content type
  * and one optional header. */

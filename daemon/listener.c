@@ -46,10 +46,8 @@ struct listener {
 	struct cfg cfg;        /* a copy: the caller may reload its own */
 	pthread_rwlock_t lock; /* cfg: read by requests, replaced by listener_reload */
 	int64_t (*clock)(void);
-	struct MHD_Daemon *d;
-	int port;
 	char actor[64];
-	struct db_pool *pool; /* one connection per thread */
+	struct http_server srv; /* one connection per thread */
 };
 
 /* One HTTP request, created by the URI callback (which sees the raw query
@@ -179,7 +177,7 @@ static enum MHD_Result enrol_return(struct listener *l, struct MHD_Connection *c
 		gw_fields_free(&f);
 		return reply(con, MHD_HTTP_BAD_REQUEST, "bad request\n");
 	}
-	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_return, &er}, err,
+	rc = db_pool_run(l->srv.pool, at_clock, &(struct clocked){l, record_return, &er}, err,
 	                 sizeof(err));
 	switch (rc) {
 	case CUSTOMERS_CHANGED:
@@ -262,7 +260,7 @@ static enum MHD_Result notify(struct listener *l, struct MHD_Connection *con, co
 		gw_fields_free(&f);
 		return answer(con, 1); /* nothing to record; reconciliation queries it */
 	}
-	rc = db_pool_run(l->pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
+	rc = db_pool_run(l->srv.pool, at_clock, &(struct clocked){l, record_notify, &n}, err,
 	                 sizeof(err));
 	/* a subscription's charge moves its subscription: the scheduler
 	 * records it (cc_query), so there is nothing to send again */
@@ -429,9 +427,17 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
                                 size_t errlen)
 {
 	static const struct http_limits lim = {THREADS, MAX_CONNS, PER_IP, TIMEOUT};
+	struct http_site site = {.setting = "listen.address",
+	                         .address = c->listen_address,
+	                         .event = "listening",
+	                         .lim = &lim,
+	                         .handler = on_request,
+	                         .uri = on_uri,
+	                         .done = on_completed,
+	                         .db_url = c->database_url,
+	                         .db_conns = THREADS};
 	struct listener *l = calloc(1, sizeof(*l));
 	pthread_rwlockattr_t attr;
-	char port[8];
 
 	if (!l) {
 		snprintf(err, errlen, "out of memory");
@@ -445,20 +451,11 @@ struct listener *listener_start(const struct cfg *c, int64_t (*clock)(void), cha
 	pthread_rwlock_init(&l->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	snprintf(l->actor, sizeof(l->actor), "billingd-listener:%ld", (long)getpid());
-	l->pool = db_pool_new(c->database_url, l->actor, THREADS);
-	if (!l->pool) {
-		snprintf(err, errlen, "out of memory");
+	site.actor = l->actor;
+	if (http_server_start(&l->srv, &site, l, err, errlen) < 0) {
 		listener_stop(l);
 		return NULL;
 	}
-	l->d = http_start("listen.address", c->listen_address, &lim, on_request, l, on_uri,
-	                  on_completed, &l->port, err, errlen);
-	if (!l->d) {
-		listener_stop(l);
-		return NULL;
-	}
-	snprintf(port, sizeof(port), "%d", l->port);
-	log_event("info", "listening", "address", c->listen_address, "port", port, (char *)NULL);
 	return l;
 }
 
@@ -477,16 +474,14 @@ void listener_reload(struct listener *l, const struct cfg *c)
 
 int listener_port(const struct listener *l)
 {
-	return l->port;
+	return l->srv.port;
 }
 
 void listener_stop(struct listener *l)
 {
 	if (!l)
 		return;
-	if (l->d)
-		MHD_stop_daemon(l->d);
-	db_pool_free(l->pool);
+	http_server_stop(&l->srv);
 	pthread_rwlock_destroy(&l->lock);
 	explicit_bzero(l->cfg.gateway.merchant_key, sizeof(l->cfg.gateway.merchant_key));
 	free(l);
