@@ -15,6 +15,7 @@
 
 #include "admin.h"
 #include "db.h"
+#include "db_pool.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"

@@ -188,20 +188,6 @@ int db_batch_exec(PGconn *c, const struct db_stmt *st, struct db_batch *b, char 
 /* Frees the columns; the batch is empty again. */
 void db_batch_free(struct db_batch *b);
 
-/* A fixed set of connections shared by threads, each opened on first use
- * and reopened when found down (so that its owner starts while the
- * database is down). */
-struct db_pool;
-/* NULL when out of memory. */
-struct db_pool *db_pool_new(const char *url, const char *actor, int size);
-void db_pool_free(struct db_pool *p);
-typedef int (*db_fn)(PGconn *c, void *arg, char *err, size_t errlen);
-/* Runs fn (which returns < 0 on a database error) on a free connection,
- * waiting for one; when fn fails because the connection went down (the
- * database restarted), runs it once more on a new one: fn must be
- * idempotent. Returns fn's result, or -1 with err when no connection. */
-int db_pool_run(struct db_pool *p, db_fn fn, void *arg, char *err, size_t errlen);
-
 /* Declares why this connection's changes are made (billing.reason, beside
  * billing.actor): the audit log stores it with each change. 0 / -1. */
 int db_set_reason(PGconn *c, const char *reason, char *err, size_t errlen);

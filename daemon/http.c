@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "db_pool.h"
 #include "http.h"
 #include "log.h"
 

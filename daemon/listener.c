@@ -27,6 +27,7 @@
 #include "cards.h"
 #include "customers.h"
 #include "db.h"
+#include "db_pool.h"
 #include "gateway.h"
 #include "listener.h"
 #include "log.h"
