@@ -77,7 +77,7 @@ void rec_jobs_add(struct rec_jobs *q, struct rec_job *j)
 		struct rec_job **grown = realloc(q->v, (size_t)cap * sizeof(*grown));
 
 		if (!grown)
-			abort();
+			abort(); /* an outcome must not be dropped silently */
 		q->v = grown;
 		q->cap = cap;
 	}
