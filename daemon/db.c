@@ -289,6 +289,19 @@ int db_begin_batch(PGconn *c, char *err, size_t errlen)
 	               0, NULL, err, errlen);
 }
 
+int db_generic_plans(PGconn *c, int on, char *err, size_t errlen)
+{
+	if (on)
+		return db_exec(c,
+		               "SELECT set_config('plan_cache_mode', 'force_generic_plan', false), "
+		               "set_config('enable_seqscan', 'off', false)",
+		               0, NULL, err, errlen);
+	return db_exec(c,
+	               "SELECT set_config(name, reset_val, false) FROM pg_settings"
+	               " WHERE name IN ('plan_cache_mode', 'enable_seqscan')",
+	               0, NULL, err, errlen);
+}
+
 int db_commit(PGconn *c, char *err, size_t errlen)
 {
 	return db_exec(c, "COMMIT", 0, NULL, err, errlen);

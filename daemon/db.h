@@ -102,6 +102,11 @@ void db_rollback(PGconn *c);
  * the whole table for each batch as it grows (docs/design.md, "What a
  * charge costs the database"). 0 / -1. */
 int db_begin_batch(PGconn *c, char *err, size_t errlen);
+/* on: the session's prepared statements run one generic plan, made without
+ * sequential scans, instead of being planned again at each run; off: back
+ * to the server's settings. For a statement run hundreds of times in a row with
+ * different numbers (the pump's claims). 0 / -1. */
+int db_generic_plans(PGconn *c, int on, char *err, size_t errlen);
 
 /* The index of s in names[0..n) (a state's SQL names, indexed by its enum),
  * or -1. */

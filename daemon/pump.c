@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "charges.h"
+#include "db.h"
 #include "failover.h"
 #include "log.h"
 #include "metrics.h"
@@ -320,19 +321,14 @@ static int claimable(struct pump *p)
 }
 
 /* Keeps max_in_flight requests going while claim (may be NULL) finds work,
- * then finishes what is in flight and waits for the recorder. A claim is
- * made as soon as a sixteenth of the slots is free: small enough to keep
- * the gateway busy, large enough that a statement carries several charges
- * (measured with make bench). Returns how many were claimed, or -1. */
-int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
-             const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen)
+ * then finishes what is in flight. A claim is made as soon as a sixteenth
+ * of the slots is free: small enough to keep the gateway busy, large enough
+ * that a statement carries several charges (measured with make bench).
+ * Returns how many were claimed, or -1. */
+static int keep_sending(struct pump *p, PGconn *db, const struct pump_work *what,
+                        const volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
 	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
-
-	/* A subscription passed over (locked by another daemon's claim, or
-	 * with an open charge) waits for the next pass. */
-	p->cursor = (struct charges_cursor){0, 0};
-	p->stopped = 0;
 
 	for (;;) {
 		int room, idle;
@@ -350,14 +346,38 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 			continue;
 		}
 		if (idle)
-			break;
+			return claimed;
 		if (gw_multi_run(p->multi, 100) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			return -1;
 		}
 		metrics_in_flight(gw_multi_pending(p->multi));
 	}
+}
+
+/* keep_sending, then waits for the recorder. A pass's claims are one
+ * statement run hundreds of times with different numbers: planned again
+ * at each run, planning cost the database as much as a third of running
+ * it (docs/design.md, "What a charge costs the database"), so they run a
+ * generic plan. A failure to set or reset that only costs planning time. */
+int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
+             const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen)
+{
+	char ignored[256];
+	int claimed;
+
+	/* A subscription passed over (locked by another daemon's claim, or
+	 * with an open charge) waits for the next pass. */
+	p->cursor = (struct charges_cursor){0, 0};
+	p->stopped = 0;
+	if (what)
+		db_generic_plans(db, 1, ignored, sizeof(ignored));
+	claimed = keep_sending(p, db, what, stop, err, errlen);
+	if (what)
+		db_generic_plans(db, 0, ignored, sizeof(ignored));
 	/* a streak still undecided is too short to be a wave */
 	release(p, 0);
+	if (claimed < 0)
+		return -1;
 	return recorder_flush(p->rec, st, err, errlen) < 0 ? -1 : claimed;
 }
