@@ -158,15 +158,19 @@ static int each_claimed(PGresult *r, struct charges_cursor *cur, charges_claim_f
 	return n;
 }
 
-int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
-                      const struct charges_lease *lease, struct charges_cursor *cur,
-                      charges_claim_fn fn, void *arg, char *err, size_t errlen)
+int charges_claim_due_send(PGconn *c, int64_t now, int64_t only_sub, int limit,
+                           const char *order_prefix, const struct charges_lease *lease,
+                           const struct charges_cursor *cur, char *err, size_t errlen)
 {
+	return db_stmt_send(c, err, errlen, &SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
+	                    DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
+	                    DB_I(lease->seconds), DB_N(cur->at_us), DB_I(cur->sub_id));
+}
 
-	return each_claimed(db_stmt_get(c, err, errlen, &SQL_CLAIM_DUE, DB_I(now), DB_I(limit),
-	                                DB_S(order_prefix), DB_N(only_sub), DB_S(lease->owner),
-	                                DB_I(lease->seconds), DB_N(cur->at_us), DB_I(cur->sub_id)),
-	                    cur, fn, arg);
+int charges_claimed(PGconn *c, struct charges_cursor *cur, charges_claim_fn fn, void *arg,
+                    char *err, size_t errlen)
+{
+	return each_claimed(db_stmt_wait(c, err, errlen), cur, fn, arg);
 }
 
 int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen)
@@ -180,15 +184,11 @@ int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen
 	return 0;
 }
 
-int charges_claim_unresolved(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
-                             const struct charges_lease *lease, charges_claim_fn fn, void *arg,
-                             char *err, size_t errlen)
+int charges_claim_unresolved_send(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
+                                  const struct charges_lease *lease, char *err, size_t errlen)
 {
-
-	return each_claimed(db_stmt_get(c, err, errlen, &SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
-	                                DB_I(lease->seconds), DB_I(limit), DB_S(cutoff),
-	                                DB_I(answered_ms)),
-	                    NULL, fn, arg);
+	return db_stmt_send(c, err, errlen, &SQL_CLAIM_UNRESOLVED, DB_S(lease->owner),
+	                    DB_I(lease->seconds), DB_I(limit), DB_S(cutoff), DB_I(answered_ms));
 }
 
 enum {

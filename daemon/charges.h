@@ -56,28 +56,33 @@ struct charges_cursor {
 	int64_t sub_id;
 };
 
-/* Claims up to limit subscriptions due at now, after *cur in the due order
- * (only subscription only_sub when it is not 0), whose customer is bound and
- * which have no open charge, and commits an attempt for each, in one
- * statement; calls fn for each and moves *cur past them. Returns how many,
- * or -1 with err. */
-int charges_claim_due(PGconn *c, int64_t now, int64_t only_sub, int limit, const char *order_prefix,
-                      const struct charges_lease *lease, struct charges_cursor *cur,
-                      charges_claim_fn fn, void *arg, char *err, size_t errlen);
+/* A claim is sent (charges_claim_*_send, 0 / -1 with err) and then, once
+ * its answer has come (db_ready) or waiting for it, charges_claimed calls fn
+ * for each charge claimed, moves *cur past them (NULL: a claim with no
+ * cursor) and returns how many, or -1 with err. Nothing else may be sent on
+ * c in between (db_stmt_send).
+ *
+ * charges_claim_due_send claims up to limit subscriptions due at now, after
+ * *cur in the due order (only subscription only_sub when it is not 0),
+ * whose customer is bound and which have no open charge, and commits an
+ * attempt for each, in one statement. */
+int charges_claim_due_send(PGconn *c, int64_t now, int64_t only_sub, int limit,
+                           const char *order_prefix, const struct charges_lease *lease,
+                           const struct charges_cursor *cur, char *err, size_t errlen);
+int charges_claimed(PGconn *c, struct charges_cursor *cur, charges_claim_fn fn, void *arg,
+                    char *err, size_t errlen);
 
 /* The database's time now, as text: open outcomes whose lease ran out
- * before it are claimable by charges_claim_unresolved. */
+ * before it are claimable by charges_claim_unresolved_send. */
 int charges_cutoff(PGconn *c, char *cutoff, size_t len, char *err, size_t errlen);
 
-/* Claims up to limit subscription charges left unknown, or pending past
- * their lease (a dead process), whose lease ended before cutoff; and the
- * pending ones claimed answered_ms or more before cutoff (no answer can be
- * in flight) whose owner's lock is free (owner_lock.h: the process is gone
- * or cut off from the database). Calls fn for each. Returns how many, or
- * -1 with err. */
-int charges_claim_unresolved(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
-                             const struct charges_lease *lease, charges_claim_fn fn, void *arg,
-                             char *err, size_t errlen);
+/* Claims (charges_claimed) up to limit subscription charges left unknown,
+ * or pending past their lease (a dead process), whose lease ended before
+ * cutoff; and the pending ones claimed answered_ms or more before cutoff (no
+ * answer can be in flight) whose owner's lock is free (owner_lock.h: the
+ * process is gone or cut off from the database). */
+int charges_claim_unresolved_send(PGconn *c, const char *cutoff, int64_t answered_ms, int limit,
+                                  const struct charges_lease *lease, char *err, size_t errlen);
 
 /* An open charge this process still owns, locked with its subscription for
  * the recording of its outcome. */

@@ -242,23 +242,61 @@ PGresult *db_get_(PGconn *c, char *err, size_t errlen, const char *sql, const st
 	return db_stmt_get_(c, err, errlen, &(const struct db_stmt){sql, 0}, p, n);
 }
 
-PGresult *db_stmt_get_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
-                       const struct db_param *p, int n)
+/* p[0..n) as text in v, numbers spelled in num. */
+static void params_text(const struct db_param *p, int n, char num[][24], const char **v)
 {
-	char num[DB_MAX_PARAMS][24];
-	const char *v[DB_MAX_PARAMS];
-
 	if (n > DB_MAX_PARAMS)
 		abort();
 	for (int i = 0; i < n; i++) {
 		v[i] = p[i].s;
 		if (p[i].type == DB_TEXT || (p[i].type == DB_INT_OR_NULL && p[i].i == 0))
 			continue;
-		snprintf(num[i], sizeof(num[i]), "%lld", (long long)p[i].i);
+		snprintf(num[i], 24, "%lld", (long long)p[i].i);
 		v[i] = num[i];
 	}
+}
+
+PGresult *db_stmt_get_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
+                       const struct db_param *p, int n)
+{
+	char num[DB_MAX_PARAMS][24];
+	const char *v[DB_MAX_PARAMS];
+
+	params_text(p, n, num, v);
 	return st->prepare ? db_query_prepared(c, st, n, v, err, errlen)
 	                   : db_query(c, st->sql, n, v, err, errlen);
+}
+
+int db_stmt_send_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
+                  const struct db_param *p, int n)
+{
+	char num[DB_MAX_PARAMS][24], name[24];
+	const char *v[DB_MAX_PARAMS];
+
+	params_text(p, n, num, v);
+	if (prepared_name(c, st, name, sizeof(name), err, errlen) < 0)
+		return -1;
+	if (!PQsendQueryPrepared(c, name, n, v, NULL, NULL, 0)) {
+		one_line(err, errlen, "database: ", PQerrorMessage(c));
+		return -1;
+	}
+	return 0;
+}
+
+int db_ready(PGconn *c)
+{
+	if (!PQconsumeInput(c))
+		return -1;
+	return !PQisBusy(c);
+}
+
+PGresult *db_stmt_wait(PGconn *c, char *err, size_t errlen)
+{
+	PGresult *r = PQgetResult(c), *more;
+
+	while ((more = PQgetResult(c)))
+		PQclear(more);
+	return result(c, r, err, errlen);
 }
 
 int db_count_(PGconn *c, char *err, size_t errlen, const char *sql, const struct db_param *p, int n,

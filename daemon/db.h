@@ -72,6 +72,18 @@ PGresult *db_stmt_get_(PGconn *c, char *err, size_t errlen, const struct db_stmt
                        const struct db_param *p, int n);
 #define db_stmt_get(c, err, errlen, st, ...)                                                       \
 	db_stmt_get_(c, err, errlen, st, DB_PARAMS(__VA_ARGS__))
+/* db_stmt_get in two steps, for a caller with other work while the server
+ * runs st: db_stmt_send sends it (prepared first, waiting, the first time on
+ * c), 0 / -1 with err; db_ready says whether its result has come (1), not
+ * yet (0: wait for PQsocket(c) to be readable), or the connection failed
+ * (-1); db_stmt_wait returns the result, as db_stmt_get does, waiting for
+ * it if need be. Nothing else may be sent on c in between. */
+int db_stmt_send_(PGconn *c, char *err, size_t errlen, const struct db_stmt *st,
+                  const struct db_param *p, int n);
+#define db_stmt_send(c, err, errlen, st, ...)                                                      \
+	db_stmt_send_(c, err, errlen, st, DB_PARAMS(__VA_ARGS__))
+int db_ready(PGconn *c);
+PGresult *db_stmt_wait(PGconn *c, char *err, size_t errlen);
 /* 0 / -1 with err. */
 #define db_run(c, err, errlen, sql, ...) db_count_(c, err, errlen, sql, DB_PARAMS(__VA_ARGS__), 0)
 /* How many rows the statement returned (an UPDATE ... RETURNING: how many

@@ -114,6 +114,10 @@ int gw_multi_pending(const struct gw_multi *m);
  * caller sees results promptly; done may submit further requests. Requests
  * still pending at gw_multi_free are abandoned without calling done. */
 int gw_multi_run(struct gw_multi *m, int timeout_ms);
+/* gw_multi_run that also returns when fd (-1: none) is readable, and waits
+ * on it when nothing is pending: a thread's other work (the pump's claim
+ * on its database connection) goes on while requests travel. */
+int gw_multi_wait(struct gw_multi *m, int timeout_ms, int fd);
 
 /* Classifies one gateway response to req (exposed for unit tests; gw_call
  * and gw_multi use it): fills res (outcome, retMsg, payUrl, order, detail)

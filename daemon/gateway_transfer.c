@@ -332,7 +332,13 @@ static long ms_until(const struct timespec *deadline)
 
 int gw_multi_run(struct gw_multi *m, int timeout_ms)
 {
+	return gw_multi_wait(m, timeout_ms, -1);
+}
+
+int gw_multi_wait(struct gw_multi *m, int timeout_ms, int fd)
+{
 	struct timespec deadline;
+	struct curl_waitfd other = {fd, CURL_WAIT_POLLIN, 0};
 	int completed = 0, running;
 	long left;
 
@@ -345,16 +351,16 @@ int gw_multi_run(struct gw_multi *m, int timeout_ms)
 	}
 	for (;;) {
 		completed += start_queued(m);
-		if (m->running.n == 0)
+		if (m->running.n == 0 && fd < 0)
 			break;
 		if (curl_multi_perform(m->cm, &running) != CURLM_OK)
 			return -1;
 		completed += reap(m);
 		left = ms_until(&deadline);
-		if (completed > 0 || left <= 0)
+		if (completed > 0 || other.revents || left <= 0)
 			break;
-		if (curl_multi_poll(m->cm, NULL, 0, left > 1000 ? 1000 : (int)left, NULL) !=
-		    CURLM_OK)
+		if (curl_multi_poll(m->cm, fd >= 0 ? &other : NULL, fd >= 0 ? 1 : 0,
+		                    left > 1000 ? 1000 : (int)left, NULL) != CURLM_OK)
 			return -1;
 	}
 	/* hand freed slots (and requests that done submitted) to libcurl now,

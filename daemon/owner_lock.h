@@ -3,7 +3,7 @@
  * connection of its own for the process's whole life. Held, it says the
  * process is alive and reaches the database; free, a pending charge leased
  * to that name whose answer can no longer be in flight is resolved at once
- * rather than at its lease's end (charges_claim_unresolved). */
+ * rather than at its lease's end (charges_claim_unresolved_send). */
 #ifndef OWNER_LOCK_H
 #define OWNER_LOCK_H
 

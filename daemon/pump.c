@@ -1,7 +1,9 @@
 /* pump.c: the claim pump. One thread keeps max_in_flight gateway requests
  * going: as slots free up it claims more work (charges.h commits each
  * intent in the claiming statement, before any byte leaves), sends it
- * through gw_multi and hands each answer to the recorder thread. */
+ * through gw_multi and hands each answer to the recorder thread. A claim
+ * runs on the database while requests travel: its charges join a short
+ * queue from which each free slot is filled. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,23 @@
 #define SEND_WITHIN_MS   2000
 #define ANSWER_MARGIN_MS 5000
 
+/* Claimed charges wait in the queue for a slot about QUEUED_MS at most, at
+ * the gateway's recent pace: far inside SEND_WITHIN_MS, and enough that a
+ * claim carries a few dozen charges while the slots stay full, instead of
+ * the few freed since the last one (docs/design.md, "What a charge costs
+ * the database"). */
+#define QUEUED_MS 250
+
+struct claiming {
+	struct pump *p;
+	int is_query;
+	int64_t now;
+	long long t0;               /* monotonic ms before the claim */
+	int limit;                  /* how many were asked for */
+	struct charges_cursor *cur; /* NULL: a claim with no cursor */
+	struct charges_cursor one;  /* the cursor of a claim of one subscription */
+};
+
 struct pump {
 	const struct cfg *cfg;
 	char owner[96];
@@ -38,6 +57,11 @@ struct pump {
 	struct wave wave;
 	struct rec_jobs held; /* answers of a streak not decided yet (wave.h) */
 	int stopped;          /* a wave stopped this pump_run's claims */
+	struct rec_job *queued, **queued_end; /* claimed, waiting for a slot */
+	int nqueued;
+	int claiming;         /* a claim was sent and its answer not read */
+	struct claiming claim;
+	double latency; /* the gateway's recent answers, seconds (0: none yet) */
 };
 
 /* A job sent: the recorder frees it as a rec_job (its first member). */
@@ -57,6 +81,7 @@ struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *o
 	snprintf(p->owner, sizeof(p->owner), "%s", owner);
 	p->multi = gw_multi_new(gw, cfg->gateway.max_in_flight);
 	p->recent = failover_recent_new(cfg->lease_seconds);
+	p->queued_end = &p->queued;
 	p->rec = p->multi && p->recent ? recorder_new(cfg, owner) : NULL;
 	if (!p->rec) {
 		gw_multi_free(p->multi);
@@ -80,6 +105,12 @@ void pump_free(struct pump *p)
 		p->to_send = j->next;
 		free(j);
 	}
+	while (p->queued) {
+		struct rec_job *j = p->queued;
+
+		p->queued = j->next;
+		free(j);
+	}
 	rec_jobs_free(&p->held);
 	free(p);
 }
@@ -93,13 +124,6 @@ int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen)
 {
 	return failover_recent_restore(db, p->recent, err, errlen);
 }
-
-struct claiming {
-	struct pump *p;
-	int is_query;
-	int64_t now;
-	long long t0; /* monotonic ms before the claim */
-};
 
 static long long monotonic_ms(void)
 {
@@ -170,6 +194,7 @@ static void job_done(void *udata, const struct gw_result *res)
 		j->res = *res;
 	}
 	metrics_gateway_observe(res->seconds);
+	p->latency = p->latency > 0 ? 0.9 * p->latency + 0.1 * res->seconds : res->seconds;
 	if (res->reason == GW_R_AUTH || res->reason == GW_R_BUSY)
 		metrics_gateway_error(gw_reason_name(res->reason));
 	if (j->is_query) {
@@ -259,18 +284,19 @@ static void send_probed(struct pump *p)
 	}
 }
 
-/* Sends one claimed charge (charges_claim_fn). */
-static void submit_claimed(void *arg, const struct charges_claim *cl)
+/* Queues one claimed charge for a slot (charges_claim_fn). */
+static void queue_claimed(void *arg, const struct charges_claim *cl)
 {
 	const struct claiming *cg = arg;
+	struct pump *p = cg->p;
 	struct sent *s = calloc(1, sizeof(*s));
 	struct rec_job *j = &s->job;
 
 	if (!s)
 		abort();
-	s->p = cg->p;
+	s->p = p;
 	s->claimed = cg->t0;
-	j->rec = cg->p->rec;
+	j->rec = p->rec;
 	j->charge_id = cl->id;
 	memcpy(j->mch_order_no, cl->mch_order_no, sizeof(j->mch_order_no));
 	snprintf(j->sub_id, sizeof(j->sub_id), "%lld", (long long)cl->subscription_id);
@@ -278,76 +304,136 @@ static void submit_claimed(void *arg, const struct charges_claim *cl)
 	j->amount = cl->amount_cents;
 	j->now = cg->now;
 	j->is_query = cg->is_query;
-	j->probe = !cg->is_query && cg->p->probing;
-	send_job(cg->p, j);
+	j->probe = !cg->is_query && p->probing;
+	*p->queued_end = j;
+	p->queued_end = &j->next;
+	p->nqueued++;
 }
 
-int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
-               size_t errlen)
+/* Sends queued charges while a slot is free. */
+static void send_queued(struct pump *p)
 {
-	struct claiming cg = {p, what->cutoff != NULL, what->now, 0};
+	while (p->queued && gw_multi_pending(p->multi) < p->cfg->gateway.max_in_flight) {
+		struct rec_job *j = p->queued;
+
+		p->queued = j->next;
+		if (!p->queued)
+			p->queued_end = &p->queued;
+		p->nqueued--;
+		j->next = NULL;
+		send_job(p, j);
+	}
+}
+
+/* Sends a claim of up to limit of what. 1: sent; 0: not, since this process
+ * does not hold its lock; -1 with err. */
+static int claim_send(struct pump *p, PGconn *db, const struct pump_work *what, int limit,
+                      char *err, size_t errlen)
+{
 	struct charges_lease lease = {p->owner, p->cfg->lease_seconds};
-	struct charges_cursor one = {0, 0};
-	int n;
+	struct claiming *cg = &p->claim;
 
 	/* Without its lock this process looks dead to the others, who resolve
 	 * its pending charges once no answer can be in flight: it claims
 	 * nothing until it has the lock again. */
 	if (p->lock && !owner_lock_held(p->lock))
 		return 0;
-	cg.t0 = monotonic_ms();
-	n = what->cutoff
-	        ? charges_claim_unresolved(db, what->cutoff,
-	                                   (int64_t)p->cfg->gateway.timeout_ms + ANSWER_MARGIN_MS,
-	                                   limit, &lease, submit_claimed, &cg, err, errlen)
-	        : charges_claim_due(db, what->now, what->only_sub, limit, p->cfg->order_prefix,
-	                            &lease, what->only_sub ? &one : &p->cursor, submit_claimed, &cg,
-	                            err, errlen);
+	*cg = (struct claiming){.p = p,
+	                        .is_query = what->cutoff != NULL,
+	                        .now = what->now,
+	                        .t0 = monotonic_ms(),
+	                        .limit = limit};
+	cg->cur = what->cutoff ? NULL : what->only_sub ? &cg->one : &p->cursor;
+	if ((what->cutoff ? charges_claim_unresolved_send(
+	                        db, what->cutoff,
+	                        (int64_t)p->cfg->gateway.timeout_ms + ANSWER_MARGIN_MS, limit,
+	                        &lease, err, errlen)
+	                  : charges_claim_due_send(db, what->now, what->only_sub, limit,
+	                                           p->cfg->order_prefix, &lease, cg->cur, err,
+	                                           errlen)) < 0)
+		return -1;
+	p->claiming = 1;
+	return 1;
+}
 
-	metrics_in_flight(gw_multi_pending(p->multi));
+/* Reads the sent claim's answer, waiting for it if need be, and queues its
+ * charges. Returns how many, or -1 with err. */
+static int claim_finish(struct pump *p, PGconn *db, char *err, size_t errlen)
+{
+	int n = charges_claimed(db, p->claim.cur, queue_claimed, &p->claim, err, errlen);
+
+	p->claiming = 0;
 	return n;
 }
 
-/* How many to claim: no more than can be sent at once. A claimed request
- * waiting in the queue for a connection spends its lease before any byte
- * leaves; another daemon could then take the lease over, find the order
- * absent and charge again while this one still sends it. It also keeps a
- * stop prompt and what a crash leaves to expire small. */
-static int claimable(struct pump *p)
+int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
+               size_t errlen)
 {
-	int free_slots = p->cfg->gateway.max_in_flight - gw_multi_pending(p->multi);
+	int sent = claim_send(p, db, what, limit, err, errlen);
 
-	return free_slots < p->cfg->batch_size ? free_slots : p->cfg->batch_size;
+	return sent <= 0 ? sent : claim_finish(p, db, err, errlen);
+}
+
+/* How many may be claimed: the free slots, plus what the gateway answers
+ * in QUEUED_MS at its recent pace (ahead), less what is queued already.
+ * Never more: a charge waiting long for a slot spends its lease before any
+ * byte leaves; another daemon could then take the lease over, find the
+ * order absent and charge again while this one still sends it (the
+ * SEND_WITHIN_MS check stops that). It also keeps a stop prompt and what a
+ * crash leaves to expire small. */
+static int claimable(const struct pump *p, int *ahead)
+{
+	int slots = p->cfg->gateway.max_in_flight, room;
+
+	*ahead = p->latency > 0 ? (int)(slots * (QUEUED_MS / 1000.0) / p->latency) : 0;
+	if (*ahead > slots * 3 / 4)
+		*ahead = slots * 3 / 4;
+	room = slots - gw_multi_pending(p->multi) + *ahead - p->nqueued;
+	return room < p->cfg->batch_size ? room : p->cfg->batch_size;
 }
 
 /* Keeps max_in_flight requests going while claim (may be NULL) finds work,
- * then finishes what is in flight. A claim is made as soon as a sixteenth
- * of the slots is free: small enough to keep the gateway busy, large enough
- * that a statement carries several charges (measured with make bench).
- * Returns how many were claimed, or -1. */
+ * then finishes what is queued and in flight. A claim is sent once there
+ * is room for two thirds of what may wait queued (or a sixteenth of the
+ * slots, if more): large enough to carry many charges, early enough that
+ * the queue does not run dry before its answer comes (measured with make
+ * bench). Returns how many were claimed, or -1. */
 static int keep_sending(struct pump *p, PGconn *db, const struct pump_work *what,
                         const volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
-	int chunk = p->cfg->gateway.max_in_flight / 16 + 1, more = what != NULL, claimed = 0;
+	int more = what != NULL, claimed = 0;
 
 	for (;;) {
-		int room, idle;
-
 		send_probed(p);
-		room = claimable(p);
-		idle = gw_multi_pending(p->multi) == 0;
+		send_queued(p);
+		if (p->claiming && db_ready(db) != 0) {
+			/* its answer (or the connection's failure) is here */
+			int n = claim_finish(p, db, err, errlen);
 
-		if (more && !*stop && !p->stopped && room > 0 && (room >= chunk || idle)) {
-			int n = pump_claim(p, db, what, room, err, errlen);
 			if (n < 0)
 				return -1;
 			claimed += n;
-			more = n == room;
+			more = n == p->claim.limit;
 			continue;
 		}
-		if (idle)
+		if (!p->claiming && more && !*stop && !p->stopped) {
+			int ahead, room = claimable(p, &ahead), enough = ahead * 2 / 3,
+			           idle = gw_multi_pending(p->multi) == 0 && !p->queued;
+
+			if (enough < p->cfg->gateway.max_in_flight / 16 + 1)
+				enough = p->cfg->gateway.max_in_flight / 16 + 1;
+			if (room > 0 && (room >= enough || idle)) {
+				int sent = claim_send(p, db, what, room, err, errlen);
+
+				if (sent < 0)
+					return -1;
+				more = sent;
+				continue;
+			}
+		}
+		if (!p->claiming && gw_multi_pending(p->multi) == 0 && !p->queued)
 			return claimed;
-		if (gw_multi_run(p->multi, 100) < 0) {
+		if (gw_multi_wait(p->multi, 100, p->claiming ? PQsocket(db) : -1) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			return -1;
 		}
@@ -373,6 +459,10 @@ int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
 	if (what)
 		db_generic_plans(db, 1, ignored, sizeof(ignored));
 	claimed = keep_sending(p, db, what, stop, err, errlen);
+	/* a claim's answer is read even after a failure, so that the
+	 * connection is free again and its charges are sent by the next run */
+	if (p->claiming)
+		claim_finish(p, db, ignored, sizeof(ignored));
 	if (what)
 		db_generic_plans(db, 0, ignored, sizeof(ignored));
 	/* a streak still undecided is too short to be a wave */

@@ -32,8 +32,9 @@ struct pump_work {
 struct owner_lock;
 void pump_set_owner_lock(struct pump *p, struct owner_lock *lock);
 
-/* Claims up to limit of what and sends it, without waiting. Returns how
- * many were claimed, or -1 with err (then nothing was claimed). */
+/* Claims up to limit of what and queues it for sending (pump_run sends
+ * it). Returns how many were claimed, or -1 with err (then nothing was
+ * claimed). */
 int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int limit, char *err,
                size_t errlen);
 
