@@ -55,11 +55,11 @@ struct pump {
 	struct rec_job *to_send;        /* probed and proven absent */
 	struct charges_cursor cursor;   /* the due claims of this pump_run */
 	struct wave wave;
-	struct rec_jobs held; /* answers of a streak not decided yet (wave.h) */
-	int stopped;          /* a wave stopped this pump_run's claims */
+	struct rec_jobs held;                 /* answers of a streak not decided yet (wave.h) */
+	int stopped;                          /* a wave stopped this pump_run's claims */
 	struct rec_job *queued, **queued_end; /* claimed, waiting for a slot */
 	int nqueued;
-	int claiming;         /* a claim was sent and its answer not read */
+	int claiming; /* a claim was sent and its answer not read */
 	struct claiming claim;
 	double latency; /* the gateway's recent answers, seconds (0: none yet) */
 };
@@ -310,6 +310,23 @@ static void queue_claimed(void *arg, const struct charges_claim *cl)
 	p->nqueued++;
 }
 
+/* A wave stopped the claims: what is queued is not sent into it, and is
+ * recorded as never sent (absent: its subscription stays as it is, and is
+ * claimed again once the wave is over). */
+static void keep_back_queued(struct pump *p)
+{
+	while (p->queued) {
+		struct rec_job *j = p->queued;
+
+		p->queued = j->next;
+		j->next = NULL;
+		j->unsent = 1;
+		recorder_push(j);
+	}
+	p->queued_end = &p->queued;
+	p->nqueued = 0;
+}
+
 /* Sends queued charges while a slot is free. */
 static void send_queued(struct pump *p)
 {
@@ -344,13 +361,12 @@ static int claim_send(struct pump *p, PGconn *db, const struct pump_work *what, 
 	                        .t0 = monotonic_ms(),
 	                        .limit = limit};
 	cg->cur = what->cutoff ? NULL : what->only_sub ? &cg->one : &p->cursor;
-	if ((what->cutoff ? charges_claim_unresolved_send(
-	                        db, what->cutoff,
-	                        (int64_t)p->cfg->gateway.timeout_ms + ANSWER_MARGIN_MS, limit,
-	                        &lease, err, errlen)
-	                  : charges_claim_due_send(db, what->now, what->only_sub, limit,
-	                                           p->cfg->order_prefix, &lease, cg->cur, err,
-	                                           errlen)) < 0)
+	if ((what->cutoff
+	         ? charges_claim_unresolved_send(
+	               db, what->cutoff, (int64_t)p->cfg->gateway.timeout_ms + ANSWER_MARGIN_MS,
+	               limit, &lease, err, errlen)
+	         : charges_claim_due_send(db, what->now, what->only_sub, limit,
+	                                  p->cfg->order_prefix, &lease, cg->cur, err, errlen)) < 0)
 		return -1;
 	p->claiming = 1;
 	return 1;
@@ -404,6 +420,8 @@ static int keep_sending(struct pump *p, PGconn *db, const struct pump_work *what
 	int more = what != NULL, claimed = 0;
 
 	for (;;) {
+		if (p->stopped)
+			keep_back_queued(p);
 		send_probed(p);
 		send_queued(p);
 		if (p->claiming && db_ready(db) != 0) {
@@ -441,29 +459,30 @@ static int keep_sending(struct pump *p, PGconn *db, const struct pump_work *what
 	}
 }
 
-/* keep_sending, then waits for the recorder. A pass's claims are one
- * statement run hundreds of times with different numbers: planned again
- * at each run, planning cost the database as much as a third of running
- * it (docs/design.md, "What a charge costs the database"), so they run a
- * generic plan. A failure to set or reset that only costs planning time. */
+/* keep_sending, then waits for the recorder. A pass's due claims are one
+ * statement run hundreds of times with different numbers: planned again at
+ * each run, planning cost the database a fifth of its time per charge
+ * (docs/design.md, "What a charge costs the database"), so they run a
+ * generic plan (its probes all by index, whatever the tables' sizes when it
+ * was made). A failure to set or reset that only costs planning time. */
 int pump_run(struct pump *p, PGconn *db, const struct pump_work *what,
              const volatile sig_atomic_t *stop, struct sched_stats *st, char *err, size_t errlen)
 {
 	char ignored[256];
-	int claimed;
+	int claimed, generic = what && !what->cutoff;
 
 	/* A subscription passed over (locked by another daemon's claim, or
 	 * with an open charge) waits for the next pass. */
 	p->cursor = (struct charges_cursor){0, 0};
 	p->stopped = 0;
-	if (what)
+	if (generic)
 		db_generic_plans(db, 1, ignored, sizeof(ignored));
 	claimed = keep_sending(p, db, what, stop, err, errlen);
 	/* a claim's answer is read even after a failure, so that the
 	 * connection is free again and its charges are sent by the next run */
 	if (p->claiming)
 		claim_finish(p, db, ignored, sizeof(ignored));
-	if (what)
+	if (generic)
 		db_generic_plans(db, 0, ignored, sizeof(ignored));
 	/* a streak still undecided is too short to be a wave */
 	release(p, 0);

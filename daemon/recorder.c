@@ -125,6 +125,8 @@ static enum billing_result interpret(const struct rec_job *j)
 {
 	const struct gw_result *r = &j->res;
 
+	if (j->unsent)
+		return BILLING_ABSENT;
 	if (j->is_query) {
 		if (r->outcome == GW_FAIL)
 			return BILLING_ABSENT;
@@ -170,6 +172,8 @@ static const char *charge_state(enum billing_result r)
  * absent says so; otherwise the gateway's own message. */
 static const char *ret_msg(const struct rec_job *j, enum billing_result r)
 {
+	if (j->unsent)
+		return "not sent: a gateway wave";
 	if (r == BILLING_ABSENT)
 		return "not found at the gateway";
 	if (r == BILLING_UNKNOWN)

@@ -28,6 +28,7 @@ struct rec_job {
 	int probe;
 	struct rec_job *next; /* the pump's list of probed jobs to send */
 	int wave;             /* its FAIL is a wave's (wave.h): not processed, nobody dunned */
+	int unsent;           /* claimed, then kept back by a wave: never sent, so absent */
 	char mch_order_no[31];
 	char customer_id[31];
 	char sub_id[24];

@@ -566,14 +566,22 @@ static void test_unfamiliar_fail_wave(void **state)
 	                                NULL),
 	                 200);
 	assert_int_equal(sched_pass(s, start, &st, err, sizeof(err)), 0);
-	/* the fake counts only the requests it processes: the charges tell */
-	sent = ts_db_long(e->db, "SELECT count(*) FROM charges");
+	/* the fake counts only the requests it processes: the charges tell.
+	 * Those still queued when the wave was seen were not sent, and are
+	 * recorded so at once (absent: their subscriptions stay as they are). */
+	sent = ts_db_long(e->db, "SELECT count(*) FROM charges WHERE ret_msg = 'unknown mchId'");
 	assert_true(sent >= WAVE_CUSTOMERS && sent <= WAVE_CUSTOMERS + 4);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges"
+	                                   " WHERE ret_msg IS DISTINCT FROM 'unknown mchId'"
+	                                   "   AND NOT (state = 'failed'"
+	                                   "            AND ret_msg = 'not sent: a gateway wave')"),
+	                 0);
 	check_wave(e, 0, "unknown mchId");
 	assert_int_equal(metrics_render(NULL, 0, start, &out, err, sizeof(err)), 0);
 	assert_non_null(strstr(out, "billing_gateway_wave{ret_msg=\"unknown mchId\"} 1\n"));
 	free(out);
 	/* backing off: a pass at once sends nothing */
+	sent = ts_db_long(e->db, "SELECT count(*) FROM charges");
 	assert_int_equal(sched_pass(s, start + 120, &st, err, sizeof(err)), 0);
 	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges"), sent);
 
