@@ -102,7 +102,8 @@ static const struct db_stmt SQL_CLAIM_DUE = DB_STMT(
  * is free (the process is gone or cut off from the database) and its claim
  * ($5 ms before the cutoff: created_at, on the same clock) is too old for an
  * answer to be in flight. The open charges are few (in flight, unknown):
- * the partial index charges_open holds them all, and pg_locks is read once. */
+ * the partial index charges_one_open holds them all (subscription_id IS NOT
+ * NULL says so to the planner), and pg_locks is read once. */
 #define ABANDONED                                                                                  \
 	"(state = 'pending' AND created_at <= $4::timestamptz - $5::bigint * interval '1 ms'"      \
 	" AND " OWNER_LOCK_FREE("lease_owner") ")"
@@ -110,7 +111,7 @@ static const struct db_stmt SQL_CLAIM_UNRESOLVED = DB_STMT(
     "UPDATE charges SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => "
     "$2::int)"
     " WHERE id IN (SELECT id FROM charges"
-    "               WHERE state IN " OPEN_STATES " AND kind = 'subscription'"
+    "               WHERE state IN " OPEN_STATES " AND subscription_id IS NOT NULL"
     "                 AND (lease_expires_at <= $4::timestamptz OR " ABANDONED ")"
     "               ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)" CLAIM_RETURNING);
 

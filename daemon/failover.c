@@ -22,7 +22,7 @@ static const char SQL_RECORDED[] =
 static const char SQL_SETTLE[] =
     "UPDATE cluster_identity SET system_identifier = $1, timeline = $2, recorded_at = now()"
     " WHERE NOT EXISTS (SELECT 1 FROM charges WHERE state IN ('pending', 'unknown')"
-    "                    AND kind = 'subscription' AND created_at < $3::timestamptz)"
+    "                    AND subscription_id IS NOT NULL AND created_at < $3::timestamptz)"
     " RETURNING 1";
 
 int failover_check(PGconn *c, struct db_identity *id, char *err, size_t errlen)

@@ -235,13 +235,16 @@ static int render_database(struct buf *t, PGconn *c, int64_t now, char *err, siz
 	struct customers_counts cc;
 	long by_state[BILLING_NSTATES] = {0}, due, unknown, ev_pending, ev_failed;
 	/* unknown, or pending with its lease run out (leases: the database's
-	 * clock); those in flight now are not */
-	PGresult *r = db_query(c,
-	                       "SELECT (SELECT count(*) FROM charges WHERE state = 'unknown' OR "
-	                       "(state = 'pending' AND lease_expires_at <= now())), "
-	                       "(SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE "
-	                       "state = 'succeeded')",
-	                       0, NULL, err, errlen);
+	 * clock); those in flight now are not. Only subscription charges are
+	 * leased or unknown (the open ones are in charges_one_open). */
+	PGresult *r =
+	    db_query(c,
+	             "SELECT (SELECT count(*) FROM charges WHERE subscription_id IS NOT NULL"
+	             " AND (state = 'unknown' OR (state = 'pending'"
+	             " AND lease_expires_at <= now()))), "
+	             "(SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE "
+	             "state = 'succeeded')",
+	             0, NULL, err, errlen);
 	long long refunded;
 	int i;
 

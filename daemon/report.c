@@ -39,15 +39,16 @@ static const char SQL_MOVEMENTS[] = "SELECT extract(epoch FROM " SETTLED(
  * since the window began counts (one made after it ends is a false alarm,
  * never a miss); a refund is dated by its request. A payment link's money
  * moves when the customer pays, so an unpaid link belongs to no past window. */
-static const char SQL_OPEN[] = "SELECT 'charge', mch_order_no, state FROM charges"
-                               " WHERE kind = 'subscription' AND state IN ('pending', 'unknown')"
-                               "   AND created_at >= to_timestamp($1)"
-                               " UNION ALL"
-                               " SELECT kind, mch_refund_no, state FROM refunds"
-                               "  WHERE state IN ('pending', 'unknown')"
-                               "    AND coalesce(requested_at, created_at) >= to_timestamp($1)"
-                               "    AND coalesce(requested_at, created_at) < to_timestamp($2)"
-                               " ORDER BY 2";
+static const char SQL_OPEN[] =
+    "SELECT 'charge', mch_order_no, state FROM charges"
+    " WHERE subscription_id IS NOT NULL AND state IN ('pending', 'unknown')"
+    "   AND created_at >= to_timestamp($1)"
+    " UNION ALL"
+    " SELECT kind, mch_refund_no, state FROM refunds"
+    "  WHERE state IN ('pending', 'unknown')"
+    "    AND coalesce(requested_at, created_at) >= to_timestamp($1)"
+    "    AND coalesce(requested_at, created_at) < to_timestamp($2)"
+    " ORDER BY 2";
 
 #define COPY(dst, r, i, col) snprintf(dst, sizeof(dst), "%s", db_str(r, i, col))
 

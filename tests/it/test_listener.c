@@ -1442,15 +1442,22 @@ static void metrics_fixture(PGconn *c)
 	    "('m_soon', $1, 'canceled', to_timestamp($2 - 86400), to_timestamp($2 - 3600))",
 	    2, plan, "1907712000");
 	/* leases run by the database's clock: m-1's ran out, m-2 is in flight;
-	 * m-5 is unknown with its lease still running (counted all the same) */
+	 * m-5 is unknown with its lease still running (counted all the same).
+	 * Only subscription charges are leased or unknown; m-6, a payment link
+	 * waiting to be paid, is open too and counts for nothing. */
 	sql(c,
-	    "INSERT INTO charges (mch_order_no, kind, customer_id, amount_cents, state, "
-	    "lease_expires_at, pay_order_id) VALUES "
-	    "('m-1', 'one_off', 'm_soon', 100, 'pending', now() - interval '60 s', NULL), "
-	    "('m-2', 'one_off', 'm_soon', 100, 'pending', now() + interval '60 s', NULL), "
-	    "('m-3', 'one_off', 'm_soon', 100, 'unknown', NULL, NULL), "
-	    "('m-4', 'one_off', 'm_soon', 100, 'succeeded', NULL, 'PO-m4'), "
-	    "('m-5', 'one_off', 'm_soon', 100, 'unknown', now() + interval '60 s', NULL)",
+	    "INSERT INTO charges (mch_order_no, kind, subscription_id, period, attempt, "
+	    "customer_id, amount_cents, state, lease_expires_at, pay_order_id) "
+	    "SELECT v.no, v.kind, s.id, CASE WHEN v.sub > 0 THEN 0 END, CASE WHEN v.sub > 0 THEN 1 "
+	    "END, 'm_soon', 100, v.state, now() + v.lease * interval '1 s', v.po FROM (VALUES "
+	    "('m-1', 'subscription', 1, 'pending', -60, NULL), "
+	    "('m-2', 'subscription', 2, 'pending', 60, NULL), "
+	    "('m-3', 'subscription', 3, 'unknown', NULL, NULL), "
+	    "('m-4', 'one_off', 0, 'succeeded', NULL, 'PO-m4'), "
+	    "('m-5', 'subscription', 4, 'unknown', 60, NULL), "
+	    "('m-6', 'one_off', 0, 'pending', NULL, NULL)) AS v(no, kind, sub, state, lease, po) "
+	    "LEFT JOIN (SELECT id, row_number() OVER (ORDER BY id) AS k FROM subscriptions) s "
+	    "ON s.k = v.sub",
 	    0);
 	sql(c,
 	    "INSERT INTO refunds (mch_refund_no, kind, charge_id, amount_cents, state) "

@@ -1,0 +1,12 @@
+-- 0015_open_index: one index of the open charges instead of two. The open
+-- subscription charges are all in charges_one_open (subscription_id), which
+-- holds the invariant; charges_open (lease_expires_at) held them again, with
+-- the payment links waiting to be paid. A claim probes the open charges of
+-- each subscription it finds due: with both indexes, a plan made while
+-- charges was empty could probe charges_open, every open charge for every
+-- due subscription, instead of charges_one_open's one entry. The queries of
+-- open charges say `subscription_id IS NOT NULL`, so that they read
+-- charges_one_open (the few open, sorted where they need an order); a
+-- payment link is never leased nor unknown. One index fewer is also one
+-- entry fewer to write per claim.
+DROP INDEX charges_open;
