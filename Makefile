@@ -162,6 +162,8 @@ install: all $(DIST)/billctl.bash
 # billingd of its ExecStart exists.
 check-dist: all
 	cd man && mandoc -T lint $(MANS) # in man/, where the cross-references are
+	# a macro run into the line before it is text to mandoc, and not a lint
+	! grep -nE '^[^.].*[.](Sh|Ss|Bl|El|It|Pp) ' $(addprefix man/,$(MANS))
 	rm -rf $(DIST)/root
 	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(DIST)/root >/dev/null
 	systemd-analyze verify --man=no $(DIST)/root/lib/systemd/system/billingd.service
