@@ -92,6 +92,21 @@ struct pump *pump_new(const struct cfg *cfg, struct gw_client *gw, const char *o
 	return p;
 }
 
+/* The first queued charge, taken off the queue (NULL: none). */
+static struct rec_job *queue_pop(struct pump *p)
+{
+	struct rec_job *j = p->queued;
+
+	if (!j)
+		return NULL;
+	p->queued = j->next;
+	if (!p->queued)
+		p->queued_end = &p->queued;
+	p->nqueued--;
+	j->next = NULL;
+	return j;
+}
+
 void pump_free(struct pump *p)
 {
 	/* requests still in flight are abandoned: their leases run out and a
@@ -105,12 +120,8 @@ void pump_free(struct pump *p)
 		p->to_send = j->next;
 		free(j);
 	}
-	while (p->queued) {
-		struct rec_job *j = p->queued;
-
-		p->queued = j->next;
+	for (struct rec_job *j; (j = queue_pop(p));)
 		free(j);
-	}
 	rec_jobs_free(&p->held);
 	free(p);
 }
@@ -315,31 +326,17 @@ static void queue_claimed(void *arg, const struct charges_claim *cl)
  * claimed again once the wave is over). */
 static void keep_back_queued(struct pump *p)
 {
-	while (p->queued) {
-		struct rec_job *j = p->queued;
-
-		p->queued = j->next;
-		j->next = NULL;
+	for (struct rec_job *j; (j = queue_pop(p));) {
 		j->unsent = 1;
 		recorder_push(j);
 	}
-	p->queued_end = &p->queued;
-	p->nqueued = 0;
 }
 
 /* Sends queued charges while a slot is free. */
 static void send_queued(struct pump *p)
 {
-	while (p->queued && gw_multi_pending(p->multi) < p->cfg->gateway.max_in_flight) {
-		struct rec_job *j = p->queued;
-
-		p->queued = j->next;
-		if (!p->queued)
-			p->queued_end = &p->queued;
-		p->nqueued--;
-		j->next = NULL;
-		send_job(p, j);
-	}
+	while (p->queued && gw_multi_pending(p->multi) < p->cfg->gateway.max_in_flight)
+		send_job(p, queue_pop(p));
 }
 
 /* Sends a claim of up to limit of what. 1: sent; 0: not, since this process
