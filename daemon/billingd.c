@@ -64,7 +64,8 @@ static void usage(FILE *f)
 	           "                     ./billing.yaml if it exists, else " CFG_SYSTEM_PATH ")\n"
 	           "  --check-config     check the configuration and the plan files, then exit\n"
 	           "  --once             one pass, then exit (no listener)\n"
-	           "  --now TIMESTAMP    test clock: time runs on from TIMESTAMP ($BILLING_NOW)\n"
+	           "  --now TIMESTAMP    test clock: time runs on from TIMESTAMP ($BILLING_NOW);\n"
+	           "                     with --once, the pass is at TIMESTAMP\n"
 	           "  --foreground       accepted; billingd always runs in the foreground\n"
 	           "signals: TERM/INT stop after what is in flight, HUP reloads\n");
 }
@@ -353,12 +354,15 @@ static void notify_status(const struct sched_stats *st)
 	           st->claimed, st->succeeded, st->declined, st->unknown, st->absent, st->bindings);
 }
 
-/* --now shifts the clock: time runs on from the given instant. */
+/* --now shifts the clock: time runs on from the given instant. With --once
+ * it stops there: the one pass is at that instant, however long the start
+ * took (a second boundary crossed while connecting would date it later). */
 static int64_t now_offset;
+static int now_stopped;
 
 static int64_t billing_clock(void)
 {
-	return (int64_t)time(NULL) + now_offset;
+	return (now_stopped ? 0 : (int64_t)time(NULL)) + now_offset;
 }
 
 static void sleep_ms(long ms)
@@ -411,7 +415,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "billingd: --now: %s\n", err);
 			return 2;
 		}
-		now_offset = t - (int64_t)time(NULL);
+		now_stopped = o.once;
+		now_offset = now_stopped ? t : t - (int64_t)time(NULL);
 	}
 	if (o.check) {
 		struct plan *p = NULL;
