@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -82,6 +83,19 @@ static int setup(void **state)
 	unsetenv("DATABASE_URL");
 	unsetenv("IOTPAY_MERCHANT_KEY");
 	return 0;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+/* The folder and what the tests wrote in it. */
+static int teardown(void **state)
+{
+	(void)state;
+	return nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 static void test_defaults_and_values(void **state)
@@ -487,5 +501,5 @@ int main(void)
 	    cmocka_unit_test(test_billingd_check_config),
 	    cmocka_unit_test(test_billingd_check_config_proves_key),
 	};
-	return cmocka_run_group_tests(tests, setup, NULL);
+	return cmocka_run_group_tests(tests, setup, teardown);
 }
