@@ -9,14 +9,17 @@
 # that every due subscription was charged exactly once and that the gateway's
 # ledger agrees, then runs pgbench with a comparable write (one charge-like
 # INSERT and one subscription-like UPDATE per transaction) with one client
-# and with eight. Prints each figure beside its bound and exits 1 when one
-# misses it (docs/design.md, "What a charge costs the database"):
+# and with eight. Prints the run's figures and adds them to $BENCH_FIGURES;
+# tests/bench.sh runs it BENCH_RUNS times (default 3), each on a new
+# PostgreSQL, and tests/bench_verdict.sh prints the medians beside their
+# bounds and exits 1 when one misses it (docs/design.md, "What a charge
+# costs the database"):
 #   PostgreSQL CPU per charge <= 0.25 ms;
 #   one daemon at 20 ms or more: >= 90 % of the latency bound (in_flight /
 #     latency; several daemons: their combined rate, printed);
 #   under 20 ms: >= 90 % of pgbench's eight clients (what the cluster can
 #     write), or of the latency bound when that is lower;
-#   peak RSS < 30 MB per daemon.
+#   peak RSS < 30 MB per daemon (the highest of the runs).
 # BENCH_PGBENCH_S sets pgbench's seconds (default 10); BENCH_BATCH
 # billing.batch_size (default 256); BENCH_LOG=FILE keeps billingd's log;
 # BENCH_WRAP="perf record -g -o FILE" runs billingd under a profiler.
@@ -112,32 +115,16 @@ TPS1=$(pgbench_tps 1)
 TPS8=$(pgbench_tps 8)
 sql "SET client_min_messages = warning; DROP SCHEMA pgb CASCADE"
 
-# ---- the figures beside their bounds ----
-awk -v n="$DUE" -v total="$N" -v s="$SECS" -v kb="$RSS_KB" -v lat="$LATENCY_MS" -v inf=$IN_FLIGHT \
-	-v u="$CPU_U" -v sy="$CPU_S" -v pg="$PG_CPU" -v cores="$(nproc)" -v d="$DAEMONS" \
-	-v tps1="$TPS1" -v tps8="$TPS8" 'BEGIN {
-	bound = d * inf * 1000 / lat; rate = n / s; per = pg * 1000 / n; bad = 0
-	if (lat < 20 && tps8 < bound) {
-		target = 0.9 * tps8; what = sprintf("90%% of pgbench with 8 clients, %.0f tps", tps8)
-	} else {
-		target = 0.9 * bound; what = sprintf("90%% of the latency bound %.0f/s", bound)
-	}
-	if (d > 1) {
-		printf "bench: %d charges (%d subscriptions) in %.1f s = %.0f charges/s combined (%d daemons on %d cores; no bound)\n",
-		       n, total, s, rate, d, cores
-	} else {
-		ok = rate >= target; bad += !ok
-		printf "bench: %d charges (%d subscriptions) in %.1f s = %.0f charges/s (%s: >= %.0f/s: %s)\n",
-		       n, total, s, rate, what, target, ok ? "ok" : "BELOW"
-	}
-	ok = per <= 0.25; bad += !ok
-	printf "bench: PostgreSQL CPU per charge %.3f ms (bound <= 0.25 ms: %s); %.1f s for %d charges\n",
-	       per, ok ? "ok" : "ABOVE", pg, n
+# ---- this run's figures; tests/bench_verdict.sh sets the runs' medians beside their bounds ----
+awk -v n="$DUE" -v total="$N" -v s="$SECS" -v kb="$RSS_KB" -v u="$CPU_U" -v sy="$CPU_S" \
+	-v pg="$PG_CPU" -v cores="$(nproc)" -v d="$DAEMONS" -v tps1="$TPS1" -v tps8="$TPS8" 'BEGIN {
+	printf "bench: %d charges (%d subscriptions) in %.1f s = %.0f charges/s%s\n",
+	       n, total, s, n / s, (d > 1 ? sprintf(" combined (%d daemons on %d cores)", d, cores) : "")
+	printf "bench: PostgreSQL CPU per charge %.3f ms; %.1f s for %d charges\n", pg * 1000 / n, pg, n
 	printf "bench: CPU time: billingd %.1f s user + %.1f s system (%.3f ms per charge), of %.1f s wall, %d cores\n",
 	       u, sy, (u + sy) * 1000 / n, s, cores
-	ok = kb < 30 * 1024; bad += !ok
-	printf "bench: billingd peak RSS %.1f MB (bound < 30 MB: %s)\n", kb / 1024, ok ? "ok" : "ABOVE"
+	printf "bench: billingd peak RSS %.1f MB\n", kb / 1024
 	printf "bench: pgbench comparable write on this cluster: %.0f tps with 1 client, %.0f tps with 8 (one INSERT + one UPDATE per transaction, no triggers, no events)\n",
 	       tps1, tps8
-	exit bad ? 1 : 0
-}' || fail "below a bound (above)"
+}'
+echo "$DUE $SECS $PG_CPU $RSS_KB $TPS1 $TPS8 $LATENCY_MS $IN_FLIGHT $DAEMONS" >>"${BENCH_FIGURES:-/dev/null}"
