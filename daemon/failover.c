@@ -97,17 +97,29 @@ int failover_replication_warning(PGconn *c, char *warn, size_t len, char *err, s
 	return 1;
 }
 
+/* The charges sent in the last `seconds`, oldest first, packed one after
+ * another in blocks: a record is its header and then its order number and
+ * customer, as long as they are (about 50 bytes a charge, not twice their
+ * bounds), and a block is freed once everything in it has expired. Memory
+ * follows what was sent in the window, with no copy as it grows. */
 struct sent {
-	char mch_order_no[31];
-	char customer_id[31];
-	int64_t sub, amount, at;
-	time_t mono;
+	int64_t sub, amount, at, mono;
+	unsigned char order_len, customer_len;
+};
+
+#define BLOCK_BYTES 65536
+
+struct block {
+	struct block *next;
+	size_t used;
+	unsigned char d[BLOCK_BYTES];
 };
 
 struct failover_recent {
 	int seconds;
-	struct sent *v;
-	size_t head, n, cap; /* live entries: v[head .. n) */
+	struct block *head, *tail;
+	size_t off; /* the first live record's offset in head */
+	size_t n;   /* live records */
 };
 
 struct failover_recent *failover_recent_new(int seconds)
@@ -123,7 +135,12 @@ void failover_recent_free(struct failover_recent *r)
 {
 	if (!r)
 		return;
-	free(r->v);
+	while (r->head) {
+		struct block *b = r->head;
+
+		r->head = b->next;
+		free(b);
+	}
 	free(r);
 }
 
@@ -135,39 +152,73 @@ static time_t mono_s(void)
 	return ts.tv_sec;
 }
 
+/* The record at p (headers are copied out: records are not aligned), its
+ * strings into order and customer; returns its size. */
+static size_t record_read(const unsigned char *p, struct sent *h, char *order, char *customer)
+{
+	memcpy(h, p, sizeof(*h));
+	memcpy(order, p + sizeof(*h), h->order_len);
+	order[h->order_len] = '\0';
+	memcpy(customer, p + sizeof(*h) + h->order_len, h->customer_len);
+	customer[h->customer_len] = '\0';
+	return sizeof(*h) + h->order_len + h->customer_len;
+}
+
+/* Drops the records older than a lease: their intents were committed long
+ * enough ago to have reached any standby that is kept up. */
+static void expire(struct failover_recent *r, time_t t)
+{
+	while (r->head) {
+		struct block *b = r->head;
+		struct sent h;
+
+		if (r->off == b->used) {
+			if (b == r->tail) {
+				b->used = r->off = 0;
+				return;
+			}
+			r->head = b->next;
+			r->off = 0;
+			free(b);
+			continue;
+		}
+		memcpy(&h, b->d + r->off, sizeof(h));
+		if (h.mono >= t - r->seconds)
+			return;
+		r->off += sizeof(h) + h.order_len + h.customer_len;
+		r->n--;
+	}
+}
+
 void failover_recent_add(struct failover_recent *r, const char *mch_order_no, int64_t sub,
                          const char *customer_id, int64_t amount, int64_t now)
 {
 	time_t t = mono_s();
-	struct sent *e;
+	size_t lo = strnlen(mch_order_no, 31), lc = strnlen(customer_id, 31),
+	       need = sizeof(struct sent) + lo + lc;
+	struct sent h = {sub, amount, now, t, (unsigned char)lo, (unsigned char)lc};
+	unsigned char *p;
 
-	/* Older than a lease: its intent was committed long enough ago to have
-	 * reached any standby that is kept up. */
-	while (r->head < r->n && r->v[r->head].mono < t - r->seconds)
-		r->head++;
-	if (r->head > 0 && r->head == r->n)
-		r->head = r->n = 0;
-	if (r->n == r->cap && r->head > r->cap / 2) {
-		memmove(r->v, r->v + r->head, (r->n - r->head) * sizeof(*r->v));
-		r->n -= r->head;
-		r->head = 0;
-	}
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 1024;
-		struct sent *v = realloc(r->v, cap * sizeof(*v));
+	expire(r, t);
+	if (!r->tail || r->tail->used + need > BLOCK_BYTES) {
+		struct block *b = malloc(sizeof(*b));
 
-		if (!v)
+		if (!b)
 			abort();
-		r->v = v;
-		r->cap = cap;
+		b->next = NULL;
+		b->used = 0;
+		if (r->tail)
+			r->tail->next = b;
+		else
+			r->head = b;
+		r->tail = b;
 	}
-	e = &r->v[r->n++];
-	snprintf(e->mch_order_no, sizeof(e->mch_order_no), "%s", mch_order_no);
-	snprintf(e->customer_id, sizeof(e->customer_id), "%s", customer_id);
-	e->sub = sub;
-	e->amount = amount;
-	e->at = now;
-	e->mono = t;
+	p = r->tail->d + r->tail->used;
+	memcpy(p, &h, sizeof(h));
+	memcpy(p + sizeof(h), mch_order_no, lo);
+	memcpy(p + sizeof(h) + lo, customer_id, lc);
+	r->tail->used += need;
+	r->n++;
 }
 
 int failover_recent_restore(PGconn *c, struct failover_recent *r, char *err, size_t errlen)
@@ -176,16 +227,21 @@ int failover_recent_restore(PGconn *c, struct failover_recent *r, char *err, siz
 	int n;
 	char count[16], sent[16];
 
-	if (r->head == r->n)
+	if (r->n == 0)
 		return 0;
-	for (size_t i = r->head; i < r->n; i++)
-		charges_sent_add(&s, r->v[i].mch_order_no, r->v[i].sub, r->v[i].customer_id,
-		                 r->v[i].amount, r->v[i].at);
+	for (const struct block *b = r->head; b; b = b->next)
+		for (size_t off = b == r->head ? r->off : 0; off < b->used;) {
+			struct sent h;
+			char order[32], customer[32];
+
+			off += record_read(b->d + off, &h, order, customer);
+			charges_sent_add(&s, order, h.sub, customer, h.amount, h.at);
+		}
 	n = charges_restore_sent(c, &s, err, errlen);
 	charges_sent_free(&s);
 	if (n > 0) {
 		snprintf(count, sizeof(count), "%d", n);
-		snprintf(sent, sizeof(sent), "%zu", r->n - r->head);
+		snprintf(sent, sizeof(sent), "%zu", r->n);
 		log_event("warn", "intents_restored", "restored", count, "remembered", sent,
 		          "detail",
 		          "sent before the failover, unknown to this server: cc_query decides",
