@@ -13,6 +13,7 @@
 
 #include "calendar.h"
 #include "db.h"
+#include "failover.h"
 #include "gateway.h"
 #include "metrics.h"
 #include "plans.h"
@@ -618,6 +619,53 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* What the pump sent in the last lease is remembered (failover.h) and, when
+ * a failover lost the intents, put back as unknown, each with its number,
+ * customer and amount: 3,000 sends, several of the memory's blocks. A send
+ * older than the window is forgotten. */
+static void test_recent_sends_restored(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00"), sub, n = 3000;
+	struct failover_recent *r = failover_recent_new(120), *w = failover_recent_new(0);
+	char err[512], no[32], q[512];
+
+	(void)state;
+	assert_non_null(r);
+	assert_non_null(w);
+	sub = one_weekly(e, "sched_recent", "r1", start);
+	snprintf(q, sizeof(q), "SELECT length(set_config('billing.now', '%ld', false))", start);
+	ts_db_long(e->db, q);
+	snprintf(q, sizeof(q),
+	         "WITH s AS (INSERT INTO subscriptions (customer_id, plan_id, state, anchor)"
+	         " SELECT customer_id, plan_id, state, anchor FROM subscriptions,"
+	         " generate_series(2, %ld) WHERE id = %ld RETURNING id) SELECT max(id) FROM s",
+	         n, sub);
+	assert_int_equal(ts_db_long(e->db, q), sub + n - 1);
+
+	snprintf(no, sizeof(no), "T%ld-0-1", sub);
+	failover_recent_add(w, no, sub, "r1", 1000 + sub, start);
+	ts_sleep_ms(1100);
+	snprintf(no, sizeof(no), "T%ld-0-1", sub + 1);
+	failover_recent_add(w, no, sub + 1, "r1", 1000 + sub + 1, start);
+	assert_int_equal(failover_recent_restore(e->db, w, err, sizeof(err)), 1);
+	assert_int_equal(ts_db_long(e->db, "SELECT min(subscription_id) FROM charges"), sub + 1);
+
+	for (long id = sub; id < sub + n; id++) {
+		snprintf(no, sizeof(no), "T%ld-0-1", id);
+		failover_recent_add(r, no, id, "r1", 1000 + id, start);
+	}
+	assert_int_equal(failover_recent_restore(e->db, r, err, sizeof(err)), n - 1);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'unknown'"
+	                                   " AND customer_id = 'r1' AND period = 0 AND attempt = 1"
+	                                   " AND amount_cents = 1000 + subscription_id"
+	                                   " AND mch_order_no = 'T' || subscription_id || '-0-1'"),
+	                 n);
+	assert_int_equal(failover_recent_restore(e->db, r, err, sizeof(err)), 0);
+	failover_recent_free(r);
+	failover_recent_free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -625,6 +673,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_unfamiliar_fail_wave, teardown),
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
+	    cmocka_unit_test_teardown(test_recent_sends_restored, teardown),
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_bad_row_recorded_alone, teardown),
 	    cmocka_unit_test_teardown(test_claim_conflict_logged, teardown),
