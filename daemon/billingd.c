@@ -223,6 +223,7 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	struct cfg fresh;
 	struct gw_client *ngw;
 	struct sched *old = running;
+	struct failover_recent *sent;
 	char err[512];
 
 	sd_notify(0, "RELOADING=1");
@@ -243,9 +244,11 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 	}
 	/* Gateway, billing and callback settings take effect at once; the
 	 * addresses and the database need a restart. The signal handler must
-	 * not see a freed scheduler. */
+	 * not see a freed scheduler. What was sent in the last lease is still
+	 * remembered for a failover. */
 	restart_needed(cfg, &fresh);
 	running = NULL;
+	sent = sched_take_sent(old);
 	sched_free(old);
 	gw_client_free(*gw);
 	*gw = ngw;
@@ -257,9 +260,11 @@ static int reload(const char *path, struct cfg *cfg, PGconn *db, struct gw_clien
 		listener_reload(lsn, cfg);
 	running = sched_new(cfg, db, *gw, owner);
 	if (!running) {
+		failover_recent_free(sent);
 		log_event("error", "reload", "error", "cannot restart the scheduler", (char *)NULL);
 		return -1;
 	}
+	sched_give_sent(running, sent);
 	sched_set_owner_lock(running, owner_lock);
 	sched_set_probing(running, probing);
 	if (got_stop)

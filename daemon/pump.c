@@ -136,6 +136,22 @@ int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen)
 	return failover_recent_restore(db, p->recent, err, errlen);
 }
 
+struct failover_recent *pump_take_sent(struct pump *p)
+{
+	struct failover_recent *r = p->recent;
+
+	p->recent = NULL;
+	return r;
+}
+
+void pump_give_sent(struct pump *p, struct failover_recent *r)
+{
+	if (!r)
+		return;
+	failover_recent_free(p->recent);
+	p->recent = r;
+}
+
 static long long monotonic_ms(void)
 {
 	struct timespec ts;

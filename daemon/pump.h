@@ -50,6 +50,11 @@ void pump_set_probing(struct pump *p, int on);
 /* After a reconnect: the charges sent in the last lease that the server
  * lost go back as unknown. How many, or -1 with err. */
 int pump_restore_sent(struct pump *p, PGconn *db, char *err, size_t errlen);
+/* What p remembers having sent, taken from it (p must be freed next), and
+ * given to another pump (which forgets its own; NULL: nothing given), so
+ * that a reload does not forget the sends of the last lease. */
+struct failover_recent *pump_take_sent(struct pump *p);
+void pump_give_sent(struct pump *p, struct failover_recent *r);
 /* 1 while the same unfamiliar FAIL answers every charge (wave.h): the
  * scheduler backs off. */
 int pump_wave_on(const struct pump *p);

@@ -103,6 +103,16 @@ int sched_restore_sent(struct sched *s, int64_t now, char *err, size_t errlen)
 	return pump_restore_sent(s->pump, s->db, err, errlen);
 }
 
+struct failover_recent *sched_take_sent(struct sched *s)
+{
+	return pump_take_sent(s->pump);
+}
+
+void sched_give_sent(struct sched *s, struct failover_recent *r)
+{
+	pump_give_sent(s->pump, r);
+}
+
 void sched_stop(struct sched *s)
 {
 	s->stopping = 1;

@@ -12,6 +12,7 @@
 #include "gateway.h"
 
 struct sched;
+struct failover_recent;
 
 struct sched_stats {
 	long claimed;   /* charge attempts sent */
@@ -41,6 +42,10 @@ void sched_set_probing(struct sched *s, int on);
  * the server does not have are inserted as unknown, dated now. How many,
  * or -1 with err. */
 int sched_restore_sent(struct sched *s, int64_t now, char *err, size_t errlen);
+/* pump_take_sent and pump_give_sent, for a reload: the old scheduler's
+ * memory of its sends goes to the new one. */
+struct failover_recent *sched_take_sent(struct sched *s);
+void sched_give_sent(struct sched *s, struct failover_recent *r);
 /* Stop claiming new work; requests in flight are finished (or left for
  * reconciliation if the process dies). Safe from a signal handler. */
 void sched_stop(struct sched *s);

@@ -666,6 +666,37 @@ static void test_recent_sends_restored(void **state)
 	failover_recent_free(w);
 }
 
+/* A reload makes a new scheduler (billingd.c): what the old one sent in the
+ * last lease goes with it, so that a failover after the reload still puts
+ * back the intents it lost. */
+static void test_sends_kept_over_reload(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00");
+	struct failover_recent *sent;
+	char err[512];
+
+	(void)state;
+	one_weekly(e, "sched_reload_sent", "k1", start);
+	pass(e, start);
+	assert_int_equal(
+	    ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"), 1);
+	sent = sched_take_sent(e->s);
+	sched_free(e->s);
+	e->s = sched_new(&e->cfg, e->db, e->gw, "test-scheduler");
+	assert_non_null(e->s);
+	sched_give_sent(e->s, sent);
+	/* the promoted server lacks the charge: its intent was lost */
+	ts_db_long(e->db,
+	           "SELECT length(set_config('session_replication_role', 'replica', false))");
+	ts_db_long(e->db, "WITH d AS (DELETE FROM charges RETURNING 1) SELECT count(*) FROM d");
+	ts_db_long(e->db, "SELECT length(set_config('session_replication_role', 'origin', false))");
+	assert_int_equal(sched_restore_sent(e->s, start, err, sizeof(err)), 1);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'unknown'"
+	                                   " AND mch_order_no LIKE '%-0-1'"),
+	                 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +705,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_binding_decline, teardown),
 	    cmocka_unit_test_teardown(test_unknown_resolved_first, teardown),
 	    cmocka_unit_test_teardown(test_recent_sends_restored, teardown),
+	    cmocka_unit_test_teardown(test_sends_kept_over_reload, teardown),
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_bad_row_recorded_alone, teardown),
 	    cmocka_unit_test_teardown(test_claim_conflict_logged, teardown),
