@@ -99,7 +99,7 @@ int failover_replication_warning(PGconn *c, char *warn, size_t len, char *err, s
 
 /* The charges sent in the last `seconds`, oldest first, packed one after
  * another in blocks: a record is its header and then its order number and
- * customer, as long as they are (about 50 bytes a charge, not twice their
+ * customer, as long as they are (about 56 bytes a charge, not twice their
  * bounds), and a block is freed once everything in it has expired. Memory
  * follows what was sent in the window, with no copy as it grows. */
 struct sent {
@@ -152,6 +152,12 @@ static time_t mono_s(void)
 	return ts.tv_sec;
 }
 
+/* A record's size: its header, then its two strings. */
+static size_t record_size(const struct sent *h)
+{
+	return sizeof(*h) + h->order_len + h->customer_len;
+}
+
 /* The record at p (headers are copied out: records are not aligned), its
  * strings into order and customer; returns its size. */
 static size_t record_read(const unsigned char *p, struct sent *h, char *order, char *customer)
@@ -161,7 +167,7 @@ static size_t record_read(const unsigned char *p, struct sent *h, char *order, c
 	order[h->order_len] = '\0';
 	memcpy(customer, p + sizeof(*h) + h->order_len, h->customer_len);
 	customer[h->customer_len] = '\0';
-	return sizeof(*h) + h->order_len + h->customer_len;
+	return record_size(h);
 }
 
 /* Drops the records older than a lease: their intents were committed long
@@ -185,7 +191,7 @@ static void expire(struct failover_recent *r, time_t t)
 		memcpy(&h, b->d + r->off, sizeof(h));
 		if (h.mono >= t - r->seconds)
 			return;
-		r->off += sizeof(h) + h.order_len + h.customer_len;
+		r->off += record_size(&h);
 		r->n--;
 	}
 }
@@ -194,9 +200,9 @@ void failover_recent_add(struct failover_recent *r, const char *mch_order_no, in
                          const char *customer_id, int64_t amount, int64_t now)
 {
 	time_t t = mono_s();
-	size_t lo = strnlen(mch_order_no, 31), lc = strnlen(customer_id, 31),
-	       need = sizeof(struct sent) + lo + lc;
+	size_t lo = strnlen(mch_order_no, 31), lc = strnlen(customer_id, 31);
 	struct sent h = {sub, amount, now, t, (unsigned char)lo, (unsigned char)lc};
+	size_t need = record_size(&h);
 	unsigned char *p;
 
 	expire(r, t);
