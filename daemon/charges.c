@@ -37,8 +37,9 @@ int charges_state_outcome(const char *s)
 	}
 }
 
-/* Columns of both claims' RETURNING; the due claim adds where it got to. */
-enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT, CL_AT_US };
+/* Columns of both claims' RETURNING; the due claim adds where it got to
+ * (its last due row's time and subscription, on every row). */
+enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT, CL_AT_US, CL_LAST_SUB };
 /* The customer column is the gateway's customerId: the card charged. */
 #define CLAIM_RETURNING                                                                            \
 	" RETURNING id, mch_order_no, subscription_id, coalesce(binding_id, customer_id), "        \
@@ -53,7 +54,10 @@ enum { CL_ID, CL_ORDER_NO, CL_SUB, CL_CUSTOMER, CL_AMOUNT, CL_AT_US };
  * flight: they are still due until their outcomes are recorded. OFFSET 0
  * keeps the open-charge check a probe of charges_one_open per due row: as an
  * anti join, planned from statistics taken when few charges were open, it
- * read every open charge for every due row. */
+ * read every open charge for every due row. The cursor comes back on every
+ * row, and the attempts not inserted are looked for only when there are
+ * some: joined to the inserted rows, a batch of n cost n * n comparisons
+ * (the planner expects one row of each). */
 static const struct db_stmt SQL_CLAIM_DUE = DB_STMT(
     "WITH due AS ("
     "  SELECT s.id, s.customer_id, s.plan_id, s.period,"
@@ -89,13 +93,15 @@ static const struct db_stmt SQL_CLAIM_DUE = DB_STMT(
                "amount_cents,"
                "         $5, now() + make_interval(secs => $6::int), to_timestamp($1), binding_id"
                "    FROM attempt"
-               "  ON CONFLICT DO NOTHING" CLAIM_RETURNING ")"
-               " SELECT ins.*, a.at_us FROM ins JOIN attempt a ON a.id = ins.subscription_id"
+               "  ON CONFLICT DO NOTHING" CLAIM_RETURNING "),"
+               " last_due AS (SELECT at_us, id FROM due ORDER BY at_us DESC, id DESC LIMIT 1)"
+               " SELECT ins.*, l.at_us, l.id FROM ins, last_due l"
                " UNION ALL SELECT NULL, a.mch_order_no, a.id, coalesce(a.binding_id, "
                "a.customer_id),"
-               "       a.amount_cents, a.at_us"
-               "  FROM attempt a WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = "
-               "a.id)");
+               "       a.amount_cents, l.at_us, l.id"
+               "  FROM attempt a, last_due l"
+               " WHERE (SELECT count(*) FROM ins) < (SELECT count(*) FROM attempt)"
+               "   AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.subscription_id = a.id)");
 
 /* Leases run on the database's clock, not the billing clock. A pending
  * charge is claimable at its lease's end, or sooner when its owner's lock
@@ -129,13 +135,8 @@ static int each_claimed(PGresult *r, struct charges_cursor *cur, charges_claim_f
 		                           .amount_cents = db_i64(r, i, CL_AMOUNT)};
 
 		if (cur) {
-			int64_t at = db_i64(r, i, CL_AT_US);
-
-			if (at > cur->at_us ||
-			    (at == cur->at_us && cl.subscription_id > cur->sub_id)) {
-				cur->at_us = at;
-				cur->sub_id = cl.subscription_id;
-			}
+			cur->at_us = db_i64(r, i, CL_AT_US);
+			cur->sub_id = db_i64(r, i, CL_LAST_SUB);
 		}
 		snprintf(cl.mch_order_no, sizeof(cl.mch_order_no), "%s", db_str(r, i, CL_ORDER_NO));
 		snprintf(cl.customer_id, sizeof(cl.customer_id), "%s", db_str(r, i, CL_CUSTOMER));
