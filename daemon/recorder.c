@@ -26,6 +26,7 @@ struct recorder {
 	pthread_cond_t cv;
 	struct rec_jobs queue;
 	int busy, quit;
+	int flushing; /* a pass has ended: no more outcomes to wait for */
 	PGconn *db;
 	struct plan *plans; /* cache: plan versions never change */
 	int nplans;
@@ -378,16 +379,18 @@ static int record(struct recorder *rec, struct rec_job **jobs, int n, struct sch
 	return rc;
 }
 
-/* Outcomes are gathered for up to GATHER_MS after the first, or until half
- * the requests in flight have answered, before they are written: with a
- * gateway at 20 ms they come back a few at a time, and a transaction costs
- * the database about as much to begin and end as several outcomes cost to
- * write. The delay is far inside any lease, and an answered request's slot
- * is already free for the next claim. Called with mu held. */
-#define GATHER_MS 10
+/* Outcomes are gathered for up to GATHER_MS after the first, or until a
+ * claim's worth (billing.batch_size) have answered, before they are
+ * written: with a gateway at 20 ms they come back a few at a time, and a
+ * transaction with its statement triggers costs the database about as much
+ * to begin and end as dozens of outcomes cost to write. The delay is far
+ * inside any lease, and an answered request's slot is already free for the
+ * next claim; a pass's end (recorder_flush) writes what is queued at once.
+ * Called with mu held. */
+#define GATHER_MS 50
 static void gather(struct recorder *rec)
 {
-	int enough = rec->cfg->gateway.max_in_flight / 2;
+	int enough = rec->cfg->batch_size;
 	struct timespec until;
 
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -396,7 +399,7 @@ static void gather(struct recorder *rec)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
-	while (rec->queue.n < enough && !rec->quit &&
+	while (rec->queue.n < enough && !rec->quit && !rec->flushing &&
 	       pthread_cond_timedwait(&rec->cv, &rec->mu, &until) == 0)
 		;
 }
@@ -447,8 +450,11 @@ int recorder_flush(struct recorder *rec, struct sched_stats *st, char *err, size
 	int rc = 0;
 
 	pthread_mutex_lock(&rec->mu);
+	rec->flushing = 1;
+	pthread_cond_broadcast(&rec->cv);
 	while (rec->queue.n > 0 || rec->busy)
 		pthread_cond_wait(&rec->cv, &rec->mu);
+	rec->flushing = 0;
 	if (st) {
 		st->succeeded += rec->stats.succeeded;
 		st->declined += rec->stats.declined;
