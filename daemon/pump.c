@@ -410,15 +410,25 @@ int pump_claim(struct pump *p, PGconn *db, const struct pump_work *what, int lim
  * another daemon could then take the lease over, find the order absent and
  * charge again while this one still sends it (the SEND_WITHIN_MS check
  * stops that). It also keeps a stop prompt and what a crash leaves to
- * expire small. */
+ * expire small. Less again what the recorder holds beyond backlog_max():
+ * a gateway faster than the database must not pile up outcomes in memory
+ * (each holds a few kB) and in what a crash leaves open. */
+static int backlog_max(const struct pump *p)
+{
+	return 2 * p->cfg->batch_size;
+}
+
 static int claimable(const struct pump *p, int *ahead)
 {
-	int slots = p->cfg->gateway.max_in_flight, room;
+	int slots = p->cfg->gateway.max_in_flight, room,
+	    behind = recorder_backlog(p->rec) - backlog_max(p);
 
 	*ahead = p->latency > 0 ? (int)(slots * (QUEUED_MS / 1000.0) / p->latency) : 0;
 	if (*ahead > slots * 2)
 		*ahead = slots * 2;
 	room = slots - gw_multi_pending(p->multi) + *ahead - p->nqueued;
+	if (behind > 0)
+		room -= behind;
 	return room < p->cfg->batch_size ? room : p->cfg->batch_size;
 }
 
@@ -463,8 +473,14 @@ static int keep_sending(struct pump *p, PGconn *db, const struct pump_work *what
 				continue;
 			}
 		}
-		if (!p->claiming && gw_multi_pending(p->multi) == 0 && !p->queued)
-			return claimed;
+		if (!p->claiming && gw_multi_pending(p->multi) == 0 && !p->queued) {
+			if (!more || *stop || p->stopped)
+				return claimed;
+			/* idle with work left: only the recorder's backlog
+			 * holds the claim back (claimable) */
+			recorder_wait_below(p->rec, backlog_max(p) + 1, 100);
+			continue;
+		}
 		if (gw_multi_wait(p->multi, 100, p->claiming ? PQsocket(db) : -1) < 0) {
 			snprintf(err, errlen, "gateway client: internal error");
 			return -1;

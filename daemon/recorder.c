@@ -25,7 +25,8 @@ struct recorder {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct rec_jobs queue;
-	int busy, quit;
+	int quit;
+	int writing; /* jobs in the batch being written (0: none) */
 	int flushing; /* a pass has ended: no more outcomes to wait for */
 	PGconn *db;
 	struct plan *plans; /* cache: plan versions never change */
@@ -100,6 +101,42 @@ void recorder_push(struct rec_job *j)
 	pthread_mutex_lock(&rec->mu);
 	rec_jobs_add(&rec->queue, j);
 	pthread_cond_signal(&rec->cv);
+	pthread_mutex_unlock(&rec->mu);
+}
+
+int recorder_backlog(struct recorder *rec)
+{
+	int n;
+
+	pthread_mutex_lock(&rec->mu);
+	n = rec->queue.n + rec->writing;
+	pthread_mutex_unlock(&rec->mu);
+	return n;
+}
+
+/* The deadline timeout_ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline(int timeout_ms)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += timeout_ms / 1000;
+	t.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+void recorder_wait_below(struct recorder *rec, int n, int timeout_ms)
+{
+	struct timespec until = deadline(timeout_ms);
+
+	pthread_mutex_lock(&rec->mu);
+	while (rec->queue.n + rec->writing >= n &&
+	       pthread_cond_timedwait(&rec->cv, &rec->mu, &until) == 0)
+		;
 	pthread_mutex_unlock(&rec->mu);
 }
 
@@ -391,14 +428,8 @@ static int record(struct recorder *rec, struct rec_job **jobs, int n, struct sch
 static void gather(struct recorder *rec)
 {
 	int enough = rec->cfg->batch_size;
-	struct timespec until;
+	struct timespec until = deadline(GATHER_MS);
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += GATHER_MS * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	while (rec->queue.n < enough && !rec->quit && !rec->flushing &&
 	       pthread_cond_timedwait(&rec->cv, &rec->mu, &until) == 0)
 		;
@@ -422,14 +453,14 @@ static void *recorder_main(void *arg)
 		gather(rec);
 		batch = rec->queue;
 		memset(&rec->queue, 0, sizeof(rec->queue));
-		rec->busy = 1;
+		rec->writing = batch.n;
 		pthread_mutex_unlock(&rec->mu);
 		rc = record(rec, batch.v, batch.n, &st, err, sizeof(err));
 		free(batch.v);
 		if (rc < 0)
 			log_event("error", "record", "error", err, (char *)NULL);
 		pthread_mutex_lock(&rec->mu);
-		rec->busy = 0;
+		rec->writing = 0;
 		rec->stats.succeeded += st.succeeded;
 		rec->stats.declined += st.declined;
 		rec->stats.absent += st.absent;
@@ -452,7 +483,7 @@ int recorder_flush(struct recorder *rec, struct sched_stats *st, char *err, size
 	pthread_mutex_lock(&rec->mu);
 	rec->flushing = 1;
 	pthread_cond_broadcast(&rec->cv);
-	while (rec->queue.n > 0 || rec->busy)
+	while (rec->queue.n > 0 || rec->writing)
 		pthread_cond_wait(&rec->cv, &rec->mu);
 	rec->flushing = 0;
 	if (st) {

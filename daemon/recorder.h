@@ -60,6 +60,12 @@ void recorder_free(struct recorder *rec);
  * from any thread. */
 void recorder_push(struct rec_job *j);
 
+/* Outcomes handed over and not yet written: the queue and the batch being
+ * written. */
+int recorder_backlog(struct recorder *rec);
+/* Waits until the backlog is below n, or for timeout_ms at most. */
+void recorder_wait_below(struct recorder *rec, int n, int timeout_ms);
+
 /* Waits until every job pushed is recorded; adds the counts to st (may be
  * NULL). -1 with err when a batch could not be written since the last
  * flush (its charges stay open until their lease ends). */

@@ -451,6 +451,47 @@ static void test_bad_row_recorded_alone(void **state)
 	env_stop(e);
 }
 
+/* A recorder slower than the gateway holds the claims back: what is
+ * claimed and not yet recorded stays within the slots, what may wait for
+ * one, and two batches, instead of growing with the due work (each
+ * waiting outcome holds memory). A row trigger slows the recorder only;
+ * a statement trigger on the claims keeps the peak. */
+static void test_recorder_holds_claims_back(void **state)
+{
+	struct env *e = &the_env;
+	long start = at("2026-03-02T09:00:00-05:00");
+	int n = 800;
+	long bound;
+
+	(void)state;
+	env_start(e, "sched_backlog", NULL, 2000);
+	e->cfg.batch_size = 16;
+	for (int i = 0; i < n; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "r%d", i);
+		ts_enrol(e->db, e->gw, id, NULL);
+		ts_subscribe(e->db, id, "weekly", start + i % 60);
+	}
+	ts_db_long(e->db, "CREATE TABLE t_peak (pending bigint)");
+	ts_db_long(e->db, "CREATE FUNCTION t_slow() RETURNS trigger LANGUAGE plpgsql AS $$"
+	                  " BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$");
+	ts_db_long(e->db, "CREATE TRIGGER t_slow BEFORE UPDATE OF state ON charges FOR EACH ROW"
+	                  " WHEN (NEW.state <> 'pending') EXECUTE FUNCTION t_slow()");
+	ts_db_long(e->db, "CREATE FUNCTION t_peak() RETURNS trigger LANGUAGE plpgsql AS $$"
+	                  " BEGIN INSERT INTO t_peak SELECT count(*) FROM charges"
+	                  "   WHERE state = 'pending'; RETURN NULL; END $$");
+	ts_db_long(e->db, "CREATE TRIGGER t_peak AFTER INSERT ON charges FOR EACH STATEMENT"
+	                  " EXECUTE FUNCTION t_peak()");
+	pass(e, start + HOUR);
+	/* in flight and queued for a slot (pump.c's claimable), and two batches */
+	bound = 3L * e->cfg.gateway.max_in_flight + 2L * e->cfg.batch_size;
+	assert_in_range(ts_db_long(e->db, "SELECT max(pending) FROM t_peak"), 1, bound);
+	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"),
+	                 n);
+	env_stop(e);
+}
+
 /* An attempt whose order number is already taken (by any row: a restore,
  * a hand-made row) is not claimed, and says so at error level instead of
  * skipping the subscription silently at every pass. */
@@ -709,6 +750,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_duplicate_refusal_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_bad_row_recorded_alone, teardown),
 	    cmocka_unit_test_teardown(test_claim_conflict_logged, teardown),
+	    cmocka_unit_test_teardown(test_recorder_holds_claims_back, teardown),
 	    cmocka_unit_test_teardown(test_charge_now_error_after_claim_is_unknown, teardown),
 	    cmocka_unit_test_teardown(test_year_clean, teardown),
 	    cmocka_unit_test_teardown(test_year_with_faults, teardown),
