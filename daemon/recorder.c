@@ -26,7 +26,7 @@ struct recorder {
 	pthread_cond_t cv;
 	struct rec_jobs queue;
 	int quit;
-	int writing; /* jobs in the batch being written (0: none) */
+	int writing;  /* jobs in the batch being written (0: none) */
 	int flushing; /* a pass has ended: no more outcomes to wait for */
 	PGconn *db;
 	struct plan *plans; /* cache: plan versions never change */

@@ -487,8 +487,8 @@ static void test_recorder_holds_claims_back(void **state)
 	/* in flight and queued for a slot (pump.c's claimable), and two batches */
 	bound = 3L * e->cfg.gateway.max_in_flight + 2L * e->cfg.batch_size;
 	assert_in_range(ts_db_long(e->db, "SELECT max(pending) FROM t_peak"), 1, bound);
-	assert_int_equal(ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"),
-	                 n);
+	assert_int_equal(
+	    ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"), n);
 	env_stop(e);
 }
 
