@@ -45,9 +45,15 @@ pg_cpu() {
 		"/proc/$(head -n 1 "$PGTMP/data/postmaster.pid")/stat"
 }
 
+# CPU seconds of the fake gateway: it shares the two cores too.
+gw_cpu() {
+	awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$GWPID/stat"
+}
+
 # ---- the run ----
 [ -n "${BENCH_HOOK:-}" ] && sh -c "$BENCH_HOOK"
 PG_CPU0=$(pg_cpu)
+GW_CPU0=$(gw_cpu)
 echo "bench: $DAEMONS x billingd --once (gateway latency ${LATENCY_MS} ms, max_in_flight $IN_FLIGHT)"
 T0=$(date +%s%N)
 for d in $(seq "$DAEMONS"); do
@@ -60,6 +66,7 @@ for d in $(seq "$DAEMONS"); do
 	wait "$(cat "$T/pid.$d")" || fail "billingd $d exited: $(grep 'level=error' "$T/billingd.$d.log" | head -n 3)"
 done
 SECS=$(awk -v a="$T0" -v b="$(date +%s%N)" 'BEGIN { print (b - a) / 1e9 }')
+GW_CPU=$(awk -v a="$GW_CPU0" -v b="$(gw_cpu)" 'BEGIN { print b - a }')
 RSS_KB=$(cat "$T"/time.* | awk '$2 > m { m = $2 } END { print m }')
 CPU_U=$(cat "$T"/time.* | awk '{ s += $3 } END { print s }')
 CPU_S=$(cat "$T"/time.* | awk '{ s += $4 } END { print s }')
@@ -117,12 +124,12 @@ sql "SET client_min_messages = warning; DROP SCHEMA pgb CASCADE"
 
 # ---- this run's figures; tests/bench_verdict.sh sets the runs' medians beside their bounds ----
 awk -v n="$DUE" -v total="$N" -v s="$SECS" -v kb="$RSS_KB" -v u="$CPU_U" -v sy="$CPU_S" \
-	-v pg="$PG_CPU" -v cores="$(nproc)" -v d="$DAEMONS" -v tps1="$TPS1" -v tps8="$TPS8" 'BEGIN {
+	-v pg="$PG_CPU" -v gw="$GW_CPU" -v cores="$(nproc)" -v d="$DAEMONS" -v tps1="$TPS1" -v tps8="$TPS8" 'BEGIN {
 	printf "bench: %d charges (%d subscriptions) in %.1f s = %.0f charges/s%s\n",
 	       n, total, s, n / s, (d > 1 ? sprintf(" combined (%d daemons on %d cores)", d, cores) : "")
 	printf "bench: PostgreSQL CPU per charge %.3f ms; %.1f s for %d charges\n", pg * 1000 / n, pg, n
-	printf "bench: CPU time: billingd %.1f s user + %.1f s system (%.3f ms per charge), of %.1f s wall, %d cores\n",
-	       u, sy, (u + sy) * 1000 / n, s, cores
+	printf "bench: CPU time: billingd %.1f s user + %.1f s system (%.3f ms per charge), the fake gateway %.3f ms per charge, of %.1f s wall, %d cores\n",
+	       u, sy, (u + sy) * 1000 / n, gw * 1000 / n, s, cores
 	printf "bench: billingd peak RSS %.1f MB\n", kb / 1024
 	printf "bench: pgbench comparable write on this cluster: %.0f tps with 1 client, %.0f tps with 8 (one INSERT + one UPDATE per transaction, no triggers, no events)\n",
 	       tps1, tps8
