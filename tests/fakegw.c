@@ -2,11 +2,11 @@
  * and the demo: the Credit Card API V2 over real HTTP with signatures, state,
  * hosted card pages, notify delivery and fault injection.
  *
- * One thread serves every connection (libmicrohttpd on epoll, driven by
- * main's loop); a latency or a hang suspends its connection until due, so
- * that a waiting request costs no thread and no context switches (with a
- * thread per connection the fake spent more CPU per charge than billingd,
- * on the cores they share in a benchmark). All state sits behind one mutex
+ * Two threads serve every connection, each with its own libmicrohttpd on
+ * epoll and its own loop; a latency or a hang suspends its connection until
+ * due, so that a waiting request costs no thread and no context switches
+ * (with a thread per connection the fake spent more CPU per charge than
+ * billingd, on the cores they share in a benchmark). All state sits behind one mutex
  * (the notify thread shares it) in hash tables so that a request stays O(1)
  * however many orders exist. */
 #include <errno.h>
@@ -323,7 +323,7 @@ static void on_stop_signal(int sig)
 		return; /* the pipe is already readable */
 }
 
-/* ---- delays: suspended connections, resumed by the main loop ---------- */
+/* ---- delays: suspended connections, resumed by their loop ------------- */
 
 struct call;
 static void answer_api(struct call *call);
@@ -336,17 +336,16 @@ struct delay {
 	struct call *call; /* NULL: a hang */
 };
 
-/* Only the main loop's thread (libmicrohttpd's handlers run in it) uses
- * them. */
-static struct {
+/* Each loop's own (libmicrohttpd's handlers run in their loop's thread). */
+static __thread struct {
 	struct delay *v;
 	int n, cap;
 	int stopping; /* suspend none */
 } dl;
 
-/* Suspends c (inside its request's handler) for ms. -1 when stopping: the
- * caller closes the connection instead. */
-static int delay(struct MHD_Connection *c, struct call *call, long ms)
+/* Suspends c (inside its request's handler) until ms after from. -1 when
+ * stopping: the caller closes the connection instead. */
+static int delay(struct MHD_Connection *c, struct call *call, double from, long ms)
 {
 	if (dl.stopping)
 		return -1;
@@ -357,7 +356,7 @@ static int delay(struct MHD_Connection *c, struct call *call, long ms)
 			abort();
 	}
 	MHD_suspend_connection(c);
-	dl.v[dl.n++] = (struct delay){now_mono() + ms / 1000.0, c, call};
+	dl.v[dl.n++] = (struct delay){from + ms / 1000.0, c, call};
 	return 0;
 }
 
@@ -1296,7 +1295,8 @@ struct call {
 	int ep; /* API endpoint, -1 for other paths */
 	struct decision d;
 	struct buf body;
-	int hanging; /* resumed from its hang: closed */
+	double arrived; /* now_mono() at its first byte */
+	int hanging;    /* resumed from its hang: closed */
 	/* an API request's answer (answer_api) */
 	int answered;
 	unsigned code;
@@ -1403,14 +1403,17 @@ static enum MHD_Result serve_api(struct MHD_Connection *c, struct call *call)
 	if (call->hanging)
 		return MHD_NO;
 	if (!call->answered) {
-		/* answered when due (delays_resume), or now once stopping */
-		if (call->d.latency_ms > 0 && delay(c, call, call->d.latency_ms) == 0)
+		/* answered when due (delays_resume), or now once stopping; its
+		 * latency counts from its arrival, not from when this thread got
+		 * to it */
+		if (call->d.latency_ms > 0 &&
+		    delay(c, call, call->arrived, call->d.latency_ms) == 0)
 			return MHD_YES;
 		answer_api(call);
 	}
 	if (call->hang_ms > 0) {
 		call->hanging = 1;
-		return delay(c, NULL, call->hang_ms) == 0 ? MHD_YES : MHD_NO;
+		return delay(c, NULL, now_mono(), call->hang_ms) == 0 ? MHD_YES : MHD_NO;
 	}
 	if (!call->out)
 		return MHD_NO; /* dropped after processing, or a hang of 0 ms */
@@ -1450,6 +1453,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version;
 	if (!call) {
 		call = xcalloc(sizeof(*call));
+		call->arrived = now_mono();
 		call->body.max = MAX_BODY;
 		*con_cls = call;
 		call->ep = strncmp(url, "/v2/", 4) == 0 ? ep_lookup(url + 4) : -1;
@@ -1545,16 +1549,74 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* ---- the loops ---------------------------------------------------------- */
+
+/* LOOPS threads, each with its own libmicrohttpd daemon on the shared port
+ * (SO_REUSEPORT: the kernel spreads the connections) and its own delays:
+ * requests of one burst are processed on both cores, as a gateway would,
+ * instead of each waiting for the ones before it. */
+#define LOOPS 2
+
+static struct loop {
+	int port;
+	struct MHD_Daemon *d;
+	pthread_t thread;
+} loops[LOOPS];
+
+static struct MHD_Daemon *daemon_start(int port)
 {
 	struct sockaddr_in addr = {.sin_family = AF_INET};
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	addr.sin_port = htons((uint16_t)port);
+	return MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request,
+	                        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+	                        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_CONNECTION_LIMIT,
+	                        4096u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_COMPLETED,
+	                        on_completed, NULL, MHD_OPTION_END);
+}
+
+/* One loop's thread: its daemon's events, then its delays that are due,
+ * until the stop pipe is readable; then what is suspended is resumed (and
+ * closed by its handler) and the daemon stops. */
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	struct pollfd ready[2] = {
+	    {.fd = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd, .events = POLLIN},
+	    {.fd = stop_pipe[0], .events = POLLIN}};
+
+	while (!ready[1].revents) {
+		MHD_UNSIGNED_LONG_LONG mhd_ms;
+		struct timespec ts;
+		double wait;
+
+		MHD_run(l->d);
+		wait = delays_resume();
+		if (MHD_get_timeout(l->d, &mhd_ms) == MHD_YES &&
+		    (wait < 0 || mhd_ms / 1000.0 < wait))
+			wait = mhd_ms / 1000.0;
+		ts.tv_sec = (time_t)wait;
+		ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
+		if (ppoll(ready, 2, wait < 0 ? NULL : &ts, NULL) < 0 && errno != EINTR)
+			break;
+	}
+	dl.stopping = 1;
+	delays_resume();
+	MHD_run(l->d);
+	MHD_stop_daemon(l->d);
+	free(dl.v);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
 	struct rlimit rl;
 	pthread_condattr_t ca;
 	pthread_t notifier;
 	struct sigaction sa = {0};
-	struct pollfd ready[2] = {{.fd = -1, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
-	struct MHD_Daemon *d;
-	const union MHD_DaemonInfo *info;
+	struct pollfd stop = {.fd = -1, .events = POLLIN};
 
 	if (parse_args(argc, argv) < 0) {
 		usage();
@@ -1576,6 +1638,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fakegw: pipe: %s\n", strerror(errno));
 		return 1;
 	}
+	stop.fd = stop_pipe[0];
 	/* A handler, not a blocked mask and sigwait: whichever thread the
 	 * signal lands on, it only makes the stop pipe readable. */
 	sa.sa_handler = on_stop_signal;
@@ -1588,50 +1651,33 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fakegw: cannot start the notify thread\n");
 		return 1;
 	}
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	addr.sin_port = htons((uint16_t)opt.port);
-	d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request,
-	                     NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-	                     MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	                     1024u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-	                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
-	info = d ? MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT) : NULL;
-	if (!info) {
-		fprintf(stderr, "fakegw: cannot listen on 127.0.0.1:%d\n", opt.port);
-		return 1;
+	/* the first loop binds the port (the kernel's choice with --port 0),
+	 * the others share it */
+	for (int i = 0; i < LOOPS; i++) {
+		loops[i].port = i ? listen_port : opt.port;
+		loops[i].d = daemon_start(loops[i].port);
+		if (!loops[i].d) {
+			fprintf(stderr, "fakegw: cannot listen on 127.0.0.1:%d\n", loops[i].port);
+			return 1;
+		}
+		listen_port = MHD_get_daemon_info(loops[i].d, MHD_DAEMON_INFO_BIND_PORT)->port;
 	}
-	listen_port = info->port;
-	ready[0].fd = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd;
-	ready[1].fd = stop_pipe[0];
+	for (int i = 0; i < LOOPS; i++)
+		if (pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]) != 0) {
+			fprintf(stderr, "fakegw: cannot start its threads\n");
+			return 1;
+		}
 	printf("port=%d\n", listen_port);
 	fflush(stdout);
-	/* One thread serves every connection: libmicrohttpd's events, then the
-	 * delays that are due. */
-	while (!ready[1].revents) {
-		MHD_UNSIGNED_LONG_LONG mhd_ms;
-		struct timespec ts;
-		double wait;
-
-		MHD_run(d);
-		wait = delays_resume();
-		if (MHD_get_timeout(d, &mhd_ms) == MHD_YES && (wait < 0 || mhd_ms / 1000.0 < wait))
-			wait = mhd_ms / 1000.0;
-		ts.tv_sec = (time_t)wait;
-		ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
-		if (ppoll(ready, 2, wait < 0 ? NULL : &ts, NULL) < 0 && errno != EINTR)
-			break;
-	}
+	while (poll(&stop, 1, -1) < 1)
+		;
 
 	pthread_mutex_lock(&st.mu);
 	st.stopping = 1;
 	pthread_cond_broadcast(&st.wake);
 	pthread_mutex_unlock(&st.mu);
-	/* what is suspended is resumed, and closed by its handler */
-	dl.stopping = 1;
-	delays_resume();
-	MHD_run(d);
-	MHD_stop_daemon(d);
-	free(dl.v);
+	for (int i = 0; i < LOOPS; i++)
+		pthread_join(loops[i].thread, NULL);
 	pthread_join(notifier, NULL);
 	state_clear();
 	curl_global_cleanup();
