@@ -1331,6 +1331,14 @@ static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, con
 	return body ? respond(c, code, "text/plain", body, NULL) : MHD_NO;
 }
 
+/* A plain-text answer: an HTTP error in place of the API's JSON. */
+static void answer_text(struct call *call, unsigned code, const char *text)
+{
+	call->code = code;
+	call->ctype = "text/plain";
+	call->out = xstrdup(text);
+}
+
 /* The answer to an API request, decided once its latency has passed, as
  * the gateway processes a request whether or not its client still waits
  * (the delays process it when due, before resuming its connection). */
@@ -1343,9 +1351,7 @@ static void answer_api(struct call *call)
 	call->code = 200;
 	call->ctype = "application/json";
 	if (d->outcome == FK_HTTP429) {
-		call->code = 429;
-		call->ctype = "text/plain";
-		call->out = xstrdup("Too Many Requests");
+		answer_text(call, 429, "Too Many Requests");
 		return;
 	}
 	if (d->outcome == FK_BUSY) {
@@ -1359,9 +1365,7 @@ static void answer_api(struct call *call)
 		return;
 	}
 	if (call->body.full) {
-		call->code = 413;
-		call->ctype = "text/plain";
-		call->out = xstrdup("Payload Too Large");
+		answer_text(call, 413, "Payload Too Large");
 		return;
 	}
 	out = api_process((enum endpoint)call->ep, call->body.p ? call->body.p : "", call->body.len,
@@ -1376,9 +1380,7 @@ static void answer_api(struct call *call)
 		return;
 	case FK_HTTP5XX:
 		free(out);
-		call->code = 502;
-		call->ctype = "text/plain";
-		call->out = xstrdup("Bad Gateway");
+		answer_text(call, 502, "Bad Gateway");
 		return;
 	case FK_GARBAGE:
 		pthread_mutex_lock(&st.mu);
@@ -1558,7 +1560,6 @@ static int parse_args(int argc, char **argv)
 #define LOOPS 2
 
 static struct loop {
-	int port;
 	struct MHD_Daemon *d;
 	pthread_t thread;
 } loops[LOOPS];
@@ -1654,10 +1655,11 @@ int main(int argc, char **argv)
 	/* the first loop binds the port (the kernel's choice with --port 0),
 	 * the others share it */
 	for (int i = 0; i < LOOPS; i++) {
-		loops[i].port = i ? listen_port : opt.port;
-		loops[i].d = daemon_start(loops[i].port);
+		int port = i ? listen_port : opt.port;
+
+		loops[i].d = daemon_start(port);
 		if (!loops[i].d) {
-			fprintf(stderr, "fakegw: cannot listen on 127.0.0.1:%d\n", loops[i].port);
+			fprintf(stderr, "fakegw: cannot listen on 127.0.0.1:%d\n", port);
 			return 1;
 		}
 		listen_port = MHD_get_daemon_info(loops[i].d, MHD_DAEMON_INFO_BIND_PORT)->port;
