@@ -41,6 +41,7 @@ static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 static atomic_ullong buckets[NBOUNDS + 1]; /* per bucket (not cumulative); last: +Inf */
 static atomic_ullong sum_ns;
 static atomic_int in_flight;
+static atomic_int unrecorded;
 
 static const char *const delivery_results[] = {"delivered", "rejected", "error"};
 #define NRESULTS (sizeof(delivery_results) / sizeof(delivery_results[0]))
@@ -101,6 +102,11 @@ void metrics_event_delivery(const char *result)
 void metrics_in_flight(int n)
 {
 	atomic_store(&in_flight, n);
+}
+
+void metrics_unrecorded(int n)
+{
+	atomic_store(&unrecorded, n);
 }
 
 static void family(struct buf *t, const char *name, const char *type, const char *help)
@@ -181,6 +187,10 @@ static void render_process(struct buf *t)
 	family(t, "billing_gateway_requests_in_flight", "gauge",
 	       "Requests to the gateway in flight now.");
 	buf_printf(t, "billing_gateway_requests_in_flight %d\n", atomic_load(&in_flight));
+	family(t, "billing_outcomes_unrecorded", "gauge",
+	       "Gateway answers not yet written to the database; near two billing.batch_size "
+	       "the database is not keeping up and charging slows down.");
+	buf_printf(t, "billing_outcomes_unrecorded %d\n", atomic_load(&unrecorded));
 	family(t, "billing_event_deliveries_total", "counter",
 	       "Event delivery attempts by this process, by result.");
 	for (size_t k = 0; k < NRESULTS; k++)

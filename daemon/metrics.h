@@ -27,6 +27,8 @@ void metrics_gateway_observe(double seconds);
 void metrics_event_delivery(const char *result);
 /* Gateway requests in flight right now. */
 void metrics_in_flight(int n);
+/* Gateway answers the recorder has not yet written to the database. */
+void metrics_unrecorded(int n);
 /* A pass ended at unix time end after seconds. */
 void metrics_pass(int64_t end, double seconds);
 

@@ -94,12 +94,19 @@ void rec_jobs_free(struct rec_jobs *q)
 	memset(q, 0, sizeof(*q));
 }
 
+/* The backlog's gauge, kept with the backlog. Called with mu held. */
+static void backlog_changed(const struct recorder *rec)
+{
+	metrics_unrecorded(rec->queue.n + rec->writing);
+}
+
 void recorder_push(struct rec_job *j)
 {
 	struct recorder *rec = j->rec;
 
 	pthread_mutex_lock(&rec->mu);
 	rec_jobs_add(&rec->queue, j);
+	backlog_changed(rec);
 	pthread_cond_signal(&rec->cv);
 	pthread_mutex_unlock(&rec->mu);
 }
@@ -461,6 +468,7 @@ static void *recorder_main(void *arg)
 			log_event("error", "record", "error", err, (char *)NULL);
 		pthread_mutex_lock(&rec->mu);
 		rec->writing = 0;
+		backlog_changed(rec);
 		rec->stats.succeeded += st.succeeded;
 		rec->stats.declined += st.declined;
 		rec->stats.absent += st.absent;

@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,12 +458,48 @@ static void test_bad_row_recorded_alone(void **state)
  * one, and two batches, instead of growing with the due work (each
  * waiting outcome holds memory). A row trigger slows the recorder only;
  * a statement trigger on the claims keeps the peak. */
+/* The outcomes the recorder has not written, as /metrics says them. */
+static long unrecorded_now(void)
+{
+	char err[256], *m = NULL, *at;
+	long n;
+
+	if (metrics_render(NULL, 0, 0, &m, err, sizeof(err)) < 0)
+		fail_msg("metrics_render: %s", err);
+	at = strstr(m, "\nbilling_outcomes_unrecorded ");
+	assert_non_null(at);
+	n = strtol(at + strlen("\nbilling_outcomes_unrecorded "), NULL, 10);
+	free(m);
+	return n;
+}
+
+struct gauge_watch {
+	atomic_int stop;
+	long peak;
+};
+
+static void *watch_unrecorded(void *arg)
+{
+	struct gauge_watch *w = arg;
+
+	while (!atomic_load(&w->stop)) {
+		long n = unrecorded_now();
+
+		if (n > w->peak)
+			w->peak = n;
+		usleep(1000);
+	}
+	return NULL;
+}
+
 static void test_recorder_holds_claims_back(void **state)
 {
 	struct env *e = &the_env;
 	long start = at("2026-03-02T09:00:00-05:00");
 	int n = 800;
 	long bound;
+	struct gauge_watch w = {0};
+	pthread_t watcher;
 
 	(void)state;
 	env_start(e, "sched_backlog", NULL, 2000);
@@ -483,10 +521,16 @@ static void test_recorder_holds_claims_back(void **state)
 	                  "   WHERE state = 'pending'; RETURN NULL; END $$");
 	ts_db_long(e->db, "CREATE TRIGGER t_peak AFTER INSERT ON charges FOR EACH STATEMENT"
 	                  " EXECUTE FUNCTION t_peak()");
+	assert_int_equal(pthread_create(&watcher, NULL, watch_unrecorded, &w), 0);
 	pass(e, start + HOUR);
+	atomic_store(&w.stop, 1);
+	pthread_join(watcher, NULL);
 	/* in flight and queued for a slot (pump.c's claimable), and two batches */
 	bound = 3L * e->cfg.gateway.max_in_flight + 2L * e->cfg.batch_size;
 	assert_in_range(ts_db_long(e->db, "SELECT max(pending) FROM t_peak"), 1, bound);
+	/* the gauge saw the slow recorder's backlog, and the pass's end clear it */
+	assert_in_range(w.peak, e->cfg.batch_size, bound);
+	assert_int_equal(unrecorded_now(), 0);
 	assert_int_equal(
 	    ts_db_long(e->db, "SELECT count(*) FROM charges WHERE state = 'succeeded'"), n);
 	env_stop(e);
