@@ -112,8 +112,9 @@ void db_rollback(PGconn *c);
  * and its statements read by index (enable_seqscan off for it alone),
  * because a cached plan made while a table was small would otherwise scan
  * the whole table for each batch as it grows (docs/design.md, "What a
- * charge costs the database"). 0 / -1. */
-int db_begin_batch(PGconn *c, char *err, size_t errlen);
+ * charge costs the database"). The billing clock is now for the
+ * transaction alone (db_set_now), in the same round trip. 0 / -1. */
+int db_begin_batch(PGconn *c, int64_t now, char *err, size_t errlen);
 /* on: the session's prepared statements run one generic plan, made without
  * sequential scans, instead of being planned again at each run; off: back
  * to the server's settings. For a statement run hundreds of times in a row with

@@ -370,8 +370,7 @@ static int record_batch(struct recorder *rec, struct rec_job **jobs, int n, stru
 		db_arr_i64(&ids, jobs[i]->charge_id);
 	/* Asynchronous commit: an outcome a crash loses leaves its charge open,
 	 * and its lease's end has it resolved with cc_query. */
-	if (db_set_now(rec->db, jobs[n - 1]->now, err, errlen) < 0 ||
-	    db_begin_batch(rec->db, err, errlen) < 0)
+	if (db_begin_batch(rec->db, jobs[n - 1]->now, err, errlen) < 0)
 		goto out;
 	if (charges_lock_owned(rec->db, db_arr_text(&ids), rec->owner, add_to_batch, &b, err,
 	                       errlen) < 0)
