@@ -322,17 +322,13 @@ int db_begin(PGconn *c, char *err, size_t errlen)
 
 int db_begin_batch(PGconn *c, int64_t now, char *err, size_t errlen)
 {
-	char t[24];
-	const char *p[1] = {t};
-
-	snprintf(t, sizeof(t), "%lld", (long long)now);
 	if (db_begin(c, err, errlen) < 0)
 		return -1;
-	return db_exec(
-	    c,
+	return db_run(
+	    c, err, errlen,
 	    "SELECT set_config('synchronous_commit', 'off', true), "
 	    "set_config('enable_seqscan', 'off', true), set_config('billing.now', $1, true)",
-	    1, p, err, errlen);
+	    DB_I(now));
 }
 
 int db_generic_plans(PGconn *c, int on, char *err, size_t errlen)

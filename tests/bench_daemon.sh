@@ -73,6 +73,15 @@ db_work() {
 	      WHERE datname = current_database()" | tr '|' ' '
 }
 
+# Waits (10 s at most) until no server process matches the WHERE clause $1:
+# an ended backend's CPU time counts once the postmaster has reaped it.
+wait_ended() {
+	for _ in $(seq 100); do
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE $1")" -eq 0 ] && return
+		sleep 0.1
+	done
+}
+
 # CPU seconds of the fake gateway: it shares the two cores too.
 gw_cpu() {
 	awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$GWPID/stat"
@@ -103,13 +112,8 @@ RSS_KB=$(cat "$T"/time.* | awk '$2 > m { m = $2 } END { print m }')
 CPU_U=$(cat "$T"/time.* | awk '{ s += $3 } END { print s }')
 CPU_S=$(cat "$T"/time.* | awk '{ s += $4 } END { print s }')
 [ -n "${BENCH_LOG:-}" ] && cat "$T"/billingd.*.log >"$BENCH_LOG"
-# Its backends' time counts once the postmaster has reaped them, and an
-# autovacuum worker's once it has ended (and logged what it did).
-for _ in $(seq 100); do
-	[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'billingd%'
-	          OR backend_type = 'autovacuum worker'")" -eq 0 ] && break
-	sleep 0.1
-done
+# its backends, and an autovacuum worker (once it has logged what it did)
+wait_ended "application_name LIKE 'billingd%' OR backend_type = 'autovacuum worker'"
 sleep 0.2
 PG_CPU=$(awk -v a="$PG_CPU0" -v b="$(pg_cpu)" 'BEGIN { print b - a }')
 AV_CPU=$(av_cpu "$LOG0")
@@ -153,16 +157,13 @@ UPDATE pgb.subs SET period = period + 1, next_charge_at = next_charge_at + inter
 END;
 EOS
 # pgbench CLIENTS [RATE]: sets TPS, and TX_CPU, PostgreSQL's CPU ms per
-# transaction (its backends' time counts once they have ended).
+# transaction.
 pgbench_run() {
 	c0=$(pg_cpu)
 	"$PG_BINDIR/pgbench" -n -c "$1" -j "$(($1 < 2 ? 1 : 2))" -T "$PGB_S" ${2:+-R "$2"} \
 		-f "$T/charge.sql" "$DATABASE_URL" >"$T/pgbench.out" 2>&1 ||
 		fail "pgbench: $(tail -n 3 "$T/pgbench.out")"
-	for _ in $(seq 50); do
-		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")" -eq 0 ] && break
-		sleep 0.1
-	done
+	wait_ended "application_name = 'pgbench'"
 	TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$T/pgbench.out")
 	TX_CPU=$(awk -v a="$c0" -v b="$(pg_cpu)" -v n="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$T/pgbench.out")" \
 		'BEGIN { print (b - a) * 1000 / n }')

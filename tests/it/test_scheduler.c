@@ -453,11 +453,6 @@ static void test_bad_row_recorded_alone(void **state)
 	env_stop(e);
 }
 
-/* A recorder slower than the gateway holds the claims back: what is
- * claimed and not yet recorded stays within the slots, what may wait for
- * one, and two batches, instead of growing with the due work (each
- * waiting outcome holds memory). A row trigger slows the recorder only;
- * a statement trigger on the claims keeps the peak. */
 /* The outcomes the recorder has not written, as /metrics says them. */
 static long unrecorded_now(void)
 {
@@ -492,6 +487,11 @@ static void *watch_unrecorded(void *arg)
 	return NULL;
 }
 
+/* A recorder slower than the gateway holds the claims back: what is
+ * claimed and not yet recorded stays within the slots, what may wait for
+ * one, and two batches, instead of growing with the due work (each
+ * waiting outcome holds memory). A row trigger slows the recorder only;
+ * a statement trigger on the claims keeps the peak. */
 static void test_recorder_holds_claims_back(void **state)
 {
 	struct env *e = &the_env;
